@@ -1,0 +1,51 @@
+namespace LlmShrink.Formats;
+
+/// <summary>Element encodings a stored tensor can have. Block types follow ggml's definitions (ggml-common.h).</summary>
+public enum TensorType
+{
+    F32, F16, BF16, I8, I16, I32, I64, F64,
+    Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+    Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
+}
+
+public static class TensorTypes
+{
+    /// <summary>Elements per block: 1 for plain types, 32 for Q*_0/Q*_1, 256 for K-quants.</summary>
+    public static int BlockElements(TensorType t) => t switch
+    {
+        TensorType.Q4_0 or TensorType.Q4_1 or TensorType.Q5_0 or TensorType.Q5_1 or TensorType.Q8_0 => 32,
+        TensorType.Q2_K or TensorType.Q3_K or TensorType.Q4_K or TensorType.Q5_K or TensorType.Q6_K => 256,
+        _ => 1,
+    };
+
+    /// <summary>Bytes per block (sizes from ggml-common.h; the K-quant super-block is 256 elements).</summary>
+    public static int BlockBytes(TensorType t) => t switch
+    {
+        TensorType.F32 => 4, TensorType.F16 => 2, TensorType.BF16 => 2,
+        TensorType.I8 => 1, TensorType.I16 => 2, TensorType.I32 => 4, TensorType.I64 => 8, TensorType.F64 => 8,
+        TensorType.Q4_0 => 2 + 16,          // d, 32 nibbles
+        TensorType.Q4_1 => 2 + 2 + 16,      // d, m, 32 nibbles
+        TensorType.Q5_0 => 2 + 4 + 16,      // d, high bits, 32 nibbles
+        TensorType.Q5_1 => 2 + 2 + 4 + 16,  // d, m, high bits, 32 nibbles
+        TensorType.Q8_0 => 2 + 32,          // d, 32 int8
+        TensorType.Q2_K => 16 + 64 + 2 + 2, // scales, 2-bit quants, d, dmin
+        TensorType.Q3_K => 32 + 64 + 12 + 2,// hmask, 2-bit low quants, 6-bit scales, d
+        TensorType.Q4_K => 2 + 2 + 12 + 128,// d, dmin, 6-bit scales/mins, nibbles
+        TensorType.Q5_K => 2 + 2 + 12 + 32 + 128,
+        TensorType.Q6_K => 128 + 64 + 16 + 2, // low 4 bits, high 2 bits, int8 scales, d
+        _ => throw new ArgumentOutOfRangeException(nameof(t)),
+    };
+
+    public static bool IsBlockQuantized(TensorType t) => BlockElements(t) > 1;
+
+    /// <summary>Bytes that <paramref name="elements"/> consecutive elements occupy; the count must be a whole number of blocks.</summary>
+    public static long ByteCount(TensorType t, long elements)
+    {
+        long block = BlockElements(t);
+        if (elements % block != 0) throw new ArgumentException($"{elements} elements is not a whole number of {t} blocks of {block}");
+        return elements / block * BlockBytes(t);
+    }
+
+    /// <summary>Storage bits per element, including block scales (e.g. Q4_0 = 4.5).</summary>
+    public static double BitsPerElement(TensorType t) => 8.0 * BlockBytes(t) / BlockElements(t);
+}

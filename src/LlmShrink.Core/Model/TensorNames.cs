@@ -1,0 +1,26 @@
+namespace LlmShrink.Model;
+
+/// <summary>The canonical (Hugging Face) tensor names every loader maps its format's names to.</summary>
+public static class TensorNames
+{
+    public const string Embedding = "model.embed_tokens.weight";
+    public const string FinalNorm = "model.norm.weight";
+    public const string LmHead = "lm_head.weight";
+
+    public static string Layer(int i, string suffix) => $"model.layers.{i}.{suffix}";
+
+    public const string AttnNorm = "input_layernorm.weight";
+    public const string Q = "self_attn.q_proj.weight";
+    public const string K = "self_attn.k_proj.weight";
+    public const string V = "self_attn.v_proj.weight";
+    public const string O = "self_attn.o_proj.weight";
+    public const string QBias = "self_attn.q_proj.bias";
+    public const string KBias = "self_attn.k_proj.bias";
+    public const string VBias = "self_attn.v_proj.bias";
+    public const string QNorm = "self_attn.q_norm.weight";
+    public const string KNorm = "self_attn.k_norm.weight";
+    public const string FfnNorm = "post_attention_layernorm.weight";
+    public const string Gate = "mlp.gate_proj.weight";
+    public const string Up = "mlp.up_proj.weight";
+    public const string Down = "mlp.down_proj.weight";
+}
