@@ -6,6 +6,8 @@ public static class TensorNames
     public const string Embedding = "model.embed_tokens.weight";
     public const string FinalNorm = "model.norm.weight";
     public const string LmHead = "lm_head.weight";
+    /// <summary>Per-dimension RoPE frequency divisors (llama.cpp stores Llama 3.1 rope scaling this way in GGUF).</summary>
+    public const string RopeFrequencyFactors = "rope_freqs.weight";
 
     public static string Layer(int i, string suffix) => $"model.layers.{i}.{suffix}";
 

