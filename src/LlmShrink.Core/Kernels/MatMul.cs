@@ -114,29 +114,11 @@ public static unsafe class MatMul
             c30 = Vector512.FusedMultiplyAdd(a, b0, c30); c31 = Vector512.FusedMultiplyAdd(a, b1, c31);
             c32 = Vector512.FusedMultiplyAdd(a, b2, c32); c33 = Vector512.FusedMultiplyAdd(a, b3, c33);
         }
-        if (k < len)
-        {
-            // The ragged end, zero-padded to a full vector (only for widths that are not multiples of 16).
-            int rest = len - k;
-            var b0 = LoadPartial(w0 + k, rest); var b1 = LoadPartial(w1 + k, rest);
-            var b2 = LoadPartial(w2 + k, rest); var b3 = LoadPartial(w3 + k, rest);
-            var a = LoadPartial(x0 + k, rest);
-            c00 = Vector512.FusedMultiplyAdd(a, b0, c00); c01 = Vector512.FusedMultiplyAdd(a, b1, c01);
-            c02 = Vector512.FusedMultiplyAdd(a, b2, c02); c03 = Vector512.FusedMultiplyAdd(a, b3, c03);
-            a = LoadPartial(x1 + k, rest);
-            c10 = Vector512.FusedMultiplyAdd(a, b0, c10); c11 = Vector512.FusedMultiplyAdd(a, b1, c11);
-            c12 = Vector512.FusedMultiplyAdd(a, b2, c12); c13 = Vector512.FusedMultiplyAdd(a, b3, c13);
-            a = LoadPartial(x2 + k, rest);
-            c20 = Vector512.FusedMultiplyAdd(a, b0, c20); c21 = Vector512.FusedMultiplyAdd(a, b1, c21);
-            c22 = Vector512.FusedMultiplyAdd(a, b2, c22); c23 = Vector512.FusedMultiplyAdd(a, b3, c23);
-            a = LoadPartial(x3 + k, rest);
-            c30 = Vector512.FusedMultiplyAdd(a, b0, c30); c31 = Vector512.FusedMultiplyAdd(a, b1, c31);
-            c32 = Vector512.FusedMultiplyAdd(a, b2, c32); c33 = Vector512.FusedMultiplyAdd(a, b3, c33);
-        }
         AddTo(y, Sum4(c00, c01, c02, c03));
         AddTo(y + yStride, Sum4(c10, c11, c12, c13));
         AddTo(y + 2 * yStride, Sum4(c20, c21, c22, c23));
         AddTo(y + 3 * yStride, Sum4(c30, c31, c32, c33));
+        if (k < len) AddRaggedEnd(x, xStride, w, wStride, k, len, y, yStride, 4);
     }
 
     /// <summary>y[c] += x · w_c for one row of x and 4 rows of W; two accumulators per row hide FMA latency.</summary>
@@ -160,26 +142,36 @@ public static unsafe class MatMul
             d2 = Vector512.FusedMultiplyAdd(e, Vector512.Load(w2 + k + 16), d2);
             d3 = Vector512.FusedMultiplyAdd(e, Vector512.Load(w3 + k + 16), d3);
         }
-        for (; k < len; k += 16)
+        for (; k <= len - 16; k += 16)
         {
-            int rest = Math.Min(16, len - k);
-            var a = rest == 16 ? Vector512.Load(x + k) : LoadPartial(x + k, rest);
-            c0 = Vector512.FusedMultiplyAdd(a, rest == 16 ? Vector512.Load(w0 + k) : LoadPartial(w0 + k, rest), c0);
-            c1 = Vector512.FusedMultiplyAdd(a, rest == 16 ? Vector512.Load(w1 + k) : LoadPartial(w1 + k, rest), c1);
-            c2 = Vector512.FusedMultiplyAdd(a, rest == 16 ? Vector512.Load(w2 + k) : LoadPartial(w2 + k, rest), c2);
-            c3 = Vector512.FusedMultiplyAdd(a, rest == 16 ? Vector512.Load(w3 + k) : LoadPartial(w3 + k, rest), c3);
+            var a = Vector512.Load(x + k);
+            c0 = Vector512.FusedMultiplyAdd(a, Vector512.Load(w0 + k), c0);
+            c1 = Vector512.FusedMultiplyAdd(a, Vector512.Load(w1 + k), c1);
+            c2 = Vector512.FusedMultiplyAdd(a, Vector512.Load(w2 + k), c2);
+            c3 = Vector512.FusedMultiplyAdd(a, Vector512.Load(w3 + k), c3);
         }
         AddTo(y, Sum4(c0 + d0, c1 + d1, c2 + d2, c3 + d3));
+        if (k < len) AddRaggedEnd(x, 0, w, wStride, k, len, y, 0, 1);
     }
 
     private static float Dot(float* a, float* b, int len) =>
         System.Numerics.Tensors.TensorPrimitives.Dot(new ReadOnlySpan<float>(a, len), new ReadOnlySpan<float>(b, len));
 
-    private static Vector512<float> LoadPartial(float* p, int count)
+    /// <summary>
+    /// Elements [k, len) of the dot products of <paramref name="rows"/> x rows with 4 W rows, for widths that are not a
+    /// multiple of 16. A separate method so that no call sits in the micro-kernels: a call would force the JIT to keep
+    /// every accumulator on the stack (no zmm register survives a call).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void AddRaggedEnd(float* x, int xStride, float* w, int wStride, int k, int len, float* y, int yStride, int rows)
     {
-        float* buffer = stackalloc float[16];
-        for (int i = 0; i < 16; i++) buffer[i] = i < count ? p[i] : 0f;
-        return Vector512.Load(buffer);
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < 4; c++)
+            {
+                float sum = 0;
+                for (int i = k; i < len; i++) sum += x[r * xStride + i] * w[c * wStride + i];
+                y[r * yStride + c] += sum;
+            }
     }
 
     /// <summary>The four horizontal sums {Σa, Σb, Σc, Σd}: fold each vector to 128 bits, then two rounds of pairwise adds.</summary>
