@@ -44,13 +44,15 @@ public static class HubFiles
     /// <summary>The distinct shard files named by the <c>weight_map</c> of a safetensors index.</summary>
     public static IReadOnlyList<string> ShardsOf(string indexPath)
     {
-        long length = new FileInfo(indexPath).Length;
-        if (length > MaxIndexBytes) throw ShrinkException.InFile(indexPath, $"{length} bytes is far too large for a safetensors index");
+        // The stream's length, not FileInfo.Length: in a snapshot the index is a symlink, and FileInfo measures the link.
+        using var stream = File.OpenRead(indexPath);
+        if (stream.Length > MaxIndexBytes)
+            throw ShrinkException.InFile(indexPath, $"{stream.Length} bytes is far too large for a safetensors index");
 
         JsonElement weightMap;
         try
         {
-            using var document = JsonDocument.Parse(File.ReadAllBytes(indexPath));
+            using var document = JsonDocument.Parse(stream);
             if (document.RootElement.ValueKind != JsonValueKind.Object
                 || !document.RootElement.TryGetProperty("weight_map", out weightMap)
                 || weightMap.ValueKind != JsonValueKind.Object)
