@@ -1,5 +1,3 @@
-using System.Text.Json;
-
 namespace LlmShrink.Tokenization;
 
 /// <summary>Builds the right <see cref="ITextTokenizer"/> for a model's tokenizer files.</summary>
