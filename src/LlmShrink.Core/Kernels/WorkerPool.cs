@@ -8,8 +8,9 @@ public interface IParallelWork
 
 /// <summary>
 /// The process's one pool of compute threads. <see cref="For"/> splits a range of items into chunks that the
-/// caller and the workers claim with an atomic counter (so a core that another process steals does not stall
-/// the rest), and returns when all are done. Nothing is allocated per call: work is an object the caller keeps.
+/// caller and the workers claim from a shared counter, and returns when every item is done. The caller never
+/// waits for a worker that has not started: on a busy machine a descheduled worker simply claims nothing, so a
+/// call costs at most the work itself. Nothing is allocated per call (the work is an object the caller keeps).
 /// Workers spin briefly between calls (decode issues hundreds of small matmuls per token) and then sleep.
 /// </summary>
 public sealed class WorkerPool : IDisposable
@@ -21,14 +22,17 @@ public sealed class WorkerPool : IDisposable
 
     private readonly Thread[] _workers;
     private readonly object _gate = new();
+
+    // The current call. A claim is a compare-and-swap on _claim = (call number << 32) | next item, so a worker
+    // holding a stale view of an earlier call can never claim items of a later one.
     private IParallelWork? _work;
     private int _count, _chunk, _participants;
-    private int _next;            // next unclaimed item
-    private int _running;         // workers still inside the current call
-    private long _generation;     // bumped once per call; workers wait for it to change
+    private long _claim;
+    private int _remaining;       // items not yet finished
     private int _busy;            // 1 while a call is in flight: a second caller runs its work alone
     private bool _stopping;
 
+    private const long Closed = int.MaxValue;
     private const int SpinsBeforeSleep = 2000;
 
     public WorkerPool(int threads)
@@ -56,21 +60,22 @@ public sealed class WorkerPool : IDisposable
         }
         try
         {
+            long call = (Volatile.Read(ref _claim) >> 32) + 1;
             _work = work;
             _count = count;
             // A few chunks per thread balances load without paying the counter on every item.
             _chunk = Math.Max(1, count / (threads * 4));
-            _next = 0;
-            _participants = threads - 1;
-            _running = _workers.Length; // every worker checks in, even those not taking part
+            _participants = threads;
+            _remaining = count;
             lock (_gate)
             {
-                Interlocked.Increment(ref _generation);
+                Interlocked.Exchange(ref _claim, call << 32); // publish: fields above are visible to whoever sees this
                 Monitor.PulseAll(_gate);
             }
-            RunChunks(0);
+            RunChunks(0, call);
             var spin = new SpinWait();
-            while (Volatile.Read(ref _running) > 0) spin.SpinOnce(sleep1Threshold: -1);
+            while (Volatile.Read(ref _remaining) > 0) spin.SpinOnce(sleep1Threshold: -1);
+            Interlocked.Exchange(ref _claim, (call << 32) | Closed);
             _work = null;
         }
         finally
@@ -79,14 +84,21 @@ public sealed class WorkerPool : IDisposable
         }
     }
 
-    private void RunChunks(int worker)
+    private void RunChunks(int worker, long call)
     {
-        var work = _work!;
         while (true)
         {
-            int begin = Interlocked.Add(ref _next, _chunk) - _chunk;
-            if (begin >= _count) return;
-            work.Execute(begin, Math.Min(begin + _chunk, _count), worker);
+            long claim = Volatile.Read(ref _claim);
+            if (claim >> 32 != call) return;
+            int begin = (int)(claim & 0xFFFFFFFF);
+            // Read the call's fields, then confirm with the swap that the call is still the one they belong to.
+            var work = _work;
+            int count = _count, chunk = _chunk;
+            if (begin >= count || work is null || worker >= _participants) return;
+            int end = Math.Min(begin + chunk, count);
+            if (Interlocked.CompareExchange(ref _claim, (call << 32) | (uint)end, claim) != claim) continue;
+            work.Execute(begin, end, worker);
+            Interlocked.Add(ref _remaining, -(end - begin));
         }
     }
 
@@ -96,18 +108,17 @@ public sealed class WorkerPool : IDisposable
         while (true)
         {
             int spins = 0;
-            while (Volatile.Read(ref _generation) == seen && spins++ < SpinsBeforeSleep) Thread.SpinWait(20);
-            if (Volatile.Read(ref _generation) == seen)
+            while (Volatile.Read(ref _claim) >> 32 == seen && spins++ < SpinsBeforeSleep) Thread.SpinWait(20);
+            if (Volatile.Read(ref _claim) >> 32 == seen)
             {
                 lock (_gate)
                 {
-                    while (_generation == seen && !_stopping) Monitor.Wait(_gate);
+                    while (_claim >> 32 == seen && !_stopping) Monitor.Wait(_gate);
                 }
             }
             if (_stopping) return;
-            seen = Volatile.Read(ref _generation);
-            if (worker <= _participants) RunChunks(worker);
-            Interlocked.Decrement(ref _running);
+            seen = Volatile.Read(ref _claim) >> 32;
+            RunChunks(worker, seen);
         }
     }
 
