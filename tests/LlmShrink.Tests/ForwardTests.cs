@@ -101,6 +101,24 @@ public class ForwardTests
     }
 
     [Fact]
+    public void Forward_allocates_nothing_once_buffers_have_grown()
+    {
+        using var dir = new TempDir();
+        using var model = Variant(dir, "bf16");
+        using var transformer = new Transformer(model);
+        int vocab = model.Config.VocabSize;
+        var cache = transformer.NewCache(2 * Prompt.Length + 1);
+        var all = new float[Prompt.Length * vocab];
+        var last = new float[vocab];
+        transformer.Forward(Prompt, cache, all); // first use: scratch buffers and cache storage
+        transformer.Forward(Prompt.AsSpan(0, 1), cache, last);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        transformer.Forward(Prompt.AsSpan(1, 1), cache, last);
+        transformer.Forward(Prompt.AsSpan(0, Prompt.Length - 2), cache, all.AsSpan(0, (Prompt.Length - 2) * vocab));
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+    }
+
+    [Fact]
     public void Single_thread_equals_all_threads()
     {
         using var dir = new TempDir();
