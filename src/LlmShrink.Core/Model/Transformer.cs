@@ -38,9 +38,11 @@ public sealed class Transformer : IDisposable
     public ModelConfig Config { get; }
     public IBlockObserver? Observer { get; set; }
 
-    /// <param name="threads">Threads for each kernel; 0 = all cores.</param>
+    /// <param name="model">Must stay open while the transformer is used: F32 weights are read from its mapping.</param>
+    /// <param name="threads">Threads for each kernel, from the shared <see cref="WorkerPool"/>; 0 = all cores.</param>
     public Transformer(LoadedModel model, int threads = 0)
     {
+        ArgumentOutOfRangeException.ThrowIfNegative(threads);
         var c = Config = model.Config;
         c.Validate(model.Source);
         var w = model.Weights;
