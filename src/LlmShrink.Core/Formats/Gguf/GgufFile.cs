@@ -154,6 +154,8 @@ public sealed class GgufFile : IDisposable
             elements *= extent;
         }
         long columns = shape.Length == 0 ? 1 : shape[^1];
+        // Rows are decoded into spans, which hold at most int.MaxValue elements.
+        if (columns > int.MaxValue) throw problem($"has {columns} elements per row; at most {int.MaxValue} are supported");
         int blockElements = TensorTypes.BlockElements(type);
         if (columns % blockElements != 0)
             throw problem($"has {columns} elements per row, not a multiple of the {type} block size {blockElements}");
