@@ -124,6 +124,14 @@ public class GgufCorruptionTests
     }
 
     [Fact]
+    public void Names_from_the_file_are_escaped_and_cut_in_messages()
+    {
+        string key = "bad\nkey" + new string('x', 200);
+        string message = OpenFails(new GgufTestWriter().AddUInt32(key, 1).AddUInt32(key, 2).ToBytes());
+        Assert.Contains("'bad\\u000Akey" + new string('x', 73) + "…' appears twice", message);
+    }
+
+    [Fact]
     public void Duplicate_metadata_key() =>
         Assert.Contains("'k' appears twice", OpenFails(new GgufTestWriter().AddUInt32("k", 1).AddUInt32("k", 2).ToBytes()));
 
@@ -249,6 +257,8 @@ public class GgufCorruptionTests
             catch (ShrinkException e)
             {
                 Assert.StartsWith(path + ": ", e.Message);
+                Assert.DoesNotContain('\n', e.Message);
+                Assert.True(e.Message.Length < path.Length + 400, e.Message);
                 rejected++;
             }
         }

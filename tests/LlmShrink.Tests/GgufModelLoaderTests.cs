@@ -56,6 +56,22 @@ public class GgufModelLoaderTests
     }
 
     [Fact]
+    public void Stories260K_loads_end_to_end_with_its_embedded_tokenizer()
+    {
+        using var model = ModelLoader.Load(SharedData.Stories260K);
+        Assert.Equal("gguf", model.Format);
+        Assert.Equal(SharedData.Stories260K, model.Source);
+        Assert.Equal(1185376, model.BytesOnDisk);
+        Assert.Equal(5, model.Config.NumLayers);
+        var tokenizer = model.RequireTokenizer();
+        Assert.Equal(512, tokenizer.VocabSize);
+        Assert.True(tokenizer.AddBos);
+        // ▁Once ▁upon ▁a ▁time are pieces 403 407 261 378 of tokenizer.ggml.tokens; BOS = 1.
+        Assert.Equal([1, 403, 407, 261, 378], tokenizer.Encode("Once upon a time", addBos: true));
+        Assert.Equal(TensorType.F32, model.Weights.Get(TensorNames.Layer(0, TensorNames.Q)).Type);
+    }
+
+    [Fact]
     public void Qwen2_rotate_half_bias_tied_embeddings_and_bpe_vocabulary()
     {
         using var dir = new TempDir();

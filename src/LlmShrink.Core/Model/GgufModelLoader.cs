@@ -47,7 +47,7 @@ public static class GgufModelLoader
         {
             "llama" => RopeStyle.Interleaved,
             "qwen2" or "qwen3" => RopeStyle.RotateHalf,
-            _ => throw ShrinkException.InFile(gguf.Path, $"unsupported architecture '{arch}' (supported: llama, mistral as llama, qwen2, qwen3)"),
+            _ => throw ShrinkException.InFile(gguf.Path, $"unsupported architecture '{GgufReader.Printable(arch)}' (supported: llama, mistral as llama, qwen2, qwen3)"),
         };
 
         int hidden = meta.GetInt32($"{arch}.embedding_length");
@@ -148,7 +148,7 @@ public static class GgufModelLoader
         {
             var used = expected.Select(e => e.GgufName).ToHashSet(StringComparer.Ordinal);
             var extra = gguf.Tensors.First(t => !used.Contains(t.Name));
-            throw ShrinkException.InFile(gguf.Path, $"unexpected tensor '{extra.Name}' for a {c.Architecture} model with this configuration");
+            throw ShrinkException.InFile(gguf.Path, $"unexpected tensor '{GgufReader.Printable(extra.Name)}' for a {c.Architecture} model with this configuration");
         }
         weights.AddFile(gguf.File);
         return weights;

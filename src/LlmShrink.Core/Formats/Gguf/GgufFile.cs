@@ -76,7 +76,7 @@ public sealed class GgufFile : IDisposable
         {
             reader.Context = $"metadata pair #{i}";
             string key = reader.ReadString();
-            reader.Context = $"metadata key '{key}'";
+            reader.Context = $"metadata key '{GgufReader.Printable(key)}'";
             var type = reader.ReadValueType();
             metadata.Add(key, reader.ReadValue(type));
         }
@@ -99,7 +99,7 @@ public sealed class GgufFile : IDisposable
         {
             reader.Context = $"tensor info #{i}";
             string name = reader.ReadString();
-            reader.Context = $"tensor '{name}'";
+            reader.Context = $"tensor '{GgufReader.Printable(name)}'";
             if (!names.Add(name)) throw reader.Error("the tensor name appears twice");
 
             uint dims = reader.ReadUInt32();
@@ -129,7 +129,7 @@ public sealed class GgufFile : IDisposable
         for (int i = 0; i < infos.Count; i++)
         {
             var (name, shape, type, offset) = infos[i];
-            ShrinkException Problem(string problem) => ShrinkException.InFile(Path, $"tensor '{name}': {problem}");
+            ShrinkException Problem(string problem) => ShrinkException.InFile(Path, $"tensor '{GgufReader.Printable(name)}': {problem}");
 
             if (offset % Alignment != 0) throw Problem($"data offset {offset} is not a multiple of the alignment {Alignment}");
             long byteLength = ByteLength(shape, type, Problem);
@@ -172,7 +172,7 @@ public sealed class GgufFile : IDisposable
         {
             var previous = byOffset[i - 1];
             if (previous.Offset + previous.ByteLength > byOffset[i].Offset)
-                throw ShrinkException.InFile(Path, $"tensors '{previous.Name}' and '{byOffset[i].Name}' overlap (bytes {byOffset[i].Offset}..{previous.Offset + previous.ByteLength})");
+                throw ShrinkException.InFile(Path, $"tensors '{GgufReader.Printable(previous.Name)}' and '{GgufReader.Printable(byOffset[i].Name)}' overlap (bytes {byOffset[i].Offset}..{previous.Offset + previous.ByteLength})");
         }
     }
 

@@ -22,7 +22,7 @@ public sealed class GgufMetadata : IReadOnlyCollection<KeyValuePair<string, Gguf
 
     internal void Add(string key, GgufValue value)
     {
-        if (!_byKey.TryAdd(key, value)) throw ShrinkException.InFile(Path, $"metadata key '{key}' appears twice");
+        if (!_byKey.TryAdd(key, value)) throw ShrinkException.InFile(Path, $"metadata key '{GgufReader.Printable(key)}' appears twice");
         _entries.Add(new(key, value));
     }
 

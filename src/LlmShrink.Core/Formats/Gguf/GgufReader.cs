@@ -25,6 +25,21 @@ internal sealed class GgufReader
     /// <summary>What is being read, for error messages (e.g. "metadata key 'general.name'").</summary>
     public string Context { get; set; } = "header";
 
+    /// <summary>
+    /// A name or string read from the file as it may appear inside a one-line error message: control characters
+    /// escaped and long text cut, since a corrupt length can make a "name" out of kilobytes of binary data.
+    /// </summary>
+    public static string Printable(string text, int maxChars = 80)
+    {
+        var result = new StringBuilder();
+        foreach (char c in text.Length > maxChars ? text[..maxChars] : text)
+        {
+            if (char.IsControl(c) || c is '\u2028' or '\u2029') result.Append($"\\u{(int)c:X4}");
+            else result.Append(c);
+        }
+        return text.Length > maxChars ? result.Append('…').ToString() : result.ToString();
+    }
+
     public ShrinkException Error(string problem) => ShrinkException.InFile(_file.Path, $"{Context}: {problem}");
 
     private ReadOnlySpan<byte> Take(long count)
