@@ -141,6 +141,19 @@ public class GgufModelLoaderTests
     }
 
     [Fact]
+    public void Unsupported_rope_scaling_and_bad_context_length()
+    {
+        var linear = GgufTestModels.Writer(new GgufTestModels.Spec()).AddString("llama.rope.scaling.type", "linear");
+        Assert.EndsWith("RoPE scaling 'linear' is not supported", LoadFails(linear));
+        var none = GgufTestModels.Writer(new GgufTestModels.Spec()).AddString("llama.rope.scaling.type", "none");
+        using (var dir = new TempDir())
+        using (var gguf = GgufFile.Open(none.Save(dir.File("none.gguf"))))
+            Assert.Equal(128, GgufTestModels.Read(gguf).Config.MaxPositions);
+
+        Assert.EndsWith("qwen3.context_length = 0 must be positive", LoadFails(GgufTestModels.Writer(new GgufTestModels.Spec("qwen3", ContextLength: 0))));
+    }
+
+    [Fact]
     public void Shape_mismatch_names_tensor_expected_and_actual_shape()
     {
         var writer = GgufTestModels.Writer(new GgufTestModels.Spec());

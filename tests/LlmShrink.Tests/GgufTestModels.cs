@@ -16,7 +16,8 @@ internal static class GgufTestModels
         bool Tied = false,
         bool Bias = false,
         bool QkNorm = false,
-        bool Tokenizer = true);
+        bool Tokenizer = true,
+        uint ContextLength = 128);
 
     public static readonly string[] Tokens = ["<unk>", "<s>", "</s>", "▁a", "▁b", "c"];
 
@@ -25,7 +26,7 @@ internal static class GgufTestModels
         string a = s.Architecture;
         var w = new GgufTestWriter()
             .AddString("general.architecture", a)
-            .AddUInt32($"{a}.context_length", 128)
+            .AddUInt32($"{a}.context_length", s.ContextLength)
             .AddUInt32($"{a}.embedding_length", (uint)s.Hidden)
             .AddUInt32($"{a}.feed_forward_length", (uint)s.Ffn)
             .AddUInt32($"{a}.block_count", (uint)s.Layers)

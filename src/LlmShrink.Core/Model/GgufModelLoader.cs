@@ -58,6 +58,12 @@ public static class GgufModelLoader
         if (meta.TryGetInt32($"{arch}.rope.dimension_count", out int ropeDims) && ropeDims != headDim)
             throw ShrinkException.InFile(gguf.Path, $"{arch}.rope.dimension_count = {ropeDims} but the head dimension is {headDim}; partial rotary embeddings are not supported");
 
+        // Llama 3.1's frequency scaling arrives as the rope_freqs tensor; the older whole-range schemes would silently change the function.
+        if (meta.TryGetString($"{arch}.rope.scaling.type", out string scaling) && scaling != "none")
+            throw ShrinkException.InFile(gguf.Path, $"RoPE scaling '{GgufReader.Printable(scaling)}' is not supported");
+        int contextLength = meta.GetInt32($"{arch}.context_length");
+        if (contextLength <= 0) throw ShrinkException.InFile(gguf.Path, $"{arch}.context_length = {contextLength} must be positive");
+
         var config = new ModelConfig
         {
             Architecture = arch,
@@ -68,7 +74,7 @@ public static class GgufModelLoader
             NumKvHeads = kvHeads,
             HeadDim = headDim,
             VocabSize = ReadVocabSize(gguf),
-            MaxPositions = meta.GetInt32($"{arch}.context_length"),
+            MaxPositions = contextLength,
             RmsNormEps = meta.GetFloat($"{arch}.attention.layer_norm_rms_epsilon"),
             RopeTheta = meta.TryGetFloat($"{arch}.rope.freq_base", out float theta) ? theta : 10000f,
             RopeStyle = ropeStyle,
