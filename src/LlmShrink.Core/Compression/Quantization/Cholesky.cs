@@ -61,13 +61,14 @@ public static class Cholesky
             for (int kk = 0; kk < kb; kk++)
                 for (int j = 0; j < below; j++)
                     panelT[kk * below + j] = -a[(k0 + kb + j) * n + k0 + kk];
-            for (int r0 = 0; r0 < below; r0 += Block)
+            int trailingBlocks = (below + Block - 1) / Block, panelStart = k0, trailingStart = k0 + kb, panelWidth = kb;
+            Parallel.For(0, trailingBlocks, block =>
             {
-                int rows = Math.Min(Block, below - r0), cols = r0 + rows;
-                int start = (k0 + kb + r0) * n;
-                DenseKernels.MultiplyAdd<double>(a.AsSpan(start + k0 + kb), n, a.AsSpan(start + k0), n,
-                    panelT, below, rows, cols, kb);
-            }
+                int r0 = block * Block, rows = Math.Min(Block, below - r0), cols = r0 + rows;
+                int start = (trailingStart + r0) * n;
+                DenseKernels.MultiplyAdd<double>(a.AsSpan(start + trailingStart), n, a.AsSpan(start + panelStart), n,
+                    panelT, below, rows, cols, panelWidth);
+            });
         }
         for (int i = 0; i < n; i++) a.AsSpan(i * n + i + 1, n - i - 1).Clear();
     }
@@ -116,12 +117,13 @@ public static class Cholesky
             // T = L[i-block, 0:i0] · X[0:i0, 0:i0]; column block jb only meets rows k ≥ jb of lower-triangular X.
             var tSpan = t.AsSpan(0, ib * i0);
             tSpan.Clear();
-            for (int j0 = 0; j0 < i0; j0 += Block)
+            int rowStart = i0, rowCount = ib;
+            Parallel.For(0, (i0 + Block - 1) / Block, block =>
             {
-                int jb = Math.Min(Block, i0 - j0);
-                DenseKernels.MultiplyAdd<double>(tSpan[j0..], i0, l.AsSpan(i0 * n + j0), n,
-                    x.AsSpan(j0 * n + j0), n, ib, jb, i0 - j0);
-            }
+                int j0 = block * Block, jb = Math.Min(Block, rowStart - j0);
+                DenseKernels.MultiplyAdd<double>(t.AsSpan(j0, rowCount * rowStart - j0), rowStart, l.AsSpan(rowStart * n + j0), n,
+                    x.AsSpan(j0 * n + j0), n, rowCount, jb, rowStart - j0);
+            });
             for (int r = 0; r < ib; r++)
                 for (int c = 0; c < ib; c++)
                     negDiagInv[r * ib + c] = -x[(i0 + r) * n + i0 + c];
