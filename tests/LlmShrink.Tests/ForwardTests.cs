@@ -155,6 +155,30 @@ public class ForwardTests
         Assert.Equal(embedding.AsSpan(Prompt[1] * c.HiddenSize, c.HiddenSize).ToArray(), recorder.Inputs[0].Hidden.AsSpan(c.HiddenSize, c.HiddenSize).ToArray());
     }
 
+    [Fact]
+    public void Block_by_block_forward_reproduces_the_full_forward_pass()
+    {
+        using var dir = new TempDir();
+        using var model = Variant(dir, "qwen3-qknorm");
+        using var transformer = new Transformer(model);
+        var recorder = new Recorder();
+        transformer.Observer = recorder;
+        AllLogits(transformer, Prompt);
+        transformer.Observer = null;
+
+        var c = model.Config;
+        var hidden = new float[Prompt.Length * c.HiddenSize];
+        transformer.Embed(Prompt, hidden);
+        var cache = transformer.NewCache(Prompt.Length);
+        for (int l = 0; l < c.NumLayers; l++)
+        {
+            Assert.Equal(recorder.Inputs[l].Hidden, hidden);
+            cache.Clear();
+            transformer.ForwardBlock(l, hidden, Prompt.Length, cache);
+            Assert.Equal(recorder.Outputs[l].Hidden, hidden);
+        }
+    }
+
     /// <summary>
     /// llama.cpp's converter reorders each head's Q/K rows so that Hugging Face pairs (i, i + d/2) become adjacent
     /// (2i, 2i + 1); an Interleaved model with permuted rows must compute exactly what the RotateHalf model computes.

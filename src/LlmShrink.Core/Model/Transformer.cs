@@ -13,15 +13,8 @@ namespace LlmShrink.Model;
 /// </summary>
 public sealed class Transformer : IDisposable
 {
-    private sealed class Block
-    {
-        public required float[] AttnNorm, FfnNorm;
-        public float[]? QNorm, KNorm;
-        public required Linear Q, K, V, O, Gate, Up, Down;
-    }
-
     private readonly StoredTensor _embedding;
-    private readonly Block[] _blocks;
+    private readonly TransformerBlock[] _blocks;
     private readonly float[] _finalNorm;
     private readonly Linear _lmHead;
     private readonly Rope _rope;
@@ -38,6 +31,9 @@ public sealed class Transformer : IDisposable
     public ModelConfig Config { get; }
     public IBlockObserver? Observer { get; set; }
 
+    /// <summary>The decoder blocks; compression replaces their linear layers and rescales their norms in place.</summary>
+    public IReadOnlyList<TransformerBlock> Blocks => _blocks;
+
     /// <param name="model">Must stay open while the transformer is used: F32 weights are read from its mapping.</param>
     /// <param name="threads">Threads for each kernel, from the shared <see cref="WorkerPool"/>; 0 = all cores.</param>
     public Transformer(LoadedModel model, int threads = 0)
@@ -52,12 +48,12 @@ public sealed class Transformer : IDisposable
         _finalNorm = Vector(w, TensorNames.FinalNorm, c.HiddenSize);
         _lmHead = Linear.FromStored(c.TiedEmbeddings ? _embedding : w.Get(TensorNames.LmHead), null, c.VocabSize, c.HiddenSize);
 
-        _blocks = new Block[c.NumLayers];
+        _blocks = new TransformerBlock[c.NumLayers];
         for (int l = 0; l < c.NumLayers; l++)
         {
             StoredTensor T(string suffix) => w.Get(TensorNames.Layer(l, suffix));
             StoredTensor? Bias(string suffix) => c.AttentionBias ? T(suffix) : null;
-            _blocks[l] = new Block
+            _blocks[l] = new TransformerBlock
             {
                 AttnNorm = Vector(w, TensorNames.Layer(l, TensorNames.AttnNorm), c.HiddenSize),
                 FfnNorm = Vector(w, TensorNames.Layer(l, TensorNames.FfnNorm), c.HiddenSize),
@@ -103,15 +99,13 @@ public sealed class Transformer : IDisposable
         bool allLogits = logits.Length == (long)n * vocab;
         if (!allLogits && logits.Length != vocab)
             throw new ArgumentException($"logits must hold {n}×{vocab} or {vocab} floats, not {logits.Length}", nameof(logits));
-        foreach (int token in tokens)
-            if ((uint)token >= (uint)vocab) throw new ArgumentOutOfRangeException(nameof(tokens), $"token {token} is outside the vocabulary of {vocab}");
 
         cache.EnsureStorage(c.NumLayers, c.KvDim);
         EnsureScratch(n, cache.Capacity);
         int first = cache.Length;
 
-        for (int i = 0; i < n; i++) _embedding.DequantizeRow(tokens[i], _x.AsSpan(i * d, d));
-        for (int i = 0; i < n; i++) _rope.Angles(first + i, _cos.AsSpan(i * c.HeadDim / 2, c.HeadDim / 2), _sin.AsSpan(i * c.HeadDim / 2, c.HeadDim / 2));
+        Embed(tokens, _x.AsSpan(0, n * d));
+        ComputeAngles(first, n);
 
         for (int l = 0; l < _blocks.Length; l++)
         {
@@ -127,7 +121,45 @@ public sealed class Transformer : IDisposable
         cache.Length = first + n;
     }
 
-    private void RunBlock(Block b, float[] keys, float[] values, int first, int n)
+    /// <summary>Token embeddings of <paramref name="tokens"/> into <paramref name="hidden"/> ([n, hiddenSize]).</summary>
+    public void Embed(ReadOnlySpan<int> tokens, Span<float> hidden)
+    {
+        int d = Config.HiddenSize;
+        for (int i = 0; i < tokens.Length; i++)
+        {
+            if ((uint)tokens[i] >= (uint)Config.VocabSize) throw new ArgumentOutOfRangeException(nameof(tokens), $"token {tokens[i]} is outside the vocabulary of {Config.VocabSize}");
+            _embedding.DequantizeRow(tokens[i], hidden.Slice(i * d, d));
+        }
+    }
+
+    /// <summary>
+    /// Runs block <paramref name="layer"/> alone on the hidden states of one sequence of n tokens (positions
+    /// cache.Length…), in place, appending its keys and values to the cache. The sequential calibration pipeline
+    /// drives the model block by block with this, so only one block's activations exist at a time.
+    /// </summary>
+    public void ForwardBlock(int layer, Span<float> hidden, int n, KvCache cache)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var c = Config;
+        if (hidden.Length != n * c.HiddenSize) throw new ArgumentException($"hidden must hold {n}×{c.HiddenSize} floats", nameof(hidden));
+        if (cache.Length + n > cache.Capacity) throw new ArgumentException($"{n} tokens do not fit in the KV cache", nameof(cache));
+        cache.EnsureStorage(c.NumLayers, c.KvDim);
+        EnsureScratch(n, cache.Capacity);
+        int first = cache.Length;
+        ComputeAngles(first, n);
+        hidden.CopyTo(_x);
+        RunBlock(_blocks[layer], cache.Keys[layer], cache.Values[layer], first, n);
+        _x.AsSpan(0, hidden.Length).CopyTo(hidden);
+        cache.Length = first + n;
+    }
+
+    private void ComputeAngles(int first, int n)
+    {
+        int half = Config.HeadDim / 2;
+        for (int i = 0; i < n; i++) _rope.Angles(first + i, _cos.AsSpan(i * half, half), _sin.AsSpan(i * half, half));
+    }
+
+    private void RunBlock(TransformerBlock b, float[] keys, float[] values, int first, int n)
     {
         var c = Config;
         int d = c.HiddenSize, hd = c.HeadDim, half = hd / 2;
