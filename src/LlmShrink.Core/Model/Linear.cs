@@ -85,6 +85,6 @@ public static class TensorShapes
     {
         if (!tensor.Shape.AsSpan().SequenceEqual(shape))
             throw ShrinkException.InFile(tensor.File.Path,
-                $"tensor '{tensor.Name}' has shape [{string.Join(", ", tensor.Shape)}], expected [{string.Join(", ", shape)}]");
+                $"tensor '{tensor.Name}' has shape [{string.Join(", ", tensor.Shape)}] but the model configuration implies [{string.Join(", ", shape)}]");
     }
 }
