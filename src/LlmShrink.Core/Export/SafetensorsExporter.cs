@@ -33,30 +33,13 @@ public static class SafetensorsExporter
         if (model.Weights.Contains(TensorNames.RopeFrequencyFactors) && c.RopeScaling is null)
             throw ShrinkException.InFile(model.Source, "its RoPE frequency factors (rope_freqs) have no config.json equivalent; export to GGUF instead");
 
-        var inputs = model.Weights.Files.Select(f => f.Path).Append(model.Source).ToList();
-        OutputPaths.RefuseFolderOverwrite(outputFolder, inputs);
-        if (File.Exists(outputFolder)) throw ShrinkException.InFile(outputFolder, "exists and is a file; the safetensors export writes a folder");
-        if (Directory.Exists(outputFolder) && Directory.EnumerateFileSystemEntries(outputFolder).Any())
-            throw ShrinkException.InFile(outputFolder, "exists and is not empty; refusing to mix an export with other files");
-
-        string full = Path.GetFullPath(outputFolder).TrimEnd(Path.DirectorySeparatorChar);
-        string parent = Path.GetDirectoryName(full)!;
-        if (!Directory.Exists(parent)) throw ShrinkException.InFile(outputFolder, "cannot write: the parent folder does not exist");
-        string temporary = $"{full}.tmp-{Guid.NewGuid():N}";
-        Directory.CreateDirectory(temporary);
-        try
-        {
-            WriteWeights(model, dtype, temporary, maxShardBytes);
-            WriteConfig(model, dtype, Path.Combine(temporary, "config.json"));
-            WriteTokenizer(model, temporary);
-            if (Directory.Exists(full)) Directory.Delete(full); // empty, checked above
-            Directory.Move(temporary, full);
-        }
-        catch
-        {
-            try { Directory.Delete(temporary, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-            throw;
-        }
+        using var output = new OutputFolder(outputFolder, model.Weights.Files.Select(f => f.Path).Append(model.Source));
+        WriteWeights(model, dtype, output.Path, maxShardBytes);
+        var config = ConfigJson(model);
+        config["torch_dtype"] = TorchDType(dtype);
+        File.WriteAllText(output.File("config.json"), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        WriteTokenizer(model, output.Path);
+        output.Commit();
     }
 
     private static void WriteWeights(LoadedModel model, TensorType dtype, string folder, long maxShardBytes)
@@ -113,21 +96,16 @@ public static class SafetensorsExporter
     };
 
     /// <summary>
-    /// From a Hugging Face folder: its config.json with every field kept and torch_dtype set to the export's dtype. Otherwise
-    /// a config written from <see cref="ModelConfig"/> with the keys transformers' config classes read.
+    /// From a Hugging Face folder: its config.json with every field kept. Otherwise a config written from
+    /// <see cref="ModelConfig"/> with the keys transformers' config classes read.
     /// </summary>
-    private static void WriteConfig(LoadedModel model, TensorType dtype, string path)
+    public static JsonObject ConfigJson(LoadedModel model)
     {
         string original = Path.Combine(model.Source, "config.json");
-        JsonObject config;
         if (model.Format == "safetensors" && File.Exists(original))
-        {
-            config = JsonNode.Parse(File.ReadAllBytes(original), documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }) as JsonObject
+            return JsonNode.Parse(File.ReadAllBytes(original), documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }) as JsonObject
                 ?? throw ShrinkException.InFile(original, "not a JSON object");
-        }
-        else config = FromModelConfig(model.Config);
-        config["torch_dtype"] = TorchDType(dtype);
-        File.WriteAllText(path, config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        return FromModelConfig(model.Config);
     }
 
     public static JsonObject FromModelConfig(ModelConfig c)
@@ -179,7 +157,7 @@ public static class SafetensorsExporter
     /// Tokenizer files: copied from a Hugging Face folder; from a GGUF SentencePiece ("llama") vocabulary, a tokenizer.model
     /// rebuilt from its pieces, scores and types, and a tokenizer_config.json with its BOS/EOS and add_bos_token.
     /// </summary>
-    private static void WriteTokenizer(LoadedModel model, string folder)
+    public static void WriteTokenizer(LoadedModel model, string folder)
     {
         if (model.Format == "safetensors" && Directory.Exists(model.Source))
         {
