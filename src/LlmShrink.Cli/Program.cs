@@ -1,4 +1,6 @@
 using System.CommandLine;
+using System.CommandLine.Parsing;
+using System.Text.RegularExpressions;
 using LlmShrink.Cli.Commands;
 
 namespace LlmShrink.Cli;
@@ -34,7 +36,7 @@ public static class Program
             RandomModelCommand.Create(cancellation),
         };
         var parsed = root.Parse(args);
-        if (parsed.Errors.Count > 0) return UserError(parsed.Errors[0].Message);
+        if (parsed.Errors.Count > 0) return UserError(Describe(parsed.Errors[0]));
 
         var invocation = new InvocationConfiguration
         {
@@ -65,7 +67,19 @@ public static class Program
 
     private static int UserError(string message)
     {
-        Console.Error.WriteLine($"llmshrink: {message.ReplaceLineEndings(" ")}");
+        Console.Error.WriteLine($"llmshrink: {Regex.Replace(message, @"\s+", " ").Trim()}");
         return 2;
+    }
+
+    /// <summary>A parse error, prefixed with the option it concerns ("--protocol: ...") when there is one.</summary>
+    private static string Describe(ParseError error)
+    {
+        var option = error.SymbolResult switch
+        {
+            OptionResult o => o.Option,
+            ArgumentResult { Parent: OptionResult o } => o.Option,
+            _ => null,
+        };
+        return option is null ? error.Message : $"{option.Name}: {error.Message}";
     }
 }

@@ -38,6 +38,7 @@ internal static class EvalCommand
             string modelPath = parse.GetValue(model)!;
             string? referencePath = parse.GetValue(reference);
 
+            string text = ReadText(dataPath); // before loading models, so a wrong path fails at once
             using var evaluated = ModelLoader.Load(modelPath);
             using var referenceModel = referencePath is null ? null : ModelLoader.Load(referencePath);
             // Both models see exactly the same token ids: the reference's tokenizer (the original model's) when comparing.
@@ -45,7 +46,7 @@ internal static class EvalCommand
             if (referenceModel is not null && referenceModel.Config.VocabSize != evaluated.Config.VocabSize)
                 throw ShrinkException.InFile(modelPath, $"vocabulary of {evaluated.Config.VocabSize} tokens differs from the reference's {referenceModel.Config.VocabSize}");
 
-            var tokens = tokenizer.Encode(ReadText(dataPath), tokenizer.AddBos);
+            var tokens = tokenizer.Encode(text, tokenizer.AddBos);
             var windows = Perplexity.Windows(tokens.Length, ctx, chosen, windowsLimit);
             if (windows.Length == 0)
                 throw ShrinkException.InFile(dataPath, $"only {tokens.Length} tokens, fewer than one window of --ctx {ctx}");
