@@ -76,6 +76,38 @@ public class CliTests
     }
 
     [Fact]
+    public void InterruptedCommandExitsWith130AndLeavesNoModelBehind()
+    {
+        using var temp = new TempDir();
+        using var interrupted = new CancellationTokenSource();
+        interrupted.Cancel();
+        var (oldOut, oldErr) = (Console.Out, Console.Error);
+        var stderr = new StringWriter();
+        Console.SetOut(new StringWriter());
+        Console.SetError(stderr);
+        int code;
+        try { code = Program.Run(["random-model", "--shape", "tinylit", "--dtype", "F32", "--out", temp.Path], interrupted.Token); }
+        finally { Console.SetOut(oldOut); Console.SetError(oldErr); }
+        Assert.Equal(130, code);
+        Assert.Equal("llmshrink: interrupted", stderr.ToString().Trim());
+        Assert.False(File.Exists(temp.File("model.safetensors")));
+        Assert.False(File.Exists(temp.File("config.json")));
+    }
+
+    [Fact]
+    public void RandomModelCommandWritesTheRequestedShape()
+    {
+        using var temp = new TempDir();
+        var (code, _, stderr) = Run("random-model", "--shape", "tinylit", "--dtype", "BF16", "--out", temp.Path, "--seed", "4");
+        Assert.True(code == 0, stderr);
+        using var json = JsonDocument.Parse(File.ReadAllText(temp.File("config.json")));
+        Assert.Equal("bfloat16", json.RootElement.GetProperty("torch_dtype").GetString());
+        Assert.Equal(8, json.RootElement.GetProperty("num_hidden_layers").GetInt32());
+        // 8,392,960 BF16 parameters plus the safetensors header.
+        Assert.InRange(new FileInfo(temp.File("model.safetensors")).Length, 2L * 8_392_960, 2L * 8_392_960 + 64 * 1024);
+    }
+
+    [Fact]
     public void InspectJsonReportsTheDimensionsAndParameterCountsOfStories260K()
     {
         var (code, stdout, stderr) = Run("inspect", SharedData.Stories260K, "--json", "--ctx", "256");

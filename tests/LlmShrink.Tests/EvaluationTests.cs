@@ -104,3 +104,46 @@ public class EvaluationTests
         return counts.Select(c => c / draws).ToArray();
     }
 }
+
+/// <summary>A byte-level tokenizer: token i is byte i, decoded as UTF-8 (incomplete sequences become U+FFFD).</summary>
+internal sealed class ByteTokenizer : LlmShrink.Tokenization.ITextTokenizer
+{
+    public int VocabSize => 256;
+    public int BosId => 0;
+    public int EosId => 0;
+    public bool AddBos => false;
+    public int[] Encode(string text, bool addBos) => System.Text.Encoding.UTF8.GetBytes(text).Select(b => (int)b).ToArray();
+    public string Decode(ReadOnlySpan<int> ids)
+    {
+        var bytes = new byte[ids.Length];
+        for (int i = 0; i < ids.Length; i++) bytes[i] = (byte)ids[i];
+        return System.Text.Encoding.UTF8.GetString(bytes);
+    }
+}
+
+public class StreamingDecoderTests
+{
+    [Fact]
+    public void MultiByteCharactersSplitOverTokensArePrintedOnceWhole()
+    {
+        var tokenizer = new ByteTokenizer();
+        const string prompt = "Prix: ", continuation = "12 € — déjà 😀!";
+        var decoder = new StreamingDecoder(tokenizer, tokenizer.Encode(prompt, false));
+        var pieces = tokenizer.Encode(continuation, false).Select(decoder.Append).ToList();
+        pieces.Add(decoder.Finish());
+        Assert.Equal(continuation, string.Concat(pieces));
+        Assert.DoesNotContain(pieces, p => p.Contains('\uFFFD'));
+        // The euro sign is 3 bytes: nothing is printed until its last byte arrives.
+        int euro = System.Text.Encoding.UTF8.GetByteCount("12 ");
+        Assert.Equal(new[] { "", "", "€" }, pieces.Skip(euro).Take(3));
+    }
+
+    [Fact]
+    public void AnUndecodableTailIsPrintedAtTheEnd()
+    {
+        var decoder = new StreamingDecoder(new ByteTokenizer(), [(int)'a']);
+        Assert.Equal("b", decoder.Append('b'));
+        Assert.Equal("", decoder.Append(0xE2)); // first byte of a 3-byte character that never completes
+        Assert.Equal("\uFFFD", decoder.Finish());
+    }
+}

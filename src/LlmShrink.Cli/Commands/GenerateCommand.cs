@@ -2,7 +2,6 @@ using System.CommandLine;
 using System.Diagnostics;
 using LlmShrink.Evaluation;
 using LlmShrink.Model;
-using LlmShrink.Tokenization;
 
 namespace LlmShrink.Cli.Commands;
 
@@ -55,7 +54,7 @@ internal static class GenerateCommand
         using var transformer = new Transformer(model, threads);
         var cache = transformer.NewCache(promptIds.Length + maxTokens);
         var logits = new float[config.VocabSize];
-        var output = new StreamingText(tokenizer, promptIds);
+        var output = new StreamingDecoder(tokenizer, promptIds);
         Console.Out.Write(prompt);
         Console.Out.Flush();
 
@@ -83,38 +82,5 @@ internal static class GenerateCommand
 
         Console.Error.WriteLine($"prefill: {promptIds.Length} tokens in {prefillSeconds * 1000:F1} ms ({promptIds.Length / prefillSeconds:F1} tokens/s)");
         Console.Error.WriteLine($"decode: {generated} tokens, {forwards} forward passes in {decodeSeconds * 1000:F1} ms ({forwards / Math.Max(decodeSeconds, 1e-9):F1} tokens/s)");
-    }
-
-    /// <summary>
-    /// Turns a growing token sequence into the text to print next. Pieces are not always whole characters (byte
-    /// fallback splits a multi-byte UTF-8 character over several tokens, and SentencePiece strips the leading space
-    /// only at the very start), so the whole sequence is decoded each time and only the new suffix is printed;
-    /// a trailing incomplete character (decoded as U+FFFD) is held back until its remaining bytes arrive.
-    /// </summary>
-    private sealed class StreamingText(ITextTokenizer tokenizer, int[] promptIds)
-    {
-        private readonly List<int> _ids = [.. promptIds];
-        private readonly string _promptText = tokenizer.Decode(promptIds);
-        private int _printed;
-
-        public string Append(int id)
-        {
-            _ids.Add(id);
-            return Take(final: false);
-        }
-
-        public string Finish() => Take(final: true);
-
-        private string Take(bool final)
-        {
-            string text = tokenizer.Decode(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_ids));
-            string continuation = text.StartsWith(_promptText, StringComparison.Ordinal) ? text[_promptText.Length..] : text;
-            int end = continuation.Length;
-            if (!final) while (end > _printed && continuation[end - 1] == '\uFFFD') end--;
-            if (end <= _printed) return "";
-            string fresh = continuation[_printed..end];
-            _printed = end;
-            return fresh;
-        }
     }
 }
