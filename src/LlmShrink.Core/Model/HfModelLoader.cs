@@ -1,7 +1,92 @@
+using LlmShrink.Formats;
+using LlmShrink.Formats.Safetensors;
+using LlmShrink.Tokenization;
+
 namespace LlmShrink.Model;
 
 /// <summary>Opens a Hugging Face folder: config.json, (sharded) safetensors, tokenizer files.</summary>
 public static class HfModelLoader
 {
-    public static LoadedModel Load(string folder) => throw new NotImplementedException();
+    public static LoadedModel Load(string folder)
+    {
+        string configPath = Path.Combine(folder, "config.json");
+        if (!File.Exists(configPath)) throw ShrinkException.InFile(folder, "not a Hugging Face model folder: config.json is missing");
+        var config = HfConfig.Parse(configPath);
+
+        var weights = LoadWeights(folder);
+        try
+        {
+            CheckTensors(config, weights, folder);
+            return new LoadedModel
+            {
+                Source = folder,
+                Format = "safetensors",
+                Config = config,
+                Weights = weights,
+                Tokenizer = TokenizerFactory.FromFolder(folder),
+            };
+        }
+        catch { weights.Dispose(); throw; }
+    }
+
+    /// <summary>model.safetensors, else a sharded index; a folder holding only PyTorch pickles is refused by name.</summary>
+    private static TensorSet LoadWeights(string folder)
+    {
+        string single = Path.Combine(folder, "model.safetensors");
+        if (File.Exists(single)) return SafetensorsFile.LoadSet(single);
+        string index = Path.Combine(folder, SafetensorsIndex.FileName);
+        if (File.Exists(index)) return SafetensorsIndex.Load(index);
+
+        var pickle = Directory.EnumerateFiles(folder, "pytorch_model*.bin").Order(StringComparer.Ordinal).FirstOrDefault();
+        if (pickle is not null) throw PickleCheckpoint.Refusal(pickle);
+        throw ShrinkException.InFile(folder, $"no weights found (expected model.safetensors or {SafetensorsIndex.FileName})");
+    }
+
+    /// <summary>
+    /// Every tensor the forward pass reads exists with the shape <paramref name="config"/> implies (canonical names,
+    /// [out, in] for linear weights). Done once at load so a mismatched checkpoint fails here with the tensor's
+    /// name instead of deep inside a matrix multiply. Extra tensors are ignored.
+    /// </summary>
+    public static void CheckTensors(ModelConfig config, TensorSet weights, string source)
+    {
+        void Expect(string name, params long[] shape)
+        {
+            var t = weights.Find(name) ?? throw ShrinkException.InFile(source, $"missing tensor '{name}'");
+            if (!t.Shape.AsSpan().SequenceEqual(shape))
+                throw ShrinkException.InFile(t.File.Path,
+                    $"tensor '{name}' has shape [{string.Join(", ", t.Shape)}] but the model configuration implies [{string.Join(", ", shape)}]");
+        }
+
+        long hidden = config.HiddenSize, inter = config.IntermediateSize, q = config.QDim, kv = config.KvDim;
+        Expect(TensorNames.Embedding, config.VocabSize, hidden);
+        Expect(TensorNames.FinalNorm, hidden);
+        if (weights.Contains(TensorNames.LmHead)) Expect(TensorNames.LmHead, config.VocabSize, hidden);
+        else if (!config.TiedEmbeddings)
+            throw ShrinkException.InFile(source, $"missing tensor '{TensorNames.LmHead}' and the embeddings are not tied (tie_word_embeddings is false)");
+
+        for (int i = 0; i < config.NumLayers; i++)
+        {
+            string L(string suffix) => TensorNames.Layer(i, suffix);
+            Expect(L(TensorNames.AttnNorm), hidden);
+            Expect(L(TensorNames.Q), q, hidden);
+            Expect(L(TensorNames.K), kv, hidden);
+            Expect(L(TensorNames.V), kv, hidden);
+            Expect(L(TensorNames.O), hidden, q);
+            if (config.AttentionBias)
+            {
+                Expect(L(TensorNames.QBias), q);
+                Expect(L(TensorNames.KBias), kv);
+                Expect(L(TensorNames.VBias), kv);
+            }
+            if (config.QkNorm)
+            {
+                Expect(L(TensorNames.QNorm), config.HeadDim);
+                Expect(L(TensorNames.KNorm), config.HeadDim);
+            }
+            Expect(L(TensorNames.FfnNorm), hidden);
+            Expect(L(TensorNames.Gate), inter, hidden);
+            Expect(L(TensorNames.Up), inter, hidden);
+            Expect(L(TensorNames.Down), hidden, inter);
+        }
+    }
 }
