@@ -1,4 +1,5 @@
-using System.Text;
+using LlmShrink.Formats.Gguf;
+using LlmShrink.Model;
 using LlmShrink.Tokenization;
 using Xunit;
 
@@ -107,43 +108,9 @@ public class TokenizerGgufTests
         }
     }
 
-    /// <summary>Just enough of GGUF (v2/v3 metadata) to pull out stories260K's tokenizer.ggml.* keys.</summary>
     private static GgufVocabulary ReadStoriesVocabulary()
     {
-        using var reader = new BinaryReader(File.OpenRead(SharedData.Stories260K));
-        Assert.Equal("GGUF"u8.ToArray(), reader.ReadBytes(4));
-        reader.ReadUInt32(); // version
-        reader.ReadUInt64(); // tensor count
-        ulong keyCount = reader.ReadUInt64();
-        var metadata = new Dictionary<string, object>();
-        for (ulong i = 0; i < keyCount; i++)
-        {
-            string key = ReadString(reader);
-            metadata[key] = ReadValue(reader, reader.ReadUInt32());
-        }
-        var tokens = ((object[])metadata["tokenizer.ggml.tokens"]).Cast<string>().ToArray();
-        var scores = ((object[])metadata["tokenizer.ggml.scores"]).Cast<float>().ToArray();
-        var types = ((object[])metadata["tokenizer.ggml.token_type"]).Cast<int>().ToArray();
-        return new GgufVocabulary((string)metadata["tokenizer.ggml.model"], tokens, scores, types, null,
-            (int)(uint)metadata["tokenizer.ggml.bos_token_id"], (int)(uint)metadata["tokenizer.ggml.eos_token_id"],
-            (int)(uint)metadata["tokenizer.ggml.unknown_token_id"], AddBos: true, AddSpacePrefix: true, Pre: null);
-    }
-
-    private static string ReadString(BinaryReader r) => Encoding.UTF8.GetString(r.ReadBytes(checked((int)r.ReadUInt64())));
-
-    private static object ReadValue(BinaryReader r, uint type) => type switch
-    {
-        0 => r.ReadByte(), 1 => r.ReadSByte(), 2 => r.ReadUInt16(), 3 => r.ReadInt16(), 4 => r.ReadUInt32(), 5 => r.ReadInt32(),
-        6 => r.ReadSingle(), 7 => r.ReadBoolean(), 8 => ReadString(r), 10 => r.ReadUInt64(), 11 => r.ReadInt64(), 12 => r.ReadDouble(),
-        9 => ReadArray(r),
-        _ => throw new InvalidDataException($"GGUF value type {type}"),
-    };
-
-    private static object[] ReadArray(BinaryReader r)
-    {
-        uint elementType = r.ReadUInt32();
-        var items = new object[checked((int)r.ReadUInt64())];
-        for (int i = 0; i < items.Length; i++) items[i] = ReadValue(r, elementType);
-        return items;
+        using var gguf = GgufFile.Open(SharedData.Stories260K);
+        return GgufModelLoader.ReadVocabulary(gguf)!;
     }
 }

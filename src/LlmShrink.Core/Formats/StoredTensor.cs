@@ -38,7 +38,8 @@ public sealed unsafe class StoredTensor
         Rows = shape.Length == 0 ? 1 : (shape[^1] == 0 ? 0 : elements / shape[^1]);
         if (Columns % TensorTypes.BlockElements(type) != 0)
             throw ShrinkException.InFile(file.Path, $"tensor '{name}' has {Columns} columns, not a multiple of the {type} block size {TensorTypes.BlockElements(type)}");
-        ByteLength = TensorTypes.ByteCount(type, elements);
+        try { ByteLength = TensorTypes.ByteCount(type, elements); }
+        catch (OverflowException) { throw ShrinkException.InFile(file.Path, $"tensor '{name}' has an impossibly large shape"); }
         if (!file.Contains(offset, ByteLength))
             throw ShrinkException.InFile(file.Path, $"tensor '{name}' data (offset {offset}, {ByteLength} bytes) lies past the end of the file ({file.Length} bytes)");
     }

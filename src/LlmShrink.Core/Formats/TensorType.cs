@@ -43,7 +43,7 @@ public static class TensorTypes
     {
         long block = BlockElements(t);
         if (elements % block != 0) throw new ArgumentException($"{elements} elements is not a whole number of {t} blocks of {block}");
-        return elements / block * BlockBytes(t);
+        return checked(elements / block * BlockBytes(t));
     }
 
     /// <summary>Storage bits per element, including block scales (e.g. Q4_0 = 4.5).</summary>

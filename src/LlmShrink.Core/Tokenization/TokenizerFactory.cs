@@ -27,7 +27,7 @@ public static class TokenizerFactory
     {
         "llama" => new SentencePieceTextTokenizer(GgufSentencePiece(vocabulary, sourcePath), vocabulary.AddBos, sourcePath),
         "gpt2" => GgufByteLevelBpe(vocabulary, sourcePath),
-        _ => throw ShrinkException.InFile(sourcePath, $"unsupported tokenizer.ggml.model '{vocabulary.Model}' (supported: llama, gpt2)"),
+        _ => throw ShrinkException.InFile(sourcePath, $"unsupported tokenizer.ggml.model '{Formats.Gguf.GgufReader.Printable(vocabulary.Model)}' (supported: llama, gpt2)"),
     };
 
     /// <summary>llama2.c's tokenizer.bin (max token length, then per token: score, length, bytes).</summary>
@@ -56,7 +56,7 @@ public static class TokenizerFactory
         foreach (string merge in v.Merges)
         {
             int space = merge.IndexOf(' ', 1); // a merge is "left right"; neither side holds a raw space in byte-level BPE
-            if (space < 0) throw ShrinkException.InFile(sourcePath, $"malformed merge '{merge}'");
+            if (space < 0) throw ShrinkException.InFile(sourcePath, $"malformed merge '{Formats.Gguf.GgufReader.Printable(merge)}'");
             merges.Add((merge[..space], merge[(space + 1)..]));
         }
         var tokens = new Dictionary<string, int>(v.Tokens.Length);

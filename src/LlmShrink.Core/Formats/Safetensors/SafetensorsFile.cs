@@ -66,11 +66,14 @@ public sealed class SafetensorsFile : IDisposable
         long dataStart = 8 + (long)headerLength;
         long dataLength = file.Length - dataStart;
 
+        var header = file.Span(8, (int)headerLength);
+        // System.Text.Json checks string contents only when they are read; check the whole header up front instead.
+        if (!System.Text.Unicode.Utf8.IsValid(header)) throw ShrinkException.InFile(path, "safetensors header is not valid UTF-8");
         JsonDocument document;
         try
         {
             // The header is bounded by the file size and the cap above, so this copy is small.
-            document = JsonDocument.Parse(file.Span(8, (int)headerLength).ToArray());
+            document = JsonDocument.Parse(header.ToArray());
         }
         catch (JsonException e) { throw ShrinkException.InFile(path, $"safetensors header is not valid JSON ({OneLine(e.Message)})"); }
 
