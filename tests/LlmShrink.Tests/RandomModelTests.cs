@@ -97,6 +97,28 @@ public class RandomModelTests
     }
 
     [Fact]
+    public void WrittenModelLoadsAndItsStatisticsMatchTheShape()
+    {
+        using var temp = new TempDir();
+        RandomModel.Write(temp.Path, RandomModel.Shape("tinylit"), TensorType.F16, seed: 1);
+        using var model = ModelLoader.Load(temp.Path);
+        Assert.Equal(RandomModel.Shape("tinylit") with { RopeStyle = model.Config.RopeStyle }, model.Config);
+        var stats = LlmShrink.Evaluation.ModelStatistics.Of(model);
+        Assert.Equal(8_392_960, stats.Parameters);
+        Assert.Equal(16.0, stats.BitsPerWeight, 1e-12);
+        var groups = stats.Groups.ToDictionary(g => g.Name, g => g.Parameters);
+        Assert.Equal(4096 * 256, groups["embedding"]);
+        Assert.Equal(4096 * 256, groups["lm_head"]);
+        Assert.Equal(8 * (2 * 256 + 0) + 256, groups["norms"]);
+        Assert.Equal(0, groups["other"]);
+        // Weights read per token: everything but the embedding lookup and the norms, at 2 bytes each.
+        long matmul = 8_392_960 - 4096 * 256 - (8 * 2 * 256 + 256);
+        Assert.Equal(matmul, stats.MatmulParameters);
+        Assert.Equal(2 * matmul, stats.MatmulBytes);
+        Assert.Equal(2.0 * matmul + 4.0 * 8 * 100 * 256, stats.FlopsPerToken(100));
+    }
+
+    [Fact]
     public void SameSeedGivesTheSameBytes()
     {
         using var a = new TempDir();

@@ -33,10 +33,10 @@ internal static class GenerateCommand
             if (!(t >= 0) || !float.IsFinite(t)) throw new ShrinkException($"--temperature: must be 0 or positive (got {t})");
             if (!(p > 0 && p <= 1)) throw new ShrinkException($"--top-p: must be in (0, 1] (got {p})");
             int s = parse.GetValue(seed) ?? Random.Shared.Next();
-            if (parse.GetValue(seed) is null && t > 0) Console.Error.WriteLine($"seed {s}");
 
             using var loaded = ModelLoader.Load(parse.GetValue(model)!, parse.GetValue(tokenizer));
             Generate(loaded, parse.GetValue(prompt)!, max, new Sampler(t, p, s), parse.GetValue(threads), cancellation);
+            Console.Error.WriteLine(t == 0 ? "sampling: greedy" : $"sampling: temperature {t}, top-p {p}, seed {s}");
             return 0;
         });
         return command;

@@ -51,14 +51,12 @@ public sealed class ModelStatistics
         var parameters = GroupNames.ToDictionary(g => g, _ => 0L);
         var bytes = GroupNames.ToDictionary(g => g, _ => 0L);
         var types = new Dictionary<TensorType, (long, int)>();
-        // A tied lm_head may be registered under both names pointing at the same bytes: count those bytes once.
+        // Each stored tensor is counted once, under the first canonical name that reaches it: a loader may register a
+        // tensor under its native name too, and a tied lm_head may point at the embedding's bytes.
         var seen = new HashSet<(string File, long Offset)>();
-        StoredTensor? embedding = weights.Find(TensorNames.Embedding);
-        // The embedding goes first so that a tied pair is counted under "embedding", not "lm_head".
-        foreach (var tensor in weights.All.OrderBy(t => t.Name != TensorNames.Embedding).ThenBy(t => t.Name, StringComparer.Ordinal))
+        void Count(StoredTensor tensor, string group)
         {
-            if (!seen.Add((tensor.File.Path, tensor.Offset))) continue;
-            string group = GroupOf(tensor.Name);
+            if (!seen.Add((tensor.File.Path, tensor.Offset))) return;
             parameters[group] += tensor.ElementCount;
             bytes[group] += tensor.ByteLength;
             var (p, n) = types.GetValueOrDefault(tensor.Type);
@@ -66,18 +64,23 @@ public sealed class ModelStatistics
         }
 
         long matmulParameters = 0, matmulBytes = 0;
-        foreach (var tensor in weights.All)
+        foreach (var (name, group) in CanonicalNames(config))
         {
-            if (!tensor.Name.EndsWith(".weight", StringComparison.Ordinal) || !MatmulGroups.Contains(GroupOf(tensor.Name))) continue;
-            matmulParameters += tensor.ElementCount;
-            matmulBytes += tensor.ByteLength;
+            if (weights.Find(name) is not { } tensor) continue;
+            Count(tensor, group);
+            if (MatmulGroups.Contains(group) && name.EndsWith(".weight", StringComparison.Ordinal))
+            {
+                matmulParameters += tensor.ElementCount;
+                matmulBytes += tensor.ByteLength;
+            }
         }
-        if (weights.Find(TensorNames.LmHead) is null && embedding is not null)
+        if (weights.Find(TensorNames.LmHead) is null && weights.Find(TensorNames.Embedding) is { } embedding)
         {
             // Tied: the output projection multiplies by the embedding matrix.
             matmulParameters += embedding.ElementCount;
             matmulBytes += embedding.ByteLength;
         }
+        foreach (var tensor in weights.All.OrderBy(t => t.Name, StringComparer.Ordinal)) Count(tensor, "other");
 
         return new ModelStatistics
         {
@@ -91,18 +94,25 @@ public sealed class ModelStatistics
         };
     }
 
-    private static string GroupOf(string name)
+    /// <summary>Every canonical tensor name a model of this shape may have, with its group.</summary>
+    private static IEnumerable<(string Name, string Group)> CanonicalNames(ModelConfig config)
     {
-        if (name == TensorNames.Embedding) return "embedding";
-        if (name.StartsWith("lm_head.", StringComparison.Ordinal)) return "lm_head";
-        if (name.Contains(".q_proj.", StringComparison.Ordinal)) return "attention.q";
-        if (name.Contains(".k_proj.", StringComparison.Ordinal)) return "attention.k";
-        if (name.Contains(".v_proj.", StringComparison.Ordinal)) return "attention.v";
-        if (name.Contains(".o_proj.", StringComparison.Ordinal)) return "attention.o";
-        if (name.Contains(".gate_proj.", StringComparison.Ordinal)) return "mlp.gate";
-        if (name.Contains(".up_proj.", StringComparison.Ordinal)) return "mlp.up";
-        if (name.Contains(".down_proj.", StringComparison.Ordinal)) return "mlp.down";
-        if (name.EndsWith("norm.weight", StringComparison.Ordinal)) return "norms";
-        return "other";
+        yield return (TensorNames.Embedding, "embedding");
+        for (int i = 0; i < config.NumLayers; i++)
+        {
+            foreach (var (suffix, group) in LayerTensors) yield return (TensorNames.Layer(i, suffix), group);
+        }
+        yield return (TensorNames.FinalNorm, "norms");
+        yield return (TensorNames.LmHead, "lm_head");
     }
+
+    private static readonly (string Suffix, string Group)[] LayerTensors =
+    [
+        (TensorNames.Q, "attention.q"), (TensorNames.QBias, "attention.q"),
+        (TensorNames.K, "attention.k"), (TensorNames.KBias, "attention.k"),
+        (TensorNames.V, "attention.v"), (TensorNames.VBias, "attention.v"),
+        (TensorNames.O, "attention.o"),
+        (TensorNames.Gate, "mlp.gate"), (TensorNames.Up, "mlp.up"), (TensorNames.Down, "mlp.down"),
+        (TensorNames.AttnNorm, "norms"), (TensorNames.FfnNorm, "norms"), (TensorNames.QNorm, "norms"), (TensorNames.KNorm, "norms"),
+    ];
 }
