@@ -11,6 +11,8 @@ public sealed class TensorSet : IDisposable
     private readonly List<MappedFile> _files = new();
 
     public IReadOnlyCollection<StoredTensor> All => _byName.Values;
+    /// <summary>The names tensors are held under (canonical ones once loaded as a model; a GGUF tensor's own <see cref="StoredTensor.Name"/> stays native).</summary>
+    public IReadOnlyCollection<string> Names => _byName.Keys;
     public IReadOnlyList<MappedFile> Files => _files;
     public int Count => _byName.Count;
 

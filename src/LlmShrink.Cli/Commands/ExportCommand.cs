@@ -1,0 +1,91 @@
+using System.CommandLine;
+using System.Globalization;
+using LlmShrink.Export;
+using LlmShrink.Formats;
+using LlmShrink.Model;
+
+namespace LlmShrink.Cli.Commands;
+
+/// <summary>
+/// <c>llmshrink export MODEL --format gguf --type T --out FILE.gguf</c> or
+/// <c>llmshrink export MODEL --format safetensors --dtype D --out DIR [--max-shard-size 5GB]</c>.
+/// </summary>
+public static class ExportCommand
+{
+    public static Command Create()
+    {
+        var model = new Argument<string>("model") { Description = "Hugging Face folder, .gguf file, llama2.c .bin, or Hugging Face id" };
+        var format = new Option<string>("--format") { Description = "gguf or safetensors", Required = true };
+        var type = new Option<string?>("--type") { Description = $"GGUF tensor type: {string.Join("|", GgufExporter.Types)}" };
+        var dtype = new Option<string?>("--dtype") { Description = "safetensors dtype: F16|BF16|F32" };
+        var output = new Option<string>("--out") { Description = "output .gguf file or folder", Required = true };
+        var maxShard = new Option<string?>("--max-shard-size") { Description = "largest safetensors shard, e.g. 5GB, 500MB (default 5GB)" };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "tokenizer.bin for a llama2.c checkpoint" };
+
+        var command = new Command("export", "write a model as GGUF (llama.cpp) or a dense Hugging Face safetensors folder");
+        command.Arguments.Add(model);
+        foreach (var option in new Option[] { format, type, dtype, output, maxShard, tokenizer }) command.Options.Add(option);
+        command.SetAction(parse =>
+        {
+            Run(parse.GetValue(model)!, parse.GetValue(format)!, parse.GetValue(type), parse.GetValue(dtype), parse.GetValue(output)!,
+                parse.GetValue(maxShard), parse.GetValue(tokenizer));
+            return 0;
+        });
+        return command;
+    }
+
+    public static void Run(string modelPath, string format, string? type, string? dtype, string output, string? maxShardSize, string? tokenizer)
+    {
+        switch (format.ToLowerInvariant())
+        {
+            case "gguf":
+                {
+                    if (dtype is not null || maxShardSize is not null) throw new ShrinkException("--dtype and --max-shard-size apply to --format safetensors; use --type for gguf");
+                    var tensorType = ParseType("--type", type ?? throw new ShrinkException("--format gguf needs --type (" + string.Join("|", GgufExporter.Types) + ")"), GgufExporter.Types);
+                    using var model = ModelLoader.Load(modelPath, tokenizer);
+                    GgufExporter.Export(model, tensorType, output);
+                    break;
+                }
+            case "safetensors":
+                {
+                    if (type is not null) throw new ShrinkException("--type applies to --format gguf; use --dtype for safetensors");
+                    var tensorType = ParseType("--dtype", dtype ?? "F32", SafetensorsExporter.DTypes);
+                    long shard = maxShardSize is null ? SafetensorsExporter.DefaultMaxShardBytes : ParseSize(maxShardSize);
+                    using var model = ModelLoader.Load(modelPath, tokenizer);
+                    SafetensorsExporter.Export(model, tensorType, output, shard);
+                    break;
+                }
+            default:
+                throw new ShrinkException($"--format {format}: unknown format (supported: gguf, safetensors)");
+        }
+    }
+
+    private static TensorType ParseType(string option, string text, TensorType[] allowed)
+    {
+        foreach (var t in allowed)
+            if (string.Equals(t.ToString(), text, StringComparison.OrdinalIgnoreCase)) return t;
+        throw new ShrinkException($"{option} {text}: unsupported (supported: {string.Join(", ", allowed)})");
+    }
+
+    /// <summary>"5GB", "500MB", "2GiB", "1000000" → bytes (decimal units as transformers' max_shard_size; KiB/MiB/GiB binary).</summary>
+    public static long ParseSize(string text)
+    {
+        string t = text.Trim().ToUpperInvariant();
+        (string Suffix, long Scale)[] units =
+        [
+            ("KIB", 1L << 10), ("MIB", 1L << 20), ("GIB", 1L << 30), ("TIB", 1L << 40),
+            ("KB", 1_000), ("MB", 1_000_000), ("GB", 1_000_000_000), ("TB", 1_000_000_000_000), ("B", 1),
+        ];
+        foreach (var (suffix, scale) in units)
+            if (t.EndsWith(suffix, StringComparison.Ordinal))
+                return Scaled(t[..^suffix.Length], scale, text);
+        return Scaled(t, 1, text);
+    }
+
+    private static long Scaled(string number, long scale, string original)
+    {
+        if (!double.TryParse(number, NumberStyles.Float, CultureInfo.InvariantCulture, out double value) || !(value > 0) || value * scale > long.MaxValue)
+            throw new ShrinkException($"--max-shard-size {original}: not a size (e.g. 5GB, 500MB, 2GiB)");
+        return (long)(value * scale);
+    }
+}

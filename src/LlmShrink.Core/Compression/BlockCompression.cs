@@ -1,0 +1,144 @@
+using System.Diagnostics;
+using LlmShrink.Compression.Quantization;
+using LlmShrink.Formats;
+using LlmShrink.Kernels;
+using LlmShrink.Model;
+
+namespace LlmShrink.Compression;
+
+/// <summary>
+/// What a compression method sees of one decoder block: the block, its layers' dense weights, the statistics of
+/// their calibration inputs, and the ways to replace a layer. Methods that rescale (AWQ, SmoothQuant) edit
+/// <see cref="Weights"/> and the norm arrays in place and call <see cref="MarkRescaled"/>; the pipeline rebuilds
+/// every rescaled layer that no method quantized as a dense layer, so the block stays the same function.
+/// </summary>
+public sealed class BlockCompression
+{
+    private readonly TensorSet _checkpoint;
+    private readonly IReadOnlyDictionary<InputSite, SiteStatistics> _statistics;
+    private readonly Dictionary<LinearRole, float[]> _weights = new();
+    private readonly Dictionary<LinearRole, CompressedLayer> _results = new();
+    private readonly HashSet<LinearRole> _rescaled = new();
+    private readonly List<LayerReport> _reports = new();
+    private readonly Func<CompressedLayer, Linear> _buildLinear;
+
+    public int Layer { get; }
+    public ModelConfig Config { get; }
+    public TransformerBlock Block { get; }
+    /// <summary>The layers of this block the current modifier targets.</summary>
+    public IReadOnlyList<LinearRole> Targets { get; internal set; } = [];
+    internal string MethodName { get; set; } = "";
+
+    internal BlockCompression(int layer, ModelConfig config, TransformerBlock block, TensorSet checkpoint,
+        IReadOnlyDictionary<InputSite, SiteStatistics> statistics, Func<CompressedLayer, Linear> buildLinear)
+    {
+        Layer = layer;
+        Config = config;
+        Block = block;
+        _checkpoint = checkpoint;
+        _statistics = statistics;
+        _buildLinear = buildLinear;
+    }
+
+    public SiteStatistics Statistics(InputSite site) =>
+        _statistics.TryGetValue(site, out var s) ? s : throw new InvalidOperationException($"no statistics were gathered for {site}");
+
+    /// <summary>The layer's current dense weights, row-major [out, in]: the checkpoint's, or as a method rescaled them.</summary>
+    public float[] Weights(LinearRole role)
+    {
+        if (_results.ContainsKey(role)) throw new InvalidOperationException($"{LinearRoles.ModulePath(Layer, role)} was already compressed");
+        if (!_weights.TryGetValue(role, out var w))
+            _weights[role] = w = _checkpoint.Get(TensorNames.Layer(Layer, LinearRoles.WeightSuffix(role))).ToFloatArray();
+        return w;
+    }
+
+    public float[]? Bias(LinearRole role) =>
+        LinearRoles.BiasSuffix(role) is { } suffix ? _checkpoint.Find(TensorNames.Layer(Layer, suffix))?.ToFloatArray() : null;
+
+    /// <summary>Rows (output features) and columns (input features) of a layer.</summary>
+    public (int Rows, int Columns) Shape(LinearRole role)
+    {
+        var l = LinearRoles.Get(Block, role);
+        return (l.OutFeatures, l.InFeatures);
+    }
+
+    /// <summary>Records that <see cref="Weights"/>(role) was edited in place (its function must be kept).</summary>
+    public void MarkRescaled(LinearRole role) => _rescaled.Add(role);
+
+    public void SetQuantized(LinearRole role, QuantizedMatrix matrix) => Set(new QuantizedLayer(Layer, role, matrix, Bias(role)));
+
+    public void SetW8A8(LinearRole role, sbyte[] weights, float[] scales)
+    {
+        var (rows, columns) = Shape(role);
+        Set(new W8A8Layer(Layer, role, weights, scales, rows, columns, Bias(role)));
+    }
+
+    private void Set(CompressedLayer layer)
+    {
+        var original = Weights(layer.Role);
+        var (rows, columns) = Shape(layer.Role);
+        var linear = _buildLinear(layer);
+        _reports.Add(new LayerReport(layer.ModulePath, MethodName, Describe(layer),
+            RelativeOutputError(layer.Role, original, linear), StoredBits(layer), (long)rows * columns));
+        _results[layer.Role] = layer;
+        LinearRoles.Set(Block, layer.Role, linear);
+    }
+
+    /// <summary>
+    /// ‖X Wᵀ − layer(X)‖² / ‖X Wᵀ‖² on the sampled calibration inputs of the layer's site, where W is the layer's
+    /// dense weight as the method saw it (after rescaling), so the figure isolates the quantization error.
+    /// </summary>
+    private double RelativeOutputError(LinearRole role, float[] w, Linear compressed)
+    {
+        var (rows, columns) = Shape(role);
+        var stats = Statistics(LinearRoles.Site(role));
+        int n = Math.Min(stats.SampleTokens, 256);
+        if (n == 0) return double.NaN;
+        var x = stats.Samples().AsSpan(0, n * columns);
+        var exact = new float[n * rows];
+        var approx = new float[n * rows];
+        unsafe { fixed (float* pw = w) MatMul.Multiply(x, pw, exact, n, columns, rows); }
+        var bias = Bias(role); // the compressed layer adds it; the exact product above does not
+        compressed.Apply(x, approx, n, WorkerPool.Shared, 0);
+        if (bias is not null)
+            for (int t = 0; t < n; t++) System.Numerics.Tensors.TensorPrimitives.Subtract(approx.AsSpan(t * rows, rows), bias, approx.AsSpan(t * rows, rows));
+        double err = 0, norm = 0;
+        for (int i = 0; i < exact.Length; i++) { double d = exact[i] - approx[i]; err += d * d; norm += (double)exact[i] * exact[i]; }
+        return norm > 0 ? err / norm : 0;
+    }
+
+    private static string Describe(CompressedLayer layer) => layer switch
+    {
+        QuantizedLayer q => q.Matrix.Scheme.ToString(),
+        W8A8Layer => "int8 weights per channel, int8 activations per token",
+        _ => "dense",
+    };
+
+    private static double StoredBits(CompressedLayer layer) => layer switch
+    {
+        // codes + one F16 scale and one packed zero per group and row, as the GPTQ layout stores them
+        QuantizedLayer q => (double)q.Matrix.Rows * q.Matrix.Columns * q.Matrix.Scheme.Bits + (double)q.Matrix.GroupCount * q.Matrix.Rows * (16 + q.Matrix.Scheme.Bits),
+        W8A8Layer w => (double)w.Rows * w.Columns * 8 + w.Rows * 32.0,
+        DenseLayer d => (double)d.Rows * d.Columns * 32,
+        _ => throw new UnreachableException(),
+    };
+
+    /// <summary>Ends the block: rescaled layers nobody quantized become dense layers; returns every changed layer.</summary>
+    internal (IReadOnlyList<CompressedLayer> Layers, IReadOnlyList<LayerReport> Reports) Finish()
+    {
+        foreach (var role in _rescaled.Where(r => !_results.ContainsKey(r)).ToList())
+        {
+            var (rows, columns) = Shape(role);
+            var dense = new DenseLayer(Layer, role, _weights[role], rows, columns, Bias(role));
+            _results[role] = dense;
+            LinearRoles.Set(Block, role, _buildLinear(dense));
+        }
+        return (_results.Values.OrderBy(r => r.Role).ToList(), _reports);
+    }
+}
+
+/// <summary>One line of the compression report.</summary>
+public sealed record LayerReport(string Module, string Method, string Scheme, double RelativeOutputError, double StoredBits, long Parameters)
+{
+    public double BitsPerWeight => StoredBits / Parameters;
+}

@@ -1,0 +1,48 @@
+using LlmShrink.Tokenization;
+
+namespace LlmShrink.Compression;
+
+/// <summary>
+/// N samples of L tokens drawn reproducibly from a text file: the file is tokenized once, and each sample is BOS
+/// followed by L−1 consecutive tokens starting at a seeded random position (as GPTQ's reference draws random
+/// windows; the BOS makes the first position look like the start of a prompt, as in inference).
+/// </summary>
+public sealed class CalibrationSet
+{
+    public int[][] Samples { get; }
+    public int SequenceLength { get; }
+    public int TokenCount => Samples.Length * SequenceLength;
+
+    public CalibrationSet(int[][] samples)
+    {
+        if (samples.Length == 0) throw new ArgumentException("a calibration set needs at least one sample", nameof(samples));
+        SequenceLength = samples[0].Length;
+        if (SequenceLength == 0 || samples.Any(s => s.Length != SequenceLength))
+            throw new ArgumentException("calibration samples must all have the same positive length", nameof(samples));
+        Samples = samples;
+    }
+
+    public static CalibrationSet FromFile(string path, ITextTokenizer tokenizer, int samples, int sequenceLength, int seed)
+    {
+        if (samples <= 0) throw new ShrinkException($"--samples: must be positive, not {samples}");
+        if (sequenceLength < 2) throw new ShrinkException($"--seq-len: must be at least 2, not {sequenceLength}");
+        string text;
+        try { text = File.ReadAllText(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw ShrinkException.InFile(path, "cannot read calibration text: " + e.Message); }
+        int[] tokens = tokenizer.Encode(text, addBos: false);
+        int body = sequenceLength - 1;
+        if (tokens.Length < body)
+            throw ShrinkException.InFile(path, $"has {tokens.Length} tokens, fewer than one calibration sample of {sequenceLength}");
+        var random = new Random(seed);
+        var result = new int[samples][];
+        for (int s = 0; s < samples; s++)
+        {
+            int start = random.Next(tokens.Length - body + 1);
+            var sample = new int[sequenceLength];
+            sample[0] = tokenizer.BosId;
+            tokens.AsSpan(start, body).CopyTo(sample.AsSpan(1));
+            result[s] = sample;
+        }
+        return new CalibrationSet(result);
+    }
+}

@@ -1,0 +1,77 @@
+using LlmShrink.Model;
+
+namespace LlmShrink.Compression;
+
+/// <summary>The seven linear layers of a decoder block.</summary>
+public enum LinearRole { Q, K, V, O, Gate, Up, Down }
+
+/// <summary>
+/// Where a linear layer's input comes from. Layers that share an input site see the same activations, so their
+/// calibration statistics (Hessian, channel magnitudes) are gathered once, and AWQ/SmoothQuant scale them together.
+/// </summary>
+public enum InputSite
+{
+    /// <summary>input_layernorm output, read by q/k/v.</summary>
+    AttentionInput,
+    /// <summary>attention output, read by o_proj.</summary>
+    AttentionOutput,
+    /// <summary>post_attention_layernorm output, read by gate/up.</summary>
+    MlpInput,
+    /// <summary>SiLU(gate)·up, read by down_proj.</summary>
+    MlpHidden,
+}
+
+public static class LinearRoles
+{
+    public static readonly LinearRole[] All = Enum.GetValues<LinearRole>();
+
+    public static InputSite Site(LinearRole role) => role switch
+    {
+        LinearRole.Q or LinearRole.K or LinearRole.V => InputSite.AttentionInput,
+        LinearRole.O => InputSite.AttentionOutput,
+        LinearRole.Gate or LinearRole.Up => InputSite.MlpInput,
+        _ => InputSite.MlpHidden,
+    };
+
+    /// <summary>Hugging Face module name, e.g. "q_proj" — what recipe targets match against.</summary>
+    public static string ModuleName(LinearRole role) => role switch
+    {
+        LinearRole.Q => "q_proj", LinearRole.K => "k_proj", LinearRole.V => "v_proj", LinearRole.O => "o_proj",
+        LinearRole.Gate => "gate_proj", LinearRole.Up => "up_proj", _ => "down_proj",
+    };
+
+    /// <summary>Canonical weight tensor name suffix, e.g. "self_attn.q_proj.weight".</summary>
+    public static string WeightSuffix(LinearRole role) => role switch
+    {
+        LinearRole.Q => TensorNames.Q, LinearRole.K => TensorNames.K, LinearRole.V => TensorNames.V, LinearRole.O => TensorNames.O,
+        LinearRole.Gate => TensorNames.Gate, LinearRole.Up => TensorNames.Up, _ => TensorNames.Down,
+    };
+
+    /// <summary>Module path without ".weight", e.g. "model.layers.3.self_attn.q_proj".</summary>
+    public static string ModulePath(int layer, LinearRole role) => TensorNames.Layer(layer, WeightSuffix(role))[..^".weight".Length];
+
+    public static string? BiasSuffix(LinearRole role) => role switch
+    {
+        LinearRole.Q => TensorNames.QBias, LinearRole.K => TensorNames.KBias, LinearRole.V => TensorNames.VBias, _ => null,
+    };
+
+    public static Linear Get(TransformerBlock block, LinearRole role) => role switch
+    {
+        LinearRole.Q => block.Q, LinearRole.K => block.K, LinearRole.V => block.V, LinearRole.O => block.O,
+        LinearRole.Gate => block.Gate, LinearRole.Up => block.Up, _ => block.Down,
+    };
+
+    public static void Set(TransformerBlock block, LinearRole role, Linear linear)
+    {
+        switch (role)
+        {
+            case LinearRole.Q: block.Q = linear; break;
+            case LinearRole.K: block.K = linear; break;
+            case LinearRole.V: block.V = linear; break;
+            case LinearRole.O: block.O = linear; break;
+            case LinearRole.Gate: block.Gate = linear; break;
+            case LinearRole.Up: block.Up = linear; break;
+            default: block.Down = linear; break;
+        }
+    }
+}

@@ -1,0 +1,98 @@
+using LlmShrink.Compression.Quantization;
+using LlmShrink.Kernels;
+using LlmShrink.Model;
+
+namespace LlmShrink.Compression;
+
+/// <summary>What a compression method reads about the inputs of the layers it compresses.</summary>
+[Flags]
+public enum StatisticsNeeds
+{
+    None = 0,
+    /// <summary>GPTQ's H = 2/n Σ x xᵀ.</summary>
+    Hessian = 1,
+    /// <summary>Per-channel mean |x| and max |x| (AWQ, SmoothQuant).</summary>
+    ChannelMagnitudes = 2,
+    /// <summary>A subsample of raw input rows, for output-error searches (AWQ).</summary>
+    Samples = 4,
+}
+
+/// <summary>Statistics of the calibration activations reaching one input site of one block.</summary>
+public sealed class SiteStatistics
+{
+    private readonly HessianAccumulator? _hessian;
+    private readonly double[] _absSum;
+    private double[]? _hessianMatrix;
+    private readonly List<float[]> _samples = new();
+    private readonly int _maxSampleTokens;
+
+    public int Columns { get; }
+    public long Tokens { get; private set; }
+    /// <summary>Per input channel max |x| over all calibration tokens.</summary>
+    public float[] AbsMax { get; }
+    public int SampleTokens { get; private set; }
+
+    public SiteStatistics(int columns, StatisticsNeeds needs, int maxSampleTokens)
+    {
+        Columns = columns;
+        _hessian = needs.HasFlag(StatisticsNeeds.Hessian) ? new HessianAccumulator(columns) : null;
+        _absSum = new double[columns];
+        AbsMax = new float[columns];
+        _maxSampleTokens = needs.HasFlag(StatisticsNeeds.Samples) ? maxSampleTokens : 0;
+    }
+
+    public void Add(ReadOnlySpan<float> x, int tokens)
+    {
+        _hessian?.Add(x, tokens);
+        for (int t = 0; t < tokens; t++)
+        {
+            var row = x.Slice(t * Columns, Columns);
+            for (int j = 0; j < Columns; j++)
+            {
+                float a = MathF.Abs(row[j]);
+                _absSum[j] += a;
+                if (a > AbsMax[j]) AbsMax[j] = a;
+            }
+        }
+        int keep = Math.Min(tokens, _maxSampleTokens - SampleTokens);
+        if (keep > 0)
+        {
+            _samples.Add(x[..(keep * Columns)].ToArray());
+            SampleTokens += keep;
+        }
+        Tokens += tokens;
+    }
+
+    /// <summary>Per input channel mean |x| (AWQ's activation salience s_x).</summary>
+    public float[] AbsMean()
+    {
+        var mean = new float[Columns];
+        for (int j = 0; j < Columns; j++) mean[j] = (float)(_absSum[j] / Math.Max(1, Tokens));
+        return mean;
+    }
+
+    /// <summary>H = 2/n Σ x xᵀ, [Columns, Columns], computed once.</summary>
+    public double[] Hessian() =>
+        _hessianMatrix ??= (_hessian ?? throw new InvalidOperationException("the Hessian was not requested for this site")).ToHessian();
+
+    /// <summary>The sampled input rows, row-major [SampleTokens, Columns].</summary>
+    public float[] Samples()
+    {
+        var all = new float[(long)SampleTokens * Columns];
+        int offset = 0;
+        foreach (var chunk in _samples) { chunk.CopyTo(all, offset); offset += chunk.Length; }
+        return all;
+    }
+}
+
+/// <summary>Passes a linear layer's inputs to <see cref="SiteStatistics"/> on their way through (calibration only).</summary>
+internal sealed class RecordingLinear(Linear inner, SiteStatistics statistics) : Linear(inner.InFeatures, inner.OutFeatures)
+{
+    public Linear Inner => inner;
+
+    public override void Apply(ReadOnlySpan<float> x, Span<float> y, int n, WorkerPool pool, int threads)
+    {
+        statistics.Add(x[..(n * InFeatures)], n);
+        inner.Apply(x, y, n, pool, threads);
+    }
+}

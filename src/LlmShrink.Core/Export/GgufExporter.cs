@@ -1,0 +1,179 @@
+using LlmShrink.Formats;
+using LlmShrink.Formats.Gguf;
+using LlmShrink.Model;
+
+namespace LlmShrink.Export;
+
+/// <summary>
+/// Writes a loaded model as a GGUF file llama.cpp runs: the <c>{arch}.*</c> hyper-parameters and <c>tokenizer.ggml.*</c>
+/// vocabulary its converter (convert_hf_to_gguf.py) writes, tensors under llama.cpp's names in ggml order, Q/K rows in
+/// the interleaved order for "llama" (permuted from Hugging Face's rotate-half, unchanged when the source is already a
+/// GGUF llama file) and unpermuted for qwen2/qwen3. See docs/FORMAT.md, "Export: GGUF".
+/// </summary>
+public static class GgufExporter
+{
+    /// <summary>Types <c>--type</c> accepts.</summary>
+    public static readonly TensorType[] Types =
+    [
+        TensorType.F32, TensorType.F16, TensorType.BF16, TensorType.Q8_0, TensorType.Q4_0, TensorType.Q4_1,
+        TensorType.Q5_0, TensorType.Q4_K, TensorType.Q5_K, TensorType.Q6_K,
+    ];
+
+    public static void Export(LoadedModel model, TensorType type, string outputPath)
+    {
+        if (!Types.Contains(type))
+            throw new ShrinkException($"--type {type}: not a GGUF export type (supported: {string.Join(", ", Types)})");
+        var c = model.Config;
+        string arch = c.Architecture switch
+        {
+            "llama" or "mistral" => "llama", // llama.cpp runs Mistral as llama
+            "qwen2" or "qwen3" => c.Architecture,
+            _ => throw ShrinkException.InFile(model.Source, $"cannot export architecture '{c.Architecture}' to GGUF"),
+        };
+        if (c.SlidingWindow is { } window && window < c.MaxPositions)
+            throw ShrinkException.InFile(model.Source, $"sliding-window attention ({window} of {c.MaxPositions} positions) cannot be expressed in a GGUF {arch} file");
+
+        var writer = new GgufWriter();
+        writer.AddString("general.architecture", arch);
+        writer.AddString("general.name", ModelName(model.Source));
+        writer.AddUInt32("general.file_type", FileType(type));
+        if (TensorTypes.IsBlockQuantized(type)) writer.AddUInt32("general.quantization_version", 2);
+        writer.AddUInt32($"{arch}.vocab_size", (uint)c.VocabSize);
+        writer.AddUInt32($"{arch}.context_length", (uint)c.MaxPositions);
+        writer.AddUInt32($"{arch}.embedding_length", (uint)c.HiddenSize);
+        writer.AddUInt32($"{arch}.feed_forward_length", (uint)c.IntermediateSize);
+        writer.AddUInt32($"{arch}.block_count", (uint)c.NumLayers);
+        writer.AddUInt32($"{arch}.attention.head_count", (uint)c.NumHeads);
+        writer.AddUInt32($"{arch}.attention.head_count_kv", (uint)c.NumKvHeads);
+        if (c.HeadDim * c.NumHeads != c.HiddenSize)
+        {
+            writer.AddUInt32($"{arch}.attention.key_length", (uint)c.HeadDim);
+            writer.AddUInt32($"{arch}.attention.value_length", (uint)c.HeadDim);
+        }
+        writer.AddUInt32($"{arch}.rope.dimension_count", (uint)c.HeadDim);
+        writer.AddFloat32($"{arch}.rope.freq_base", c.RopeTheta);
+        writer.AddFloat32($"{arch}.attention.layer_norm_rms_epsilon", c.RmsNormEps);
+        GgufTokenizerExport.Write(writer, model);
+
+        var ropeStyle = arch == "llama" ? RopeStyle.Interleaved : RopeStyle.RotateHalf;
+        foreach (var (ggufName, canonicalName) in TensorMap(c, model.Weights))
+        {
+            var tensor = model.Weights.Get(canonicalName);
+            var target = ChooseType(tensor.Shape, type);
+            Func<long, long>? rows = canonicalName.EndsWith(TensorNames.Q, StringComparison.Ordinal) || canonicalName.EndsWith(TensorNames.K, StringComparison.Ordinal)
+                ? RopeRowOrder.SourceRow(c.RopeStyle, ropeStyle, c.HeadDim) : null;
+            writer.AddTensor(ggufName, tensor.Shape, target, stream => TensorRowWriter.Write(stream, tensor, target, rows));
+        }
+        if (c.RopeScaling is { } scaling && !model.Weights.Contains(TensorNames.RopeFrequencyFactors))
+        {
+            float[] factors = Llama3RopeFactors(c, scaling);
+            writer.AddTensor("rope_freqs.weight", [factors.Length], TensorType.F32,
+                stream => stream.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(factors.AsSpan())));
+        }
+
+        writer.Write(outputPath, model.Weights.Files.Select(f => f.Path));
+    }
+
+    /// <summary>GGUF name → canonical name of every tensor the model uses, in llama.cpp's order.</summary>
+    public static List<(string Gguf, string Canonical)> TensorMap(ModelConfig c, TensorSet weights)
+    {
+        var map = new List<(string, string)> { ("token_embd.weight", TensorNames.Embedding) };
+        if (weights.Contains(TensorNames.RopeFrequencyFactors)) map.Add(("rope_freqs.weight", TensorNames.RopeFrequencyFactors));
+        map.Add(("output_norm.weight", TensorNames.FinalNorm));
+        if (weights.Contains(TensorNames.LmHead) && !c.TiedEmbeddings) map.Add(("output.weight", TensorNames.LmHead));
+        for (int i = 0; i < c.NumLayers; i++)
+        {
+            void Layer(string gguf, string canonical) => map.Add(($"blk.{i}.{gguf}", TensorNames.Layer(i, canonical)));
+            Layer("attn_norm.weight", TensorNames.AttnNorm);
+            Layer("attn_q.weight", TensorNames.Q);
+            Layer("attn_k.weight", TensorNames.K);
+            Layer("attn_v.weight", TensorNames.V);
+            Layer("attn_output.weight", TensorNames.O);
+            if (c.AttentionBias)
+            {
+                Layer("attn_q.bias", TensorNames.QBias);
+                Layer("attn_k.bias", TensorNames.KBias);
+                Layer("attn_v.bias", TensorNames.VBias);
+            }
+            if (c.QkNorm)
+            {
+                Layer("attn_q_norm.weight", TensorNames.QNorm);
+                Layer("attn_k_norm.weight", TensorNames.KNorm);
+            }
+            Layer("ffn_norm.weight", TensorNames.FfnNorm);
+            Layer("ffn_gate.weight", TensorNames.Gate);
+            Layer("ffn_up.weight", TensorNames.Up);
+            Layer("ffn_down.weight", TensorNames.Down);
+        }
+        return map;
+    }
+
+    /// <summary>
+    /// The type a tensor of this shape is stored as. As in llama.cpp: 1-D tensors (norms, biases, rope factors) stay F32;
+    /// matrices take the requested type. A row length that is not a whole number of blocks falls back the way
+    /// llama-quantize does — Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0 (32-element blocks), and F16 when even those do not
+    /// fit; the 32-element types, which llama-quantize would refuse, go straight to F16.
+    /// </summary>
+    public static TensorType ChooseType(long[] shape, TensorType requested)
+    {
+        if (shape.Length < 2) return TensorType.F32;
+        long columns = shape[^1];
+        if (columns % TensorTypes.BlockElements(requested) == 0) return requested;
+        var fallback = requested switch
+        {
+            TensorType.Q4_K => TensorType.Q5_0,
+            TensorType.Q5_K => TensorType.Q5_1,
+            TensorType.Q6_K => TensorType.Q8_0,
+            _ => TensorType.F16,
+        };
+        return columns % TensorTypes.BlockElements(fallback) == 0 ? fallback : TensorType.F16;
+    }
+
+    /// <summary>llama.cpp's llama_ftype number for a file whose matrices are mostly <paramref name="type"/> (K-quants: the _S variants).</summary>
+    public static uint FileType(TensorType type) => type switch
+    {
+        TensorType.F32 => 0,
+        TensorType.F16 => 1,
+        TensorType.Q4_0 => 2,
+        TensorType.Q4_1 => 3,
+        TensorType.Q8_0 => 7,
+        TensorType.Q5_0 => 8,
+        TensorType.Q5_1 => 9,
+        TensorType.Q4_K => 14,
+        TensorType.Q5_K => 16,
+        TensorType.Q6_K => 18,
+        TensorType.BF16 => 32,
+        _ => throw new ArgumentOutOfRangeException(nameof(type)),
+    };
+
+    /// <summary>
+    /// Llama 3.1's RoPE scaling as the per-frequency divisors llama.cpp reads from <c>rope_freqs.weight</c> (computed as its
+    /// converter does): wavelengths shorter than original/high_freq_factor keep factor 1, longer than original/low_freq_factor
+    /// get the full factor, and those between interpolate smoothly.
+    /// </summary>
+    public static float[] Llama3RopeFactors(ModelConfig c, Llama3RopeScaling s)
+    {
+        var factors = new float[c.HeadDim / 2];
+        double lowWavelength = s.OriginalMaxPositions / (double)s.LowFreqFactor;
+        double highWavelength = s.OriginalMaxPositions / (double)s.HighFreqFactor;
+        for (int i = 0; i < factors.Length; i++)
+        {
+            double frequency = 1.0 / Math.Pow(c.RopeTheta, 2.0 * i / c.HeadDim);
+            double wavelength = 2 * Math.PI / frequency;
+            if (wavelength < highWavelength) factors[i] = 1;
+            else if (wavelength > lowWavelength) factors[i] = s.Factor;
+            else
+            {
+                double smooth = (s.OriginalMaxPositions / wavelength - s.LowFreqFactor) / (s.HighFreqFactor - s.LowFreqFactor);
+                factors[i] = (float)(1 / ((1 - smooth) / s.Factor + smooth));
+            }
+        }
+        return factors;
+    }
+
+    private static string ModelName(string source)
+    {
+        string trimmed = source.TrimEnd('/', '\\');
+        return Directory.Exists(trimmed) ? Path.GetFileName(trimmed) : Path.GetFileNameWithoutExtension(trimmed);
+    }
+}

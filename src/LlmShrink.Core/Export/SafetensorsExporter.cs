@@ -1,0 +1,210 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using LlmShrink.Formats;
+using LlmShrink.Formats.Gguf;
+using LlmShrink.Formats.Safetensors;
+using LlmShrink.Model;
+using LlmShrink.Tokenization;
+
+namespace LlmShrink.Export;
+
+/// <summary>
+/// Writes a loaded model as a dense Hugging Face folder: config.json, the weights in one float dtype under their canonical
+/// names (Q/K rows in rotate-half order, un-permuted when the source is interleaved, e.g. a GGUF llama file), sharded
+/// with <c>model.safetensors.index.json</c> when they exceed the shard limit, and the tokenizer files. The folder is
+/// built under a temporary name beside the target and renamed into place when complete. See docs/FORMAT.md.
+/// </summary>
+public static class SafetensorsExporter
+{
+    public static readonly TensorType[] DTypes = [TensorType.F32, TensorType.F16, TensorType.BF16];
+    public const long DefaultMaxShardBytes = 5_000_000_000;
+
+    /// <summary>Files of a Hugging Face folder that describe the tokenizer and generation, copied unchanged.</summary>
+    private static readonly string[] TokenizerFiles =
+        ["tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "generation_config.json"];
+
+    public static void Export(LoadedModel model, TensorType dtype, string outputFolder, long maxShardBytes = DefaultMaxShardBytes)
+    {
+        if (!DTypes.Contains(dtype))
+            throw new ShrinkException($"--dtype {dtype}: not a safetensors export dtype (supported: {string.Join(", ", DTypes)})");
+        if (maxShardBytes <= 0) throw new ShrinkException($"--max-shard-size must be positive, not {maxShardBytes}");
+        var c = model.Config;
+        if (model.Weights.Contains(TensorNames.RopeFrequencyFactors) && c.RopeScaling is null)
+            throw ShrinkException.InFile(model.Source, "its RoPE frequency factors (rope_freqs) have no config.json equivalent; export to GGUF instead");
+
+        var inputs = model.Weights.Files.Select(f => f.Path).Append(model.Source).ToList();
+        OutputPaths.RefuseFolderOverwrite(outputFolder, inputs);
+        if (File.Exists(outputFolder)) throw ShrinkException.InFile(outputFolder, "exists and is a file; the safetensors export writes a folder");
+        if (Directory.Exists(outputFolder) && Directory.EnumerateFileSystemEntries(outputFolder).Any())
+            throw ShrinkException.InFile(outputFolder, "exists and is not empty; refusing to mix an export with other files");
+
+        string full = Path.GetFullPath(outputFolder).TrimEnd(Path.DirectorySeparatorChar);
+        string parent = Path.GetDirectoryName(full)!;
+        if (!Directory.Exists(parent)) throw ShrinkException.InFile(outputFolder, "cannot write: the parent folder does not exist");
+        string temporary = $"{full}.tmp-{Guid.NewGuid():N}";
+        Directory.CreateDirectory(temporary);
+        try
+        {
+            WriteWeights(model, dtype, temporary, maxShardBytes);
+            WriteConfig(model, dtype, Path.Combine(temporary, "config.json"));
+            WriteTokenizer(model, temporary);
+            if (Directory.Exists(full)) Directory.Delete(full); // empty, checked above
+            Directory.Move(temporary, full);
+        }
+        catch
+        {
+            try { Directory.Delete(temporary, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            throw;
+        }
+    }
+
+    private static void WriteWeights(LoadedModel model, TensorType dtype, string folder, long maxShardBytes)
+    {
+        var c = model.Config;
+        var entries = new List<SafetensorsWriter.Entry>();
+        var sizes = new List<long>();
+        foreach (string name in model.Weights.Names.Order(StringComparer.Ordinal))
+        {
+            var tensor = model.Weights.Get(name);
+            if (name == TensorNames.RopeFrequencyFactors) continue; // expressed by config.json's rope_scaling
+            Func<long, long>? rows = name.EndsWith(TensorNames.Q, StringComparison.Ordinal) || name.EndsWith(TensorNames.K, StringComparison.Ordinal)
+                ? RopeRowOrder.SourceRow(c.RopeStyle, RopeStyle.RotateHalf, c.HeadDim) : null;
+            entries.Add(new SafetensorsWriter.Entry(name, dtype, tensor.Shape, stream => TensorRowWriter.Write(stream, tensor, dtype, rows)));
+            sizes.Add(TensorTypes.ByteCount(dtype, tensor.ElementCount));
+        }
+
+        // Greedy in name order: a shard closes when the next tensor would take it past the limit (a tensor larger than
+        // the limit gets a shard of its own), as transformers' save_pretrained does.
+        var shards = new List<List<int>> { new() };
+        long shardBytes = 0;
+        for (int i = 0; i < entries.Count; i++)
+        {
+            if (shardBytes > 0 && shardBytes + sizes[i] > maxShardBytes) { shards.Add(new()); shardBytes = 0; }
+            shards[^1].Add(i);
+            shardBytes += sizes[i];
+        }
+        if (shards.Count == 1)
+        {
+            SafetensorsWriter.Write(Path.Combine(folder, "model.safetensors"), entries, new Dictionary<string, string> { ["format"] = "pt" });
+            return;
+        }
+
+        var weightMap = new JsonObject();
+        for (int s = 0; s < shards.Count; s++)
+        {
+            string file = $"model-{s + 1:D5}-of-{shards.Count:D5}.safetensors";
+            SafetensorsWriter.Write(Path.Combine(folder, file), shards[s].Select(i => entries[i]).ToList(), new Dictionary<string, string> { ["format"] = "pt" });
+            foreach (int i in shards[s]) weightMap[entries[i].Name] = file;
+        }
+        var index = new JsonObject
+        {
+            ["metadata"] = new JsonObject { ["total_size"] = sizes.Sum() },
+            ["weight_map"] = weightMap,
+        };
+        File.WriteAllText(Path.Combine(folder, SafetensorsIndex.FileName), index.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+    }
+
+    private static string TorchDType(TensorType dtype) => dtype switch
+    {
+        TensorType.F16 => "float16",
+        TensorType.BF16 => "bfloat16",
+        _ => "float32",
+    };
+
+    /// <summary>
+    /// From a Hugging Face folder: its config.json with every field kept and torch_dtype set to the export's dtype. Otherwise
+    /// a config written from <see cref="ModelConfig"/> with the keys transformers' config classes read.
+    /// </summary>
+    private static void WriteConfig(LoadedModel model, TensorType dtype, string path)
+    {
+        string original = Path.Combine(model.Source, "config.json");
+        JsonObject config;
+        if (model.Format == "safetensors" && File.Exists(original))
+        {
+            config = JsonNode.Parse(File.ReadAllBytes(original), documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }) as JsonObject
+                ?? throw ShrinkException.InFile(original, "not a JSON object");
+        }
+        else config = FromModelConfig(model.Config);
+        config["torch_dtype"] = TorchDType(dtype);
+        File.WriteAllText(path, config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+    }
+
+    public static JsonObject FromModelConfig(ModelConfig c)
+    {
+        string className = c.Architecture switch { "mistral" => "MistralForCausalLM", "qwen2" => "Qwen2ForCausalLM", "qwen3" => "Qwen3ForCausalLM", _ => "LlamaForCausalLM" };
+        var config = new JsonObject
+        {
+            ["architectures"] = new JsonArray(className),
+            ["model_type"] = c.Architecture,
+            ["hidden_size"] = c.HiddenSize,
+            ["intermediate_size"] = c.IntermediateSize,
+            ["num_hidden_layers"] = c.NumLayers,
+            ["num_attention_heads"] = c.NumHeads,
+            ["num_key_value_heads"] = c.NumKvHeads,
+            ["head_dim"] = c.HeadDim,
+            ["vocab_size"] = c.VocabSize,
+            ["max_position_embeddings"] = c.MaxPositions,
+            ["rms_norm_eps"] = JsonNumber(c.RmsNormEps),
+            ["rope_theta"] = JsonNumber(c.RopeTheta),
+            ["tie_word_embeddings"] = c.TiedEmbeddings,
+            ["hidden_act"] = "silu",
+            ["bos_token_id"] = c.BosTokenId,
+            ["eos_token_id"] = c.EosTokenId,
+        };
+        if (c.Architecture is "llama" or "mistral") { config["attention_bias"] = false; config["mlp_bias"] = false; }
+        if (c.Architecture == "mistral") config["sliding_window"] = c.SlidingWindow;
+        if (c.Architecture is "qwen2" or "qwen3" && c.SlidingWindow is { } window)
+        {
+            config["use_sliding_window"] = true;
+            config["sliding_window"] = window;
+            config["max_window_layers"] = 0;
+        }
+        if (c.RopeScaling is { } s)
+            config["rope_scaling"] = new JsonObject
+            {
+                ["rope_type"] = "llama3",
+                ["factor"] = JsonNumber(s.Factor),
+                ["low_freq_factor"] = JsonNumber(s.LowFreqFactor),
+                ["high_freq_factor"] = JsonNumber(s.HighFreqFactor),
+                ["original_max_position_embeddings"] = s.OriginalMaxPositions,
+            };
+        return config;
+    }
+
+    /// <summary>A float as the shortest decimal that reads back to the same float32 (1e-05, not 9.999999747378752E-06).</summary>
+    private static JsonNode JsonNumber(float value) => JsonNode.Parse(value.ToString("R", CultureInfo.InvariantCulture))!;
+
+    /// <summary>
+    /// Tokenizer files: copied from a Hugging Face folder; from a GGUF SentencePiece ("llama") vocabulary, a tokenizer.model
+    /// rebuilt from its pieces, scores and types, and a tokenizer_config.json with its BOS/EOS and add_bos_token.
+    /// </summary>
+    private static void WriteTokenizer(LoadedModel model, string folder)
+    {
+        if (model.Format == "safetensors" && Directory.Exists(model.Source))
+        {
+            foreach (string file in TokenizerFiles)
+            {
+                string source = Path.Combine(model.Source, file);
+                if (File.Exists(source)) File.Copy(source, Path.Combine(folder, file));
+            }
+            return;
+        }
+        if (model.Format != "gguf") return;
+        using var gguf = GgufFile.Open(model.Source);
+        var vocabulary = GgufModelLoader.ReadVocabulary(gguf);
+        if (vocabulary is not { Model: "llama" }) return;
+        var spm = TokenizerFactory.GgufSentencePiece(vocabulary, model.Source);
+        File.WriteAllBytes(Path.Combine(folder, "tokenizer.model"), spm.ToProtobuf());
+        var config = new JsonObject
+        {
+            ["tokenizer_class"] = "LlamaTokenizer",
+            ["bos_token"] = spm.Pieces[vocabulary.BosId],
+            ["eos_token"] = spm.Pieces[vocabulary.EosId],
+            ["add_bos_token"] = vocabulary.AddBos,
+            ["add_eos_token"] = false,
+        };
+        if (vocabulary.UnknownId is { } unknown) config["unk_token"] = spm.Pieces[unknown];
+        File.WriteAllText(Path.Combine(folder, "tokenizer_config.json"), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+    }
+}

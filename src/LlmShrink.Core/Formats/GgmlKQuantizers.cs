@@ -1,0 +1,298 @@
+namespace LlmShrink.Formats;
+
+/// <summary>
+/// Encoders for the K-quant super-blocks (256 elements), following llama.cpp's reference quantizers
+/// (<c>quantize_row_q4_K_ref</c>, <c>quantize_row_q5_K_ref</c>, <c>quantize_row_q6_K_ref</c> in ggml-quants.c):
+/// <list type="bullet">
+/// <item>Q4_K/Q5_K: each sub-block of 32 gets an affine scale and min from <see cref="SearchScaleMin"/> (make_qkx2_quants,
+/// a grid search over the scale that refits scale and min by weighted least squares at each step); the eight scales and
+/// eight mins are then quantized to 6 bits against the super-block's largest (d = max scale / 63, dmin = max min / 63),
+/// packed as <see cref="PackScaleMin"/> shows, and every element is re-rounded against the stored scales.</item>
+/// <item>Q6_K: each group of 16 gets a symmetric scale from <see cref="SearchSymmetricScale"/> (make_qx_quants with
+/// x²-weighted least squares over 19 candidate scales); the sixteen scales become signed 8-bit multiples of
+/// d = max scale / −128, and the elements are re-rounded against them.</item>
+/// </list>
+/// Rounding to nearest is ties-to-even, as the reference's nearest_int (a float add of 1.5·2²³) does.
+/// </summary>
+public static class GgmlKQuantizers
+{
+    private const int SuperBlock = 256;
+    /// <summary>Scales below this are treated as an all-zero group (GROUP_MAX_EPS in ggml-quants.c).</summary>
+    private const float GroupMaxEps = 1e-15f;
+
+    private static int NearestInt(float value) => (int)MathF.Round(value, MidpointRounding.ToEven);
+
+    /// <summary>block_q4_K = { fp16 d; fp16 dmin; u8 scales[12]; u8 qs[128] }.</summary>
+    internal static void EncodeQ4_K(ReadOnlySpan<float> x, Span<byte> block)
+    {
+        Span<byte> levels = stackalloc byte[SuperBlock];
+        EncodeScalesAndMins(x, block, levels, maxLevel: 15, rmin: -1f, rdelta: 0.1f, steps: 20);
+        var qs = block.Slice(16, 128);
+        for (int chunk = 0; chunk < 4; chunk++)
+            for (int l = 0; l < 32; l++)
+                qs[32 * chunk + l] = (byte)(levels[64 * chunk + l] | levels[64 * chunk + 32 + l] << 4);
+    }
+
+    /// <summary>block_q5_K = { fp16 d; fp16 dmin; u8 scales[12]; u8 qh[32]; u8 qs[128] }: the fifth bit of element l of
+    /// sub-block s is bit s of qh[l].</summary>
+    internal static void EncodeQ5_K(ReadOnlySpan<float> x, Span<byte> block)
+    {
+        Span<byte> levels = stackalloc byte[SuperBlock];
+        EncodeScalesAndMins(x, block, levels, maxLevel: 31, rmin: -0.5f, rdelta: 0.1f, steps: 15);
+        var qh = block.Slice(16, 32);
+        var qs = block.Slice(48, 128);
+        qh.Clear();
+        for (int chunk = 0; chunk < 4; chunk++)
+            for (int l = 0; l < 32; l++)
+            {
+                int low = levels[64 * chunk + l], high = levels[64 * chunk + 32 + l];
+                if (low > 15) { low -= 16; qh[l] |= (byte)(1 << (2 * chunk)); }
+                if (high > 15) { high -= 16; qh[l] |= (byte)(2 << (2 * chunk)); }
+                qs[32 * chunk + l] = (byte)(low | high << 4);
+            }
+    }
+
+    /// <summary>
+    /// The shared first half of Q4_K and Q5_K: per-sub-block scale/min search, 6-bit quantization of both, fp16 d and dmin,
+    /// then each element's level in [0, maxLevel] against the stored (quantized) scale and min. Writes bytes 0..15 of the block.
+    /// </summary>
+    private static void EncodeScalesAndMins(ReadOnlySpan<float> x, Span<byte> block, Span<byte> levels, int maxLevel, float rmin, float rdelta, int steps)
+    {
+        Span<float> scales = stackalloc float[8];
+        Span<float> mins = stackalloc float[8];
+        Span<float> weights = stackalloc float[32];
+        float maxScale = 0, maxMin = 0; // scales are positive because the min is subtracted
+        for (int j = 0; j < 8; j++)
+        {
+            var sub = x.Slice(32 * j, 32);
+            // Weight each element by rms(sub-block) + |x|: larger weights matter more, but small ones are not ignored.
+            float sumSquares = 0;
+            foreach (float v in sub) sumSquares += v * v;
+            float rms = MathF.Sqrt(sumSquares / 32);
+            for (int l = 0; l < 32; l++) weights[l] = rms + MathF.Abs(sub[l]);
+            scales[j] = SearchScaleMin(sub, weights, maxLevel, levels.Slice(32 * j, 32), out mins[j], rmin, rdelta, steps);
+            maxScale = Math.Max(maxScale, scales[j]);
+            maxMin = Math.Max(maxMin, mins[j]);
+        }
+
+        float inverseScale = maxScale > 0 ? 63f / maxScale : 0f;
+        float inverseMin = maxMin > 0 ? 63f / maxMin : 0f;
+        var packed = block.Slice(4, 12);
+        packed.Clear();
+        for (int j = 0; j < 8; j++)
+            PackScaleMin(packed, j, Math.Min(63, NearestInt(inverseScale * scales[j])), Math.Min(63, NearestInt(inverseMin * mins[j])));
+        float d = GgmlQuantizers.WriteFp16(block, 0, maxScale / 63f);
+        float dmin = GgmlQuantizers.WriteFp16(block, 2, maxMin / 63f);
+
+        for (int j = 0; j < 8; j++)
+        {
+            var (scale, min) = UnpackScaleMin(packed, j);
+            float dj = d * scale;
+            if (dj == 0) continue; // keeps the search's levels, as the reference does
+            float mj = dmin * min;
+            for (int l = 0; l < 32; l++)
+                levels[32 * j + l] = (byte)Math.Clamp(NearestInt((x[32 * j + l] + mj) / dj), 0, maxLevel);
+        }
+    }
+
+    /// <summary>
+    /// The 12-byte 6-bit packing of eight (scale, min) pairs (the inverse of get_scale_min_k4): pairs 0..3 sit in the low
+    /// 6 bits of bytes j (scale) and j+4 (min); pairs 4..7 put their low 4 bits in byte j+4 (scale low nibble, min high
+    /// nibble) and their top 2 bits in the free top bits of bytes j−4 (scale) and j (min).
+    /// </summary>
+    internal static void PackScaleMin(Span<byte> packed, int j, int scale, int min)
+    {
+        if (j < 4)
+        {
+            packed[j] |= (byte)scale;
+            packed[j + 4] |= (byte)min;
+        }
+        else
+        {
+            packed[j + 4] = (byte)((scale & 0xF) | (min & 0xF) << 4);
+            packed[j - 4] |= (byte)((scale >> 4) << 6);
+            packed[j] |= (byte)((min >> 4) << 6);
+        }
+    }
+
+    private static (int Scale, int Min) UnpackScaleMin(ReadOnlySpan<byte> packed, int j) =>
+        j < 4
+            ? (packed[j] & 63, packed[j + 4] & 63)
+            : ((packed[j + 4] & 0xF) | (packed[j - 4] >> 6) << 4, (packed[j + 4] >> 4) | (packed[j] >> 6) << 4);
+
+    /// <summary>
+    /// make_qkx2_quants: fits x ≈ scale·L − min with integer levels L ∈ [0, maxLevel], minimising the weighted squared error.
+    /// Starts from the plain min/max fit (min clipped to ≤ 0), then tries the scales (maxLevel + rmin + rdelta·k)/(max − min)
+    /// for k = 0..steps: for each, rounds the levels and solves the 2×2 weighted least-squares system for scale and min
+    /// (keeping min ≤ 0), and keeps whichever candidate has the smallest error. Returns the scale; <paramref name="negatedMin"/>
+    /// is −min (≥ 0), the value the block stores.
+    /// </summary>
+    private static float SearchScaleMin(ReadOnlySpan<float> x, ReadOnlySpan<float> weights, int maxLevel, Span<byte> levels,
+        out float negatedMin, float rmin, float rdelta, int steps)
+    {
+        int n = x.Length;
+        float min = x[0], max = x[0];
+        float sumW = weights[0], sumX = sumW * x[0];
+        for (int i = 1; i < n; i++)
+        {
+            if (x[i] < min) min = x[i];
+            if (x[i] > max) max = x[i];
+            sumW += weights[i];
+            sumX += weights[i] * x[i];
+        }
+        if (min > 0) min = 0;
+        if (max == min)
+        {
+            levels.Clear();
+            negatedMin = -min;
+            return 0;
+        }
+
+        float inverseScale = maxLevel / (max - min);
+        float scale = 1 / inverseScale;
+        float bestError = 0;
+        for (int i = 0; i < n; i++)
+        {
+            levels[i] = (byte)Math.Clamp(NearestInt(inverseScale * (x[i] - min)), 0, maxLevel);
+            float diff = scale * levels[i] + min - x[i];
+            bestError += weights[i] * diff * diff;
+        }
+
+        Span<byte> trial = stackalloc byte[n];
+        for (int step = 0; step <= steps; step++)
+        {
+            inverseScale = (rmin + rdelta * step + maxLevel) / (max - min);
+            float sumL = 0, sumL2 = 0, sumXL = 0;
+            for (int i = 0; i < n; i++)
+            {
+                int l = Math.Clamp(NearestInt(inverseScale * (x[i] - min)), 0, maxLevel);
+                trial[i] = (byte)l;
+                float w = weights[i];
+                sumL += w * l;
+                sumL2 += w * l * l;
+                sumXL += w * l * x[i];
+            }
+            float determinant = sumW * sumL2 - sumL * sumL;
+            if (determinant <= 0) continue;
+            float trialScale = (sumW * sumXL - sumX * sumL) / determinant;
+            float trialMin = (sumL2 * sumX - sumL * sumXL) / determinant;
+            if (trialMin > 0)
+            {
+                trialMin = 0;
+                trialScale = sumXL / sumL2;
+            }
+            float error = 0;
+            for (int i = 0; i < n; i++)
+            {
+                float diff = trialScale * trial[i] + trialMin - x[i];
+                error += weights[i] * diff * diff;
+            }
+            if (error < bestError)
+            {
+                trial.CopyTo(levels);
+                bestError = error;
+                scale = trialScale;
+                min = trialMin;
+            }
+        }
+        negatedMin = -min;
+        return scale;
+    }
+
+    /// <summary>block_q6_K = { u8 ql[128]; u8 qh[64]; i8 scales[16]; fp16 d }.</summary>
+    internal static void EncodeQ6_K(ReadOnlySpan<float> x, Span<byte> block)
+    {
+        Span<sbyte> levels = stackalloc sbyte[SuperBlock];
+        Span<float> scales = stackalloc float[16];
+        float maxScale = 0, maxAbsScale = 0;
+        for (int g = 0; g < 16; g++)
+        {
+            scales[g] = SearchSymmetricScale(x.Slice(16 * g, 16), levels.Slice(16 * g, 16), maxLevel: 32);
+            if (MathF.Abs(scales[g]) > maxAbsScale) { maxAbsScale = MathF.Abs(scales[g]); maxScale = scales[g]; }
+        }
+        block.Clear();
+        if (maxAbsScale < GroupMaxEps) return; // all zero: d = 0 and every byte 0
+
+        var groupScales = block.Slice(192, 16);
+        float inverseScale = -128f / maxScale;
+        float d = GgmlQuantizers.WriteFp16(block, 208, 1 / inverseScale);
+        for (int g = 0; g < 16; g++) groupScales[g] = (byte)(sbyte)Math.Min(127, NearestInt(inverseScale * scales[g]));
+
+        for (int g = 0; g < 16; g++)
+        {
+            float dg = d * (sbyte)groupScales[g];
+            if (dg == 0) continue;
+            for (int i = 0; i < 16; i++)
+                levels[16 * g + i] = (sbyte)(Math.Clamp(NearestInt(x[16 * g + i] / dg), -32, 31) + 32);
+        }
+
+        // Per half of 128: element l + 32k keeps its low nibble in ql[l] (k = 0, 2: low/high nibble) or ql[l + 32]
+        // (k = 1, 3), and its top 2 bits in bits 2k..2k+1 of qh[l] — the layout DecodeQ6_K reads.
+        for (int half = 0; half < 2; half++)
+        {
+            var ql = block.Slice(64 * half, 64);
+            var qh = block.Slice(128 + 32 * half, 32);
+            var q = levels.Slice(128 * half, 128);
+            for (int l = 0; l < 32; l++)
+            {
+                int q1 = q[l], q2 = q[l + 32], q3 = q[l + 64], q4 = q[l + 96];
+                ql[l] = (byte)((q1 & 0xF) | (q3 & 0xF) << 4);
+                ql[l + 32] = (byte)((q2 & 0xF) | (q4 & 0xF) << 4);
+                qh[l] = (byte)(q1 >> 4 | (q2 >> 4) << 2 | (q3 >> 4) << 4 | (q4 >> 4) << 6);
+            }
+        }
+    }
+
+    /// <summary>
+    /// make_qx_quants with rmse_type 1: symmetric levels L ∈ [−maxLevel, maxLevel − 1] stored as L + maxLevel. The element
+    /// of largest magnitude fixes the first candidate scale (−maxLevel/max); nineteen candidates (maxLevel ± 0.1·k)/max are
+    /// tried, each refit by x²-weighted least squares (scale = Σw·x·L / Σw·L²), keeping the one that explains the most
+    /// weighted energy (largest (Σw·x·L)²/Σw·L²). Returns the scale.
+    /// </summary>
+    private static float SearchSymmetricScale(ReadOnlySpan<float> x, Span<sbyte> levels, int maxLevel)
+    {
+        int n = x.Length;
+        float amax = 0, max = 0;
+        foreach (float v in x)
+            if (MathF.Abs(v) > amax) { amax = MathF.Abs(v); max = v; }
+        if (amax < GroupMaxEps)
+        {
+            levels.Clear();
+            return 0;
+        }
+
+        float inverseScale = -maxLevel / max;
+        float sumLX = 0, sumL2 = 0;
+        for (int i = 0; i < n; i++)
+        {
+            int l = Math.Clamp(NearestInt(inverseScale * x[i]), -maxLevel, maxLevel - 1);
+            levels[i] = (sbyte)(l + maxLevel);
+            float w = x[i] * x[i];
+            sumLX += w * x[i] * l;
+            sumL2 += w * l * l;
+        }
+        float scale = sumLX / sumL2;
+        float best = scale * sumLX;
+        for (int k = -9; k <= 9; k++)
+        {
+            if (k == 0) continue;
+            inverseScale = -(maxLevel + 0.1f * k) / max;
+            sumLX = sumL2 = 0;
+            for (int i = 0; i < n; i++)
+            {
+                int l = Math.Clamp(NearestInt(inverseScale * x[i]), -maxLevel, maxLevel - 1);
+                float w = x[i] * x[i];
+                sumLX += w * x[i] * l;
+                sumL2 += w * l * l;
+            }
+            if (sumL2 > 0 && sumLX * sumLX > best * sumL2)
+            {
+                for (int i = 0; i < n; i++)
+                    levels[i] = (sbyte)(Math.Clamp(NearestInt(inverseScale * x[i]), -maxLevel, maxLevel - 1) + maxLevel);
+                scale = sumLX / sumL2;
+                best = scale * sumLX;
+            }
+        }
+        return scale;
+    }
+}

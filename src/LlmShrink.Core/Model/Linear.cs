@@ -1,0 +1,77 @@
+using System.Runtime.CompilerServices;
+using LlmShrink.Formats;
+using LlmShrink.Kernels;
+
+namespace LlmShrink.Model;
+
+/// <summary>
+/// A linear layer y = x·Wᵀ (+ b) over rows of x. An abstract class so that other weight encodings (quantized
+/// kernels) can stand in for <see cref="DenseLinear"/> without touching the transformer.
+/// </summary>
+public abstract class Linear
+{
+    public int InFeatures { get; }
+    public int OutFeatures { get; }
+
+    protected Linear(int inFeatures, int outFeatures)
+    {
+        InFeatures = inFeatures;
+        OutFeatures = outFeatures;
+    }
+
+    /// <summary>y[n, out] = x[n, in]·Wᵀ (+ b).</summary>
+    public abstract void Apply(ReadOnlySpan<float> x, Span<float> y, int n, WorkerPool pool, int threads);
+
+    /// <summary>The layer for a stored [out, in] weight (and optional [out] bias), checking the shapes.</summary>
+    public static Linear FromStored(StoredTensor weight, StoredTensor? bias, int outFeatures, int inFeatures)
+    {
+        TensorShapes.Expect(weight, outFeatures, inFeatures);
+        if (bias is not null) TensorShapes.Expect(bias, outFeatures);
+        return new DenseLinear(weight, bias?.ToFloatArray());
+    }
+}
+
+/// <summary>
+/// A float32 weight matrix. F32 tensors are read in place from the memory mapping (no copy); any other stored
+/// type is decoded once into a pinned float32 array.
+/// </summary>
+public sealed unsafe class DenseLinear : Linear
+{
+    private readonly float* _weights;
+    private readonly float[]? _decoded; // keeps a decoded copy alive; null when reading the mapping
+    private readonly float[]? _bias;
+
+    public DenseLinear(StoredTensor weight, float[]? bias) : base(checked((int)weight.Columns), checked((int)weight.Rows))
+    {
+        if (weight.Type == TensorType.F32)
+        {
+            _weights = (float*)weight.Pointer;
+        }
+        else
+        {
+            _decoded = GC.AllocateUninitializedArray<float>(checked((int)weight.ElementCount), pinned: true);
+            for (long r = 0; r < weight.Rows; r++) weight.DequantizeRow(r, _decoded.AsSpan(checked((int)(r * InFeatures)), InFeatures));
+            _weights = (float*)Unsafe.AsPointer(ref _decoded[0]);
+        }
+        _bias = bias;
+    }
+
+    public override void Apply(ReadOnlySpan<float> x, Span<float> y, int n, WorkerPool pool, int threads)
+    {
+        MatMul.Multiply(x, _weights, y, n, InFeatures, OutFeatures, pool, threads);
+        if (_bias is null) return;
+        for (int i = 0; i < n; i++)
+            System.Numerics.Tensors.TensorPrimitives.Add(y.Slice(i * OutFeatures, OutFeatures), _bias, y.Slice(i * OutFeatures, OutFeatures));
+    }
+}
+
+/// <summary>Shape checks that turn a malformed checkpoint into a one-line user error.</summary>
+public static class TensorShapes
+{
+    public static void Expect(StoredTensor tensor, params long[] shape)
+    {
+        if (!tensor.Shape.AsSpan().SequenceEqual(shape))
+            throw ShrinkException.InFile(tensor.File.Path,
+                $"tensor '{tensor.Name}' has shape [{string.Join(", ", tensor.Shape)}], expected [{string.Join(", ", shape)}]");
+    }
+}
