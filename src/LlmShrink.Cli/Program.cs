@@ -34,6 +34,7 @@ public static class Program
             EvalCommand.Create(cancellation),
             BenchCommand.Create(cancellation),
             RandomModelCommand.Create(cancellation),
+            ExportCommand.Create(),
         };
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0) return UserError(Describe(parsed.Errors[0]));
