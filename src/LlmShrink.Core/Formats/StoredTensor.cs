@@ -49,6 +49,11 @@ public sealed unsafe class StoredTensor
     /// <summary>Start of the tensor's bytes in the mapping (valid while the file is open).</summary>
     public byte* Pointer => File.Pointer(Offset);
 
+    /// <summary>All of the tensor's bytes (tensors under 2 GiB).</summary>
+    public ReadOnlySpan<byte> Bytes() =>
+        ByteLength <= int.MaxValue ? new ReadOnlySpan<byte>(Pointer, (int)ByteLength)
+        : throw ShrinkException.InFile(File.Path, $"tensor '{Name}' is larger than 2 GiB and must be read row by row");
+
     public ReadOnlySpan<byte> RowBytes(long row)
     {
         if ((ulong)row >= (ulong)Rows) throw new ArgumentOutOfRangeException(nameof(row));

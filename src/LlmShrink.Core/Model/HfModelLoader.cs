@@ -67,11 +67,13 @@ public static class HfModelLoader
         for (int i = 0; i < config.NumLayers; i++)
         {
             string L(string suffix) => TensorNames.Layer(i, suffix);
+            void Linear(string suffix, long outFeatures, long inFeatures) =>
+                LinearLoader.Check(weights, L(suffix)[..^".weight".Length], (int)outFeatures, (int)inFeatures, source);
             Expect(L(TensorNames.AttnNorm), hidden);
-            Expect(L(TensorNames.Q), q, hidden);
-            Expect(L(TensorNames.K), kv, hidden);
-            Expect(L(TensorNames.V), kv, hidden);
-            Expect(L(TensorNames.O), hidden, q);
+            Linear(TensorNames.Q, q, hidden);
+            Linear(TensorNames.K, kv, hidden);
+            Linear(TensorNames.V, kv, hidden);
+            Linear(TensorNames.O, hidden, q);
             if (config.AttentionBias)
             {
                 Expect(L(TensorNames.QBias), q);
@@ -84,9 +86,9 @@ public static class HfModelLoader
                 Expect(L(TensorNames.KNorm), config.HeadDim);
             }
             Expect(L(TensorNames.FfnNorm), hidden);
-            Expect(L(TensorNames.Gate), inter, hidden);
-            Expect(L(TensorNames.Up), inter, hidden);
-            Expect(L(TensorNames.Down), hidden, inter);
+            Linear(TensorNames.Gate, inter, hidden);
+            Linear(TensorNames.Up, inter, hidden);
+            Linear(TensorNames.Down, hidden, inter);
         }
     }
 }

@@ -33,35 +33,48 @@ public abstract class Linear
 
 /// <summary>
 /// A float32 weight matrix. F32 tensors are read in place from the memory mapping (no copy); any other stored
-/// type is decoded once into a pinned float32 array.
+/// type is decoded into a pinned float32 array on first use, so building a transformer over an F16/BF16 model
+/// costs nothing until a layer runs (the calibration pipeline touches one block at a time).
 /// </summary>
 public sealed unsafe class DenseLinear : Linear
 {
-    private readonly float* _weights;
-    private readonly float[]? _decoded; // keeps a decoded copy alive; null when reading the mapping
+    private float* _weights;
+    private float[]? _decoded; // keeps a decoded copy alive; null when reading the mapping
+    private readonly StoredTensor? _pending; // a non-F32 tensor not decoded yet
     private readonly float[]? _bias;
 
     public DenseLinear(StoredTensor weight, float[]? bias) : base(checked((int)weight.Columns), checked((int)weight.Rows))
     {
-        if (weight.Type == TensorType.F32)
-        {
-            _weights = (float*)weight.Pointer;
-        }
-        else
-        {
-            _decoded = GC.AllocateUninitializedArray<float>(checked((int)weight.ElementCount), pinned: true);
-            for (long r = 0; r < weight.Rows; r++) weight.DequantizeRow(r, _decoded.AsSpan(checked((int)(r * InFeatures)), InFeatures));
-            _weights = (float*)Unsafe.AsPointer(ref _decoded[0]);
-        }
+        if (weight.Type == TensorType.F32) _weights = (float*)weight.Pointer;
+        else _pending = weight;
+        _bias = bias;
+    }
+
+    /// <summary>A layer over float32 weights [out, in] held in memory (e.g. weights a compression method rescaled).</summary>
+    public DenseLinear(float[] weights, int outFeatures, int inFeatures, float[]? bias) : base(inFeatures, outFeatures)
+    {
+        if (weights.Length != (long)outFeatures * inFeatures) throw new ArgumentException($"weights must hold {outFeatures}×{inFeatures} floats", nameof(weights));
+        _decoded = GC.AllocateUninitializedArray<float>(weights.Length, pinned: true);
+        weights.CopyTo(_decoded, 0);
+        _weights = (float*)Unsafe.AsPointer(ref _decoded[0]);
         _bias = bias;
     }
 
     public override void Apply(ReadOnlySpan<float> x, Span<float> y, int n, WorkerPool pool, int threads)
     {
+        if (_weights == null) Decode();
         MatMul.Multiply(x, _weights, y, n, InFeatures, OutFeatures, pool, threads);
         if (_bias is null) return;
         for (int i = 0; i < n; i++)
             System.Numerics.Tensors.TensorPrimitives.Add(y.Slice(i * OutFeatures, OutFeatures), _bias, y.Slice(i * OutFeatures, OutFeatures));
+    }
+
+    private void Decode()
+    {
+        var weight = _pending!;
+        _decoded = GC.AllocateUninitializedArray<float>(checked((int)weight.ElementCount), pinned: true);
+        for (long r = 0; r < weight.Rows; r++) weight.DequantizeRow(r, _decoded.AsSpan(checked((int)(r * InFeatures)), InFeatures));
+        _weights = (float*)Unsafe.AsPointer(ref _decoded[0]);
     }
 }
 
@@ -72,6 +85,6 @@ public static class TensorShapes
     {
         if (!tensor.Shape.AsSpan().SequenceEqual(shape))
             throw ShrinkException.InFile(tensor.File.Path,
-                $"tensor '{tensor.Name}' has shape [{string.Join(", ", tensor.Shape)}], expected [{string.Join(", ", shape)}]");
+                $"tensor '{tensor.Name}' has shape [{string.Join(", ", tensor.Shape)}] but the model configuration implies [{string.Join(", ", shape)}]");
     }
 }

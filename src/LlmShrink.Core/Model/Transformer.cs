@@ -51,21 +51,22 @@ public sealed class Transformer : IDisposable
         _blocks = new TransformerBlock[c.NumLayers];
         for (int l = 0; l < c.NumLayers; l++)
         {
-            StoredTensor T(string suffix) => w.Get(TensorNames.Layer(l, suffix));
-            StoredTensor? Bias(string suffix) => c.AttentionBias ? T(suffix) : null;
+            StoredTensor? Bias(string suffix) => c.AttentionBias ? w.Get(TensorNames.Layer(l, suffix)) : null;
+            Linear L(string suffix, StoredTensor? bias, int outFeatures, int inFeatures) =>
+                LinearLoader.Load(w, TensorNames.Layer(l, suffix)[..^".weight".Length], outFeatures, inFeatures, bias);
             _blocks[l] = new TransformerBlock
             {
                 AttnNorm = Vector(w, TensorNames.Layer(l, TensorNames.AttnNorm), c.HiddenSize),
                 FfnNorm = Vector(w, TensorNames.Layer(l, TensorNames.FfnNorm), c.HiddenSize),
                 QNorm = c.QkNorm ? Vector(w, TensorNames.Layer(l, TensorNames.QNorm), c.HeadDim) : null,
                 KNorm = c.QkNorm ? Vector(w, TensorNames.Layer(l, TensorNames.KNorm), c.HeadDim) : null,
-                Q = Linear.FromStored(T(TensorNames.Q), Bias(TensorNames.QBias), c.QDim, c.HiddenSize),
-                K = Linear.FromStored(T(TensorNames.K), Bias(TensorNames.KBias), c.KvDim, c.HiddenSize),
-                V = Linear.FromStored(T(TensorNames.V), Bias(TensorNames.VBias), c.KvDim, c.HiddenSize),
-                O = Linear.FromStored(T(TensorNames.O), null, c.HiddenSize, c.QDim),
-                Gate = Linear.FromStored(T(TensorNames.Gate), null, c.IntermediateSize, c.HiddenSize),
-                Up = Linear.FromStored(T(TensorNames.Up), null, c.IntermediateSize, c.HiddenSize),
-                Down = Linear.FromStored(T(TensorNames.Down), null, c.HiddenSize, c.IntermediateSize),
+                Q = L(TensorNames.Q, Bias(TensorNames.QBias), c.QDim, c.HiddenSize),
+                K = L(TensorNames.K, Bias(TensorNames.KBias), c.KvDim, c.HiddenSize),
+                V = L(TensorNames.V, Bias(TensorNames.VBias), c.KvDim, c.HiddenSize),
+                O = L(TensorNames.O, null, c.HiddenSize, c.QDim),
+                Gate = L(TensorNames.Gate, null, c.IntermediateSize, c.HiddenSize),
+                Up = L(TensorNames.Up, null, c.IntermediateSize, c.HiddenSize),
+                Down = L(TensorNames.Down, null, c.HiddenSize, c.IntermediateSize),
             };
         }
 

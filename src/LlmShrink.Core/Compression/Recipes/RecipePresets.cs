@@ -1,0 +1,39 @@
+using System.Diagnostics.CodeAnalysis;
+
+namespace LlmShrink.Compression.Recipes;
+
+/// <summary>Named recipes for the common schemes (wNgG = N-bit weights in groups of G input columns).</summary>
+public static class RecipePresets
+{
+    private static string WeightOnly(string method, int bits, int group) => $"""
+        modifiers:
+          - method: {method}
+            targets: [Linear]
+            ignore: [lm_head]
+            bits: {bits}
+            group_size: {group}
+            symmetric: true
+        """;
+
+    private static readonly Dictionary<string, string> Presets = new(StringComparer.Ordinal)
+    {
+        ["w8-rtn"] = $"""
+            modifiers:
+              - method: rtn
+                targets: [Linear]
+                ignore: [lm_head]
+                bits: 8
+                granularity: channel
+                symmetric: true
+            """,
+        ["w4g128-rtn"] = WeightOnly("rtn", 4, 128),
+        ["w3g128-rtn"] = WeightOnly("rtn", 3, 128),
+        ["w4g128-gptq"] = WeightOnly("gptq", 4, 128),
+        ["w3g128-gptq"] = WeightOnly("gptq", 3, 128),
+        ["w2g64-gptq"] = WeightOnly("gptq", 2, 64),
+    };
+
+    public static IEnumerable<string> Names => Presets.Keys;
+
+    public static bool TryGet(string name, [NotNullWhen(true)] out string? yaml) => Presets.TryGetValue(name, out yaml);
+}

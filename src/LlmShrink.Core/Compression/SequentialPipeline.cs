@@ -1,0 +1,163 @@
+using System.Diagnostics;
+using LlmShrink.Compression.Recipes;
+using LlmShrink.Model;
+
+namespace LlmShrink.Compression;
+
+/// <summary>Receives each block's compressed layers as soon as the block is done (e.g. to write a checkpoint shard).</summary>
+public interface IBlockSink
+{
+    void BlockDone(int layer, TransformerBlock block, IReadOnlyList<CompressedLayer> layers);
+}
+
+public sealed record PipelineProgress(int Layer, int Layers, string Stage);
+
+/// <summary>The outcome of a pipeline run: per-layer report lines and resource figures.</summary>
+public sealed record PipelineResult(IReadOnlyList<LayerReport> Layers, TimeSpan Elapsed, long PeakWorkingSetBytes, int CalibrationTokens);
+
+/// <summary>
+/// Sequential layer-by-layer compression, as GPTQ and llm-compressor do it: the calibration tokens are embedded,
+/// then for each block in turn (1) the block runs on its current inputs while the inputs of its linear layers
+/// are recorded into statistics, (2) the recipe's modifiers compress the targeted layers from those statistics,
+/// (3) the block runs again with the compressed layers, and its outputs become the next block's inputs. So each
+/// block is calibrated on the activations the already-compressed blocks before it really produce, and only one
+/// block's activations and statistics exist at a time. Weights stay memory-mapped; non-F32 layers are decoded
+/// when their block runs.
+/// </summary>
+public sealed class SequentialPipeline
+{
+    /// <summary>Input rows kept per site for output-error searches and the report.</summary>
+    public const int SampleTokens = 4096;
+
+    private readonly LoadedModel _model;
+    private readonly Transformer _transformer;
+    private readonly Recipe _recipe;
+
+    /// <param name="transformer">A transformer over <paramref name="model"/>; its blocks are compressed in place.</param>
+    public SequentialPipeline(LoadedModel model, Transformer transformer, Recipe recipe)
+    {
+        _model = model;
+        _transformer = transformer;
+        _recipe = recipe;
+    }
+
+    public PipelineResult Run(CalibrationSet calibration, IBlockSink? sink = null, IProgress<PipelineProgress>? progress = null,
+        CancellationToken cancel = default)
+    {
+        var clock = Stopwatch.StartNew();
+        var c = _model.Config;
+        int length = calibration.SequenceLength, d = c.HiddenSize;
+        var hidden = new float[calibration.Samples.Length][];
+        for (int s = 0; s < hidden.Length; s++)
+        {
+            hidden[s] = new float[length * d];
+            _transformer.Embed(calibration.Samples[s], hidden[s]);
+        }
+        var cache = _transformer.NewCache(length);
+        var reports = new List<LayerReport>();
+        long peak = 0;
+
+        for (int layer = 0; layer < c.NumLayers; layer++)
+        {
+            var block = _transformer.Blocks[layer];
+            var plan = Plan(layer);
+
+            // (1) Statistics of the targeted layers' real inputs.
+            progress?.Report(new PipelineProgress(layer, c.NumLayers, "calibrating"));
+            var statistics = RecordStatistics(block, plan);
+            foreach (var h in hidden)
+            {
+                cancel.ThrowIfCancellationRequested();
+                var scratch = (float[])h.Clone();
+                cache.Clear();
+                _transformer.ForwardBlock(layer, scratch, length, cache);
+            }
+            StopRecording(block);
+
+            // (2) Compress.
+            progress?.Report(new PipelineProgress(layer, c.NumLayers, "compressing"));
+            var context = new BlockCompression(layer, c, block, _model.Weights, statistics, LayerFactory.Build);
+            foreach (var (modifier, roles) in plan)
+            {
+                cancel.ThrowIfCancellationRequested();
+                context.Targets = roles;
+                context.MethodName = modifier.Method.Name;
+                modifier.Method.CompressBlock(context);
+            }
+            var (layers, blockReports) = context.Finish();
+            reports.AddRange(blockReports);
+            peak = Math.Max(peak, CurrentWorkingSet());
+            sink?.BlockDone(layer, block, layers);
+
+            // (3) This block's outputs with its compressed layers feed the next block.
+            progress?.Report(new PipelineProgress(layer, c.NumLayers, "propagating"));
+            foreach (var h in hidden)
+            {
+                cancel.ThrowIfCancellationRequested();
+                cache.Clear();
+                _transformer.ForwardBlock(layer, h, length, cache);
+            }
+        }
+        peak = Math.Max(peak, Process.GetCurrentProcess().PeakWorkingSet64);
+        return new PipelineResult(reports, clock.Elapsed, peak, calibration.TokenCount);
+    }
+
+    /// <summary>Each modifier's targets in this block; a layer targeted twice is a recipe error.</summary>
+    private List<(Modifier Modifier, IReadOnlyList<LinearRole> Roles)> Plan(int layer)
+    {
+        var plan = new List<(Modifier, IReadOnlyList<LinearRole>)>();
+        var taken = new HashSet<LinearRole>();
+        foreach (var modifier in _recipe.Modifiers)
+        {
+            var roles = LinearRoles.All.Where(r => modifier.Targets.Matches(layer, r)).ToList();
+            foreach (var role in roles)
+                if (!taken.Add(role))
+                    throw new ShrinkException($"recipe {_recipe.Name}: {LinearRoles.ModulePath(layer, role)} is targeted by more than one modifier");
+            if (roles.Count > 0) plan.Add((modifier, roles));
+        }
+        return plan;
+    }
+
+    /// <summary>Wraps the first layer reading each needed input site so its inputs are recorded on the way through.</summary>
+    private static Dictionary<InputSite, SiteStatistics> RecordStatistics(TransformerBlock block, List<(Modifier Modifier, IReadOnlyList<LinearRole> Roles)> plan)
+    {
+        var needs = new Dictionary<InputSite, StatisticsNeeds>();
+        foreach (var (modifier, roles) in plan)
+            foreach (var role in roles)
+            {
+                var site = LinearRoles.Site(role);
+                // Samples are always kept: the report measures every compressed layer's output error on them.
+                needs[site] = needs.GetValueOrDefault(site) | modifier.Method.Needs | StatisticsNeeds.Samples;
+            }
+        var statistics = new Dictionary<InputSite, SiteStatistics>();
+        foreach (var (site, need) in needs)
+        {
+            var role = FirstRole(site);
+            var layer = LinearRoles.Get(block, role);
+            var stats = new SiteStatistics(layer.InFeatures, need, SampleTokens);
+            statistics[site] = stats;
+            LinearRoles.Set(block, role, new RecordingLinear(layer, stats));
+        }
+        return statistics;
+    }
+
+    private static void StopRecording(TransformerBlock block)
+    {
+        foreach (var role in LinearRoles.All)
+            if (LinearRoles.Get(block, role) is RecordingLinear recording) LinearRoles.Set(block, role, recording.Inner);
+    }
+
+    private static LinearRole FirstRole(InputSite site) => site switch
+    {
+        InputSite.AttentionInput => LinearRole.Q,
+        InputSite.AttentionOutput => LinearRole.O,
+        InputSite.MlpInput => LinearRole.Gate,
+        _ => LinearRole.Down,
+    };
+
+    private static long CurrentWorkingSet()
+    {
+        using var process = Process.GetCurrentProcess();
+        return process.WorkingSet64;
+    }
+}
