@@ -54,6 +54,7 @@ internal static class EvalCommand
             int? bos = chosen == PerplexityProtocol.LlamaCpp && tokenizer.AddBos ? tokenizer.BosId : null;
 
             int threadCount = parse.GetValue(threads);
+            if (threadCount < 0) throw new ShrinkException($"--threads: must not be negative (got {threadCount})");
             using var transformer = new Transformer(evaluated, threadCount);
             using var referenceTransformer = referenceModel is null ? null : new Transformer(referenceModel, threadCount);
             var clock = Stopwatch.StartNew();

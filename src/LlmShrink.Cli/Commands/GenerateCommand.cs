@@ -33,9 +33,11 @@ internal static class GenerateCommand
             if (!(t >= 0) || !float.IsFinite(t)) throw new ShrinkException($"--temperature: must be 0 or positive (got {t})");
             if (!(p > 0 && p <= 1)) throw new ShrinkException($"--top-p: must be in (0, 1] (got {p})");
             int s = parse.GetValue(seed) ?? Random.Shared.Next();
+            int threadCount = parse.GetValue(threads);
+            if (threadCount < 0) throw new ShrinkException($"--threads: must not be negative (got {threadCount})");
 
             using var loaded = ModelLoader.Load(parse.GetValue(model)!, parse.GetValue(tokenizer));
-            Generate(loaded, parse.GetValue(prompt)!, max, new Sampler(t, p, s), parse.GetValue(threads), cancellation);
+            Generate(loaded, parse.GetValue(prompt)!, max, new Sampler(t, p, s), threadCount, cancellation);
             Console.Error.WriteLine(t == 0 ? "sampling: greedy" : $"sampling: temperature {t}, top-p {p}, seed {s}");
             return 0;
         });
