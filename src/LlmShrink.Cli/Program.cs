@@ -1,6 +1,86 @@
+using System.CommandLine;
+using System.CommandLine.Parsing;
+using System.Text.RegularExpressions;
+using LlmShrink.Cli.Commands;
+
 namespace LlmShrink.Cli;
 
+/// <summary>
+/// Entry point. Exit codes: 0 success; 2 a user error (bad file, bad argument — one line on stderr, no stack
+/// trace); 130 interrupted by Ctrl+C (the shell convention 128 + SIGINT); 1 anything else, which is a bug.
+/// </summary>
 public static class Program
 {
-    public static int Main(string[] args) => 0;
+    public static int Main(string[] args)
+    {
+        using var interrupt = new CancellationTokenSource();
+        ConsoleCancelEventHandler onCancel = (_, e) =>
+        {
+            e.Cancel = true; // keep the process alive so long loops can stop at their next check and clean up
+            interrupt.Cancel();
+        };
+        Console.CancelKeyPress += onCancel;
+        try { return Run(args, interrupt.Token); }
+        finally { Console.CancelKeyPress -= onCancel; }
+    }
+
+    /// <summary>Parses and runs one command line; <paramref name="cancellation"/> stops long-running commands.</summary>
+    public static int Run(string[] args, CancellationToken cancellation)
+    {
+        var root = new RootCommand("llmshrink — compress large language models and run them fast, in pure C#")
+        {
+            InspectCommand.Create(),
+            GenerateCommand.Create(cancellation),
+            EvalCommand.Create(cancellation),
+            BenchCommand.Create(cancellation),
+            RandomModelCommand.Create(cancellation),
+            ExportCommand.Create(),
+        };
+        var parsed = root.Parse(args);
+        if (parsed.Errors.Count > 0) return UserError(Describe(parsed.Errors[0]));
+
+        var invocation = new InvocationConfiguration
+        {
+            EnableDefaultExceptionHandler = false, // errors are reported below, one line each
+            ProcessTerminationTimeout = null,      // Ctrl+C is handled by Main through the cancellation token
+            Output = Console.Out,
+            Error = Console.Error,
+        };
+        try
+        {
+            return parsed.Invoke(invocation);
+        }
+        catch (ShrinkException e)
+        {
+            return UserError(e.Message);
+        }
+        catch (OperationCanceledException) when (cancellation.IsCancellationRequested)
+        {
+            Console.Error.WriteLine("llmshrink: interrupted");
+            return 130;
+        }
+        catch (Exception e)
+        {
+            Console.Error.WriteLine($"llmshrink: internal error (please report): {e}");
+            return 1;
+        }
+    }
+
+    private static int UserError(string message)
+    {
+        Console.Error.WriteLine($"llmshrink: {Regex.Replace(message, @"\s+", " ").Trim()}");
+        return 2;
+    }
+
+    /// <summary>A parse error, prefixed with the option it concerns ("--protocol: ...") when there is one.</summary>
+    private static string Describe(ParseError error)
+    {
+        var option = error.SymbolResult switch
+        {
+            OptionResult o => o.Option,
+            ArgumentResult { Parent: OptionResult o } => o.Option,
+            _ => null,
+        };
+        return option is null ? error.Message : $"{option.Name}: {error.Message}";
+    }
 }

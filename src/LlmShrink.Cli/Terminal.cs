@@ -1,0 +1,70 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Spectre.Console;
+using Spectre.Console.Rendering;
+
+namespace LlmShrink.Cli;
+
+/// <summary>
+/// Where output goes. Results go to stdout (a table, or JSON for scripts); progress bars and timings go to stderr
+/// so that stdout stays machine-readable. Consoles are created per call so tests can redirect Console.Out/Error.
+/// </summary>
+internal static class Terminal
+{
+    public static IAnsiConsole Stdout() => AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Out) });
+    public static IAnsiConsole Stderr() => AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
+
+    private static readonly JsonSerializerOptions JsonOptions = new()
+    {
+        WriteIndented = true,
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        DictionaryKeyPolicy = null,
+        Converters = { new JsonStringEnumConverter() },
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+    };
+
+    /// <summary>One JSON object on stdout.</summary>
+    public static void WriteJson(object value) => Console.Out.WriteLine(JsonSerializer.Serialize(value, value.GetType(), JsonOptions));
+
+    /// <summary>A two-column key/value table.</summary>
+    public static Table KeyValueTable(string title) =>
+        new Table().Title(title).AddColumn("").AddColumn(new TableColumn("").RightAligned()).HideHeaders();
+
+    /// <summary>Adds a row of plain text (Spectre's string overload would read "[...]" as markup).</summary>
+    public static Table AddText(this Table table, params string[] cells) =>
+        table.AddRow(cells.Select(c => (IRenderable)new Text(c)).ToArray());
+
+    /// <summary>
+    /// Runs <paramref name="work"/>, which reports progress through its argument (absolute value out of
+    /// <paramref name="total"/>), with a progress bar on stderr when stderr is a terminal.
+    /// </summary>
+    public static T WithProgress<T>(string description, double total, Func<Action<double>, T> work)
+    {
+        if (Console.IsErrorRedirected) return work(_ => { });
+        return Stderr().Progress()
+            .AutoClear(true)
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
+            .Start(context =>
+            {
+                var task = context.AddTask(description, maxValue: total);
+                return work(value => task.Value = value);
+            });
+    }
+
+    public static string Bytes(long bytes) => bytes switch
+    {
+        >= 1L << 30 => $"{bytes / (double)(1L << 30):F2} GiB",
+        >= 1L << 20 => $"{bytes / (double)(1L << 20):F2} MiB",
+        >= 1L << 10 => $"{bytes / 1024.0:F1} KiB",
+        _ => $"{bytes} B",
+    };
+
+    public static string Count(double value) => value switch
+    {
+        >= 1e12 => $"{value / 1e12:F2} T",
+        >= 1e9 => $"{value / 1e9:F2} G",
+        >= 1e6 => $"{value / 1e6:F2} M",
+        >= 1e3 => $"{value / 1e3:F2} K",
+        _ => $"{value:F0}",
+    };
+}
