@@ -317,7 +317,8 @@ public sealed unsafe class GptqMatMul
     {
         var wordsA = (uint*)(job.Codes + (long)rowA * _rowBytes);
         var wordsB = (uint*)(job.Codes + (long)rowB * _rowBytes);
-        int perWord = StepsPerBlock(_storageBits);
+        // Steps per word is 8 or 16: a mask and a shift, never a division, in the loop.
+        int stepMask = StepsPerBlock(_storageBits) - 1, wordShift = _storageBits == 2 ? 4 : 3;
         int shift = _storageBits;
         Vector512<float> accA = default, accB = default;
         Vector512<uint> a = default, b = default;
@@ -327,11 +328,10 @@ public sealed unsafe class GptqMatMul
             var tableB = Table(job, rowB, job.RunGroup[r]);
             for (int step = job.RunStart[r]; step < job.RunStart[r + 1]; step++)
             {
-                int k = step % perWord;
-                if (k == 0)
+                if ((step & stepMask) == 0)
                 {
-                    a = Vector512.Load(wordsA + step / perWord * 16);
-                    b = Vector512.Load(wordsB + step / perWord * 16);
+                    a = Vector512.Load(wordsA + (step >> wordShift) * 16);
+                    b = Vector512.Load(wordsB + (step >> wordShift) * 16);
                 }
                 else
                 {
@@ -382,8 +382,8 @@ public sealed unsafe class GptqMatMul
                 fixed (float* d = destination)
                     for (int step = job.RunStart[r]; step < job.RunStart[r + 1]; step++)
                     {
-                        var word = Vector512.Load((uint*)packed + step / perWord * 16);
-                        var index = word >>> (step % perWord * _storageBits);
+                        var word = Vector512.Load((uint*)packed + (step & ~(perWord - 1)) / perWord * 16); // perWord is a power of 2
+                        var index = word >>> ((step & (perWord - 1)) * _storageBits);
                         Avx512F.PermuteVar16x32(table, index.AsInt32()).Store(d + 16 * step);
                     }
                 continue;
