@@ -27,6 +27,8 @@ public abstract class Linear
     {
         TensorShapes.Expect(weight, outFeatures, inFeatures);
         if (bias is not null) TensorShapes.Expect(bias, outFeatures);
+        // Q4_0, Q8_0 and Q4_K run on their blocks in place; every other encoding is decoded to float32 once.
+        if (GgmlMatMul.Supports(weight.Type)) return new GgmlLinear(weight, bias?.ToFloatArray());
         return new DenseLinear(weight, bias?.ToFloatArray());
     }
 }

@@ -1,0 +1,256 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using LlmShrink.Formats;
+
+namespace LlmShrink.Kernels;
+
+/// <summary>
+/// y[n, out] = x[n, in]·Wᵀ with W stored as ggml blocks (Q4_0, Q8_0, Q4_K; layouts in <see cref="GgmlBlocks"/>), read in
+/// place and never expanded. As in llama.cpp, each x row is first quantized to int8 blocks
+/// (<see cref="QuantizeActivations"/>: 32 elements per scale for Q4_0/Q8_0, 256 for Q4_K), so each weight block meets
+/// its activation block in an exact integer dot product that is scaled once: Σ w·x ≈ d_w·d_x·Σ q_w·q_x. The only
+/// error beyond float rounding is the activation's rounding to int8.
+/// <para>
+/// The integer dot of 32 int8 pairs is <c>vpmaddubsw</c> (u8×s8 → pairs summed to int16) then <c>vpmaddwd</c> by 1 (→ int32),
+/// with the sign of the weight moved onto x so that the first operand is unsigned (|w| ≤ 128, |x| ≤ 127, so no pair
+/// sum saturates). Where AVX-VNNI exists, <c>vpdpbusd</c> does both steps in one.
+/// </para>
+/// </summary>
+public static unsafe class GgmlMatMul
+{
+    public static bool Supports(TensorType type) => type is TensorType.Q4_0 or TensorType.Q8_0 or TensorType.Q4_K;
+
+    /// <summary>Elements per activation scale: one per weight block (the K-quant super-block for Q4_K).</summary>
+    public static int ActivationBlock(TensorType type) => type == TensorType.Q4_K ? 256 : 32;
+
+    private const int ItemRows = 16;
+
+    [ThreadStatic] private static sbyte[]? t_q;
+    [ThreadStatic] private static float[]? t_scales;
+    [ThreadStatic] private static int[]? t_sums;
+    [ThreadStatic] private static Job? t_job;
+
+    /// <summary>W is <paramref name="outDim"/> rows of <paramref name="inDim"/> elements of <paramref name="type"/> at <paramref name="w"/>.</summary>
+    public static void Multiply(TensorType type, ReadOnlySpan<float> x, byte* w, Span<float> y, int n, int inDim, int outDim,
+        WorkerPool? pool = null, int threads = 0) =>
+        Multiply(type, x, w, y, n, inDim, outDim, pool, threads, vectorized: Avx2.IsSupported);
+
+    /// <summary><paramref name="vectorized"/> = false runs the scalar reference (tests check the portable path with it).</summary>
+    internal static void Multiply(TensorType type, ReadOnlySpan<float> x, byte* w, Span<float> y, int n, int inDim, int outDim,
+        WorkerPool? pool, int threads, bool vectorized)
+    {
+        if (!Supports(type)) throw new ArgumentException($"{type} has no direct kernel", nameof(type));
+        if (n < 0 || inDim <= 0 || outDim <= 0) throw new ArgumentOutOfRangeException(nameof(n), "matrix dimensions must be positive");
+        if (inDim % TensorTypes.BlockElements(type) != 0) throw new ArgumentException($"in ({inDim}) is not a whole number of {type} blocks", nameof(inDim));
+        if (x.Length < (long)n * inDim) throw new ArgumentException($"x has {x.Length} floats, needs {n}×{inDim}", nameof(x));
+        if (y.Length < (long)n * outDim) throw new ArgumentException($"y has {y.Length} floats, needs {n}×{outDim}", nameof(y));
+        if (n == 0) return;
+
+        int block = ActivationBlock(type);
+        int elements = n * inDim;
+        if (t_q is null || t_q.Length < elements) t_q = GC.AllocateUninitializedArray<sbyte>(elements, pinned: true);
+        if (t_scales is null || t_scales.Length < elements / block) t_scales = GC.AllocateUninitializedArray<float>(elements / block, pinned: true);
+        if (t_sums is null || t_sums.Length < elements / 32) t_sums = GC.AllocateUninitializedArray<int>(elements / 32, pinned: true);
+        for (int i = 0; i < n; i++)
+            QuantizeActivations.Quantize(x.Slice(i * inDim, inDim), block, t_q.AsSpan(i * inDim, inDim),
+                t_scales.AsSpan(i * inDim / block, inDim / block), type == TensorType.Q4_K ? t_sums.AsSpan(i * inDim / 32, inDim / 32) : default);
+
+        fixed (sbyte* q = t_q)
+        fixed (float* scales = t_scales, py = y)
+        fixed (int* sums = t_sums)
+        {
+            var job = t_job ??= new Job();
+            job.Type = type; job.W = w; job.Q = q; job.Scales = scales; job.Sums = sums; job.Y = py;
+            job.Vectorized = vectorized; job.N = n; job.In = inDim; job.Out = outDim; job.RowBytes = (int)TensorTypes.ByteCount(type, inDim);
+            (pool ?? WorkerPool.Shared).For((outDim + ItemRows - 1) / ItemRows, job, threads);
+            job.W = null; job.Q = null; job.Scales = null; job.Sums = null; job.Y = null;
+        }
+    }
+
+    private sealed class Job : IParallelWork
+    {
+        public TensorType Type;
+        public byte* W;
+        public sbyte* Q;
+        public float* Scales, Y;
+        public int* Sums;
+        public int N, In, Out, RowBytes;
+        public bool Vectorized;
+
+        public void Execute(int begin, int end, int worker)
+        {
+            int j0 = begin * ItemRows, j1 = Math.Min(end * ItemRows, Out);
+            int block = ActivationBlock(Type);
+            // Every x row meets this item's W rows while they are still in cache.
+            for (int i = 0; i < N; i++)
+            {
+                sbyte* q = Q + (long)i * In;
+                float* scales = Scales + (long)i * In / block;
+                int* sums = Sums + (long)i * In / 32;
+                for (int j = j0; j < j1; j++)
+                {
+                    byte* row = W + (long)j * RowBytes;
+                    Y[(long)i * Out + j] = !Vectorized ? DotReference(Type, new ReadOnlySpan<byte>(row, RowBytes), new ReadOnlySpan<sbyte>(q, In),
+                            new ReadOnlySpan<float>(scales, In / block), new ReadOnlySpan<int>(sums, In / 32))
+                        : Type switch
+                        {
+                            TensorType.Q4_0 => DotQ4_0(row, q, scales, In / 32),
+                            TensorType.Q8_0 => DotQ8_0(row, q, scales, In / 32),
+                            _ => DotQ4_K(row, q, scales, sums, In / 256),
+                        };
+                }
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Fp16(byte* p) => (float)BitConverter.UInt16BitsToHalf(*(ushort*)p);
+
+    /// <summary>Eight int32 lanes whose total is Σ w·x over 32 signed pairs.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> DotSigned(Vector256<sbyte> w, Vector256<sbyte> x) =>
+        DotUnsigned(Avx2.Sign(w, w).AsByte(), Avx2.Sign(x, w));
+
+    /// <summary>Eight int32 lanes whose total is Σ u·x over 32 pairs of unsigned and signed bytes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> DotUnsigned(Vector256<byte> u, Vector256<sbyte> x) =>
+        AvxVnni.IsSupported ? AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, u, x)
+                            : Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, x), Vector256<short>.One);
+
+    /// <summary>The 32 nibbles of 16 bytes in element order: low nibbles are elements 0..15, high nibbles 16..31.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> Nibbles(byte* qs)
+    {
+        var b = Vector128.Load(qs);
+        var mask = Vector128.Create((byte)0xF);
+        return Vector256.Create(b & mask, (b >>> 4) & mask);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float DotQ4_0(byte* w, sbyte* q, float* scales, int blocks)
+    {
+        var acc = Vector256<float>.Zero;
+        var eight = Vector256.Create((sbyte)8);
+        for (int b = 0; b < blocks; b++, w += 18)
+        {
+            var weights = Nibbles(w + 2).AsSByte() - eight;
+            var dot = DotSigned(weights, Vector256.Load(q + 32 * b));
+            acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(dot), Vector256.Create(Fp16(w) * scales[b]), acc);
+        }
+        return Vector256.Sum(acc);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float DotQ8_0(byte* w, sbyte* q, float* scales, int blocks)
+    {
+        var acc = Vector256<float>.Zero;
+        for (int b = 0; b < blocks; b++, w += 34)
+        {
+            var dot = DotSigned(Vector256.Load((sbyte*)(w + 2)), Vector256.Load(q + 32 * b));
+            acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(dot), Vector256.Create(Fp16(w) * scales[b]), acc);
+        }
+        return Vector256.Sum(acc);
+    }
+
+    /// <summary>
+    /// Q4_K: y = Σ_sub (d·sc·Σ q_w·q_x − dmin·m·Σ q_x)·d_x. The sub-block scale multiplies the int16 pair sums inside
+    /// <c>vpmaddwd</c> (≤ 2·15·127·63, no overflow); the minimum uses the activation's Σq per 32 from quantization.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float DotQ4_K(byte* w, sbyte* q, float* scales, int* sums, int blocks)
+    {
+        var acc = Vector256<float>.Zero;
+        float minimums = 0;
+        byte* packed = stackalloc byte[16];
+        var mask = Vector256.Create((byte)0xF);
+        for (int b = 0; b < blocks; b++, w += 144, q += 256, sums += 8)
+        {
+            UnpackScaleMinK4(w + 4, packed);
+            var isum = Vector256<int>.Zero;
+            for (int chunk = 0; chunk < 4; chunk++)
+            {
+                var bytes = Vector256.Load(w + 16 + 32 * chunk);
+                var low = Avx2.MultiplyAddAdjacent(bytes & mask, Vector256.Load(q + 64 * chunk));
+                var high = Avx2.MultiplyAddAdjacent((bytes >>> 4) & mask, Vector256.Load(q + 64 * chunk + 32));
+                isum += Avx2.MultiplyAddAdjacent(low, Vector256.Create((short)packed[2 * chunk]));
+                isum += Avx2.MultiplyAddAdjacent(high, Vector256.Create((short)packed[2 * chunk + 1]));
+            }
+            int minSum = 0;
+            for (int j = 0; j < 8; j++) minSum += packed[8 + j] * sums[j];
+            acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(isum), Vector256.Create(Fp16(w) * scales[b]), acc);
+            minimums += Fp16(w + 2) * scales[b] * minSum;
+        }
+        return Vector256.Sum(acc) - minimums;
+    }
+
+    /// <summary>The eight 6-bit scales (into out[0..7]) and mins (out[8..15]) of a Q4_K super-block (get_scale_min_k4).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void UnpackScaleMinK4(byte* s, byte* output)
+    {
+        for (int j = 0; j < 4; j++)
+        {
+            output[j] = (byte)(s[j] & 63);
+            output[8 + j] = (byte)(s[j + 4] & 63);
+            output[4 + j] = (byte)((s[j + 8] & 0xF) | (s[j] >> 6) << 4);
+            output[12 + j] = (byte)((s[j + 8] >> 4) | (s[j + 4] >> 6) << 4);
+        }
+    }
+
+    /// <summary>
+    /// The scalar definition: one W row against one quantized x row, each block's integer dot product exact in int,
+    /// scaled by the block's fp16 scale(s) and the activation scale, summed in double.
+    /// </summary>
+    public static float DotReference(TensorType type, ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> q, ReadOnlySpan<float> scales, ReadOnlySpan<int> sums32)
+    {
+        double sum = 0;
+        switch (type)
+        {
+            case TensorType.Q4_0:
+                for (int b = 0; b < q.Length / 32; b++)
+                {
+                    var block = w.Slice(18 * b, 18);
+                    int dot = 0;
+                    for (int l = 0; l < 16; l++)
+                        dot += ((block[2 + l] & 0xF) - 8) * q[32 * b + l] + ((block[2 + l] >> 4) - 8) * q[32 * b + l + 16];
+                    sum += (double)GgmlBlocks.Fp16(block, 0) * scales[b] * dot;
+                }
+                break;
+            case TensorType.Q8_0:
+                for (int b = 0; b < q.Length / 32; b++)
+                {
+                    var block = w.Slice(34 * b, 34);
+                    int dot = 0;
+                    for (int l = 0; l < 32; l++) dot += (sbyte)block[2 + l] * q[32 * b + l];
+                    sum += (double)GgmlBlocks.Fp16(block, 0) * scales[b] * dot;
+                }
+                break;
+            case TensorType.Q4_K:
+                {
+                    Span<byte> unpacked = stackalloc byte[16];
+                    for (int b = 0; b < q.Length / 256; b++)
+                    {
+                        var block = w.Slice(144 * b, 144);
+                        fixed (byte* s = block, o = unpacked) UnpackScaleMinK4(s + 4, o);
+                        long dot = 0, minSum = 0;
+                        for (int sub = 0; sub < 8; sub++)
+                        {
+                            int subDot = 0;
+                            for (int l = 0; l < 32; l++)
+                            {
+                                int code = sub % 2 == 0 ? block[16 + 32 * (sub / 2) + l] & 0xF : block[16 + 32 * (sub / 2) + l] >> 4;
+                                subDot += code * q[256 * b + 32 * sub + l];
+                            }
+                            dot += (long)unpacked[sub] * subDot;
+                            minSum += (long)unpacked[8 + sub] * sums32[8 * b + sub];
+                        }
+                        sum += (double)GgmlBlocks.Fp16(block, 0) * scales[b] * dot - (double)GgmlBlocks.Fp16(block, 2) * scales[b] * minSum;
+                    }
+                    break;
+                }
+            default:
+                throw new ArgumentException($"{type} has no direct kernel", nameof(type));
+        }
+        return (float)sum;
+    }
+}

@@ -1,0 +1,426 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace LlmShrink.Kernels;
+
+/// <summary>
+/// y[n, out] = x[n, in]·Ŵᵀ for a group-quantized weight (GPTQ, arXiv:2210.17323):
+/// Ŵ[o, i] = scale[g, o]·(code[i, o] − zero[g, o]) with g = g_idx[i].
+/// <para>
+/// At construction the codes are repacked into a layout made for the kernel. The input axis is reordered so that
+/// each group's inputs are contiguous (act_order checkpoints scatter a group over the whole row); each group is
+/// padded with zero codes to a multiple of 16, and x is gathered into the same order once per call, so the
+/// permutation costs O(in) per row of x instead of touching the weights. Codes of 2 bits are stored 16 to a
+/// 32-bit word, 3 and 4 bits 8 to a word (as nibbles), 8 bits one per byte. Sixteen consecutive inputs form a
+/// <em>step</em>: for nibbles, word lane l of a 64-byte vector holds step k's input l in bits 4k..4k+3.
+/// </para>
+/// <para>
+/// Decode (n = 1) streams the packed codes once and never expands them: a group's 16 possible weight values
+/// scale·(c − zero) are one 16-float table, so <c>vpermps</c> with the word as index turns 16 codes into 16 floats in
+/// one instruction (it reads only the low 4 bits of each lane; shifting the word by 4 exposes the next step). The
+/// x·w products are float FMAs, so the result equals the dequantized matrix product up to float rounding.
+/// Prompt (n &gt; 1) dequantizes 16 rows at a time into a float tile and multiplies every x row with it (<see cref="MatMul"/>).
+/// </para>
+/// </summary>
+public sealed unsafe class GptqMatMul
+{
+    public int Bits { get; }
+    public int InDim { get; }
+    public int OutDim { get; }
+    public int Groups { get; }
+
+    /// <summary>Bits each code occupies in the repacked layout: 2, 4 (3-bit codes are stored as nibbles), or 8.</summary>
+    private readonly int _storageBits;
+    /// <summary>Length of the reordered, padded input axis (a multiple of 16 codes per lane × 16 lanes).</summary>
+    private readonly int _paddedIn;
+    private readonly int _rowBytes;
+    private readonly byte[] _codes;      // [out, rowBytes], pinned
+    private readonly float[] _scales;    // [out, groups]
+    private readonly float[] _zeros;     // [out, groups]
+    /// <summary>Reordered position → original input index, or −1 for padding.</summary>
+    private readonly int[] _gather;
+    private readonly bool _identityOrder;
+    /// <summary>Runs of steps that share a group: steps [RunStart[r], RunStart[r + 1]) belong to group RunGroup[r].</summary>
+    private readonly int[] _runStart, _runGroup;
+
+    /// <summary>
+    /// From unpacked codes: <paramref name="codes"/> [out, in] one code per byte (0 .. 2^bits − 1),
+    /// <paramref name="scales"/> and <paramref name="zeros"/> [groups, out] (integer zero-points, as in Ŵ above),
+    /// <paramref name="groupIndex"/> [in] the group of each input (g_idx).
+    /// </summary>
+    public GptqMatMul(int bits, int inDim, int outDim, ReadOnlySpan<byte> codes, ReadOnlySpan<float> scales, ReadOnlySpan<int> zeros, ReadOnlySpan<int> groupIndex)
+    {
+        if (bits is not (2 or 3 or 4 or 8)) throw new ArgumentException($"{bits}-bit codes are not supported (2, 3, 4, 8)", nameof(bits));
+        if (inDim <= 0 || outDim <= 0) throw new ArgumentException("dimensions must be positive");
+        if (codes.Length != (long)inDim * outDim) throw new ArgumentException($"codes has {codes.Length} entries, expected {outDim}×{inDim}", nameof(codes));
+        if (groupIndex.Length != inDim) throw new ArgumentException($"g_idx has {groupIndex.Length} entries, expected {inDim}", nameof(groupIndex));
+        if (scales.Length == 0 || scales.Length % outDim != 0) throw new ArgumentException($"scales has {scales.Length} entries, not groups×{outDim}", nameof(scales));
+        if (zeros.Length != scales.Length) throw new ArgumentException("zeros and scales differ in size", nameof(zeros));
+        Bits = bits; InDim = inDim; OutDim = outDim;
+        Groups = scales.Length / outDim;
+        _storageBits = bits == 3 ? 4 : bits;
+
+        // Group sizes, then each group's slot in the reordered axis, padded to whole steps of 16.
+        var count = new int[Groups];
+        foreach (int g in groupIndex)
+        {
+            if ((uint)g >= (uint)Groups) throw new ArgumentException($"g_idx holds group {g}, outside [0, {Groups})", nameof(groupIndex));
+            count[g]++;
+        }
+        var slot = new int[Groups];
+        var runStart = new List<int>();
+        var runGroup = new List<int>();
+        int steps = 0;
+        for (int g = 0; g < Groups; g++)
+        {
+            if (count[g] == 0) continue;
+            slot[g] = 16 * steps;
+            runStart.Add(steps);
+            runGroup.Add(g);
+            steps += (count[g] + 15) / 16;
+        }
+        int stepsPerBlock = StepsPerBlock(_storageBits);
+        steps = (steps + stepsPerBlock - 1) / stepsPerBlock * stepsPerBlock; // whole 64-byte blocks
+        runStart.Add(steps);
+        _runStart = runStart.ToArray();
+        _runGroup = runGroup.ToArray();
+        _paddedIn = 16 * steps;
+        _rowBytes = _paddedIn * _storageBits / 8;
+
+        _gather = new int[_paddedIn];
+        Array.Fill(_gather, -1);
+        var fill = (int[])slot.Clone();
+        for (int i = 0; i < inDim; i++) _gather[fill[groupIndex[i]]++] = i;
+        _identityOrder = _paddedIn == inDim;
+        for (int p = 0; p < inDim && _identityOrder; p++) _identityOrder = _gather[p] == p;
+
+        _scales = new float[outDim * Groups];
+        _zeros = new float[outDim * Groups];
+        for (int g = 0; g < Groups; g++)
+            for (int o = 0; o < outDim; o++)
+            {
+                _scales[o * Groups + g] = scales[g * outDim + o];
+                _zeros[o * Groups + g] = zeros[g * outDim + o];
+            }
+
+        _codes = GC.AllocateArray<byte>(checked(outDim * _rowBytes), pinned: true);
+        int maxCode = (1 << bits) - 1;
+        for (int o = 0; o < outDim; o++)
+        {
+            var row = codes.Slice(o * inDim, inDim);
+            var packed = _codes.AsSpan(o * _rowBytes, _rowBytes);
+            for (int p = 0; p < _paddedIn; p++)
+            {
+                int i = _gather[p];
+                if (i < 0) continue;
+                int code = row[i];
+                if (code > maxCode) throw new ArgumentException($"code {code} at [{o}, {i}] does not fit in {bits} bits", nameof(codes));
+                Store(packed, p, code);
+            }
+        }
+    }
+
+    /// <summary>Steps (of 16 inputs) that share one 64-byte block of codes.</summary>
+    private static int StepsPerBlock(int storageBits) => 32 / storageBits;
+
+    /// <summary>Writes the code of reordered input p into its place in a packed row (layout in the class summary).</summary>
+    private void Store(Span<byte> packed, int p, int code)
+    {
+        if (_storageBits == 8)
+        {
+            packed[p] = (byte)code;
+            return;
+        }
+        int step = p / 16, lane = p % 16;
+        int perWord = StepsPerBlock(_storageBits);
+        int word = step / perWord * 16 + lane;
+        int shift = step % perWord * _storageBits;
+        ref uint target = ref Unsafe.As<byte, uint>(ref packed[4 * word]);
+        target |= (uint)code << shift;
+    }
+
+    /// <summary>
+    /// From the GPTQ v1 checkpoint tensors (AutoGPTQ layout): <paramref name="qweight"/> [in·bits/32, out] packs 32/bits
+    /// codes of consecutive inputs per int32 (lowest bits first); <paramref name="qzeros"/> [groups, out·bits/32] packs
+    /// zero − 1 the same way along the output axis; <paramref name="scales"/> [groups, out]; <paramref name="groupIndex"/> [in].
+    /// </summary>
+    public static GptqMatMul FromGptqV1(int bits, int inDim, int outDim, ReadOnlySpan<int> qweight, ReadOnlySpan<int> qzeros, ReadOnlySpan<Half> scales, ReadOnlySpan<int> groupIndex)
+    {
+        if (bits is not (2 or 4 or 8)) throw new ArgumentException($"GPTQ v1 packing of {bits}-bit codes is not supported (2, 4, 8)", nameof(bits));
+        int perWord = 32 / bits, mask = (1 << bits) - 1;
+        if (inDim % perWord != 0 || outDim % perWord != 0) throw new ArgumentException($"in ({inDim}) and out ({outDim}) must be multiples of {perWord}");
+        if (qweight.Length != (long)inDim / perWord * outDim) throw new ArgumentException($"qweight has {qweight.Length} words, expected {inDim / perWord}×{outDim}", nameof(qweight));
+        if (scales.Length == 0 || scales.Length % outDim != 0) throw new ArgumentException($"scales has {scales.Length} entries, not groups×{outDim}", nameof(scales));
+        int groups = scales.Length / outDim;
+        if (qzeros.Length != (long)groups * (outDim / perWord)) throw new ArgumentException($"qzeros has {qzeros.Length} words, expected {groups}×{outDim / perWord}", nameof(qzeros));
+
+        var codes = new byte[(long)outDim * inDim];
+        for (int i = 0; i < inDim; i++)
+        {
+            int shift = i % perWord * bits;
+            var words = qweight.Slice(i / perWord * outDim, outDim);
+            for (int o = 0; o < outDim; o++) codes[(long)o * inDim + i] = (byte)((words[o] >>> shift) & mask);
+        }
+        var zeros = new int[groups * outDim];
+        var floatScales = new float[groups * outDim];
+        for (int g = 0; g < groups; g++)
+            for (int o = 0; o < outDim; o++)
+            {
+                zeros[g * outDim + o] = ((qzeros[g * (outDim / perWord) + o / perWord] >>> (o % perWord * bits)) & mask) + 1;
+                floatScales[g * outDim + o] = (float)scales[g * outDim + o];
+            }
+        return new GptqMatMul(bits, inDim, outDim, codes, floatScales, zeros, groupIndex);
+    }
+
+    /// <summary>g_idx without act_order: input i belongs to group i / groupSize.</summary>
+    public static int[] SequentialGroups(int inDim, int groupSize)
+    {
+        var g = new int[inDim];
+        for (int i = 0; i < inDim; i++) g[i] = i / groupSize;
+        return g;
+    }
+
+    /// <summary>Bytes of the repacked codes plus scales and zeros: the memory this layer streams per token.</summary>
+    public long WeightBytes => _codes.LongLength + 4L * (_scales.Length + _zeros.Length);
+
+    /// <summary>Whether the AVX-512 kernels run (tests switch them off to check the portable path).</summary>
+    internal bool Vectorized { get; set; } = Avx512F.IsSupported;
+
+    [ThreadStatic] private static float[]? t_gathered, t_row;
+    [ThreadStatic] private static Job? t_job;
+
+    public void Multiply(ReadOnlySpan<float> x, Span<float> y, int n, WorkerPool? pool = null, int threads = 0)
+    {
+        if (n < 0) throw new ArgumentOutOfRangeException(nameof(n));
+        if (x.Length < (long)n * InDim) throw new ArgumentException($"x has {x.Length} floats, needs {n}×{InDim}", nameof(x));
+        if (y.Length < (long)n * OutDim) throw new ArgumentException($"y has {y.Length} floats, needs {n}×{OutDim}", nameof(y));
+        if (n == 0) return;
+        pool ??= WorkerPool.Shared;
+
+        // x in the reordered, padded input order.
+        ReadOnlySpan<float> xs = x[..(n * InDim)];
+        if (!_identityOrder)
+        {
+            int needed = n * _paddedIn;
+            if (t_gathered is null || t_gathered.Length < needed) t_gathered = GC.AllocateUninitializedArray<float>(needed, pinned: true);
+            for (int r = 0; r < n; r++)
+            {
+                var src = x.Slice(r * InDim, InDim);
+                var dst = t_gathered.AsSpan(r * _paddedIn, _paddedIn);
+                for (int p = 0; p < dst.Length; p++) dst[p] = _gather[p] < 0 ? 0 : src[_gather[p]];
+            }
+            xs = t_gathered.AsSpan(0, needed);
+        }
+
+        fixed (float* px = xs, py = y)
+        fixed (byte* codes = _codes)
+        fixed (float* scales = _scales, zeros = _zeros)
+        fixed (int* runStart = _runStart, runGroup = _runGroup)
+        {
+            var job = t_job ??= new Job();
+            job.Owner = this; job.X = px; job.Y = py; job.N = n;
+            job.Codes = codes; job.Scales = scales; job.Zeros = zeros; job.RunStart = runStart; job.RunGroup = runGroup;
+            if (n > 1) job.EnsureTiles(pool.Threads, TileRows * _paddedIn);
+            int itemRows = n == 1 ? DecodeItemRows : TileRows;
+            pool.For((OutDim + itemRows - 1) / itemRows, job, threads);
+            job.Owner = null; job.X = job.Y = null; job.Codes = null; job.Scales = job.Zeros = null; job.RunStart = job.RunGroup = null;
+        }
+    }
+
+    private const int DecodeItemRows = 16;
+    /// <summary>Weight rows dequantized together for a prompt: 16 rows × in floats, reused by every x row.</summary>
+    private const int TileRows = 16;
+
+    private sealed class Job : IParallelWork
+    {
+        public GptqMatMul? Owner;
+        public float* X, Y, Scales, Zeros;
+        public byte* Codes;
+        public int* RunStart, RunGroup;
+        public int N;
+        private float[][] _tiles = [];
+        private float[][] _tileOut = [];
+
+        public void EnsureTiles(int workers, int floats)
+        {
+            if (_tiles.Length < workers) { Array.Resize(ref _tiles, workers); Array.Resize(ref _tileOut, workers); }
+            for (int w = 0; w < workers; w++)
+            {
+                if (_tiles[w] is null || _tiles[w].Length < floats) _tiles[w] = GC.AllocateUninitializedArray<float>(floats, pinned: true);
+                if (_tileOut[w] is null || _tileOut[w].Length < N * TileRows) _tileOut[w] = GC.AllocateUninitializedArray<float>(N * TileRows, pinned: true);
+            }
+        }
+
+        public void Execute(int begin, int end, int worker)
+        {
+            var m = Owner!;
+            if (N == 1)
+            {
+                int o0 = begin * DecodeItemRows, o1 = Math.Min(end * DecodeItemRows, m.OutDim);
+                m.Gemv(this, X, Y, o0, o1);
+                return;
+            }
+            for (int item = begin; item < end; item++)
+            {
+                int o0 = item * TileRows, rows = Math.Min(TileRows, m.OutDim - o0);
+                var tile = _tiles[worker];
+                var tileOut = _tileOut[worker];
+                for (int r = 0; r < rows; r++) m.DecodeRow(this, o0 + r, tile.AsSpan(r * m._paddedIn, m._paddedIn));
+                fixed (float* pt = tile)
+                {
+                    ReadOnlySpan<float> xs = new(X, N * m._paddedIn);
+                    MatMul.Multiply(xs, pt, tileOut, N, m._paddedIn, rows, threads: 1);
+                }
+                for (int i = 0; i < N; i++)
+                    tileOut.AsSpan(i * rows, rows).CopyTo(new Span<float>(Y + (long)i * m.OutDim + o0, rows));
+            }
+        }
+    }
+
+    private void Gemv(Job job, float* x, float* y, int o0, int o1)
+    {
+        if (!Vectorized)
+        {
+            // Without AVX-512: dequantize each row and take the dot product.
+            if (t_row is null || t_row.Length < _paddedIn) t_row = new float[_paddedIn];
+            var xs = new ReadOnlySpan<float>(x, _paddedIn);
+            for (int o = o0; o < o1; o++)
+            {
+                DecodeRow(job, o, t_row);
+                y[o] = System.Numerics.Tensors.TensorPrimitives.Dot(xs, t_row.AsSpan(0, _paddedIn));
+            }
+            return;
+        }
+        // Two rows at a time: two independent FMA chains sharing each x load. An odd last row is paired with itself.
+        for (int o = o0; o < o1; o += 2)
+        {
+            int second = Math.Min(o + 1, o1 - 1);
+            (float a, float b) = _storageBits == 8 ? Dot2Bytes(job, x, o, second) : Dot2Packed(job, x, o, second);
+            y[o] = a;
+            y[second] = b;
+        }
+    }
+
+    /// <summary>The table of a group's weight values: entry j = scale·((j mod 2^storageBits) − zero).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private Vector512<float> Table(Job job, int row, int group)
+    {
+        var codes = _storageBits == 2 ? Vector512.Create(0f, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3)
+                                      : Vector512.Create(0f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        int k = row * Groups + group;
+        return (codes - Vector512.Create(job.Zeros[k])) * Vector512.Create(job.Scales[k]);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private (float, float) Dot2Packed(Job job, float* x, int rowA, int rowB)
+    {
+        var wordsA = (uint*)(job.Codes + (long)rowA * _rowBytes);
+        var wordsB = (uint*)(job.Codes + (long)rowB * _rowBytes);
+        // Steps per word is 8 or 16: a mask and a shift, never a division, in the loop.
+        int stepMask = StepsPerBlock(_storageBits) - 1, wordShift = _storageBits == 2 ? 4 : 3;
+        int shift = _storageBits;
+        Vector512<float> accA = default, accB = default;
+        Vector512<uint> a = default, b = default;
+        for (int r = 0; r < _runGroup.Length; r++)
+        {
+            var tableA = Table(job, rowA, job.RunGroup[r]);
+            var tableB = Table(job, rowB, job.RunGroup[r]);
+            for (int step = job.RunStart[r]; step < job.RunStart[r + 1]; step++)
+            {
+                if ((step & stepMask) == 0)
+                {
+                    a = Vector512.Load(wordsA + (step >> wordShift) * 16);
+                    b = Vector512.Load(wordsB + (step >> wordShift) * 16);
+                }
+                else
+                {
+                    a >>>= shift;
+                    b >>>= shift;
+                }
+                var xv = Vector512.Load(x + 16 * step);
+                accA = Vector512.FusedMultiplyAdd(xv, Avx512F.PermuteVar16x32(tableA, a.AsInt32()), accA);
+                accB = Vector512.FusedMultiplyAdd(xv, Avx512F.PermuteVar16x32(tableB, b.AsInt32()), accB);
+            }
+        }
+        // Padding steps after the last run carry zero codes against zero x: nothing to add.
+        return (Vector512.Sum(accA), Vector512.Sum(accB));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private (float, float) Dot2Bytes(Job job, float* x, int rowA, int rowB)
+    {
+        byte* codesA = job.Codes + (long)rowA * _rowBytes, codesB = job.Codes + (long)rowB * _rowBytes;
+        Vector512<float> accA = default, accB = default;
+        for (int r = 0; r < _runGroup.Length; r++)
+        {
+            int g = job.RunGroup[r];
+            var zeroA = Vector512.Create(job.Zeros[rowA * Groups + g]); var scaleA = Vector512.Create(job.Scales[rowA * Groups + g]);
+            var zeroB = Vector512.Create(job.Zeros[rowB * Groups + g]); var scaleB = Vector512.Create(job.Scales[rowB * Groups + g]);
+            for (int p = 16 * job.RunStart[r]; p < 16 * job.RunStart[r + 1]; p += 16)
+            {
+                var xv = Vector512.Load(x + p);
+                var qa = Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load(codesA + p)));
+                var qb = Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load(codesB + p)));
+                accA = Vector512.FusedMultiplyAdd(xv, (qa - zeroA) * scaleA, accA);
+                accB = Vector512.FusedMultiplyAdd(xv, (qb - zeroB) * scaleB, accB);
+            }
+        }
+        return (Vector512.Sum(accA), Vector512.Sum(accB));
+    }
+
+    /// <summary>Row <paramref name="row"/> of Ŵ in the reordered, padded input order (padding decodes to whatever; x is 0 there).</summary>
+    private void DecodeRow(Job job, int row, Span<float> destination)
+    {
+        byte* packed = job.Codes + (long)row * _rowBytes;
+        int perWord = StepsPerBlock(_storageBits), mask = (1 << _storageBits) - 1;
+        for (int r = 0; r < _runGroup.Length; r++)
+        {
+            if (Vectorized && _storageBits != 8)
+            {
+                var table = Table(job, row, job.RunGroup[r]);
+                fixed (float* d = destination)
+                    for (int step = job.RunStart[r]; step < job.RunStart[r + 1]; step++)
+                    {
+                        var word = Vector512.Load((uint*)packed + (step & ~(perWord - 1)) / perWord * 16); // perWord is a power of 2
+                        var index = word >>> ((step & (perWord - 1)) * _storageBits);
+                        Avx512F.PermuteVar16x32(table, index.AsInt32()).Store(d + 16 * step);
+                    }
+                continue;
+            }
+            int k = row * Groups + job.RunGroup[r];
+            float scale = job.Scales[k], zero = job.Zeros[k];
+            for (int p = 16 * job.RunStart[r]; p < 16 * job.RunStart[r + 1]; p++)
+            {
+                int code;
+                if (_storageBits == 8) code = packed[p];
+                else
+                {
+                    int step = p / 16;
+                    uint word = ((uint*)packed)[step / perWord * 16 + p % 16];
+                    code = (int)(word >> (step % perWord * _storageBits)) & mask;
+                }
+                destination[p] = (code - zero) * scale;
+            }
+        }
+        destination[(16 * _runStart[^1])..].Clear();
+    }
+
+    /// <summary>The plain definition over unpacked codes (layout as the constructor's), accumulated in double.</summary>
+    public static void Reference(int inDim, int outDim, ReadOnlySpan<byte> codes, ReadOnlySpan<float> scales, ReadOnlySpan<int> zeros,
+        ReadOnlySpan<int> groupIndex, ReadOnlySpan<float> x, Span<float> y, int n)
+    {
+        for (int r = 0; r < n; r++)
+            for (int o = 0; o < outDim; o++)
+            {
+                double sum = 0;
+                for (int i = 0; i < inDim; i++)
+                {
+                    int g = groupIndex[i];
+                    float w = (codes[o * inDim + i] - zeros[g * outDim + o]) * scales[g * outDim + o];
+                    sum += (double)x[r * inDim + i] * w;
+                }
+                y[r * outDim + o] = (float)sum;
+            }
+    }
+}

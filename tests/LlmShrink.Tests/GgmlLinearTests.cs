@@ -1,0 +1,170 @@
+using LlmShrink.Formats;
+using LlmShrink.Kernels;
+using LlmShrink.Model;
+using Xunit;
+
+namespace LlmShrink.Tests;
+
+public unsafe class GgmlLinearTests
+{
+    /// <summary>Random blocks: random code bytes with small finite fp16 scales (every bit pattern of the codes is valid).</summary>
+    private static byte[] RandomBlocks(Random random, TensorType type, int inDim, int outDim)
+    {
+        int blockBytes = TensorTypes.BlockBytes(type);
+        var bytes = new byte[TensorTypes.ByteCount(type, (long)inDim * outDim)];
+        random.NextBytes(bytes);
+        for (int b = 0; b < bytes.Length / blockBytes; b++)
+        {
+            var block = bytes.AsSpan(b * blockBytes, blockBytes);
+            int scaleOffset = 0; // d leads every block of these three types; Q4_K's dmin follows it
+            BitConverter.TryWriteBytes(block[scaleOffset..], (Half)(0.002f + 0.02f * random.NextSingle()));
+            if (type == TensorType.Q4_K) BitConverter.TryWriteBytes(block[2..], (Half)(0.002f + 0.02f * random.NextSingle()));
+        }
+        return bytes;
+    }
+
+    private static float[] Dequantized(TensorType type, byte[] blocks, int inDim, int outDim)
+    {
+        var w = new float[inDim * outDim];
+        GgmlBlocks.Dequantize(type, blocks, w);
+        return w;
+    }
+
+    private static float[] RandomVector(Random random, int length)
+    {
+        var v = new float[length];
+        for (int i = 0; i < length; i++) v[i] = 2 * random.NextSingle() - 1;
+        return v;
+    }
+
+    public static TheoryData<TensorType, int, int, int> Shapes => new()
+    {
+        { TensorType.Q4_0, 1, 64, 5 }, { TensorType.Q4_0, 1, 1024, 37 }, { TensorType.Q4_0, 9, 256, 20 },
+        { TensorType.Q8_0, 1, 96, 17 }, { TensorType.Q8_0, 1, 1024, 33 }, { TensorType.Q8_0, 6, 160, 18 },
+        { TensorType.Q4_K, 1, 256, 7 }, { TensorType.Q4_K, 1, 1024, 40 }, { TensorType.Q4_K, 5, 512, 19 },
+    };
+
+    /// <summary>The fast kernel equals the scalar integer definition up to float rounding, and the scalar path equals it exactly.</summary>
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public void Kernel_matches_integer_reference(TensorType type, int n, int inDim, int outDim)
+    {
+        var random = new Random((int)type * 1000 + n * 100 + inDim + outDim);
+        var blocks = RandomBlocks(random, type, inDim, outDim);
+        var x = RandomVector(random, n * inDim);
+        int block = GgmlMatMul.ActivationBlock(type);
+        int rowBytes = (int)TensorTypes.ByteCount(type, inDim);
+        var w = Dequantized(type, blocks, inDim, outDim);
+
+        var expected = new float[n * outDim];
+        var magnitude = new double[n * outDim];
+        var q = new sbyte[inDim];
+        var scales = new float[inDim / block];
+        var sums = new int[inDim / 32];
+        for (int i = 0; i < n; i++)
+        {
+            QuantizeActivations.Quantize(x.AsSpan(i * inDim, inDim), block, q, scales, sums);
+            for (int j = 0; j < outDim; j++)
+            {
+                expected[i * outDim + j] = GgmlMatMul.DotReference(type, blocks.AsSpan(j * rowBytes, rowBytes), q, scales, sums);
+                for (int k = 0; k < inDim; k++) magnitude[i * outDim + j] += Math.Abs(w[j * inDim + k] * q[k] * scales[k / block]);
+            }
+        }
+
+        var fast = new float[n * outDim];
+        var scalar = new float[n * outDim];
+        fixed (byte* pw = blocks)
+        {
+            GgmlMatMul.Multiply(type, x, pw, fast, n, inDim, outDim, WorkerPool.Shared, 0, vectorized: true);
+            GgmlMatMul.Multiply(type, x, pw, scalar, n, inDim, outDim, WorkerPool.Shared, 0, vectorized: false);
+        }
+        Assert.Equal(expected, scalar);
+        for (int k = 0; k < expected.Length; k++)
+            Assert.True(Math.Abs(fast[k] - expected[k]) <= 1e-5 * magnitude[k], $"y[{k}] = {fast[k]}, reference {expected[k]}");
+    }
+
+    /// <summary>
+    /// Against the dequantized float32 product: the only extra error is x's rounding to int8, at most half an
+    /// activation step d_x/2 per element, so |Δy| ≤ Σ |w_k|·d_x(k)/2 (plus float rounding).
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public void Layer_matches_dequantized_float_product(TensorType type, int n, int inDim, int outDim)
+    {
+        var random = new Random((int)type * 7 + n * 3 + inDim + outDim);
+        var blocks = RandomBlocks(random, type, inDim, outDim);
+        var x = RandomVector(random, n * inDim);
+        var w = Dequantized(type, blocks, inDim, outDim);
+        var expected = new float[n * outDim];
+        MatMul.Reference(x, w, expected, n, inDim, outDim);
+
+        var layer = new GgmlLinear(type, blocks, inDim, outDim, bias: null);
+        var actual = new float[n * outDim];
+        Array.Fill(actual, float.NaN);
+        layer.Apply(x, actual, n, WorkerPool.Shared, 0);
+
+        int block = GgmlMatMul.ActivationBlock(type);
+        for (int i = 0; i < n; i++)
+        {
+            var step = new float[inDim / block];
+            for (int b = 0; b < step.Length; b++)
+                step[b] = System.Numerics.Tensors.TensorPrimitives.MaxMagnitude(x.AsSpan(i * inDim + b * block, block)) is var m ? Math.Abs(m) / 127f : 0;
+            for (int j = 0; j < outDim; j++)
+            {
+                double bound = 0, magnitude = 0;
+                for (int k = 0; k < inDim; k++)
+                {
+                    bound += Math.Abs(w[j * inDim + k]) * step[k / block] / 2;
+                    magnitude += Math.Abs(w[j * inDim + k] * x[i * inDim + k]);
+                }
+                float error = Math.Abs(actual[i * outDim + j] - expected[i * outDim + j]);
+                Assert.True(error <= bound * 1.001 + 1e-5 * magnitude, $"y[{i},{j}] = {actual[i * outDim + j]}, float product {expected[i * outDim + j]}, bound {bound}");
+            }
+        }
+    }
+
+    [Fact]
+    public void Activation_quantization_rounds_to_the_nearest_step()
+    {
+        float[] x = [0.5f, -1.27f, 0.006f, 0.0f, 1.0f, -0.3f, 0.7f, 0.1f];
+        var q = new sbyte[8];
+        var scales = new float[2];
+        QuantizeActivations.Quantize(x, 4, q, scales, default);
+        Assert.Equal(1.27f / 127f, scales[0]);
+        Assert.Equal(1.0f / 127f, scales[1]);
+        Assert.Equal(new sbyte[] { 50, -127, 1, 0, 127, -38, 89, 13 }, q); // 0.7·127 = 88.9, 0.1·127 = 12.7
+    }
+
+    [Fact]
+    public void FromStored_keeps_supported_blocks_and_decodes_the_rest()
+    {
+        using var dir = new TempDir();
+        var random = new Random(11);
+        int inDim = 256, outDim = 4;
+        var q4k = RandomBlocks(random, TensorType.Q4_K, inDim, outDim);
+        var q41 = new byte[TensorTypes.ByteCount(TensorType.Q4_1, inDim * outDim)];
+        random.NextBytes(q41);
+        for (int b = 0; b < q41.Length; b += 20) { BitConverter.TryWriteBytes(q41.AsSpan(b), (Half)0.01f); BitConverter.TryWriteBytes(q41.AsSpan(b + 2), (Half)(-0.05f)); }
+        string path = dir.File("weights.bin");
+        File.WriteAllBytes(path, [.. q4k, .. q41]);
+        using var file = new MappedFile(path);
+        var kept = Linear.FromStored(new StoredTensor("a", [outDim, inDim], TensorType.Q4_K, file, 0), null, outDim, inDim);
+        var decoded = Linear.FromStored(new StoredTensor("b", [outDim, inDim], TensorType.Q4_1, file, q4k.Length), null, outDim, inDim);
+        Assert.IsType<GgmlLinear>(kept);
+        Assert.IsType<DenseLinear>(decoded);
+
+        var x = RandomVector(random, inDim);
+        var y = new float[outDim];
+        var expected = new float[outDim];
+        kept.Apply(x, y, 1, WorkerPool.Shared, 0);
+        MatMul.Reference(x, Dequantized(TensorType.Q4_K, q4k, inDim, outDim), expected, 1, inDim, outDim);
+        for (int j = 0; j < outDim; j++) Assert.True(Math.Abs(y[j] - expected[j]) < 0.02 * (1 + Math.Abs(expected[j])), $"{y[j]} vs {expected[j]}");
+    }
+
+    [Fact]
+    public void Rejects_wrong_sizes()
+    {
+        Assert.Throws<ArgumentException>(() => new GgmlLinear(TensorType.Q4_0, new byte[17], 32, 1, null));
+        Assert.Throws<ArgumentException>(() => new GgmlLinear(TensorType.Q5_K, new byte[176], 256, 1, null));
+    }
+}
