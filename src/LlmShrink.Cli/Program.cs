@@ -35,6 +35,7 @@ public static class Program
             BenchCommand.Create(cancellation),
             RandomModelCommand.Create(cancellation),
             ExportCommand.Create(),
+            CompressCommand.Create(cancellation),
         };
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0) return UserError(Describe(parsed.Errors[0]));

@@ -8,8 +8,8 @@ public static class LayerFactory
     public static Linear Build(CompressedLayer layer) => layer switch
     {
         DenseLayer d => new DenseLinear(d.Weights, d.Rows, d.Columns, d.Bias),
-        // Until the packed kernels land, quantized layers run as their exact dequantized values.
-        QuantizedLayer q => new DenseLinear(q.Matrix.Dequantize(), q.Matrix.Rows, q.Matrix.Columns, q.Bias),
-        _ => throw new NotSupportedException($"{layer.GetType().Name} has no runnable layer yet"),
+        QuantizedLayer q => LinearLoader.Quantized(q.Matrix, q.Bias),
+        W8A8Layer w => new W8A8Linear(w.Columns, w.Rows, w.Weights, w.Scales, bias: w.Bias),
+        _ => throw new ArgumentOutOfRangeException(nameof(layer)),
     };
 }

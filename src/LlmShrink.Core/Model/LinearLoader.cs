@@ -19,13 +19,22 @@ public static class LinearLoader
         if (weights.Find(modulePath + ".qweight") is not null)
         {
             var tensors = ReadGptq(weights, modulePath, outFeatures, inFeatures);
-            var matrix = GptqPacking.Unpack(tensors, SchemeOf(tensors));
-            return new DenseLinear(matrix.Dequantize(), outFeatures, inFeatures, biasValues);
+            return Quantized(GptqPacking.Unpack(tensors, SchemeOf(tensors)), biasValues);
         }
         var weight = weights.Get(modulePath + ".weight");
-        TensorShapes.Expect(weight, outFeatures, inFeatures);
-        return new DenseLinear(weight, biasValues);
+        if (weight.Type == TensorType.I8 && weights.Find(modulePath + ".weight_scale") is { } scale)
+        {
+            TensorShapes.Expect(weight, outFeatures, inFeatures);
+            TensorShapes.Expect(scale, outFeatures, 1);
+            if (scale.Type != TensorType.F32) throw ShrinkException.InFile(scale.File.Path, $"tensor '{scale.Name}' is {scale.Type}, expected F32");
+            return new W8A8Linear(inFeatures, outFeatures, MemoryMarshal.Cast<byte, sbyte>(weight.Bytes()), scale.ToFloatArray(), bias: biasValues);
+        }
+        return Linear.FromStored(weight, bias, outFeatures, inFeatures);
     }
+
+    /// <summary>The packed-kernel layer for a quantized matrix (the same layer whether it was just quantized or loaded).</summary>
+    public static Linear Quantized(QuantizedMatrix m, float[]? bias) =>
+        new GptqLinear(m.Scheme.Bits, m.Columns, m.Rows, m.Codes, m.Scales, m.Zeros, m.GroupIndex, bias);
 
     /// <summary>Checks a module's stored tensors have the shapes its features imply (done at load time).</summary>
     public static void Check(TensorSet weights, string modulePath, int outFeatures, int inFeatures, string source)
