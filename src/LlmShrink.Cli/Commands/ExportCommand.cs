@@ -21,29 +21,34 @@ public static class ExportCommand
         var output = new Option<string>("--out") { Description = "output .gguf file or folder", Required = true };
         var maxShard = new Option<string?>("--max-shard-size") { Description = "largest safetensors shard, e.g. 5GB, 500MB (default 5GB)" };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "tokenizer.bin for a llama2.c checkpoint" };
+        var denseType = new Option<string?>("--dense-type") { Description = "GGUF type for matrices a compression left unquantized (embeddings, lm_head); default: --type" };
 
         var command = new Command("export", "write a model as GGUF (llama.cpp) or a dense Hugging Face safetensors folder");
         command.Arguments.Add(model);
-        foreach (var option in new Option[] { format, type, dtype, output, maxShard, tokenizer }) command.Options.Add(option);
+        foreach (var option in new Option[] { format, type, dtype, output, maxShard, tokenizer, denseType }) command.Options.Add(option);
         command.SetAction(parse =>
         {
             Run(parse.GetValue(model)!, parse.GetValue(format)!, parse.GetValue(type), parse.GetValue(dtype), parse.GetValue(output)!,
-                parse.GetValue(maxShard), parse.GetValue(tokenizer));
+                parse.GetValue(maxShard), parse.GetValue(tokenizer), parse.GetValue(denseType));
             return 0;
         });
         return command;
     }
 
-    public static void Run(string modelPath, string format, string? type, string? dtype, string output, string? maxShardSize, string? tokenizer)
+    public static void Run(string modelPath, string format, string? type, string? dtype, string output, string? maxShardSize, string? tokenizer,
+        string? denseType = null, TextWriter? console = null)
     {
+        if (denseType is not null && !format.Equals("gguf", StringComparison.OrdinalIgnoreCase)) throw new ShrinkException("--dense-type applies to --format gguf");
         switch (format.ToLowerInvariant())
         {
             case "gguf":
                 {
                     if (dtype is not null || maxShardSize is not null) throw new ShrinkException("--dtype and --max-shard-size apply to --format safetensors; use --type for gguf");
                     var tensorType = ParseType("--type", type ?? throw new ShrinkException("--format gguf needs --type (" + string.Join("|", GgufExporter.Types) + ")"), GgufExporter.Types);
+                    TensorType? dense = denseType is null ? null : ParseType("--dense-type", denseType, GgufExporter.Types);
                     using var model = ModelLoader.Load(modelPath, tokenizer);
-                    GgufExporter.Export(model, tensorType, output);
+                    var mapped = GgufExporter.Export(model, tensorType, output, dense);
+                    if (mapped is not null) (console ?? Console.Out).WriteLine(MappedLayer.Summary(mapped));
                     break;
                 }
             case "safetensors":
