@@ -8,14 +8,15 @@ namespace LlmShrink.Cli.Commands;
 
 /// <summary>
 /// <c>llmshrink export MODEL --format gguf --type T --out FILE.gguf</c> or
-/// <c>llmshrink export MODEL --format safetensors --dtype D --out DIR [--max-shard-size 5GB]</c>.
+/// <c>llmshrink export MODEL --format safetensors --dtype D --out DIR [--max-shard-size 5GB]</c> or
+/// <c>llmshrink export COMPRESSED_DIR --format safetensors-gptq --out DIR [--max-shard-size 5GB]</c>.
 /// </summary>
 public static class ExportCommand
 {
     public static Command Create()
     {
         var model = new Argument<string>("model") { Description = "Hugging Face folder, .gguf file, llama2.c .bin, or Hugging Face id" };
-        var format = new Option<string>("--format") { Description = "gguf or safetensors", Required = true };
+        var format = new Option<string>("--format") { Description = "gguf, safetensors, or safetensors-gptq (a compressed folder as a GPTQ v1 checkpoint)", Required = true };
         var type = new Option<string?>("--type") { Description = $"GGUF tensor type: {string.Join("|", GgufExporter.Types)}" };
         var dtype = new Option<string?>("--dtype") { Description = "safetensors dtype: F16|BF16|F32" };
         var output = new Option<string>("--out") { Description = "output .gguf file or folder", Required = true };
@@ -23,7 +24,7 @@ public static class ExportCommand
         var tokenizer = new Option<string?>("--tokenizer") { Description = "tokenizer.bin for a llama2.c checkpoint" };
         var denseType = new Option<string?>("--dense-type") { Description = "GGUF type for matrices a compression left unquantized (embeddings, lm_head); default: --type" };
 
-        var command = new Command("export", "write a model as GGUF (llama.cpp) or a dense Hugging Face safetensors folder");
+        var command = new Command("export", "write a model as GGUF (llama.cpp), a dense Hugging Face safetensors folder, or a GPTQ checkpoint (transformers, vLLM)");
         command.Arguments.Add(model);
         foreach (var option in new Option[] { format, type, dtype, output, maxShard, tokenizer, denseType }) command.Options.Add(option);
         command.SetAction(parse =>
@@ -60,8 +61,16 @@ public static class ExportCommand
                     SafetensorsExporter.Export(model, tensorType, output, shard);
                     break;
                 }
+            case "safetensors-gptq":
+                {
+                    if (type is not null || dtype is not null) throw new ShrinkException("--format safetensors-gptq copies the packed tensors as they are; --type and --dtype do not apply");
+                    long shard = maxShardSize is null ? SafetensorsExporter.DefaultMaxShardBytes : ParseSize(maxShardSize);
+                    using var model = ModelLoader.Load(modelPath, tokenizer);
+                    GptqSafetensorsExporter.Export(model, output, shard);
+                    break;
+                }
             default:
-                throw new ShrinkException($"--format {format}: unknown format (supported: gguf, safetensors)");
+                throw new ShrinkException($"--format {format}: unknown format (supported: gguf, safetensors, safetensors-gptq)");
         }
     }
 

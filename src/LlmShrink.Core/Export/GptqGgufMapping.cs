@@ -69,6 +69,8 @@ public static class GptqGgufMapping
     {
         int columns = s.Scale.Length;
         for (int c = 0; c < columns; c++) s.Value[c] = s.Scale[c] * s.Level[c];
+        int blockElements = TensorTypes.BlockElements(type);
+        var refitBlocks = new bool[columns / blockElements]; // small: one flag per block of the row
         if (BlockTypes.Contains(type))
         {
             int blockBytes = TensorTypes.BlockBytes(type);
@@ -81,26 +83,27 @@ public static class GptqGgufMapping
                 GgmlQuantizers.Quantize(type, value, refit);
                 double refitError = SquaredError(type, refit, value, decoded);
                 bool oneScale = !scale.ContainsAnyExcept(scale[0]);
-                if (oneScale && Construct(type, scale[0], s.Level.AsSpan(32 * b, 32), built) && SquaredError(type, built, value, decoded) <= refitError)
-                    built.CopyTo(destination.Slice(b * blockBytes, blockBytes));
-                else
-                    refit.CopyTo(destination.Slice(b * blockBytes, blockBytes));
+                refitBlocks[b] = !(oneScale && Construct(type, scale[0], s.Level.AsSpan(32 * b, 32), built) && SquaredError(type, built, value, decoded) <= refitError);
+                (refitBlocks[b] ? refit : built).CopyTo(destination.Slice(b * blockBytes, blockBytes));
             }
         }
-        else TensorEncoding.EncodeRow(type, s.Value, destination);
+        else
+        {
+            TensorEncoding.EncodeRow(type, s.Value, destination);
+            refitBlocks.AsSpan().Fill(true);
+        }
 
         TensorDecoding.DecodeRow(type, destination, s.Decoded);
-        int blockElements = TensorTypes.BlockElements(type);
-        for (int start = 0; start < columns; start += blockElements)
+        for (int b = 0; b < refitBlocks.Length; b++)
         {
             bool exact = true;
-            for (int c = start; c < start + blockElements; c++)
+            for (int c = b * blockElements; c < (b + 1) * blockElements; c++)
             {
                 double delta = (double)s.Decoded[c] - s.Value[c];
                 if (delta != 0) exact = false;
                 tally.AddElement(delta, s.Value[c]);
             }
-            tally.AddBlock(exact);
+            tally.AddBlock(exact, refitBlocks[b]);
         }
     }
 
@@ -206,7 +209,10 @@ public sealed class MappedLayer(string module, TensorType type)
     public sealed class Tally
     {
         public long Blocks { get; private set; }
+        /// <summary>Blocks that decode bit for bit to the compressed weights.</summary>
         public long ExactBlocks { get; private set; }
+        /// <summary>Blocks encoded from the dequantized weights (the rest kept the method's integers).</summary>
+        public long RefitBlocks { get; private set; }
         public double MaxAbsError { get; private set; }
         public double SquaredError { get; private set; }
         public double SquaredWeights { get; private set; }
@@ -220,16 +226,18 @@ public sealed class MappedLayer(string module, TensorType type)
             SquaredWeights += weight * weight;
         }
 
-        public void AddBlock(bool exact)
+        public void AddBlock(bool exact, bool refit)
         {
             Blocks++;
             if (exact) ExactBlocks++;
+            if (refit) RefitBlocks++;
         }
 
         public void Add(Tally other)
         {
             Blocks += other.Blocks;
             ExactBlocks += other.ExactBlocks;
+            RefitBlocks += other.RefitBlocks;
             MaxAbsError = Math.Max(MaxAbsError, other.MaxAbsError);
             SquaredError += other.SquaredError;
             SquaredWeights += other.SquaredWeights;
@@ -237,8 +245,10 @@ public sealed class MappedLayer(string module, TensorType type)
     }
 
     /// <summary>
-    /// One line for the console: which compressed layers went over exactly and which were re-fit, e.g.
-    /// "GPTQ 4-bit g32 sym → Q4_0: 56 layers exact" or "… → Q4_0: 3 exact, re-fit 53 (model.layers.0.mlp.down_proj 12% of blocks exact, rel. error 2.1e-03, …)".
+    /// One line for the console, per (source scheme, GGUF type): how many layers decode exactly to the compressed
+    /// weights, how many kept the method's integers with an fp16-rounded block scale or offset, and which were re-fit —
+    /// e.g. "GPTQ 4-bit g32 sym → Q4_0: 56 exact" or
+    /// "GPTQ 4-bit g128 sym act-order → Q4_0: 0 exact, 56 re-fit (… model.layers.0.mlp.down_proj: 99% of blocks, rel. error 6.0E-003; …)".
     /// </summary>
     public static string Summary(IReadOnlyList<MappedLayer> layers)
     {
@@ -246,13 +256,16 @@ public sealed class MappedLayer(string module, TensorType type)
         var parts = new List<string>();
         foreach (var group in layers.GroupBy(l => (l.From, l.Type)))
         {
-            var refit = group.Where(l => !l.Exact).ToList();
-            int exact = group.Count() - refit.Count;
-            string text = $"{group.Key.From} → {group.Key.Type}: {exact} layer{(exact == 1 ? "" : "s")} exact";
+            var exact = group.Where(l => l.Exact).ToList();
+            var rounded = group.Where(l => !l.Exact && l.Counts.RefitBlocks == 0).ToList();
+            var refit = group.Where(l => l.Counts.RefitBlocks > 0).ToList();
+            string text = $"{group.Key.From} → {group.Key.Type}: {exact.Count} exact";
+            if (rounded.Count > 0)
+                text += string.Create(inv, $", {rounded.Count} with the method's integers but fp16-rounded block constants (max |Δw| {rounded.Max(l => l.Counts.MaxAbsError):E1})");
             if (refit.Count > 0)
             {
                 var shown = refit.Take(3).Select(l => string.Create(inv,
-                    $"{l.Module} {100.0 * l.Counts.ExactBlocks / l.Counts.Blocks:F0}% of blocks exact, rel. error {l.Counts.RelativeError:E1}"));
+                    $"{l.Module}: {100.0 * l.Counts.RefitBlocks / l.Counts.Blocks:F0}% of blocks, rel. error {l.Counts.RelativeError:E1}"));
                 text += $", {refit.Count} re-fit ({string.Join("; ", shown)}{(refit.Count > 3 ? $"; {refit.Count - 3} more" : "")})";
             }
             parts.Add(text);
