@@ -5,7 +5,7 @@ namespace LlmShrink.Tests;
 
 /// <summary>
 /// tinylit-8m compressed once per recipe for the whole test run (8 calibration samples × 128 tokens), in a temporary
-/// folder removed when the process exits. Tests only read these folders.
+/// folder removed when the test collection that uses it ends. Tests only read these folders.
 /// </summary>
 internal static class CompressedTinyLit
 {
@@ -19,10 +19,11 @@ internal static class CompressedTinyLit
     private static readonly string Root = Directory.CreateTempSubdirectory("llmshrink-compressed-").FullName;
     private static readonly Dictionary<string, Lazy<string>> Folders = new();
 
-    static CompressedTinyLit() => AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+    /// <summary>Removes every compressed folder (called once the collection's tests are done).</summary>
+    public static void DeleteAll()
     {
         try { Directory.Delete(Root, recursive: true); } catch (IOException) { }
-    };
+    }
 
     /// <summary>The folder for GPTQ with these recipe parameters (YAML lines under the modifier).</summary>
     public static string Gptq(string parameters) => Folder("gptq", parameters);
@@ -51,4 +52,13 @@ internal static class CompressedTinyLit
     /// <summary>The first <paramref name="count"/> tokens of the evaluation text (BOS first).</summary>
     public static int[] EvalTokens(LoadedModel model, int count) =>
         model.RequireTokenizer().Encode(File.ReadAllText(SharedData.Corpus("tinylit_eval.txt"))[..4000], true).Take(count).ToArray();
+}
+
+/// <summary>The test collection sharing <see cref="CompressedTinyLit"/>; xunit disposes its fixture after the last test.</summary>
+[Xunit.CollectionDefinition(CompressedTinyLit.Collection)]
+public sealed class CompressedTinyLitCollection : Xunit.ICollectionFixture<CompressedTinyLitCleanup>;
+
+public sealed class CompressedTinyLitCleanup : IDisposable
+{
+    public void Dispose() => CompressedTinyLit.DeleteAll();
 }
