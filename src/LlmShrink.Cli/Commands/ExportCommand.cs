@@ -8,42 +8,48 @@ namespace LlmShrink.Cli.Commands;
 
 /// <summary>
 /// <c>llmshrink export MODEL --format gguf --type T --out FILE.gguf</c> or
-/// <c>llmshrink export MODEL --format safetensors --dtype D --out DIR [--max-shard-size 5GB]</c>.
+/// <c>llmshrink export MODEL --format safetensors --dtype D --out DIR [--max-shard-size 5GB]</c> or
+/// <c>llmshrink export COMPRESSED_DIR --format safetensors-gptq --out DIR [--max-shard-size 5GB]</c>.
 /// </summary>
 public static class ExportCommand
 {
     public static Command Create()
     {
         var model = new Argument<string>("model") { Description = "Hugging Face folder, .gguf file, llama2.c .bin, or Hugging Face id" };
-        var format = new Option<string>("--format") { Description = "gguf or safetensors", Required = true };
+        var format = new Option<string>("--format") { Description = "gguf, safetensors, or safetensors-gptq (a compressed folder as a GPTQ v1 checkpoint)", Required = true };
         var type = new Option<string?>("--type") { Description = $"GGUF tensor type: {string.Join("|", GgufExporter.Types)}" };
         var dtype = new Option<string?>("--dtype") { Description = "safetensors dtype: F16|BF16|F32" };
         var output = new Option<string>("--out") { Description = "output .gguf file or folder", Required = true };
         var maxShard = new Option<string?>("--max-shard-size") { Description = "largest safetensors shard, e.g. 5GB, 500MB (default 5GB)" };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "tokenizer.bin for a llama2.c checkpoint" };
+        var denseType = new Option<string?>("--dense-type") { Description = "GGUF type for matrices a compression left unquantized (embeddings, lm_head); default: --type" };
 
-        var command = new Command("export", "write a model as GGUF (llama.cpp) or a dense Hugging Face safetensors folder");
+        var command = new Command("export", "write a model as GGUF (llama.cpp), a dense Hugging Face safetensors folder, or a GPTQ checkpoint (transformers, vLLM)");
         command.Arguments.Add(model);
-        foreach (var option in new Option[] { format, type, dtype, output, maxShard, tokenizer }) command.Options.Add(option);
+        foreach (var option in new Option[] { format, type, dtype, output, maxShard, tokenizer, denseType }) command.Options.Add(option);
         command.SetAction(parse =>
         {
             Run(parse.GetValue(model)!, parse.GetValue(format)!, parse.GetValue(type), parse.GetValue(dtype), parse.GetValue(output)!,
-                parse.GetValue(maxShard), parse.GetValue(tokenizer));
+                parse.GetValue(maxShard), parse.GetValue(tokenizer), parse.GetValue(denseType));
             return 0;
         });
         return command;
     }
 
-    public static void Run(string modelPath, string format, string? type, string? dtype, string output, string? maxShardSize, string? tokenizer)
+    public static void Run(string modelPath, string format, string? type, string? dtype, string output, string? maxShardSize, string? tokenizer,
+        string? denseType = null, TextWriter? console = null)
     {
+        if (denseType is not null && !format.Equals("gguf", StringComparison.OrdinalIgnoreCase)) throw new ShrinkException("--dense-type applies to --format gguf");
         switch (format.ToLowerInvariant())
         {
             case "gguf":
                 {
                     if (dtype is not null || maxShardSize is not null) throw new ShrinkException("--dtype and --max-shard-size apply to --format safetensors; use --type for gguf");
                     var tensorType = ParseType("--type", type ?? throw new ShrinkException("--format gguf needs --type (" + string.Join("|", GgufExporter.Types) + ")"), GgufExporter.Types);
+                    TensorType? dense = denseType is null ? null : ParseType("--dense-type", denseType, GgufExporter.Types);
                     using var model = ModelLoader.Load(modelPath, tokenizer);
-                    GgufExporter.Export(model, tensorType, output);
+                    var mapped = GgufExporter.Export(model, tensorType, output, dense);
+                    if (mapped is not null) (console ?? Console.Out).WriteLine(MappedLayer.Summary(mapped));
                     break;
                 }
             case "safetensors":
@@ -55,8 +61,16 @@ public static class ExportCommand
                     SafetensorsExporter.Export(model, tensorType, output, shard);
                     break;
                 }
+            case "safetensors-gptq":
+                {
+                    if (type is not null || dtype is not null) throw new ShrinkException("--format safetensors-gptq copies the packed tensors as they are; --type and --dtype do not apply");
+                    long shard = maxShardSize is null ? SafetensorsExporter.DefaultMaxShardBytes : ParseSize(maxShardSize);
+                    using var model = ModelLoader.Load(modelPath, tokenizer);
+                    GptqSafetensorsExporter.Export(model, output, shard);
+                    break;
+                }
             default:
-                throw new ShrinkException($"--format {format}: unknown format (supported: gguf, safetensors)");
+                throw new ShrinkException($"--format {format}: unknown format (supported: gguf, safetensors, safetensors-gptq)");
         }
     }
 

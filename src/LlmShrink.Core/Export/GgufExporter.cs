@@ -19,10 +19,18 @@ public static class GgufExporter
         TensorType.Q5_0, TensorType.Q4_K, TensorType.Q5_K, TensorType.Q6_K,
     ];
 
-    public static void Export(LoadedModel model, TensorType type, string outputPath)
+    /// <summary>
+    /// Writes the GGUF file. Matrices take <paramref name="type"/>, or <paramref name="denseType"/> when given for those a
+    /// compression left unquantized (embeddings, lm_head, skipped layers). Compressed modules (GPTQ-packed, W8A8) keep
+    /// the method's integers where the type can hold them (<see cref="GptqGgufMapping"/>); for those the result says
+    /// which layers went over exactly and which were re-fit, and is null for a model without compressed modules.
+    /// </summary>
+    public static IReadOnlyList<MappedLayer>? Export(LoadedModel model, TensorType type, string outputPath, TensorType? denseType = null)
     {
         if (!Types.Contains(type))
             throw new ShrinkException($"--type {type}: not a GGUF export type (supported: {string.Join(", ", Types)})");
+        if (denseType is { } dense && !Types.Contains(dense))
+            throw new ShrinkException($"--dense-type {dense}: not a GGUF export type (supported: {string.Join(", ", Types)})");
         var c = model.Config;
         string arch = c.Architecture switch
         {
@@ -56,12 +64,24 @@ public static class GgufExporter
         GgufTokenizerExport.Write(writer, model);
 
         var ropeStyle = arch == "llama" ? RopeStyle.Interleaved : RopeStyle.RotateHalf;
+        var mapped = new List<MappedLayer>();
         foreach (var (ggufName, canonicalName) in TensorMap(c, model.Weights))
         {
-            var tensor = model.Weights.Get(canonicalName);
-            var target = ChooseType(tensor.Shape, type);
             Func<long, long>? rows = canonicalName.EndsWith(TensorNames.Q, StringComparison.Ordinal) || canonicalName.EndsWith(TensorNames.K, StringComparison.Ordinal)
                 ? RopeRowOrder.SourceRow(c.RopeStyle, ropeStyle, c.HeadDim) : null;
+            string module = canonicalName.EndsWith(".weight", StringComparison.Ordinal) ? canonicalName[..^".weight".Length] : canonicalName;
+            if (ScaledIntegerMatrix.IsCompressed(model.Weights, module))
+            {
+                var (outFeatures, inFeatures, bits) = ScaledIntegerMatrix.Shape(model.Weights, module);
+                long[] shape = [outFeatures, inFeatures];
+                var layer = new MappedLayer(module, ChooseType(shape, GptqGgufMapping.TargetType(bits, type)));
+                mapped.Add(layer);
+                // Unpacked when written, one module at a time.
+                writer.AddTensor(ggufName, shape, layer.Type, stream => GptqGgufMapping.Write(stream, ScaledIntegerMatrix.Read(model.Weights, module), rows, layer));
+                continue;
+            }
+            var tensor = model.Weights.Get(canonicalName);
+            var target = ChooseType(tensor.Shape, denseType ?? type);
             writer.AddTensor(ggufName, tensor.Shape, target, stream => TensorRowWriter.Write(stream, tensor, target, rows));
         }
         if (c.RopeScaling is { } scaling && !model.Weights.Contains(TensorNames.RopeFrequencyFactors))
@@ -72,6 +92,7 @@ public static class GgufExporter
         }
 
         writer.Write(outputPath, model.Weights.Files.Select(f => f.Path));
+        return mapped.Count > 0 ? mapped : null;
     }
 
     /// <summary>GGUF name → canonical name of every tensor the model uses, in llama.cpp's order.</summary>

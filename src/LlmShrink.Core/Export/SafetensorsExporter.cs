@@ -46,7 +46,6 @@ public static class SafetensorsExporter
     {
         var c = model.Config;
         var entries = new List<SafetensorsWriter.Entry>();
-        var sizes = new List<long>();
         foreach (string name in model.Weights.Names.Order(StringComparer.Ordinal))
         {
             var tensor = model.Weights.Get(name);
@@ -54,11 +53,20 @@ public static class SafetensorsExporter
             Func<long, long>? rows = name.EndsWith(TensorNames.Q, StringComparison.Ordinal) || name.EndsWith(TensorNames.K, StringComparison.Ordinal)
                 ? RopeRowOrder.SourceRow(c.RopeStyle, RopeStyle.RotateHalf, c.HeadDim) : null;
             entries.Add(new SafetensorsWriter.Entry(name, dtype, tensor.Shape, stream => TensorRowWriter.Write(stream, tensor, dtype, rows)));
-            sizes.Add(TensorTypes.ByteCount(dtype, tensor.ElementCount));
         }
 
-        // Greedy in name order: a shard closes when the next tensor would take it past the limit (a tensor larger than
-        // the limit gets a shard of its own), as transformers' save_pretrained does.
+        WriteSharded(folder, entries, maxShardBytes);
+    }
+
+    /// <summary>
+    /// Writes <paramref name="entries"/> as one <c>model.safetensors</c>, or, when they exceed <paramref name="maxShardBytes"/>,
+    /// as <c>model-0000k-of-0000N.safetensors</c> shards with <c>model.safetensors.index.json</c>. Greedy in the given
+    /// order: a shard closes when the next tensor would take it past the limit (a tensor larger than the limit gets a
+    /// shard of its own), as transformers' save_pretrained does.
+    /// </summary>
+    public static void WriteSharded(string folder, IReadOnlyList<SafetensorsWriter.Entry> entries, long maxShardBytes)
+    {
+        var sizes = entries.Select(e => TensorTypes.ByteCount(e.Type, e.Shape.Aggregate(1L, (a, b) => checked(a * b)))).ToList();
         var shards = new List<List<int>> { new() };
         long shardBytes = 0;
         for (int i = 0; i < entries.Count; i++)

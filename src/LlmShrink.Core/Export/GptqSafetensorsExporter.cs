@@ -1,0 +1,121 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using LlmShrink.Compression;
+using LlmShrink.Compression.Quantization;
+using LlmShrink.Formats;
+using LlmShrink.Formats.Safetensors;
+using LlmShrink.Model;
+
+namespace LlmShrink.Export;
+
+/// <summary>
+/// Writes a GPTQ-compressed model as the GPTQ v1 Hugging Face folder that transformers/optimum, GPTQModel and vLLM
+/// load: every tensor copied byte for byte (packed <c>qweight</c>/<c>qzeros</c>/<c>scales</c>/<c>g_idx</c>, dense
+/// tensors and biases in their stored dtype) and re-sharded at the size limit, config.json with a
+/// <c>quantization_config</c> read off the tensors themselves (bits and group size from the shapes, sym from the zero
+/// points, desc_act from g_idx), GPTQModel's <c>dynamic</c> overrides for modules that differ, quantize_config.json
+/// for AutoGPTQ, and the tokenizer. A dense model is refused: quantizing is <c>llmshrink compress</c>'s job.
+/// See docs/FORMAT.md, "Export: GPTQ safetensors".
+/// </summary>
+public static class GptqSafetensorsExporter
+{
+    /// <summary>LlmShrink's own files kept beside the weights, so the export still says how it was made.</summary>
+    private static readonly string[] ProvenanceFiles = ["recipe.yaml", "report.md"];
+
+    /// <summary>One quantized module's GPTQ parameters as its tensors state them.</summary>
+    public sealed record GptqModule(string Module, int Bits, int GroupSize, bool Symmetric, bool ActOrder);
+
+    public static void Export(LoadedModel model, string outputFolder, long maxShardBytes = SafetensorsExporter.DefaultMaxShardBytes)
+    {
+        if (maxShardBytes <= 0) throw new ShrinkException($"--max-shard-size must be positive, not {maxShardBytes}");
+        var (quantized, dense) = Survey(model);
+
+        using var output = new OutputFolder(outputFolder, model.Weights.Files.Select(f => f.Path).Append(model.Source));
+        var entries = model.Weights.Names.Order(StringComparer.Ordinal).Select(name =>
+        {
+            var tensor = model.Weights.Get(name);
+            return new SafetensorsWriter.Entry(name, tensor.Type, tensor.Shape, stream => TensorRowWriter.Write(stream, tensor, tensor.Type));
+        }).ToList();
+        SafetensorsExporter.WriteSharded(output.Path, entries, maxShardBytes);
+
+        var quantization = QuantizationConfig(quantized, dense, model.Config.NumLayers);
+        var config = SafetensorsExporter.ConfigJson(model);
+        config["quantization_config"] = quantization;
+        var options = new JsonSerializerOptions { WriteIndented = true };
+        File.WriteAllText(output.File("config.json"), config.ToJsonString(options));
+        File.WriteAllText(output.File("quantize_config.json"), quantization.ToJsonString(options));
+        SafetensorsExporter.WriteTokenizer(model, output.Path);
+        foreach (string file in ProvenanceFiles)
+            if (Directory.Exists(model.Source) && File.Exists(Path.Combine(model.Source, file)))
+                File.Copy(Path.Combine(model.Source, file), output.File(file));
+        output.Commit();
+    }
+
+    /// <summary>Every decoder linear module as GPTQ-quantized (with its parameters) or dense; W8A8 and dense-only models are refused.</summary>
+    public static (List<GptqModule> Quantized, List<string> Dense) Survey(LoadedModel model)
+    {
+        var quantized = new List<GptqModule>();
+        var dense = new List<string>();
+        var w8a8 = new List<string>();
+        for (int layer = 0; layer < model.Config.NumLayers; layer++)
+            foreach (var role in LinearRoles.All)
+            {
+                string module = LinearRoles.ModulePath(layer, role);
+                if (model.Weights.Contains(module + ".qweight")) quantized.Add(Describe(model.Weights, module));
+                else if (ScaledIntegerMatrix.IsCompressed(model.Weights, module)) w8a8.Add(module);
+                else dense.Add(module);
+            }
+        if (w8a8.Count > 0)
+            throw ShrinkException.InFile(model.Source, $"{w8a8.Count} W8A8 module(s) (e.g. {w8a8[0]}) have no GPTQ form; export this folder with --format gguf, or compress with a GPTQ or RTN recipe");
+        if (quantized.Count == 0)
+            throw ShrinkException.InFile(model.Source, "has no GPTQ-quantized layers; run `llmshrink compress MODEL --recipe w4g128-gptq --calib FILE --out DIR` first and export that folder");
+        return (quantized, dense);
+    }
+
+    private static GptqModule Describe(TensorSet weights, string module)
+    {
+        var (outFeatures, inFeatures, _) = ScaledIntegerMatrix.Shape(weights, module);
+        var tensors = LinearLoader.ReadGptq(weights, module, outFeatures, inFeatures);
+        var m = GptqPacking.Unpack(tensors, LinearLoader.SchemeOf(tensors));
+        int width = (inFeatures + m.GroupCount - 1) / m.GroupCount;
+        return new GptqModule(module, m.Scheme.Bits, m.GroupCount == 1 ? -1 : width,
+            m.Zeros.All(z => z == 1 << (m.Scheme.Bits - 1)),
+            m.GroupIndex.Where((g, c) => g != c / width).Any());
+    }
+
+    /// <summary>
+    /// The quantization_config: the most common (bits, group_size, sym) at the top level, desc_act true when any module
+    /// is act-ordered (kernels then honour g_idx; a trivial g_idx gives the same result), GPTQModel/vLLM "dynamic"
+    /// overrides ("+:regex" → other parameters, "-:regex" → left dense), and for optimum, which knows no "dynamic",
+    /// <c>modules_in_block_to_quantize</c> when the same modules are dense in every block.
+    /// </summary>
+    public static JsonObject QuantizationConfig(IReadOnlyList<GptqModule> quantized, IReadOnlyList<string> dense, int layers)
+    {
+        var common = quantized.GroupBy(q => (q.Bits, q.GroupSize, q.Symmetric)).OrderByDescending(g => g.Count()).First().Key;
+        var config = new JsonObject
+        {
+            ["quant_method"] = "gptq",
+            ["checkpoint_format"] = "gptq",
+            ["bits"] = common.Bits,
+            ["group_size"] = common.GroupSize,
+            ["desc_act"] = quantized.Any(q => q.ActOrder),
+            ["sym"] = common.Symmetric,
+            ["lm_head"] = false,
+        };
+        var dynamic = new JsonObject();
+        foreach (var q in quantized.Where(q => (q.Bits, q.GroupSize, q.Symmetric) != common))
+            dynamic["+:" + Regex.Escape(q.Module)] = new JsonObject { ["bits"] = q.Bits, ["group_size"] = q.GroupSize, ["sym"] = q.Symmetric };
+        foreach (string module in dense) dynamic["-:" + Regex.Escape(module)] = new JsonObject();
+        if (dynamic.Count > 0) config["dynamic"] = dynamic;
+
+        // Module names inside a block ("self_attn.q_proj"); optimum's list form only works when every block agrees.
+        var perBlock = quantized.Select(q => q.Module).GroupBy(BlockOf).Select(g => g.Select(InBlock).Order(StringComparer.Ordinal).ToList()).ToList();
+        if (dense.Count > 0 && perBlock.Count == layers && perBlock.All(b => b.SequenceEqual(perBlock[0])))
+            config["modules_in_block_to_quantize"] = new JsonArray(new JsonArray(perBlock[0].Select(n => (JsonNode)n!).ToArray()));
+        return config;
+    }
+
+    private static string BlockOf(string module) => string.Join('.', module.Split('.').Take(3)); // "model.layers.N"
+    private static string InBlock(string module) => string.Join('.', module.Split('.').Skip(3));
+}
