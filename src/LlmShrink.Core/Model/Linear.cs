@@ -19,6 +19,12 @@ public abstract class Linear
         OutFeatures = outFeatures;
     }
 
+    /// <summary>
+    /// Bytes of weight data one application streams from memory (decode is bound by it). Layers that store their
+    /// weights in another form override this; the default counts float32.
+    /// </summary>
+    public virtual long WeightBytes => 4L * InFeatures * OutFeatures;
+
     /// <summary>y[n, out] = x[n, in]·Wᵀ (+ b).</summary>
     public abstract void Apply(ReadOnlySpan<float> x, Span<float> y, int n, WorkerPool pool, int threads);
 
