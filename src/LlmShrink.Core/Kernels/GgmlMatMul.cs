@@ -16,6 +16,13 @@ namespace LlmShrink.Kernels;
 /// with the sign of the weight moved onto x so that the first operand is unsigned (|w| ≤ 128, |x| ≤ 127, so no pair
 /// sum saturates). Where AVX-VNNI exists, <c>vpdpbusd</c> does both steps in one.
 /// </para>
+/// <para>
+/// That is the decode path (n = 1), bound by reading W. A prompt (n &gt; 1) is bound by arithmetic instead, and an
+/// integer dot per (x row, W row) pair cannot keep up with a register-blocked float GEMM; so there a tile of
+/// <see cref="TileRows"/> W rows × <see cref="MatMul.SliceK"/> elements is dequantized once into a per-worker float
+/// buffer (128 KB, stays in L2) and multiplied with every x row by <see cref="MatMul"/>'s micro-kernel. Prompt results
+/// are then the dequantized float product, without the activation rounding of the decode path.
+/// </para>
 /// </summary>
 public static unsafe class GgmlMatMul
 {
@@ -25,11 +32,14 @@ public static unsafe class GgmlMatMul
     public static int ActivationBlock(TensorType type) => type == TensorType.Q4_K ? 256 : 32;
 
     private const int ItemRows = 16;
+    /// <summary>W rows dequantized together for a prompt: 64 rows × 512 elements × 4 bytes = 128 KB.</summary>
+    private const int TileRows = 64;
 
     [ThreadStatic] private static sbyte[]? t_q;
     [ThreadStatic] private static float[]? t_scales;
     [ThreadStatic] private static int[]? t_sums;
     [ThreadStatic] private static Job? t_job;
+    [ThreadStatic] private static TileJob? t_tileJob;
 
     /// <summary>W is <paramref name="outDim"/> rows of <paramref name="inDim"/> elements of <paramref name="type"/> at <paramref name="w"/>.</summary>
     public static void Multiply(TensorType type, ReadOnlySpan<float> x, byte* w, Span<float> y, int n, int inDim, int outDim,
@@ -46,6 +56,20 @@ public static unsafe class GgmlMatMul
         if (x.Length < (long)n * inDim) throw new ArgumentException($"x has {x.Length} floats, needs {n}×{inDim}", nameof(x));
         if (y.Length < (long)n * outDim) throw new ArgumentException($"y has {y.Length} floats, needs {n}×{outDim}", nameof(y));
         if (n == 0) return;
+        pool ??= WorkerPool.Shared;
+        if (n > 1 && vectorized && Avx512F.IsSupported)
+        {
+            fixed (float* px = x, py = y)
+            {
+                var tiles = t_tileJob ??= new TileJob();
+                tiles.Type = type; tiles.W = w; tiles.X = px; tiles.Y = py; tiles.N = n; tiles.In = inDim; tiles.Out = outDim;
+                tiles.RowBytes = (int)TensorTypes.ByteCount(type, inDim);
+                tiles.EnsureTiles(pool.Threads);
+                pool.For((outDim + TileRows - 1) / TileRows, tiles, threads);
+                tiles.W = null; tiles.X = tiles.Y = null;
+            }
+            return;
+        }
 
         int block = ActivationBlock(type);
         int elements = n * inDim;
@@ -63,7 +87,7 @@ public static unsafe class GgmlMatMul
             var job = t_job ??= new Job();
             job.Type = type; job.W = w; job.Q = q; job.Scales = scales; job.Sums = sums; job.Y = py;
             job.Vectorized = vectorized; job.N = n; job.In = inDim; job.Out = outDim; job.RowBytes = (int)TensorTypes.ByteCount(type, inDim);
-            (pool ?? WorkerPool.Shared).For((outDim + ItemRows - 1) / ItemRows, job, threads);
+            pool.For((outDim + ItemRows - 1) / ItemRows, job, threads);
             job.W = null; job.Q = null; job.Scales = null; job.Sums = null; job.Y = null;
         }
     }
@@ -101,6 +125,77 @@ public static unsafe class GgmlMatMul
                         };
                 }
             }
+        }
+    }
+
+    /// <summary>The prompt path: for each tile of W rows and slice of inputs, dequantize once, then multiply every x row.</summary>
+    private sealed class TileJob : IParallelWork
+    {
+        public TensorType Type;
+        public byte* W;
+        public float* X, Y;
+        public int N, In, Out, RowBytes;
+        private float[][] _tiles = [];
+
+        public void EnsureTiles(int workers)
+        {
+            if (_tiles.Length < workers) Array.Resize(ref _tiles, workers);
+            for (int w = 0; w < workers; w++) _tiles[w] ??= GC.AllocateUninitializedArray<float>(TileRows * MatMul.SliceK, pinned: true);
+        }
+
+        public void Execute(int begin, int end, int worker)
+        {
+            int first = begin * TileRows, last = Math.Min(end * TileRows, Out);
+            for (int i = 0; i < N; i++) new Span<float>(Y + (long)i * Out + first, last - first).Clear();
+            int width = MatMul.SliceK;
+            fixed (float* tile = _tiles[worker])
+                for (int t0 = first; t0 < last; t0 += TileRows)
+                {
+                    int rows = Math.Min(TileRows, last - t0);
+                    for (int k0 = 0; k0 < In; k0 += width) // SliceK is a whole number of blocks of every supported type
+                    {
+                        int len = Math.Min(width, In - k0);
+                        for (int r = 0; r < rows; r++)
+                            DequantizeSlice(Type, W + (long)(t0 + r) * RowBytes + TensorTypes.ByteCount(Type, k0), len, tile + r * width);
+                        MatMul.AddProducts(X + k0, In, tile, width, Y + t0, Out, N, rows, len);
+                    }
+                }
+        }
+    }
+
+    /// <summary>
+    /// <paramref name="count"/> elements (whole blocks) decoded to float: exactly <see cref="GgmlBlocks.Dequantize"/>'s
+    /// values, with Q4_0 and Q8_0 widened 16 codes per instruction (same float operations, so bit-identical).
+    /// </summary>
+    private static void DequantizeSlice(TensorType type, byte* blocks, int count, float* destination)
+    {
+        switch (type)
+        {
+            case TensorType.Q4_0:
+                for (int b = 0; b < count / 32; b++, blocks += 18, destination += 32)
+                {
+                    var d = Vector512.Create(Fp16(blocks));
+                    var eight = Vector512.Create(8f);
+                    var qs = Vector128.Load(blocks + 2);
+                    var low = Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(qs & Vector128.Create((byte)0xF)));
+                    var high = Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(qs >>> 4));
+                    ((low - eight) * d).Store(destination);
+                    ((high - eight) * d).Store(destination + 16);
+                }
+                break;
+            case TensorType.Q8_0:
+                for (int b = 0; b < count / 32; b++, blocks += 34, destination += 32)
+                {
+                    var d = Vector512.Create(Fp16(blocks));
+                    var low = Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)blocks + 2)));
+                    var high = Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)blocks + 18)));
+                    (low * d).Store(destination);
+                    (high * d).Store(destination + 16);
+                }
+                break;
+            default:
+                GgmlBlocks.Dequantize(type, new ReadOnlySpan<byte>(blocks, (int)TensorTypes.ByteCount(type, count)), new Span<float>(destination, count));
+                break;
         }
     }
 
