@@ -19,8 +19,8 @@ namespace LlmShrink.Kernels;
 /// <para>
 /// That is the decode path (n = 1), bound by reading W. A prompt (n &gt; 1) is bound by arithmetic instead, and an
 /// integer dot per (x row, W row) pair cannot keep up with a register-blocked float GEMM; so there a tile of
-/// <see cref="TileRows"/> W rows × <see cref="MatMul.SliceK"/> elements is dequantized once into a per-worker float
-/// buffer (128 KB, stays in L2) and multiplied with every x row by <see cref="MatMul"/>'s micro-kernel. Prompt results
+/// <see cref="TiledGemm.TileRows"/> W rows × <see cref="MatMul.SliceK"/> elements is dequantized once into a per-worker float
+/// buffer and multiplied with every x row by <see cref="MatMul"/>'s micro-kernel (<see cref="TiledGemm"/>). Prompt results
 /// are then the dequantized float product, without the activation rounding of the decode path.
 /// </para>
 /// </summary>
@@ -32,14 +32,12 @@ public static unsafe class GgmlMatMul
     public static int ActivationBlock(TensorType type) => type == TensorType.Q4_K ? 256 : 32;
 
     private const int ItemRows = 16;
-    /// <summary>W rows dequantized together for a prompt: 64 rows × 512 elements × 4 bytes = 128 KB.</summary>
-    private const int TileRows = 64;
 
     [ThreadStatic] private static sbyte[]? t_q;
     [ThreadStatic] private static float[]? t_scales;
     [ThreadStatic] private static int[]? t_sums;
     [ThreadStatic] private static Job? t_job;
-    [ThreadStatic] private static TileJob? t_tileJob;
+    [ThreadStatic] private static TileDecoder? t_decoder;
 
     /// <summary>W is <paramref name="outDim"/> rows of <paramref name="inDim"/> elements of <paramref name="type"/> at <paramref name="w"/>.</summary>
     public static void Multiply(TensorType type, ReadOnlySpan<float> x, byte* w, Span<float> y, int n, int inDim, int outDim,
@@ -59,15 +57,10 @@ public static unsafe class GgmlMatMul
         pool ??= WorkerPool.Shared;
         if (n > 1 && vectorized && Avx512F.IsSupported)
         {
-            fixed (float* px = x, py = y)
-            {
-                var tiles = t_tileJob ??= new TileJob();
-                tiles.Type = type; tiles.W = w; tiles.X = px; tiles.Y = py; tiles.N = n; tiles.In = inDim; tiles.Out = outDim;
-                tiles.RowBytes = (int)TensorTypes.ByteCount(type, inDim);
-                tiles.EnsureTiles(pool.Threads);
-                pool.For((outDim + TileRows - 1) / TileRows, tiles, threads);
-                tiles.W = null; tiles.X = tiles.Y = null;
-            }
+            var decoder = t_decoder ??= new TileDecoder();
+            decoder.Type = type; decoder.W = w; decoder.RowBytes = (int)TensorTypes.ByteCount(type, inDim);
+            fixed (float* px = x, py = y) TiledGemm.Multiply(decoder, px, py, n, inDim, outDim, pool, threads);
+            decoder.W = null;
             return;
         }
 
@@ -128,39 +121,15 @@ public static unsafe class GgmlMatMul
         }
     }
 
-    /// <summary>The prompt path: for each tile of W rows and slice of inputs, dequantize once, then multiply every x row.</summary>
-    private sealed class TileJob : IParallelWork
+    /// <summary>Rows of W for the prompt path; slices start on multiples of <see cref="MatMul.SliceK"/>, a whole number of blocks of every supported type.</summary>
+    private sealed class TileDecoder : IRowDecoder
     {
         public TensorType Type;
         public byte* W;
-        public float* X, Y;
-        public int N, In, Out, RowBytes;
-        private float[][] _tiles = [];
+        public int RowBytes;
 
-        public void EnsureTiles(int workers)
-        {
-            if (_tiles.Length < workers) Array.Resize(ref _tiles, workers);
-            for (int w = 0; w < workers; w++) _tiles[w] ??= GC.AllocateUninitializedArray<float>(TileRows * MatMul.SliceK, pinned: true);
-        }
-
-        public void Execute(int begin, int end, int worker)
-        {
-            int first = begin * TileRows, last = Math.Min(end * TileRows, Out);
-            for (int i = 0; i < N; i++) new Span<float>(Y + (long)i * Out + first, last - first).Clear();
-            int width = MatMul.SliceK;
-            fixed (float* tile = _tiles[worker])
-                for (int t0 = first; t0 < last; t0 += TileRows)
-                {
-                    int rows = Math.Min(TileRows, last - t0);
-                    for (int k0 = 0; k0 < In; k0 += width) // SliceK is a whole number of blocks of every supported type
-                    {
-                        int len = Math.Min(width, In - k0);
-                        for (int r = 0; r < rows; r++)
-                            DequantizeSlice(Type, W + (long)(t0 + r) * RowBytes + TensorTypes.ByteCount(Type, k0), len, tile + r * width);
-                        MatMul.AddProducts(X + k0, In, tile, width, Y + t0, Out, N, rows, len);
-                    }
-                }
-        }
+        public void DecodeRow(int row, int k0, int len, float* destination) =>
+            DequantizeSlice(Type, W + (long)row * RowBytes + TensorTypes.ByteCount(Type, k0), len, destination);
     }
 
     /// <summary>

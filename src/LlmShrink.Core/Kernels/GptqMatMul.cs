@@ -20,10 +20,9 @@ namespace LlmShrink.Kernels;
 /// scale·(c − zero) are one 16-float table, so <c>vpermps</c> with the word as index turns 16 codes into 16 floats in
 /// one instruction (it reads only the low 4 bits of each lane; shifting the word by 4 exposes the next step). The
 /// x·w products are float FMAs, so the result equals the dequantized matrix product up to float rounding.
-/// Prompt (n &gt; 1) is arithmetic-bound, so it runs on the float GEMM core: a tile of <see cref="TileRows"/> weight rows ×
-/// <see cref="MatMul.SliceK"/> inputs (128 KB, so it stays in L2 next to a block of x) is dequantized once into a
-/// per-worker buffer and then meets every x row in <see cref="MatMul"/>'s register-blocked micro-kernel. Decoding costs
-/// O(out·in) per call against O(n·out·in) multiply-adds, so for long prompts the packed layer runs at F32 GEMM speed.
+/// Prompt (n &gt; 1) is arithmetic-bound, so it runs on the float GEMM core (<see cref="TiledGemm"/>): a tile of weight
+/// rows is dequantized once into a per-worker buffer and then meets every x row in <see cref="MatMul"/>'s
+/// register-blocked micro-kernel, so for long prompts the packed layer runs at F32 GEMM speed.
 /// </para>
 /// </summary>
 public sealed unsafe class GptqMatMul
@@ -229,57 +228,29 @@ public sealed unsafe class GptqMatMul
             var job = t_job ??= new Job();
             job.Owner = this; job.X = px; job.Y = py; job.N = n;
             job.Codes = codes; job.Scales = scales; job.Zeros = zeros; job.RunStart = runStart; job.RunGroup = runGroup;
-            if (n > 1) job.EnsureTiles(pool.Threads, TileRows * MatMul.SliceK);
-            int itemRows = n == 1 ? DecodeItemRows : TileRows;
-            pool.For((OutDim + itemRows - 1) / itemRows, job, threads);
+            if (n == 1) pool.For((OutDim + DecodeItemRows - 1) / DecodeItemRows, job, threads);
+            else TiledGemm.Multiply(job, px, py, n, _paddedIn, OutDim, pool, threads); // slices start on whole steps
             job.Owner = null; job.X = job.Y = null; job.Codes = null; job.Scales = job.Zeros = null; job.RunStart = job.RunGroup = null;
         }
     }
 
     private const int DecodeItemRows = 16;
-    /// <summary>Weight rows dequantized together for a prompt: 64 rows × 512 inputs × 4 bytes = 128 KB, reused by every x row.</summary>
-    private const int TileRows = 64;
 
-    private sealed class Job : IParallelWork
+    private sealed class Job : IParallelWork, IRowDecoder
     {
         public GptqMatMul? Owner;
         public float* X, Y, Scales, Zeros;
         public byte* Codes;
         public int* RunStart, RunGroup;
         public int N;
-        private float[][] _tiles = [];
-
-        public void EnsureTiles(int workers, int floats)
-        {
-            if (_tiles.Length < workers) Array.Resize(ref _tiles, workers);
-            for (int w = 0; w < workers; w++)
-                if (_tiles[w] is null || _tiles[w].Length < floats) _tiles[w] = GC.AllocateUninitializedArray<float>(floats, pinned: true);
-        }
 
         public void Execute(int begin, int end, int worker)
         {
-            var m = Owner!;
-            if (N == 1)
-            {
-                int o0 = begin * DecodeItemRows, o1 = Math.Min(end * DecodeItemRows, m.OutDim);
-                m.Gemv(this, X, Y, o0, o1);
-                return;
-            }
-            int first = begin * TileRows, last = Math.Min(end * TileRows, m.OutDim);
-            for (int i = 0; i < N; i++) new Span<float>(Y + (long)i * m.OutDim + first, last - first).Clear();
-            int width = MatMul.SliceK;
-            fixed (float* tile = _tiles[worker])
-                for (int t0 = first; t0 < last; t0 += TileRows)
-                {
-                    int rows = Math.Min(TileRows, last - t0);
-                    for (int k0 = 0; k0 < m._paddedIn; k0 += width)
-                    {
-                        int len = Math.Min(width, m._paddedIn - k0);
-                        for (int r = 0; r < rows; r++) m.DecodeSteps(this, t0 + r, k0 / 16, (k0 + len) / 16, tile + r * width);
-                        MatMul.AddProducts(X + k0, m._paddedIn, tile, width, Y + t0, m.OutDim, N, rows, len);
-                    }
-                }
+            int o0 = begin * DecodeItemRows, o1 = Math.Min(end * DecodeItemRows, Owner!.OutDim);
+            Owner.Gemv(this, X, Y, o0, o1);
         }
+
+        public void DecodeRow(int row, int k0, int len, float* destination) => Owner!.DecodeSteps(this, row, k0 / 16, (k0 + len) / 16, destination);
     }
 
     private void Gemv(Job job, float* x, float* y, int o0, int o1)
