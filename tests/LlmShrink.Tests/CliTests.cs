@@ -216,5 +216,16 @@ public class CliTests
         Assert.True(rate > 0);
         Assert.Equal(expectedBytes * rate / 1e9, root.GetProperty("achieved_gb_per_second").GetDouble(), 1e-9);
         Assert.True(root.GetProperty("prompt_tokens_per_second").GetDouble() > 0);
+
+        var machine = root.GetProperty("machine");
+        double read = machine.GetProperty("read_gb_per_second").GetDouble(), peak = machine.GetProperty("fma_gflops").GetDouble();
+        Assert.True(read > 0 && peak > 0 && machine.GetProperty("copy_gb_per_second").GetDouble() > 0);
+        Assert.Equal(100 * root.GetProperty("achieved_gb_per_second").GetDouble() / read, root.GetProperty("gen_percent_of_read_bandwidth").GetDouble(), 1e-9);
+        // 32 prompt tokens through 5 blocks (linear weights as above, minus the output projection, which runs for the last
+        // token only) plus attention over 1..32 positions with 64-wide queries.
+        double flops = 2.0 * 32 * 5 * (2 * 64 * 64 + 2 * 32 * 64 + 3 * 172 * 64) + 2.0 * 512 * 64 + 4.0 * 5 * 64 * (32 * 33 / 2);
+        double gflops = root.GetProperty("prompt_gflops").GetDouble();
+        Assert.Equal(flops / 32 * root.GetProperty("prompt_tokens_per_second").GetDouble() / 1e9, gflops, 1e-9);
+        Assert.Equal(100 * gflops / peak, root.GetProperty("prompt_percent_of_fma_peak").GetDouble(), 1e-9);
     }
 }

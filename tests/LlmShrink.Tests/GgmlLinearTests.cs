@@ -42,9 +42,15 @@ public unsafe class GgmlLinearTests
         { TensorType.Q4_0, 1, 64, 5 }, { TensorType.Q4_0, 1, 1024, 37 }, { TensorType.Q4_0, 9, 256, 20 },
         { TensorType.Q8_0, 1, 96, 17 }, { TensorType.Q8_0, 1, 1024, 33 }, { TensorType.Q8_0, 6, 160, 18 },
         { TensorType.Q4_K, 1, 256, 7 }, { TensorType.Q4_K, 1, 1024, 40 }, { TensorType.Q4_K, 5, 512, 19 },
+        // Prompt tiles: several 512-element slices (the last one partial), more than one tile of 64 W rows.
+        { TensorType.Q4_0, 7, 1568, 70 }, { TensorType.Q8_0, 3, 1088, 66 }, { TensorType.Q4_K, 4, 1280, 67 },
     };
 
-    /// <summary>The fast kernel equals the scalar integer definition up to float rounding, and the scalar path equals it exactly.</summary>
+    /// <summary>
+    /// The scalar path equals the integer definition exactly. The fast path equals it up to float rounding for one row
+    /// (decode); for several rows (prompt) it multiplies dequantized float tiles, so it equals the float product of
+    /// x and the dequantized W up to float rounding.
+    /// </summary>
     [Theory]
     [MemberData(nameof(Shapes))]
     public void Kernel_matches_integer_reference(TensorType type, int n, int inDim, int outDim)
@@ -79,6 +85,16 @@ public unsafe class GgmlLinearTests
             GgmlMatMul.Multiply(type, x, pw, scalar, n, inDim, outDim, WorkerPool.Shared, 0, vectorized: false);
         }
         Assert.Equal(expected, scalar);
+        if (n > 1)
+        {
+            MatMul.Reference(x, w, expected, n, inDim, outDim);
+            for (int i = 0; i < n; i++)
+                for (int j = 0; j < outDim; j++)
+                {
+                    magnitude[i * outDim + j] = 0;
+                    for (int k = 0; k < inDim; k++) magnitude[i * outDim + j] += Math.Abs(w[j * inDim + k] * x[i * inDim + k]);
+                }
+        }
         for (int k = 0; k < expected.Length; k++)
             Assert.True(Math.Abs(fast[k] - expected[k]) <= 1e-5 * magnitude[k], $"y[{k}] = {fast[k]}, reference {expected[k]}");
     }

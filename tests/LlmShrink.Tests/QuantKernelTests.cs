@@ -61,6 +61,9 @@ public class QuantKernelTests
     [InlineData(2, 5, 300, 17, 100, false)]
     [InlineData(8, 1, 256, 33, 128, true)]
     [InlineData(8, 7, 160, 18, 32, false)]
+    [InlineData(4, 70, 1100, 150, 128, true)] // several 512-input slices, x blocks of 64 rows, a ragged last tile
+    [InlineData(8, 9, 640, 70, 64, false)]
+    [InlineData(2, 6, 1024, 66, 128, false)]
     public void Gptq_matches_reference(int bits, int n, int inDim, int outDim, int groupSize, bool actOrder)
     {
         var random = new Random(bits * 7919 + n * 131 + inDim + outDim);

@@ -8,7 +8,9 @@ namespace LlmShrink.Cli.Commands;
 /// <summary>
 /// <c>llmshrink bench MODEL</c>: prompt-processing speed (one batched forward pass over random token ids) and
 /// generation speed (one token at a time with the KV cache). Generation is memory-bound: every token streams all
-/// linear weights once, so weight bytes per token × tokens/s is the memory bandwidth actually achieved.
+/// linear weights once, so weight bytes per token × tokens/s is the memory bandwidth actually achieved, shown against
+/// the read bandwidth measured in the same process; prompt processing is arithmetic, shown against the measured FMA
+/// peak (<see cref="HardwareLimits"/>).
 /// </summary>
 internal static class BenchCommand
 {
@@ -33,9 +35,13 @@ internal static class BenchCommand
             if (threadCount < 0) throw new ShrinkException($"--threads: must not be negative (got {threadCount})");
             string modelPath = parse.GetValue(model)!;
 
+            // The machine's ceilings first, before the model's pages and threads compete with them.
+            var limits = HardwareLimits.Measure(Environment.ProcessorCount);
+            cancellation.ThrowIfCancellationRequested();
+
             using var loaded = ModelLoader.Load(modelPath);
-            var stats = ModelStatistics.Of(loaded);
             using var transformer = new Transformer(loaded, threadCount);
+            var work = LinearWork.Of(transformer);
             int vocab = loaded.Config.VocabSize;
             var random = new Random(parse.GetValue(seed));
             var promptIds = new int[prompt];
@@ -64,7 +70,9 @@ internal static class BenchCommand
             double decodeSeconds = clock.Elapsed.TotalSeconds;
 
             double prefillRate = prompt / prefillSeconds, decodeRate = gen / decodeSeconds;
-            double gigabytesPerSecond = stats.MatmulBytes * decodeRate / 1e9;
+            double prefillGflops = work.PromptFlops(loaded.Config, prompt) / prefillSeconds / 1e9;
+            double gigabytesPerSecond = work.BytesPerToken * decodeRate / 1e9;
+            double percentOfPeak = 100 * prefillGflops / limits.FmaGflops, percentOfBandwidth = 100 * gigabytesPerSecond / limits.ReadGBps;
             if (parse.GetValue(json)) Terminal.WriteJson(new
             {
                 model = modelPath,
@@ -72,19 +80,55 @@ internal static class BenchCommand
                 prompt_tokens = prompt,
                 gen_tokens = gen,
                 prompt_tokens_per_second = prefillRate,
+                prompt_gflops = prefillGflops,
+                prompt_percent_of_fma_peak = percentOfPeak,
                 gen_tokens_per_second = decodeRate,
-                weight_bytes_per_token = stats.MatmulBytes,
+                weight_bytes_per_token = work.BytesPerToken,
                 achieved_gb_per_second = gigabytesPerSecond,
+                gen_percent_of_read_bandwidth = percentOfBandwidth,
+                machine = new
+                {
+                    threads = limits.Threads,
+                    copy_gb_per_second = limits.CopyGBps,
+                    read_gb_per_second = limits.ReadGBps,
+                    fma_gflops = limits.FmaGflops,
+                },
             });
             else Terminal.Stdout().Write(Terminal.KeyValueTable("benchmark")
                 .AddText("model", modelPath)
                 .AddText("threads", threadCount == 0 ? "all cores" : $"{threadCount}")
-                .AddText($"prompt processing ({prompt} tokens)", $"{prefillRate:F1} tokens/s")
+                .AddText($"machine ({limits.Threads} threads)", $"copy {limits.CopyGBps:F1} GB/s (read+written), read {limits.ReadGBps:F1} GB/s, F32 FMA {limits.FmaGflops:F0} GFLOP/s")
+                .AddText($"prompt processing ({prompt} tokens)", $"{prefillRate:F1} tokens/s, {prefillGflops:F1} GFLOP/s ({percentOfPeak:F0}% of FMA peak)")
                 .AddText($"generation ({gen} tokens)", $"{decodeRate:F2} tokens/s")
-                .AddText("weight bytes per generated token", Terminal.Bytes(stats.MatmulBytes))
-                .AddText("achieved memory bandwidth", $"{gigabytesPerSecond:F2} GB/s"));
+                .AddText("weight bytes per generated token", Terminal.Bytes(work.BytesPerToken))
+                .AddText("achieved memory bandwidth", $"{gigabytesPerSecond:F2} GB/s ({percentOfBandwidth:F0}% of read bandwidth)"));
             return 0;
         });
         return command;
+    }
+
+    /// <summary>What the linear layers of a transformer cost: bytes streamed per generated token, multiply-adds per row.</summary>
+    private sealed record LinearWork(long BytesPerToken, long BlockParameters, long HeadParameters)
+    {
+        public static LinearWork Of(Transformer transformer)
+        {
+            long bytes = transformer.LmHead.WeightBytes, parameters = 0;
+            foreach (var b in transformer.Blocks)
+                foreach (var layer in new[] { b.Q, b.K, b.V, b.O, b.Gate, b.Up, b.Down })
+                {
+                    bytes += layer.WeightBytes;
+                    parameters += (long)layer.InFeatures * layer.OutFeatures;
+                }
+            var head = transformer.LmHead;
+            return new LinearWork(bytes, parameters, (long)head.InFeatures * head.OutFeatures);
+        }
+
+        /// <summary>
+        /// Flops of one forward pass over an n-token prompt: every block weight is a multiply-add per token, the output
+        /// projection runs for the last token only, and token t's attention does q·k and the weighted sum of values over
+        /// t + 1 positions (2 multiply-adds per element of q; norms, RoPE, softmax left out as lower order).
+        /// </summary>
+        public double PromptFlops(ModelConfig c, int n) =>
+            2.0 * BlockParameters * n + 2.0 * HeadParameters + 4.0 * c.NumLayers * c.QDim * (n * (n + 1.0) / 2);
     }
 }

@@ -14,7 +14,7 @@ internal static class CompressCommand
     {
         var model = new Argument<string>("model") { Description = "Model to compress (Hugging Face folder or id)" };
         var recipe = new Option<string>("--recipe") { Description = $"Preset ({string.Join(", ", RecipePresets.Names)}) or a YAML recipe file", Required = true };
-        var calib = new Option<string>("--calib") { Description = "Calibration text file", Required = true };
+        var calib = new Option<string>("--calib") { Description = "Calibration text file, or the literal 'random' for uniformly random token ids (seeded by --seed; needs no tokenizer, for speed work on random-weight models)", Required = true };
         var samples = new Option<int>("--samples") { Description = "Calibration samples", DefaultValueFactory = _ => 128 };
         var seqLen = new Option<int>("--seq-len") { Description = "Tokens per calibration sample", DefaultValueFactory = _ => 256 };
         var seed = new Option<int>("--seed") { Description = "Seed for drawing calibration samples", DefaultValueFactory = _ => 0 };

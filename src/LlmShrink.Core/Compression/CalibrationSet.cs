@@ -22,6 +22,31 @@ public sealed class CalibrationSet
         Samples = samples;
     }
 
+    /// <summary>What <c>--calib</c> takes to mean <see cref="Random"/> instead of a file.</summary>
+    public const string RandomSource = "random";
+
+    /// <summary>
+    /// N samples of L token ids drawn uniformly from [0, <paramref name="vocabSize"/>) with a seeded generator, each
+    /// starting with BOS. No text and no tokenizer: for speed and memory work on random-weight models, where the
+    /// statistics of real text carry no meaning anyway.
+    /// </summary>
+    public static CalibrationSet Random(int vocabSize, int bosId, int samples, int sequenceLength, int seed)
+    {
+        if (vocabSize <= 0) throw new ArgumentOutOfRangeException(nameof(vocabSize), "vocabulary must not be empty");
+        if (samples <= 0) throw new ShrinkException($"--samples: must be positive, not {samples}");
+        if (sequenceLength < 2) throw new ShrinkException($"--seq-len: must be at least 2, not {sequenceLength}");
+        var random = new System.Random(seed);
+        var result = new int[samples][];
+        for (int s = 0; s < samples; s++)
+        {
+            var sample = new int[sequenceLength];
+            sample[0] = (uint)bosId < (uint)vocabSize ? bosId : 0;
+            for (int t = 1; t < sequenceLength; t++) sample[t] = random.Next(vocabSize);
+            result[s] = sample;
+        }
+        return new CalibrationSet(result);
+    }
+
     public static CalibrationSet FromFile(string path, ITextTokenizer tokenizer, int samples, int sequenceLength, int seed)
     {
         if (samples <= 0) throw new ShrinkException($"--samples: must be positive, not {samples}");
@@ -33,7 +58,7 @@ public sealed class CalibrationSet
         int body = sequenceLength - 1;
         if (tokens.Length < body)
             throw ShrinkException.InFile(path, $"has {tokens.Length} tokens, fewer than one calibration sample of {sequenceLength}");
-        var random = new Random(seed);
+        var random = new System.Random(seed);
         var result = new int[samples][];
         for (int s = 0; s < samples; s++)
         {

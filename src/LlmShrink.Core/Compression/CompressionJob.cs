@@ -22,7 +22,9 @@ public static class CompressionJob
     {
         var recipe = Recipe.Load(request.Recipe);
         using var model = ModelLoader.Load(request.Model);
-        var calibration = CalibrationSet.FromFile(request.CalibrationFile, model.RequireTokenizer(), request.Samples, request.SequenceLength, request.Seed);
+        var calibration = request.CalibrationFile == CalibrationSet.RandomSource
+            ? CalibrationSet.Random(model.Config.VocabSize, model.Config.BosTokenId, request.Samples, request.SequenceLength, request.Seed)
+            : CalibrationSet.FromFile(request.CalibrationFile, model.RequireTokenizer(), request.Samples, request.SequenceLength, request.Seed);
         using var transformer = new Transformer(model, request.Threads);
         using var writer = new CompressedCheckpointWriter(model, request.Output);
         var result = new SequentialPipeline(model, transformer, recipe).Run(calibration, writer, progress, cancel);

@@ -16,6 +16,13 @@ namespace LlmShrink.Kernels;
 /// with the sign of the weight moved onto x so that the first operand is unsigned (|w| ≤ 128, |x| ≤ 127, so no pair
 /// sum saturates). Where AVX-VNNI exists, <c>vpdpbusd</c> does both steps in one.
 /// </para>
+/// <para>
+/// That is the decode path (n = 1), bound by reading W. A prompt (n &gt; 1) is bound by arithmetic instead, and an
+/// integer dot per (x row, W row) pair cannot keep up with a register-blocked float GEMM; so there a tile of
+/// <see cref="TiledGemm.TileRows"/> W rows × <see cref="MatMul.SliceK"/> elements is dequantized once into a per-worker float
+/// buffer and multiplied with every x row by <see cref="MatMul"/>'s micro-kernel (<see cref="TiledGemm"/>). Prompt results
+/// are then the dequantized float product, without the activation rounding of the decode path.
+/// </para>
 /// </summary>
 public static unsafe class GgmlMatMul
 {
@@ -30,6 +37,7 @@ public static unsafe class GgmlMatMul
     [ThreadStatic] private static float[]? t_scales;
     [ThreadStatic] private static int[]? t_sums;
     [ThreadStatic] private static Job? t_job;
+    [ThreadStatic] private static TileDecoder? t_decoder;
 
     /// <summary>W is <paramref name="outDim"/> rows of <paramref name="inDim"/> elements of <paramref name="type"/> at <paramref name="w"/>.</summary>
     public static void Multiply(TensorType type, ReadOnlySpan<float> x, byte* w, Span<float> y, int n, int inDim, int outDim,
@@ -46,6 +54,15 @@ public static unsafe class GgmlMatMul
         if (x.Length < (long)n * inDim) throw new ArgumentException($"x has {x.Length} floats, needs {n}×{inDim}", nameof(x));
         if (y.Length < (long)n * outDim) throw new ArgumentException($"y has {y.Length} floats, needs {n}×{outDim}", nameof(y));
         if (n == 0) return;
+        pool ??= WorkerPool.Shared;
+        if (n > 1 && vectorized && Avx512F.IsSupported)
+        {
+            var decoder = t_decoder ??= new TileDecoder();
+            decoder.Type = type; decoder.W = w; decoder.RowBytes = (int)TensorTypes.ByteCount(type, inDim);
+            fixed (float* px = x, py = y) TiledGemm.Multiply(decoder, px, py, n, inDim, outDim, pool, threads);
+            decoder.W = null;
+            return;
+        }
 
         int block = ActivationBlock(type);
         int elements = n * inDim;
@@ -63,7 +80,7 @@ public static unsafe class GgmlMatMul
             var job = t_job ??= new Job();
             job.Type = type; job.W = w; job.Q = q; job.Scales = scales; job.Sums = sums; job.Y = py;
             job.Vectorized = vectorized; job.N = n; job.In = inDim; job.Out = outDim; job.RowBytes = (int)TensorTypes.ByteCount(type, inDim);
-            (pool ?? WorkerPool.Shared).For((outDim + ItemRows - 1) / ItemRows, job, threads);
+            pool.For((outDim + ItemRows - 1) / ItemRows, job, threads);
             job.W = null; job.Q = null; job.Scales = null; job.Sums = null; job.Y = null;
         }
     }
@@ -101,6 +118,53 @@ public static unsafe class GgmlMatMul
                         };
                 }
             }
+        }
+    }
+
+    /// <summary>Rows of W for the prompt path; slices start on multiples of <see cref="MatMul.SliceK"/>, a whole number of blocks of every supported type.</summary>
+    private sealed class TileDecoder : IRowDecoder
+    {
+        public TensorType Type;
+        public byte* W;
+        public int RowBytes;
+
+        public void DecodeRow(int row, int k0, int len, float* destination) =>
+            DequantizeSlice(Type, W + (long)row * RowBytes + TensorTypes.ByteCount(Type, k0), len, destination);
+    }
+
+    /// <summary>
+    /// <paramref name="count"/> elements (whole blocks) decoded to float: exactly <see cref="GgmlBlocks.Dequantize"/>'s
+    /// values, with Q4_0 and Q8_0 widened 16 codes per instruction (same float operations, so bit-identical).
+    /// </summary>
+    private static void DequantizeSlice(TensorType type, byte* blocks, int count, float* destination)
+    {
+        switch (type)
+        {
+            case TensorType.Q4_0:
+                for (int b = 0; b < count / 32; b++, blocks += 18, destination += 32)
+                {
+                    var d = Vector512.Create(Fp16(blocks));
+                    var eight = Vector512.Create(8f);
+                    var qs = Vector128.Load(blocks + 2);
+                    var low = Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(qs & Vector128.Create((byte)0xF)));
+                    var high = Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(qs >>> 4));
+                    ((low - eight) * d).Store(destination);
+                    ((high - eight) * d).Store(destination + 16);
+                }
+                break;
+            case TensorType.Q8_0:
+                for (int b = 0; b < count / 32; b++, blocks += 34, destination += 32)
+                {
+                    var d = Vector512.Create(Fp16(blocks));
+                    var low = Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)blocks + 2)));
+                    var high = Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)blocks + 18)));
+                    (low * d).Store(destination);
+                    (high * d).Store(destination + 16);
+                }
+                break;
+            default:
+                GgmlBlocks.Dequantize(type, new ReadOnlySpan<byte>(blocks, (int)TensorTypes.ByteCount(type, count)), new Span<float>(destination, count));
+                break;
         }
     }
 

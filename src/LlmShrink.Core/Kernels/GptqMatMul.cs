@@ -20,7 +20,9 @@ namespace LlmShrink.Kernels;
 /// scale·(c − zero) are one 16-float table, so <c>vpermps</c> with the word as index turns 16 codes into 16 floats in
 /// one instruction (it reads only the low 4 bits of each lane; shifting the word by 4 exposes the next step). The
 /// x·w products are float FMAs, so the result equals the dequantized matrix product up to float rounding.
-/// Prompt (n &gt; 1) dequantizes 16 rows at a time into a float tile and multiplies every x row with it (<see cref="MatMul"/>).
+/// Prompt (n &gt; 1) is arithmetic-bound, so it runs on the float GEMM core (<see cref="TiledGemm"/>): a tile of weight
+/// rows is dequantized once into a per-worker buffer and then meets every x row in <see cref="MatMul"/>'s
+/// register-blocked micro-kernel, so for long prompts the packed layer runs at F32 GEMM speed.
 /// </para>
 /// </summary>
 public sealed unsafe class GptqMatMul
@@ -43,6 +45,8 @@ public sealed unsafe class GptqMatMul
     private readonly bool _identityOrder;
     /// <summary>Runs of steps that share a group: steps [RunStart[r], RunStart[r + 1]) belong to group RunGroup[r].</summary>
     private readonly int[] _runStart, _runGroup;
+    /// <summary>The group of each step of 16 reordered inputs, −1 for the padding steps after the last run.</summary>
+    private readonly int[] _stepGroup;
 
     /// <summary>
     /// From unpacked codes: <paramref name="codes"/> [out, in] one code per byte (0 .. 2^bits − 1),
@@ -86,6 +90,9 @@ public sealed unsafe class GptqMatMul
         _runStart = runStart.ToArray();
         _runGroup = runGroup.ToArray();
         _paddedIn = 16 * steps;
+        _stepGroup = new int[steps];
+        Array.Fill(_stepGroup, -1);
+        for (int r = 0; r < _runGroup.Length; r++) _stepGroup.AsSpan(_runStart[r], _runStart[r + 1] - _runStart[r]).Fill(_runGroup[r]);
         _rowBytes = _paddedIn * _storageBits / 8;
 
         _gather = new int[_paddedIn];
@@ -221,61 +228,29 @@ public sealed unsafe class GptqMatMul
             var job = t_job ??= new Job();
             job.Owner = this; job.X = px; job.Y = py; job.N = n;
             job.Codes = codes; job.Scales = scales; job.Zeros = zeros; job.RunStart = runStart; job.RunGroup = runGroup;
-            if (n > 1) job.EnsureTiles(pool.Threads, TileRows * _paddedIn);
-            int itemRows = n == 1 ? DecodeItemRows : TileRows;
-            pool.For((OutDim + itemRows - 1) / itemRows, job, threads);
+            if (n == 1) pool.For((OutDim + DecodeItemRows - 1) / DecodeItemRows, job, threads);
+            else TiledGemm.Multiply(job, px, py, n, _paddedIn, OutDim, pool, threads); // slices start on whole steps
             job.Owner = null; job.X = job.Y = null; job.Codes = null; job.Scales = job.Zeros = null; job.RunStart = job.RunGroup = null;
         }
     }
 
     private const int DecodeItemRows = 16;
-    /// <summary>Weight rows dequantized together for a prompt: 16 rows × in floats, reused by every x row.</summary>
-    private const int TileRows = 16;
 
-    private sealed class Job : IParallelWork
+    private sealed class Job : IParallelWork, IRowDecoder
     {
         public GptqMatMul? Owner;
         public float* X, Y, Scales, Zeros;
         public byte* Codes;
         public int* RunStart, RunGroup;
         public int N;
-        private float[][] _tiles = [];
-        private float[][] _tileOut = [];
-
-        public void EnsureTiles(int workers, int floats)
-        {
-            if (_tiles.Length < workers) { Array.Resize(ref _tiles, workers); Array.Resize(ref _tileOut, workers); }
-            for (int w = 0; w < workers; w++)
-            {
-                if (_tiles[w] is null || _tiles[w].Length < floats) _tiles[w] = GC.AllocateUninitializedArray<float>(floats, pinned: true);
-                if (_tileOut[w] is null || _tileOut[w].Length < N * TileRows) _tileOut[w] = GC.AllocateUninitializedArray<float>(N * TileRows, pinned: true);
-            }
-        }
 
         public void Execute(int begin, int end, int worker)
         {
-            var m = Owner!;
-            if (N == 1)
-            {
-                int o0 = begin * DecodeItemRows, o1 = Math.Min(end * DecodeItemRows, m.OutDim);
-                m.Gemv(this, X, Y, o0, o1);
-                return;
-            }
-            for (int item = begin; item < end; item++)
-            {
-                int o0 = item * TileRows, rows = Math.Min(TileRows, m.OutDim - o0);
-                var tile = _tiles[worker];
-                var tileOut = _tileOut[worker];
-                for (int r = 0; r < rows; r++) m.DecodeRow(this, o0 + r, tile.AsSpan(r * m._paddedIn, m._paddedIn));
-                fixed (float* pt = tile)
-                {
-                    ReadOnlySpan<float> xs = new(X, N * m._paddedIn);
-                    MatMul.Multiply(xs, pt, tileOut, N, m._paddedIn, rows, threads: 1);
-                }
-                for (int i = 0; i < N; i++)
-                    tileOut.AsSpan(i * rows, rows).CopyTo(new Span<float>(Y + (long)i * m.OutDim + o0, rows));
-            }
+            int o0 = begin * DecodeItemRows, o1 = Math.Min(end * DecodeItemRows, Owner!.OutDim);
+            Owner.Gemv(this, X, Y, o0, o1);
         }
+
+        public void DecodeRow(int row, int k0, int len, float* destination) => Owner!.DecodeSteps(this, row, k0 / 16, (k0 + len) / 16, destination);
     }
 
     private void Gemv(Job job, float* x, float* y, int o0, int o1)
@@ -283,13 +258,14 @@ public sealed unsafe class GptqMatMul
         if (!Vectorized)
         {
             // Without AVX-512: dequantize each row and take the dot product.
-            if (t_row is null || t_row.Length < _paddedIn) t_row = new float[_paddedIn];
+            if (t_row is null || t_row.Length < _paddedIn) t_row = GC.AllocateUninitializedArray<float>(_paddedIn, pinned: true);
             var xs = new ReadOnlySpan<float>(x, _paddedIn);
-            for (int o = o0; o < o1; o++)
-            {
-                DecodeRow(job, o, t_row);
-                y[o] = System.Numerics.Tensors.TensorPrimitives.Dot(xs, t_row.AsSpan(0, _paddedIn));
-            }
+            fixed (float* decoded = t_row)
+                for (int o = o0; o < o1; o++)
+                {
+                    DecodeSteps(job, o, 0, _paddedIn / 16, decoded);
+                    y[o] = System.Numerics.Tensors.TensorPrimitives.Dot(xs, t_row.AsSpan(0, _paddedIn));
+                }
             return;
         }
         // Two rows at a time: two independent FMA chains sharing each x load. An odd last row is paired with itself.
@@ -369,41 +345,54 @@ public sealed unsafe class GptqMatMul
         return (Vector512.Sum(accA), Vector512.Sum(accB));
     }
 
-    /// <summary>Row <paramref name="row"/> of Ŵ in the reordered, padded input order (padding decodes to whatever; x is 0 there).</summary>
-    private void DecodeRow(Job job, int row, Span<float> destination)
+    /// <summary>
+    /// Steps [<paramref name="s0"/>, <paramref name="s1"/>) of row <paramref name="row"/> of Ŵ in the reordered, padded
+    /// input order, written from <paramref name="destination"/>[0] on (padding decodes to whatever; x is 0 there).
+    /// </summary>
+    private void DecodeSteps(Job job, int row, int s0, int s1, float* destination)
     {
         byte* packed = job.Codes + (long)row * _rowBytes;
         int perWord = StepsPerBlock(_storageBits), mask = (1 << _storageBits) - 1;
-        for (int r = 0; r < _runGroup.Length; r++)
+        int stepMask = perWord - 1, wordShift = _storageBits == 2 ? 4 : 3;
+        int group = -1;
+        Vector512<float> table = default, zero = default, scale = default;
+        for (int step = s0; step < s1; step++)
         {
-            if (Vectorized && _storageBits != 8)
+            float* d = destination + 16 * (step - s0);
+            int g = _stepGroup[step];
+            if (g < 0)
             {
-                var table = Table(job, row, job.RunGroup[r]);
-                fixed (float* d = destination)
-                    for (int step = job.RunStart[r]; step < job.RunStart[r + 1]; step++)
-                    {
-                        var word = Vector512.Load((uint*)packed + (step & ~(perWord - 1)) / perWord * 16); // perWord is a power of 2
-                        var index = word >>> ((step & (perWord - 1)) * _storageBits);
-                        Avx512F.PermuteVar16x32(table, index.AsInt32()).Store(d + 16 * step);
-                    }
+                new Span<float>(d, 16).Clear();
                 continue;
             }
-            int k = row * Groups + job.RunGroup[r];
-            float scale = job.Scales[k], zero = job.Zeros[k];
-            for (int p = 16 * job.RunStart[r]; p < 16 * job.RunStart[r + 1]; p++)
+            int k = row * Groups + g;
+            if (!Vectorized)
             {
-                int code;
-                if (_storageBits == 8) code = packed[p];
-                else
+                for (int lane = 0; lane < 16; lane++)
                 {
-                    int step = p / 16;
-                    uint word = ((uint*)packed)[step / perWord * 16 + p % 16];
-                    code = (int)(word >> (step % perWord * _storageBits)) & mask;
+                    int code = _storageBits == 8 ? packed[16 * step + lane]
+                        : (int)(((uint*)packed)[step / perWord * 16 + lane] >> (step % perWord * _storageBits)) & mask;
+                    d[lane] = (code - job.Zeros[k]) * job.Scales[k];
                 }
-                destination[p] = (code - zero) * scale;
+                continue;
+            }
+            if (g != group)
+            {
+                group = g;
+                if (_storageBits == 8) { zero = Vector512.Create(job.Zeros[k]); scale = Vector512.Create(job.Scales[k]); }
+                else table = Table(job, row, g);
+            }
+            if (_storageBits == 8)
+            {
+                var q = Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load(packed + 16 * step)));
+                ((q - zero) * scale).Store(d);
+            }
+            else
+            {
+                var word = Vector512.Load((uint*)packed + (step >> wordShift) * 16);
+                Avx512F.PermuteVar16x32(table, (word >>> ((step & stepMask) * _storageBits)).AsInt32()).Store(d);
             }
         }
-        destination[(16 * _runStart[^1])..].Clear();
     }
 
     /// <summary>The plain definition over unpacked codes (layout as the constructor's), accumulated in double.</summary>

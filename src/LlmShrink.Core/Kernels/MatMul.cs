@@ -19,7 +19,7 @@ public static unsafe class MatMul
     /// <summary>W rows per parallel work item.</summary>
     private const int ItemRows = 16;
     /// <summary>Length of an <c>in</c> slice: 4 W rows × 512 floats = 8 KB, a quarter of L1.</summary>
-    private const int SliceK = 512;
+    internal const int SliceK = 512;
     /// <summary>x rows per block: 64 rows × 2 KB slice = 128 KB, well inside a 1 MB L2.</summary>
     private const int BlockRows = 64;
 
@@ -66,23 +66,31 @@ public static unsafe class MatMul
     private static void Gemm(float* x, float* w, float* y, int n, int inDim, int outDim, int j0, int j1)
     {
         for (int k0 = 0; k0 < inDim; k0 += SliceK)
+            AddProducts(x + k0, inDim, w + (long)j0 * inDim + k0, inDim, y + j0, outDim, n, j1 - j0, Math.Min(SliceK, inDim - k0));
+    }
+
+    /// <summary>
+    /// y[i, j] += x_i · w_j over <paramref name="len"/> elements, for i in [0, n) and j in [0, rows): the register-blocked
+    /// core of the prompt path, shared with the packed kernels, which dequantize a tile of W into a buffer and call this
+    /// on it. Blocks of <see cref="BlockRows"/> x rows stay in L2 while each 4-row W slice (in L1) meets all of them;
+    /// <paramref name="len"/> should be at most <see cref="SliceK"/>.
+    /// </summary>
+    internal static void AddProducts(float* x, int xStride, float* w, int wStride, float* y, int yStride, int n, int rows, int len)
+    {
+        for (int i0 = 0; i0 < n; i0 += BlockRows)
         {
-            int len = Math.Min(SliceK, inDim - k0);
-            for (int i0 = 0; i0 < n; i0 += BlockRows)
+            int i1 = Math.Min(i0 + BlockRows, n);
+            int j = 0;
+            for (; j + 4 <= rows; j += 4)
             {
-                int i1 = Math.Min(i0 + BlockRows, n);
-                int j = j0;
-                for (; j + 4 <= j1; j += 4)
-                {
-                    float* wj = w + (long)j * inDim + k0;
-                    int i = i0;
-                    for (; i + 4 <= i1; i += 4) Dot4x4(x + (long)i * inDim + k0, inDim, wj, inDim, len, y + (long)i * outDim + j, outDim);
-                    for (; i < i1; i++) Dot1x4(x + (long)i * inDim + k0, wj, inDim, len, y + (long)i * outDim + j);
-                }
-                for (; j < j1; j++)
-                    for (int i = i0; i < i1; i++)
-                        y[(long)i * outDim + j] += Dot(x + (long)i * inDim + k0, w + (long)j * inDim + k0, len);
+                float* wj = w + (long)j * wStride;
+                int i = i0;
+                for (; i + 4 <= i1; i += 4) Dot4x4(x + (long)i * xStride, xStride, wj, wStride, len, y + (long)i * yStride + j, yStride);
+                for (; i < i1; i++) Dot1x4(x + (long)i * xStride, wj, wStride, len, y + (long)i * yStride + j);
             }
+            for (; j < rows; j++)
+                for (int i = i0; i < i1; i++)
+                    y[(long)i * yStride + j] += Dot(x + (long)i * xStride, w + (long)j * wStride, len);
         }
     }
 

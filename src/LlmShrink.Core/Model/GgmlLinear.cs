@@ -42,6 +42,8 @@ public sealed unsafe class GgmlLinear : Linear
         fixed (byte* p = copy) return p; // pinned for its lifetime
     }
 
+    public override long WeightBytes => TensorTypes.ByteCount(Type, (long)InFeatures * OutFeatures);
+
     public override void Apply(ReadOnlySpan<float> x, Span<float> y, int n, WorkerPool pool, int threads)
     {
         GgmlMatMul.Multiply(Type, x, _blocks, y, n, InFeatures, OutFeatures, pool, threads);

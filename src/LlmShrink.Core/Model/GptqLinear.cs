@@ -25,6 +25,8 @@ public sealed class GptqLinear : Linear
         ReadOnlySpan<Half> scales, ReadOnlySpan<int> groupIndex, float[]? bias) =>
         new(GptqMatMul.FromGptqV1(bits, inFeatures, outFeatures, qweight, qzeros, scales, groupIndex), bias);
 
+    public override long WeightBytes => Weights.WeightBytes;
+
     public override void Apply(ReadOnlySpan<float> x, Span<float> y, int n, WorkerPool pool, int threads)
     {
         Weights.Multiply(x, y, n, pool, threads);

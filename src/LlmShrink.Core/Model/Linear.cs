@@ -19,6 +19,12 @@ public abstract class Linear
         OutFeatures = outFeatures;
     }
 
+    /// <summary>
+    /// Bytes of weight data one application streams from memory (decode is bound by it). Layers that store their
+    /// weights in another form override this; the default counts float32.
+    /// </summary>
+    public virtual long WeightBytes => 4L * InFeatures * OutFeatures;
+
     /// <summary>y[n, out] = x[n, in]·Wᵀ (+ b).</summary>
     public abstract void Apply(ReadOnlySpan<float> x, Span<float> y, int n, WorkerPool pool, int threads);
 
@@ -27,8 +33,9 @@ public abstract class Linear
     {
         TensorShapes.Expect(weight, outFeatures, inFeatures);
         if (bias is not null) TensorShapes.Expect(bias, outFeatures);
-        // Q4_0, Q8_0 and Q4_K run on their blocks in place; every other encoding is decoded to float32 once.
+        // Q4_0, Q8_0, Q4_K and BF16 run on their stored form in place; every other encoding is decoded to float32 once.
         if (GgmlMatMul.Supports(weight.Type)) return new GgmlLinear(weight, bias?.ToFloatArray());
+        if (weight.Type == TensorType.BF16) return new Bf16Linear(weight, bias?.ToFloatArray());
         return new DenseLinear(weight, bias?.ToFloatArray());
     }
 }

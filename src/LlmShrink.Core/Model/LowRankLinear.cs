@@ -35,6 +35,9 @@ public sealed unsafe class LowRankLinear : Linear
         _bias = bias;
     }
 
+    /// <summary>The two float32 factors.</summary>
+    public override long WeightBytes => 4L * Rank * (InFeatures + OutFeatures);
+
     public override void Apply(ReadOnlySpan<float> x, Span<float> y, int n, WorkerPool pool, int threads)
     {
         if (t_inner is null || t_inner.Length < n * Rank) t_inner = new float[n * Rank];

@@ -33,6 +33,8 @@ public sealed class Transformer : IDisposable
 
     /// <summary>The decoder blocks; compression replaces their linear layers and rescales their norms in place.</summary>
     public IReadOnlyList<TransformerBlock> Blocks => _blocks;
+    /// <summary>The output projection (the embedding matrix when tied).</summary>
+    public Linear LmHead => _lmHead;
 
     /// <param name="model">Must stay open while the transformer is used: F32 weights are read from its mapping.</param>
     /// <param name="threads">Threads for each kernel, from the shared <see cref="WorkerPool"/>; 0 = all cores.</param>

@@ -24,6 +24,9 @@ public sealed unsafe class W8A8Linear : Linear
     /// <param name="weights">int8 [out, in].</param>
     /// <param name="weightScales">[out]: W[o, i] ≈ weightScales[o]·weights[o, i].</param>
     /// <param name="smoothing">[in] or null: x is divided by it before quantization.</param>
+    /// <summary>int8 weights plus one float scale per output channel.</summary>
+    public override long WeightBytes => (long)InFeatures * OutFeatures + 4L * OutFeatures;
+
     public W8A8Linear(int inFeatures, int outFeatures, ReadOnlySpan<sbyte> weights, ReadOnlySpan<float> weightScales, float[]? smoothing = null, float[]? bias = null)
         : base(inFeatures, outFeatures)
     {

@@ -1,0 +1,112 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace LlmShrink.Evaluation;
+
+/// <summary>
+/// What this machine can do at most, measured in-process so that a benchmark can say how close it came (the
+/// roofline model: a kernel is bound either by memory traffic or by arithmetic). Generation streams every weight
+/// once per token, so its ceiling is <see cref="ReadGBps"/>; a long prompt is arithmetic, so its ceiling is
+/// <see cref="FmaGflops"/>.
+/// </summary>
+/// <param name="Threads">Threads that ran each measurement at once.</param>
+/// <param name="CopyGBps">Copying a buffer far larger than the last-level cache: bytes read plus bytes written per second, in 1e9.</param>
+/// <param name="ReadGBps">Summing such a buffer: bytes read per second, in 1e9.</param>
+/// <param name="FmaGflops">Independent chains of 512-bit float32 fused multiply-adds: 2 flops per lane per FMA, in 1e9 per second.</param>
+public sealed record HardwareLimits(int Threads, double CopyGBps, double ReadGBps, double FmaGflops)
+{
+    /// <summary>Default buffer: 256 MiB each way, eight times a 32 MiB L3, so caches cannot hold any of it.</summary>
+    public const long DefaultBufferBytes = 256L << 20;
+
+    /// <summary>
+    /// Measures on <paramref name="threads"/> threads; each figure is the best of <paramref name="repeats"/> runs (the
+    /// best is the one least disturbed by other processes). The buffers are touched before timing so page faults are not timed.
+    /// </summary>
+    public static HardwareLimits Measure(int threads, long bufferBytes = DefaultBufferBytes, long fmasPerThread = 100_000_000, int repeats = 3)
+    {
+        if (threads < 1) throw new ArgumentOutOfRangeException(nameof(threads), "at least one thread");
+        if (bufferBytes < 64 * threads) throw new ArgumentOutOfRangeException(nameof(bufferBytes), "buffer too small to split");
+        long floats = bufferBytes / sizeof(float) / (16 * threads) * 16 * threads; // whole vectors per thread
+        var source = GC.AllocateUninitializedArray<float>(checked((int)floats), pinned: true);
+        var target = GC.AllocateUninitializedArray<float>(source.Length, pinned: true);
+        source.AsSpan().Fill(1f);
+        target.AsSpan().Clear();
+        long bytes = floats * sizeof(float);
+
+        double copy = 0, read = 0, fma = 0;
+        for (int r = 0; r < repeats; r++)
+        {
+            copy = Math.Max(copy, 2.0 * bytes / OnThreads(threads, t => Copy(source, target, t, threads)) / 1e9);
+            read = Math.Max(read, bytes / OnThreads(threads, t => Sum(source, t, threads)) / 1e9);
+            fma = Math.Max(fma, FlopsPerFma * fmasPerThread * threads / OnThreads(threads, _ => FmaChains(fmasPerThread)) / 1e9);
+        }
+        return new HardwareLimits(threads, copy, read, fma);
+    }
+
+    /// <summary>A Vector512 FMA does 16 multiplies and 16 adds.</summary>
+    private const double FlopsPerFma = 2 * 16;
+
+    /// <summary>Runs <paramref name="work"/>(t) for t in [0, threads) on that many threads started together; returns the wall seconds.</summary>
+    private static double OnThreads(int threads, Action<int> work)
+    {
+        using var start = new Barrier(threads + 1);
+        var workers = new Thread[threads];
+        for (int t = 0; t < threads; t++)
+        {
+            int id = t;
+            workers[t] = new Thread(() => { start.SignalAndWait(); work(id); }) { IsBackground = true };
+            workers[t].Start();
+        }
+        start.SignalAndWait();
+        var clock = Stopwatch.StartNew();
+        foreach (var w in workers) w.Join();
+        return Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
+    }
+
+    private static void Copy(float[] source, float[] target, int part, int parts)
+    {
+        int length = source.Length / parts;
+        source.AsSpan(part * length, length).CopyTo(target.AsSpan(part * length, length));
+    }
+
+    /// <summary>Four independent accumulators so the adds never wait on each other and only the loads limit speed.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static unsafe float Sum(float[] source, int part, int parts)
+    {
+        int length = source.Length / parts;
+        Vector512<float> a = default, b = default, c = default, d = default;
+        fixed (float* start = &source[part * length])
+        {
+            float* p = start;
+            int k = 0;
+            for (; k <= length - 64; k += 64, p += 64)
+            {
+                a += Vector512.Load(p); b += Vector512.Load(p + 16);
+                c += Vector512.Load(p + 32); d += Vector512.Load(p + 48);
+            }
+            for (; k < length; k++, p++) a += Vector512.CreateScalar(*p);
+        }
+        return Vector512.Sum(a + b + c + d);
+    }
+
+    /// <summary>
+    /// Eight independent FMA chains: enough to cover the FMA latency (4 cycles on Zen 4) times its issue rate, so the
+    /// units never stall. Multiplying by a value just below 1 and adding a small one keeps every lane finite.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static float FmaChains(long fmas)
+    {
+        var m = Vector512.Create(0.999999f);
+        var s = Vector512.Create(1e-6f);
+        Vector512<float> c0 = Vector512.Create(1f), c1 = c0 + s, c2 = c1 + s, c3 = c2 + s, c4 = c3 + s, c5 = c4 + s, c6 = c5 + s, c7 = c6 + s;
+        for (long i = 0; i < fmas; i += 8)
+        {
+            c0 = Vector512.FusedMultiplyAdd(c0, m, s); c1 = Vector512.FusedMultiplyAdd(c1, m, s);
+            c2 = Vector512.FusedMultiplyAdd(c2, m, s); c3 = Vector512.FusedMultiplyAdd(c3, m, s);
+            c4 = Vector512.FusedMultiplyAdd(c4, m, s); c5 = Vector512.FusedMultiplyAdd(c5, m, s);
+            c6 = Vector512.FusedMultiplyAdd(c6, m, s); c7 = Vector512.FusedMultiplyAdd(c7, m, s);
+        }
+        return Vector512.Sum(c0 + c1 + c2 + c3 + c4 + c5 + c6 + c7);
+    }
+}

@@ -1,0 +1,142 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace LlmShrink.Kernels;
+
+/// <summary>
+/// y[n, out] = x[n, in]·Wᵀ with W in bfloat16, read in place (half the bytes of float32). A bfloat16 is the top 16 bits
+/// of a float32, so widening is exact and costs one shift: 16 weights load as 16 ushorts, zero-extend to 32-bit lanes
+/// (<c>vpmovzxwd</c>) and shift left by 16. Decode (n = 1) streams W once with the widening in registers, 4 rows per
+/// pass so each x vector is loaded once per 4 FMAs; a prompt (n &gt; 1) widens tiles into float32 and runs the float
+/// micro-kernel (<see cref="TiledGemm"/>).
+/// </summary>
+public sealed unsafe class Bf16MatMul : IRowDecoder
+{
+    private const int ItemRows = 16;
+
+    public int InDim { get; }
+    public int OutDim { get; }
+    private readonly ushort* _w;
+
+    /// <summary>Whether the AVX-512 kernels run (tests switch them off to check the portable path).</summary>
+    internal bool Vectorized { get; set; } = Avx512F.IsSupported;
+
+    [ThreadStatic] private static GemvJob? t_job;
+
+    /// <param name="w">[outDim, inDim] bfloat16 bits; the memory must outlive this object.</param>
+    public Bf16MatMul(ushort* w, int inDim, int outDim)
+    {
+        if (inDim <= 0 || outDim <= 0) throw new ArgumentException("dimensions must be positive");
+        _w = w; InDim = inDim; OutDim = outDim;
+    }
+
+    public void Multiply(ReadOnlySpan<float> x, Span<float> y, int n, WorkerPool? pool = null, int threads = 0)
+    {
+        if (n < 0) throw new ArgumentOutOfRangeException(nameof(n));
+        if (x.Length < (long)n * InDim) throw new ArgumentException($"x has {x.Length} floats, needs {n}×{InDim}", nameof(x));
+        if (y.Length < (long)n * OutDim) throw new ArgumentException($"y has {y.Length} floats, needs {n}×{OutDim}", nameof(y));
+        if (n == 0) return;
+        pool ??= WorkerPool.Shared;
+        fixed (float* px = x, py = y)
+        {
+            if (n > 1)
+            {
+                TiledGemm.Multiply(this, px, py, n, InDim, OutDim, pool, threads);
+                return;
+            }
+            var job = t_job ??= new GemvJob();
+            job.Owner = this; job.X = px; job.Y = py;
+            pool.For((OutDim + ItemRows - 1) / ItemRows, job, threads);
+            job.Owner = null; job.X = job.Y = null;
+        }
+    }
+
+    private sealed class GemvJob : IParallelWork
+    {
+        public Bf16MatMul? Owner;
+        public float* X, Y;
+
+        public void Execute(int begin, int end, int worker)
+        {
+            var m = Owner!;
+            int j0 = begin * ItemRows, j1 = Math.Min(end * ItemRows, m.OutDim), j = j0;
+            if (m.Vectorized)
+                for (; j + 4 <= j1; j += 4) Dot1x4(X, m._w + (long)j * m.InDim, m.InDim, Y + j);
+            for (; j < j1; j++) Y[j] = DotScalar(X, m._w + (long)j * m.InDim, m.InDim);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Widen(ushort* p) =>
+        (Avx512F.ConvertToVector512UInt32(Vector256.Load(p)) << 16).AsSingle();
+
+    /// <summary>y[c] = x · w_c for 4 rows of W; two accumulators per row hide the FMA latency.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Dot1x4(float* x, ushort* w, int len, float* y)
+    {
+        ushort* w0 = w, w1 = w + len, w2 = w + 2 * len, w3 = w + 3 * len;
+        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default;
+        Vector512<float> d0 = default, d1 = default, d2 = default, d3 = default;
+        int k = 0;
+        for (; k <= len - 32; k += 32)
+        {
+            var a = Vector512.Load(x + k);
+            var e = Vector512.Load(x + k + 16);
+            c0 = Vector512.FusedMultiplyAdd(a, Widen(w0 + k), c0);
+            c1 = Vector512.FusedMultiplyAdd(a, Widen(w1 + k), c1);
+            c2 = Vector512.FusedMultiplyAdd(a, Widen(w2 + k), c2);
+            c3 = Vector512.FusedMultiplyAdd(a, Widen(w3 + k), c3);
+            d0 = Vector512.FusedMultiplyAdd(e, Widen(w0 + k + 16), d0);
+            d1 = Vector512.FusedMultiplyAdd(e, Widen(w1 + k + 16), d1);
+            d2 = Vector512.FusedMultiplyAdd(e, Widen(w2 + k + 16), d2);
+            d3 = Vector512.FusedMultiplyAdd(e, Widen(w3 + k + 16), d3);
+        }
+        for (; k <= len - 16; k += 16)
+        {
+            var a = Vector512.Load(x + k);
+            c0 = Vector512.FusedMultiplyAdd(a, Widen(w0 + k), c0);
+            c1 = Vector512.FusedMultiplyAdd(a, Widen(w1 + k), c1);
+            c2 = Vector512.FusedMultiplyAdd(a, Widen(w2 + k), c2);
+            c3 = Vector512.FusedMultiplyAdd(a, Widen(w3 + k), c3);
+        }
+        float s0 = Vector512.Sum(c0 + d0), s1 = Vector512.Sum(c1 + d1), s2 = Vector512.Sum(c2 + d2), s3 = Vector512.Sum(c3 + d3);
+        for (; k < len; k++)
+        {
+            s0 += x[k] * Widen(w0[k]); s1 += x[k] * Widen(w1[k]);
+            s2 += x[k] * Widen(w2[k]); s3 += x[k] * Widen(w3[k]);
+        }
+        y[0] = s0; y[1] = s1; y[2] = s2; y[3] = s3;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Widen(ushort bits) => BitConverter.Int32BitsToSingle(bits << 16);
+
+    private static float DotScalar(float* x, ushort* w, int len)
+    {
+        float sum = 0;
+        for (int k = 0; k < len; k++) sum += x[k] * Widen(w[k]);
+        return sum;
+    }
+
+    public void DecodeRow(int row, int k0, int len, float* destination)
+    {
+        ushort* p = _w + (long)row * InDim + k0;
+        int k = 0;
+        if (Vectorized)
+            for (; k <= len - 16; k += 16) Widen(p + k).Store(destination + k);
+        for (; k < len; k++) destination[k] = Widen(p[k]);
+    }
+
+    /// <summary>The plain definition, accumulated in double: what the fast paths are tested against.</summary>
+    public static void Reference(ReadOnlySpan<float> x, ReadOnlySpan<ushort> w, Span<float> y, int n, int inDim, int outDim)
+    {
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < outDim; j++)
+            {
+                double sum = 0;
+                for (int k = 0; k < inDim; k++) sum += (double)x[i * inDim + k] * Widen(w[j * inDim + k]);
+                y[i * outDim + j] = (float)sum;
+            }
+    }
+}
