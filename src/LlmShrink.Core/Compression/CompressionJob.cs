@@ -27,7 +27,7 @@ public static class CompressionJob
             : CalibrationSet.FromFile(request.CalibrationFile, model.RequireTokenizer(), request.Samples, request.SequenceLength, request.Seed);
         using var transformer = new Transformer(model, request.Threads);
         using var writer = new CompressedCheckpointWriter(model, request.Output);
-        var result = new SequentialPipeline(model, transformer, recipe).Run(calibration, writer, progress, cancel);
+        var result = new SequentialPipeline(model, transformer, recipe).Run(calibration, writer, progress, cancel, releaseFinishedBlocks: true);
 
         long linearParameters = result.Layers.Sum(l => l.Parameters);
         double linearBits = linearParameters == 0 ? 32 : result.Layers.Sum(l => l.StoredBits) / linearParameters;

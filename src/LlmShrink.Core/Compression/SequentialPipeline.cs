@@ -41,8 +41,12 @@ public sealed class SequentialPipeline
         _recipe = recipe;
     }
 
+    /// <param name="releaseFinishedBlocks">
+    /// Drop each block's layers once its outputs are propagated (they are in the sink by then), so a large model is
+    /// never held compressed and uncompressed at once; the transformer cannot run afterwards.
+    /// </param>
     public PipelineResult Run(CalibrationSet calibration, IBlockSink? sink = null, IProgress<PipelineProgress>? progress = null,
-        CancellationToken cancel = default)
+        CancellationToken cancel = default, bool releaseFinishedBlocks = false)
     {
         var clock = Stopwatch.StartNew();
         var c = _model.Config;
@@ -97,6 +101,8 @@ public sealed class SequentialPipeline
                 cache.Clear();
                 _transformer.ForwardBlock(layer, h, length, cache);
             }
+            if (releaseFinishedBlocks)
+                foreach (var role in LinearRoles.All) LinearRoles.Set(block, role, new ReleasedLinear(LinearRoles.Get(block, role)));
         }
         peak = Math.Max(peak, Process.GetCurrentProcess().PeakWorkingSet64);
         return new PipelineResult(reports, clock.Elapsed, peak, calibration.TokenCount);
@@ -154,6 +160,13 @@ public sealed class SequentialPipeline
         InputSite.MlpInput => LinearRole.Gate,
         _ => LinearRole.Down,
     };
+
+    /// <summary>Stands in for a layer whose weights were written out and dropped.</summary>
+    private sealed class ReleasedLinear(Linear released) : Linear(released.InFeatures, released.OutFeatures)
+    {
+        public override void Apply(ReadOnlySpan<float> x, Span<float> y, int n, Kernels.WorkerPool pool, int threads) =>
+            throw new InvalidOperationException("this block was released after compression; load the written checkpoint to run it");
+    }
 
     private static long CurrentWorkingSet()
     {

@@ -20,7 +20,7 @@ public enum StatisticsNeeds
 /// <summary>Statistics of the calibration activations reaching one input site of one block.</summary>
 public sealed class SiteStatistics
 {
-    private readonly HessianAccumulator? _hessian;
+    private HessianAccumulator? _hessian;
     private readonly double[] _absSum;
     private double[]? _hessianMatrix;
     private readonly List<float[]> _samples = new();
@@ -43,6 +43,7 @@ public sealed class SiteStatistics
 
     public void Add(ReadOnlySpan<float> x, int tokens)
     {
+        if (_hessianMatrix is not null) throw new InvalidOperationException("statistics are final once the Hessian was read");
         _hessian?.Add(x, tokens);
         for (int t = 0; t < tokens; t++)
         {
@@ -71,9 +72,14 @@ public sealed class SiteStatistics
         return mean;
     }
 
-    /// <summary>H = 2/n Σ x xᵀ, [Columns, Columns], computed once.</summary>
-    public double[] Hessian() =>
-        _hessianMatrix ??= (_hessian ?? throw new InvalidOperationException("the Hessian was not requested for this site")).ToHessian();
+    /// <summary>H = 2/n Σ x xᵀ, [Columns, Columns], computed once; the accumulator is dropped then (a 7B down_proj's is ~1 GB).</summary>
+    public double[] Hessian()
+    {
+        if (_hessianMatrix is not null) return _hessianMatrix;
+        _hessianMatrix = (_hessian ?? throw new InvalidOperationException("the Hessian was not requested for this site")).ToHessian();
+        _hessian = null;
+        return _hessianMatrix;
+    }
 
     /// <summary>The sampled input rows, row-major [SampleTokens, Columns].</summary>
     public float[] Samples()
