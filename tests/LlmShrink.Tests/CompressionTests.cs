@@ -88,6 +88,15 @@ public class CompressionTests
         using var loaded = ModelLoader.Load(output);
         using var reloaded = new Transformer(loaded);
         Assert.Equal(inMemory, Logits(reloaded, tokens));
+        // inspect counts a packed layer as out × in parameters, with all of its tensors' bytes.
+        using (var original = ModelLoader.Load(SharedData.TinyLit))
+        {
+            var before = ModelStatistics.Of(original);
+            var after = ModelStatistics.Of(loaded);
+            Assert.Equal(before.Parameters, after.Parameters);
+            Assert.Equal(before.MatmulParameters, after.MatmulParameters);
+            Assert.InRange(after.MatmulBytes, before.MatmulBytes / 8, before.MatmulBytes * 3 / 4);
+        }
         Assert.NotNull(loaded.Tokenizer);
         Assert.True(File.Exists(Path.Combine(output, "recipe.yaml")));
         // Only the targeted layers are packed: the mixed recipe leaves down_proj dense.

@@ -54,25 +54,41 @@ public sealed class ModelStatistics
         // Each stored tensor is counted once, under the first canonical name that reaches it: a loader may register a
         // tensor under its native name too, and a tied lm_head may point at the embedding's bytes.
         var seen = new HashSet<(string File, long Offset)>();
-        void Count(StoredTensor tensor, string group)
+        bool Count(StoredTensor tensor, string group, long? parameterCount = null)
         {
-            if (!seen.Add((tensor.File.Path, tensor.Offset))) return;
-            parameters[group] += tensor.ElementCount;
+            if (!seen.Add((tensor.File.Path, tensor.Offset))) return false;
+            parameters[group] += parameterCount ?? tensor.ElementCount;
             bytes[group] += tensor.ByteLength;
             var (p, n) = types.GetValueOrDefault(tensor.Type);
             types[tensor.Type] = (p + tensor.ElementCount, n + 1);
+            return true;
         }
 
         long matmulParameters = 0, matmulBytes = 0;
         foreach (var (name, group) in CanonicalNames(config))
         {
             if (weights.Find(name) is not { } tensor) continue;
-            Count(tensor, group);
-            if (MatmulGroups.Contains(group) && name.EndsWith(".weight", StringComparison.Ordinal))
+            if (Count(tensor, group) && group == "lm_head")
             {
                 matmulParameters += tensor.ElementCount;
                 matmulBytes += tensor.ByteLength;
             }
+        }
+        // A linear layer may be stored dense (.weight), packed GPTQ (.qweight, .qzeros, .scales, .g_idx) or W8A8
+        // (.weight, .weight_scale): its parameters are out × in whatever the layout, its bytes all of its tensors.
+        foreach (var (module, group, outFeatures, inFeatures) in LinearModules(config))
+        {
+            long layerParameters = (long)outFeatures * inFeatures;
+            bool first = true;
+            foreach (string suffix in LinearSuffixes)
+            {
+                if (weights.Find(module + suffix) is not { } tensor) continue;
+                long before = bytes[group];
+                if (!Count(tensor, group, first ? layerParameters : 0)) continue;
+                first = false;
+                matmulBytes += bytes[group] - before;
+            }
+            if (!first) matmulParameters += layerParameters;
         }
         if (weights.Find(TensorNames.LmHead) is null && weights.Find(TensorNames.Embedding) is { } embedding)
         {
@@ -108,11 +124,25 @@ public sealed class ModelStatistics
 
     private static readonly (string Suffix, string Group)[] LayerTensors =
     [
-        (TensorNames.Q, "attention.q"), (TensorNames.QBias, "attention.q"),
-        (TensorNames.K, "attention.k"), (TensorNames.KBias, "attention.k"),
-        (TensorNames.V, "attention.v"), (TensorNames.VBias, "attention.v"),
-        (TensorNames.O, "attention.o"),
-        (TensorNames.Gate, "mlp.gate"), (TensorNames.Up, "mlp.up"), (TensorNames.Down, "mlp.down"),
+        (TensorNames.QBias, "attention.q"), (TensorNames.KBias, "attention.k"), (TensorNames.VBias, "attention.v"),
         (TensorNames.AttnNorm, "norms"), (TensorNames.FfnNorm, "norms"), (TensorNames.QNorm, "norms"), (TensorNames.KNorm, "norms"),
     ];
+
+    private static readonly string[] LinearSuffixes = [".weight", ".weight_scale", ".qweight", ".qzeros", ".scales", ".g_idx"];
+
+    /// <summary>Every block linear layer: module path (without ".weight"), group, out and in features.</summary>
+    private static IEnumerable<(string Module, string Group, int Out, int In)> LinearModules(ModelConfig c)
+    {
+        for (int i = 0; i < c.NumLayers; i++)
+        {
+            string M(string suffix) => TensorNames.Layer(i, suffix)[..^".weight".Length];
+            yield return (M(TensorNames.Q), "attention.q", c.QDim, c.HiddenSize);
+            yield return (M(TensorNames.K), "attention.k", c.KvDim, c.HiddenSize);
+            yield return (M(TensorNames.V), "attention.v", c.KvDim, c.HiddenSize);
+            yield return (M(TensorNames.O), "attention.o", c.HiddenSize, c.QDim);
+            yield return (M(TensorNames.Gate), "mlp.gate", c.IntermediateSize, c.HiddenSize);
+            yield return (M(TensorNames.Up), "mlp.up", c.IntermediateSize, c.HiddenSize);
+            yield return (M(TensorNames.Down), "mlp.down", c.HiddenSize, c.IntermediateSize);
+        }
+    }
 }
