@@ -88,7 +88,8 @@ public sealed class SequentialPipeline
                 context.MethodName = modifier.Method.Name;
                 modifier.Method.CompressBlock(context);
             }
-            var (layers, blockReports) = context.Finish();
+            var (finished, blockReports) = context.Finish();
+            var layers = finished.Select(l => statistics.TryGetValue(LinearRoles.Site(l.Role), out var site) ? l with { InputImportance = site.SquareMean() } : l).ToList();
             reports.AddRange(blockReports);
             peak = Math.Max(peak, CurrentWorkingSet());
             sink?.BlockDone(layer, block, layers);
