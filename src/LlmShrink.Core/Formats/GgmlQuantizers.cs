@@ -13,7 +13,7 @@ namespace LlmShrink.Formats;
 public static class GgmlQuantizers
 {
     /// <summary>Encodes <c>src.Length</c> floats (a whole number of blocks) into the blocks at the start of <paramref name="dst"/>.</summary>
-    public static void Quantize(TensorType type, ReadOnlySpan<float> src, Span<byte> dst)
+    public static void Quantize(TensorType type, ReadOnlySpan<float> src, Span<byte> dst, ReadOnlySpan<float> importance = default)
     {
         int blockElements = TensorTypes.BlockElements(type);
         int blockBytes = TensorTypes.BlockBytes(type);
