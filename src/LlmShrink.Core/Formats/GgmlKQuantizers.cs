@@ -23,10 +23,10 @@ public static class GgmlKQuantizers
     private static int NearestInt(float value) => (int)MathF.Round(value, MidpointRounding.ToEven);
 
     /// <summary>block_q4_K = { fp16 d; fp16 dmin; u8 scales[12]; u8 qs[128] }.</summary>
-    internal static void EncodeQ4_K(ReadOnlySpan<float> x, Span<byte> block)
+    internal static void EncodeQ4_K(ReadOnlySpan<float> x, Span<byte> block, ReadOnlySpan<float> importance = default)
     {
         Span<byte> levels = stackalloc byte[SuperBlock];
-        EncodeScalesAndMins(x, block, levels, maxLevel: 15, rmin: -1f, rdelta: 0.1f, steps: 20);
+        EncodeScalesAndMins(x, block, levels, maxLevel: 15, rmin: -1f, rdelta: 0.1f, steps: 20, importance);
         var qs = block.Slice(16, 128);
         for (int chunk = 0; chunk < 4; chunk++)
             for (int l = 0; l < 32; l++)
@@ -35,10 +35,10 @@ public static class GgmlKQuantizers
 
     /// <summary>block_q5_K = { fp16 d; fp16 dmin; u8 scales[12]; u8 qh[32]; u8 qs[128] }: the fifth bit of element l of
     /// sub-block s is bit s of qh[l].</summary>
-    internal static void EncodeQ5_K(ReadOnlySpan<float> x, Span<byte> block)
+    internal static void EncodeQ5_K(ReadOnlySpan<float> x, Span<byte> block, ReadOnlySpan<float> importance = default)
     {
         Span<byte> levels = stackalloc byte[SuperBlock];
-        EncodeScalesAndMins(x, block, levels, maxLevel: 31, rmin: -0.5f, rdelta: 0.1f, steps: 15);
+        EncodeScalesAndMins(x, block, levels, maxLevel: 31, rmin: -0.5f, rdelta: 0.1f, steps: 15, importance);
         var qh = block.Slice(16, 32);
         var qs = block.Slice(48, 128);
         qh.Clear();
@@ -55,8 +55,11 @@ public static class GgmlKQuantizers
     /// <summary>
     /// The shared first half of Q4_K and Q5_K: per-sub-block scale/min search, 6-bit quantization of both, fp16 d and dmin,
     /// then each element's level in [0, maxLevel] against the stored (quantized) scale and min. Writes bytes 0..15 of the block.
+    /// With an importance per element the search minimises Σ importance·(x − x̂)² instead, over the longer scale grid
+    /// (−0.9 + 0.05·k, k ≤ 36) llama.cpp's imatrix path (quantize_row_q4_K_impl / q5_K_impl, make_qkx3_quants) uses.
     /// </summary>
-    private static void EncodeScalesAndMins(ReadOnlySpan<float> x, Span<byte> block, Span<byte> levels, int maxLevel, float rmin, float rdelta, int steps)
+    private static void EncodeScalesAndMins(ReadOnlySpan<float> x, Span<byte> block, Span<byte> levels, int maxLevel, float rmin, float rdelta, int steps,
+        ReadOnlySpan<float> importance)
     {
         Span<float> scales = stackalloc float[8];
         Span<float> mins = stackalloc float[8];
@@ -65,6 +68,13 @@ public static class GgmlKQuantizers
         for (int j = 0; j < 8; j++)
         {
             var sub = x.Slice(32 * j, 32);
+            if (!importance.IsEmpty)
+            {
+                scales[j] = SearchScaleMin(sub, importance.Slice(32 * j, 32), maxLevel, levels.Slice(32 * j, 32), out mins[j], -0.9f, 0.05f, 36);
+                maxScale = Math.Max(maxScale, scales[j]);
+                maxMin = Math.Max(maxMin, mins[j]);
+                continue;
+            }
             // Weight each element by rms(sub-block) + |x|: larger weights matter more, but small ones are not ignored.
             float sumSquares = 0;
             foreach (float v in sub) sumSquares += v * v;
@@ -127,7 +137,7 @@ public static class GgmlKQuantizers
     /// (keeping min ≤ 0), and keeps whichever candidate has the smallest error. Returns the scale; <paramref name="negatedMin"/>
     /// is −min (≥ 0), the value the block stores.
     /// </summary>
-    private static float SearchScaleMin(ReadOnlySpan<float> x, ReadOnlySpan<float> weights, int maxLevel, Span<byte> levels,
+    internal static float SearchScaleMin(ReadOnlySpan<float> x, ReadOnlySpan<float> weights, int maxLevel, Span<byte> levels,
         out float negatedMin, float rmin, float rdelta, int steps)
     {
         int n = x.Length;
@@ -200,14 +210,15 @@ public static class GgmlKQuantizers
     }
 
     /// <summary>block_q6_K = { u8 ql[128]; u8 qh[64]; i8 scales[16]; fp16 d }.</summary>
-    internal static void EncodeQ6_K(ReadOnlySpan<float> x, Span<byte> block)
+    internal static void EncodeQ6_K(ReadOnlySpan<float> x, Span<byte> block, ReadOnlySpan<float> importance = default)
     {
-        Span<sbyte> levels = stackalloc sbyte[SuperBlock];
+        Span<int> levels = stackalloc int[SuperBlock];
         Span<float> scales = stackalloc float[16];
         float maxScale = 0, maxAbsScale = 0;
         for (int g = 0; g < 16; g++)
         {
-            scales[g] = SearchSymmetricScale(x.Slice(16 * g, 16), levels.Slice(16 * g, 16), maxLevel: 32);
+            var weights = importance.IsEmpty ? default : importance.Slice(16 * g, 16);
+            scales[g] = SearchSymmetricScale(x.Slice(16 * g, 16), weights, levels.Slice(16 * g, 16), maxLevel: 32);
             if (MathF.Abs(scales[g]) > maxAbsScale) { maxAbsScale = MathF.Abs(scales[g]); maxScale = scales[g]; }
         }
         block.Clear();
@@ -223,7 +234,7 @@ public static class GgmlKQuantizers
             float dg = d * (sbyte)groupScales[g];
             if (dg == 0) continue;
             for (int i = 0; i < 16; i++)
-                levels[16 * g + i] = (sbyte)(Math.Clamp(NearestInt(x[16 * g + i] / dg), -32, 31) + 32);
+                levels[16 * g + i] = (Math.Clamp(NearestInt(x[16 * g + i] / dg), -32, 31) + 32);
         }
 
         // Per half of 128: element l + 32k keeps its low nibble in ql[l] (k = 0, 2: low/high nibble) or ql[l + 32]
@@ -247,9 +258,10 @@ public static class GgmlKQuantizers
     /// make_qx_quants with rmse_type 1: symmetric levels L ∈ [−maxLevel, maxLevel − 1] stored as L + maxLevel. The element
     /// of largest magnitude fixes the first candidate scale (−maxLevel/max); nineteen candidates (maxLevel ± 0.1·k)/max are
     /// tried, each refit by x²-weighted least squares (scale = Σw·x·L / Σw·L²), keeping the one that explains the most
-    /// weighted energy (largest (Σw·x·L)²/Σw·L²). Returns the scale.
+    /// weighted energy (largest (Σw·x·L)²/Σw·L²). Returns the scale. Given <paramref name="weights"/> (an importance per
+    /// element, as llama.cpp's imatrix paths pass make_qx_quants), they replace x².
     /// </summary>
-    private static float SearchSymmetricScale(ReadOnlySpan<float> x, Span<sbyte> levels, int maxLevel)
+    internal static float SearchSymmetricScale(ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<int> levels, int maxLevel)
     {
         int n = x.Length;
         float amax = 0, max = 0;
@@ -266,12 +278,12 @@ public static class GgmlKQuantizers
         for (int i = 0; i < n; i++)
         {
             int l = Math.Clamp(NearestInt(inverseScale * x[i]), -maxLevel, maxLevel - 1);
-            levels[i] = (sbyte)(l + maxLevel);
-            float w = x[i] * x[i];
+            levels[i] = l + maxLevel;
+            float w = weights.IsEmpty ? x[i] * x[i] : weights[i];
             sumLX += w * x[i] * l;
             sumL2 += w * l * l;
         }
-        float scale = sumLX / sumL2;
+        float scale = sumL2 > 0 ? sumLX / sumL2 : 1 / inverseScale; // only weights of zero make sumL2 zero
         float best = scale * sumLX;
         for (int k = -9; k <= 9; k++)
         {
@@ -281,14 +293,14 @@ public static class GgmlKQuantizers
             for (int i = 0; i < n; i++)
             {
                 int l = Math.Clamp(NearestInt(inverseScale * x[i]), -maxLevel, maxLevel - 1);
-                float w = x[i] * x[i];
+                float w = weights.IsEmpty ? x[i] * x[i] : weights[i];
                 sumLX += w * x[i] * l;
                 sumL2 += w * l * l;
             }
             if (sumL2 > 0 && sumLX * sumLX > best * sumL2)
             {
                 for (int i = 0; i < n; i++)
-                    levels[i] = (sbyte)(Math.Clamp(NearestInt(inverseScale * x[i]), -maxLevel, maxLevel - 1) + maxLevel);
+                    levels[i] = Math.Clamp(NearestInt(inverseScale * x[i]), -maxLevel, maxLevel - 1) + maxLevel;
                 scale = sumLX / sumL2;
                 best = scale * sumLX;
             }
