@@ -56,7 +56,8 @@ public static class GgmlKQuantizers
     /// The shared first half of Q4_K and Q5_K: per-sub-block scale/min search, 6-bit quantization of both, fp16 d and dmin,
     /// then each element's level in [0, maxLevel] against the stored (quantized) scale and min. Writes bytes 0..15 of the block.
     /// With an importance per element the search minimises Σ importance·(x − x̂)² instead, over the longer scale grid
-    /// (−0.9 + 0.05·k, k ≤ 36) llama.cpp's imatrix path (quantize_row_q4_K_impl / q5_K_impl, make_qkx3_quants) uses.
+    /// (−0.9 + 0.05·k, k ≤ 36) llama.cpp's imatrix path (quantize_row_q4_K_impl / q5_K_impl, make_qkx3_quants) uses,
+    /// and the 6-bit scales and mins are fitted by <see cref="SearchUnsignedScale"/> weighted by each sub-block's importance.
     /// </summary>
     private static void EncodeScalesAndMins(ReadOnlySpan<float> x, Span<byte> block, Span<byte> levels, int maxLevel, float rmin, float rdelta, int steps,
         ReadOnlySpan<float> importance)
@@ -64,15 +65,16 @@ public static class GgmlKQuantizers
         Span<float> scales = stackalloc float[8];
         Span<float> mins = stackalloc float[8];
         Span<float> weights = stackalloc float[32];
+        Span<float> subBlockWeights = stackalloc float[8];
         float maxScale = 0, maxMin = 0; // scales are positive because the min is subtracted
         for (int j = 0; j < 8; j++)
         {
             var sub = x.Slice(32 * j, 32);
             if (!importance.IsEmpty)
             {
-                scales[j] = SearchScaleMin(sub, importance.Slice(32 * j, 32), maxLevel, levels.Slice(32 * j, 32), out mins[j], -0.9f, 0.05f, 36);
-                maxScale = Math.Max(maxScale, scales[j]);
-                maxMin = Math.Max(maxMin, mins[j]);
+                var w = importance.Slice(32 * j, 32);
+                scales[j] = SearchScaleMin(sub, w, maxLevel, levels.Slice(32 * j, 32), out mins[j], -0.9f, 0.05f, 36);
+                subBlockWeights[j] = System.Numerics.Tensors.TensorPrimitives.Sum(w);
                 continue;
             }
             // Weight each element by rms(sub-block) + |x|: larger weights matter more, but small ones are not ignored.
@@ -85,14 +87,26 @@ public static class GgmlKQuantizers
             maxMin = Math.Max(maxMin, mins[j]);
         }
 
-        float inverseScale = maxScale > 0 ? 63f / maxScale : 0f;
-        float inverseMin = maxMin > 0 ? 63f / maxMin : 0f;
         var packed = block.Slice(4, 12);
         packed.Clear();
-        for (int j = 0; j < 8; j++)
-            PackScaleMin(packed, j, Math.Min(63, NearestInt(inverseScale * scales[j])), Math.Min(63, NearestInt(inverseMin * mins[j])));
-        float d = GgmlQuantizers.WriteFp16(block, 0, maxScale / 63f);
-        float dmin = GgmlQuantizers.WriteFp16(block, 2, maxMin / 63f);
+        float d, dmin;
+        if (importance.IsEmpty)
+        {
+            float inverseScale = maxScale > 0 ? 63f / maxScale : 0f;
+            float inverseMin = maxMin > 0 ? 63f / maxMin : 0f;
+            for (int j = 0; j < 8; j++)
+                PackScaleMin(packed, j, Math.Min(63, NearestInt(inverseScale * scales[j])), Math.Min(63, NearestInt(inverseMin * mins[j])));
+            d = GgmlQuantizers.WriteFp16(block, 0, maxScale / 63f);
+            dmin = GgmlQuantizers.WriteFp16(block, 2, maxMin / 63f);
+        }
+        else
+        {
+            // As llama.cpp's make_qp_quants: the 6-bit scales and mins are fitted with each sub-block weighted by its total importance.
+            d = GgmlQuantizers.WriteFp16(block, 0, SearchUnsignedScale(scales, subBlockWeights, 63));
+            dmin = GgmlQuantizers.WriteFp16(block, 2, SearchUnsignedScale(mins, subBlockWeights, 63));
+            for (int j = 0; j < 8; j++)
+                PackScaleMin(packed, j, d > 0 ? Math.Clamp(NearestInt(scales[j] / d), 0, 63) : 0, dmin > 0 ? Math.Clamp(NearestInt(mins[j] / dmin), 0, 63) : 0);
+        }
 
         for (int j = 0; j < 8; j++)
         {
@@ -103,6 +117,39 @@ public static class GgmlKQuantizers
             for (int l = 0; l < 32; l++)
                 levels[32 * j + l] = (byte)Math.Clamp(NearestInt((x[32 * j + l] + mj) / dj), 0, maxLevel);
         }
+    }
+
+    /// <summary>
+    /// Fits non-negative values v_j ≈ d·L_j, L_j ∈ [0, maxLevel], minimising Σ w_j (v_j − d·L_j)²: candidate steps
+    /// max/(maxLevel + 0.1·k), k = −9..9 (k = 0 is the reference's max/maxLevel), each with its levels rounded and d refit
+    /// by weighted least squares (Σ w·v·L / Σ w·L²); the candidate with the smallest error wins. Returns d.
+    /// </summary>
+    private static float SearchUnsignedScale(ReadOnlySpan<float> values, ReadOnlySpan<float> weights, int maxLevel)
+    {
+        float max = System.Numerics.Tensors.TensorPrimitives.Max(values);
+        if (max <= 0) return 0;
+        float best = max / maxLevel, bestError = float.PositiveInfinity;
+        for (int k = -9; k <= 9; k++)
+        {
+            float inverse = (maxLevel + 0.1f * k) / max;
+            float sumVL = 0, sumL2 = 0;
+            for (int j = 0; j < values.Length; j++)
+            {
+                int l = Math.Clamp(NearestInt(inverse * values[j]), 0, maxLevel);
+                sumVL += weights[j] * values[j] * l;
+                sumL2 += weights[j] * l * l;
+            }
+            float d = sumL2 > 0 ? sumVL / sumL2 : 1 / inverse;
+            if (!(d > 0)) continue;
+            float error = 0;
+            for (int j = 0; j < values.Length; j++)
+            {
+                float diff = values[j] - d * Math.Clamp(NearestInt(values[j] / d), 0, maxLevel);
+                error += weights[j] * diff * diff;
+            }
+            if (error < bestError) (best, bestError) = (d, error);
+        }
+        return best;
     }
 
     /// <summary>
