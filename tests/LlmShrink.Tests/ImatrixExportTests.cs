@@ -136,6 +136,23 @@ public class ImatrixExportTests
             $"mean KL to the compressed model {klWeighted:E3} vs {klPlain:E3}");
     }
 
+    [Fact]
+    public void Importance_of_the_wrong_shape_is_a_user_error_naming_the_file()
+    {
+        string folder = CompressedTinyLit.Gptq(CompressedTinyLit.ActOrderG128);
+        using var dir = new TempDir();
+        string copy = dir.File("compressed");
+        Directory.CreateDirectory(copy);
+        foreach (var file in Directory.GetFiles(folder)) File.Copy(file, Path.Combine(copy, Path.GetFileName(file)));
+        string importancePath = Path.Combine(copy, CompressedCheckpointWriter.ImportanceFile);
+        var values = new byte[4 * 3];
+        SafetensorsWriter.Write(importancePath, [new SafetensorsWriter.Entry("model.layers.0.self_attn.q_proj" + CompressedCheckpointWriter.ImportanceSuffix, TensorType.F32, [3], s => s.Write(values))]);
+        using var compressed = ModelLoader.Load(copy);
+        var error = Assert.Throws<ShrinkException>(() => GgufExporter.Export(compressed, TensorType.Q4_K, dir.File("out.gguf")));
+        Assert.Contains(CompressedCheckpointWriter.ImportanceFile, error.Message);
+        Assert.Contains("expected F32 [", error.Message);
+    }
+
     /// <summary>Σ_r Σ_j importance_j·(gguf_rj − compressed_rj)² with the GGUF rows mapped back to Hugging Face order.</summary>
     private static double WeightedError(LoadedModel compressed, LoadedModel gguf, string module, float[] importance)
     {

@@ -89,6 +89,7 @@ public sealed class SequentialPipeline
                 modifier.Method.CompressBlock(context);
             }
             var (finished, blockReports) = context.Finish();
+            // Each layer carries its site's mean x² (after any folding) so the writer can store the importance the GGUF re-fits weight by.
             var layers = finished.Select(l => statistics.TryGetValue(LinearRoles.Site(l.Role), out var site) ? l with { InputImportance = site.SquareMean() } : l).ToList();
             reports.AddRange(blockReports);
             peak = Math.Max(peak, CurrentWorkingSet());
