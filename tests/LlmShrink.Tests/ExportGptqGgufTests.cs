@@ -158,7 +158,7 @@ public class ExportGptqGgufTests
         Assert.All(mapped, l => Assert.True(l.From == "GPTQ 4-bit g128 sym act-order" && l.Counts.RefitBlocks > l.Counts.Blocks / 2, l.Module));
         // Re-fitting 4-bit values on a fresh 4-bit g32 grid costs about as much as a second RTN pass: ‖ΔW‖²/‖W‖² ≈ 6e-3.
         Assert.All(mapped, l => Assert.InRange(l.Counts.RelativeError, 1e-4, 2e-2));
-        Assert.StartsWith("GPTQ 4-bit g128 sym act-order → Q4_0: 0 exact, 56 re-fit (model.layers.0.self_attn.q_proj:", MappedLayer.Summary(mapped));
+        Assert.StartsWith("GPTQ 4-bit g128 sym act-order → Q4_0: 0 exact, 56 re-fit with activation-weighted error (imatrix from calibration) (model.layers.0.self_attn.q_proj:", MappedLayer.Summary(mapped));
 
         using var compressed = ModelLoader.Load(folder);
         using var gguf = GgufModelLoader.Load(path);

@@ -6,6 +6,8 @@ namespace LlmShrink.Compression;
 public abstract record CompressedLayer(int Layer, LinearRole Role, float[]? Bias)
 {
     public string ModulePath => LinearRoles.ModulePath(Layer, Role);
+    /// <summary>Per input column mean x² of the calibration inputs the method saw (after any folding), when recorded.</summary>
+    public float[]? InputImportance { get; init; }
 }
 
 /// <summary>A dense float32 weight [out, in] that differs from the checkpoint (e.g. AWQ folded a scale into it).</summary>

@@ -88,7 +88,9 @@ public sealed class SequentialPipeline
                 context.MethodName = modifier.Method.Name;
                 modifier.Method.CompressBlock(context);
             }
-            var (layers, blockReports) = context.Finish();
+            var (finished, blockReports) = context.Finish();
+            // Each layer carries its site's mean x² (after any folding) so the writer can store the importance the GGUF re-fits weight by.
+            var layers = finished.Select(l => statistics.TryGetValue(LinearRoles.Site(l.Role), out var site) ? l with { InputImportance = site.SquareMean() } : l).ToList();
             reports.AddRange(blockReports);
             peak = Math.Max(peak, CurrentWorkingSet());
             sink?.BlockDone(layer, block, layers);

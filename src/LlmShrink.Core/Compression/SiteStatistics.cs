@@ -23,6 +23,7 @@ public sealed class SiteStatistics
 {
     private HessianAccumulator? _hessian;
     private readonly double[] _absSum;
+    private readonly double[] _squareSum;
     private double[]? _hessianMatrix;
     private readonly List<float[]> _samples = new();
     private readonly int _maxSampleTokens;
@@ -38,6 +39,7 @@ public sealed class SiteStatistics
         Columns = columns;
         _hessian = needs.HasFlag(StatisticsNeeds.Hessian) ? new HessianAccumulator(columns) : null;
         _absSum = new double[columns];
+        _squareSum = new double[columns];
         AbsMax = new float[columns];
         _maxSampleTokens = needs.HasFlag(StatisticsNeeds.Samples) ? maxSampleTokens : 0;
     }
@@ -53,6 +55,7 @@ public sealed class SiteStatistics
             {
                 float a = MathF.Abs(row[j]);
                 _absSum[j] += a;
+                _squareSum[j] += (double)a * a;
                 if (a > AbsMax[j]) AbsMax[j] = a;
             }
         }
@@ -77,7 +80,11 @@ public sealed class SiteStatistics
             for (int offset = 0; offset < chunk.Length; offset += Columns)
                 TensorPrimitives.Divide(chunk.AsSpan(offset, Columns), s, chunk.AsSpan(offset, Columns));
         TensorPrimitives.Divide(AbsMax, s, AbsMax);
-        for (int j = 0; j < Columns; j++) _absSum[j] /= s[j];
+        for (int j = 0; j < Columns; j++)
+        {
+            _absSum[j] /= s[j];
+            _squareSum[j] /= (double)s[j] * s[j];
+        }
         if (_hessian is not null)
         {
             var h = Hessian();
@@ -91,6 +98,17 @@ public sealed class SiteStatistics
     {
         var mean = new float[Columns];
         for (int j = 0; j < Columns; j++) mean[j] = (float)(_absSum[j] / Math.Max(1, Tokens));
+        return mean;
+    }
+
+    /// <summary>
+    /// Per input channel mean x² — the diagonal of GPTQ's H/2, so Σ_j E[x_j²]·(w_j − ŵ_j)² is the output error
+    /// ‖(W − Ŵ)X‖²/n without the cross terms. llama.cpp calls this vector an importance matrix (imatrix).
+    /// </summary>
+    public float[] SquareMean()
+    {
+        var mean = new float[Columns];
+        for (int j = 0; j < Columns; j++) mean[j] = (float)(_squareSum[j] / Math.Max(1, Tokens));
         return mean;
     }
 

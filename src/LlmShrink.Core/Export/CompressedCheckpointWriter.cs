@@ -26,6 +26,7 @@ public sealed class CompressedCheckpointWriter : IBlockSink, IDisposable
     private readonly JsonObject _weightMap = new();
     private readonly List<(string Module, QuantScheme Scheme, bool ActOrder)> _quantized = new();
     private readonly List<string> _w8a8 = new(), _dense = new();
+    private readonly List<SafetensorsWriter.Entry> _importance = new();
     private long _totalBytes;
 
     public CompressedCheckpointWriter(LoadedModel model, string outputFolder)
@@ -36,6 +37,13 @@ public sealed class CompressedCheckpointWriter : IBlockSink, IDisposable
         _output = new OutputFolder(outputFolder, model.Weights.Files.Select(f => f.Path).Append(model.Source));
         _shards = model.Config.NumLayers + 1;
     }
+
+    /// <summary>
+    /// The per-input-column mean x² of each compressed layer's calibration inputs (llama.cpp's importance matrix), kept
+    /// out of the shards and the index so loaders of the model never see it; the GGUF export weights its re-fits by it.
+    /// </summary>
+    public const string ImportanceFile = "importance.safetensors";
+    public const string ImportanceSuffix = ".input_importance";
 
     private string ShardName(int index) => $"model-{index + 1:D5}-of-{_shards:D5}.safetensors";
 
@@ -55,6 +63,8 @@ public sealed class CompressedCheckpointWriter : IBlockSink, IDisposable
         {
             string module = LinearRoles.ModulePath(layer, role);
             var result = layers.FirstOrDefault(l => l.Role == role);
+            if (result is QuantizedLayer or W8A8Layer && result.InputImportance is { } importance)
+                _importance.Add(Floats(module + ImportanceSuffix, importance));
             switch (result)
             {
                 case QuantizedLayer q:
@@ -102,6 +112,8 @@ public sealed class CompressedCheckpointWriter : IBlockSink, IDisposable
         if (QuantizationConfig() is { } quantization) config["quantization_config"] = quantization;
         File.WriteAllText(_output.File("config.json"), config.ToJsonString(options));
         SafetensorsExporter.WriteTokenizer(_model, _output.Path);
+        if (_importance.Count > 0)
+            SafetensorsWriter.Write(_output.File(ImportanceFile), _importance, new Dictionary<string, string> { ["format"] = "pt" });
         File.WriteAllText(_output.File("recipe.yaml"), recipeYaml);
         File.WriteAllText(_output.File("report.md"), reportMarkdown);
         _output.Commit();

@@ -65,6 +65,7 @@ public static class GgufExporter
 
         var ropeStyle = arch == "llama" ? RopeStyle.Interleaved : RopeStyle.RotateHalf;
         var mapped = new List<MappedLayer>();
+        using var importance = OpenImportance(model.Source);
         foreach (var (ggufName, canonicalName) in TensorMap(c, model.Weights))
         {
             Func<long, long>? rows = canonicalName.EndsWith(TensorNames.Q, StringComparison.Ordinal) || canonicalName.EndsWith(TensorNames.K, StringComparison.Ordinal)
@@ -77,7 +78,9 @@ public static class GgufExporter
                 var layer = new MappedLayer(module, ChooseType(shape, GptqGgufMapping.TargetType(bits, type)));
                 mapped.Add(layer);
                 // Unpacked when written, one module at a time.
-                writer.AddTensor(ggufName, shape, layer.Type, stream => GptqGgufMapping.Write(stream, ScaledIntegerMatrix.Read(model.Weights, module), rows, layer));
+                string importancePath = Path.Combine(model.Source, CompressedCheckpointWriter.ImportanceFile);
+                writer.AddTensor(ggufName, shape, layer.Type, stream => GptqGgufMapping.Write(stream, ScaledIntegerMatrix.Read(model.Weights, module), rows, layer,
+                    Importance(importance, importancePath, module, inFeatures)));
                 continue;
             }
             var tensor = model.Weights.Get(canonicalName);
@@ -93,6 +96,25 @@ public static class GgufExporter
 
         writer.Write(outputPath, model.Weights.Files.Select(f => f.Path));
         return mapped.Count > 0 ? mapped : null;
+    }
+
+    /// <summary>The compressed folder's importance.safetensors (see <see cref="CompressedCheckpointWriter.ImportanceFile"/>), or null.</summary>
+    private static TensorSet? OpenImportance(string source)
+    {
+        string path = Path.Combine(source, CompressedCheckpointWriter.ImportanceFile);
+        return Directory.Exists(source) && File.Exists(path) ? Formats.Safetensors.SafetensorsFile.LoadSet(path) : null;
+    }
+
+    /// <summary>A module's per-input-column importance, or null when none was recorded for it.</summary>
+    private static float[]? Importance(TensorSet? set, string path, string module, long inFeatures)
+    {
+        if (set?.Find(module + CompressedCheckpointWriter.ImportanceSuffix) is not { } tensor) return null;
+        if (tensor.Type != TensorType.F32 || tensor.Shape.Length != 1 || tensor.Shape[0] != inFeatures)
+            throw ShrinkException.InFile(path, $"{tensor.Name}: expected F32 [{inFeatures}], found {tensor.Type} [{string.Join(", ", tensor.Shape)}]");
+        var values = tensor.ToFloatArray();
+        if (values.Any(v => !float.IsFinite(v) || v < 0))
+            throw ShrinkException.InFile(path, $"{tensor.Name}: importance must be finite and non-negative");
+        return values;
     }
 
     /// <summary>GGUF name → canonical name of every tensor the model uses, in llama.cpp's order.</summary>

@@ -20,9 +20,12 @@ namespace LlmShrink.Export;
 /// Every block is also encoded by llama.cpp's reference quantizer from the dequantized weights (the re-fit), and the
 /// candidate with the smaller squared error is kept — the construction whenever it is exact. Blocks with several
 /// scales (act-order, where a block mixes groups) and levels outside the type's range therefore get the re-fit; so do
-/// K-quant and float targets, whole rows at a time. The error objective is the plain squared error of the weights: the
-/// GPTQ Hessian (X·Xᵀ of the calibration inputs) would weight it by how the layer is used, but a compressed folder does
-/// not store it. Each encoded row is decoded again and compared with the source to count exact blocks.
+/// K-quant and float targets, whole rows at a time. The error objective is GPTQ's when the compressed folder recorded
+/// the importance of the layer's input columns (importance.safetensors: mean x_j² of the calibration inputs, the
+/// diagonal of the Hessian X·Xᵀ/n): Σ_j E[x_j²]·(w_j − ŵ_j)², the output error ‖(W − Ŵ)X‖² without its cross terms,
+/// which is what llama.cpp's importance matrix weights. The same importance serves every row (it belongs to input
+/// columns, so the Q/K row permutation leaves it alone). Without it the objective is the plain squared error of the
+/// weights. Each encoded row is decoded again and compared with the source to count exact blocks.
 /// </summary>
 public static class GptqGgufMapping
 {
@@ -33,12 +36,18 @@ public static class GptqGgufMapping
     public static TensorType TargetType(int bits, TensorType requested) =>
         bits == 8 && TensorTypes.IsBlockQuantized(requested) ? TensorType.Q8_0 : requested;
 
-    /// <summary>Writes <paramref name="source"/>'s rows as <paramref name="type"/>; output row r is source row <paramref name="sourceRow"/>(r).</summary>
-    public static void Write(Stream output, ScaledIntegerMatrix source, Func<long, long>? sourceRow, MappedLayer layer)
+    /// <summary>
+    /// Writes <paramref name="source"/>'s rows as <paramref name="type"/>; output row r is source row <paramref name="sourceRow"/>(r).
+    /// <paramref name="importance"/> (per input column, or null) weights the re-fits' error.
+    /// </summary>
+    public static void Write(Stream output, ScaledIntegerMatrix source, Func<long, long>? sourceRow, MappedLayer layer, float[]? importance = null)
     {
         var (type, tally) = (layer.Type, layer.Counts);
         layer.From = source.Description;
         int columns = source.Columns;
+        if (importance is not null && importance.Length != columns)
+            throw new ArgumentException($"{columns} importance weights are needed, not {importance.Length}", nameof(importance));
+        layer.ImportanceWeighted = importance is not null;
         int rowBytes = checked((int)TensorTypes.ByteCount(type, columns));
         int batchRows = Math.Clamp((4 << 20) / rowBytes, 1, source.Rows);
         var buffer = new byte[(long)batchRows * rowBytes];
@@ -51,7 +60,7 @@ public static class GptqGgufMapping
                 int row = (int)(sourceRow?.Invoke(start + i) ?? start + i);
                 source.Row(row, scratch.Scale, scratch.Level);
                 rowTallies[i] = new MappedLayer.Tally();
-                EncodeRow(type, scratch, buffer.AsSpan(i * rowBytes, rowBytes), rowTallies[i]);
+                EncodeRow(type, scratch, importance, buffer.AsSpan(i * rowBytes, rowBytes), rowTallies[i]);
                 return scratch;
             }, _ => { });
             for (int i = 0; i < count; i++) tally.Add(rowTallies[i]);
@@ -65,7 +74,7 @@ public static class GptqGgufMapping
         public readonly int[] Level = new int[columns];
     }
 
-    private static void EncodeRow(TensorType type, RowScratch s, Span<byte> destination, MappedLayer.Tally tally)
+    private static void EncodeRow(TensorType type, RowScratch s, float[]? importance, Span<byte> destination, MappedLayer.Tally tally)
     {
         int columns = s.Scale.Length;
         for (int c = 0; c < columns; c++) s.Value[c] = s.Scale[c] * s.Level[c];
@@ -80,16 +89,18 @@ public static class GptqGgufMapping
             {
                 var value = s.Value.AsSpan(32 * b, 32);
                 var scale = s.Scale.AsSpan(32 * b, 32);
-                GgmlQuantizers.Quantize(type, value, refit);
-                double refitError = SquaredError(type, refit, value, decoded);
+                var weight = importance is null ? Ones : importance.AsSpan(32 * b, 32);
+                GgmlQuantizers.Quantize(type, value, refit, importance is null ? default : weight);
+                double refitError = GgmlQuantizers.WeightedError(type, refit, value, weight, decoded);
                 bool oneScale = !scale.ContainsAnyExcept(scale[0]);
-                refitBlocks[b] = !(oneScale && Construct(type, scale[0], s.Level.AsSpan(32 * b, 32), built) && SquaredError(type, built, value, decoded) <= refitError);
+                refitBlocks[b] = !(oneScale && Construct(type, scale[0], s.Level.AsSpan(32 * b, 32), built) && GgmlQuantizers.WeightedError(type, built, value, weight, decoded) <= refitError);
                 (refitBlocks[b] ? refit : built).CopyTo(destination.Slice(b * blockBytes, blockBytes));
             }
         }
         else
         {
-            TensorEncoding.EncodeRow(type, s.Value, destination);
+            if (importance is not null && GgmlQuantizers.CanEncode(type)) GgmlQuantizers.Quantize(type, s.Value, destination, importance);
+            else TensorEncoding.EncodeRow(type, s.Value, destination);
             refitBlocks.AsSpan().Fill(true);
         }
 
@@ -101,7 +112,7 @@ public static class GptqGgufMapping
             {
                 double delta = (double)s.Decoded[c] - s.Value[c];
                 if (delta != 0) exact = false;
-                tally.AddElement(delta, s.Value[c]);
+                tally.AddElement(delta, s.Value[c], importance?[c] ?? 1);
             }
             tally.AddBlock(exact, refitBlocks[b]);
         }
@@ -110,13 +121,8 @@ public static class GptqGgufMapping
     /// <summary>The 32-element types a block can be built for directly.</summary>
     private static readonly TensorType[] BlockTypes = [TensorType.Q4_0, TensorType.Q4_1, TensorType.Q5_0, TensorType.Q5_1, TensorType.Q8_0];
 
-    private static double SquaredError(TensorType type, ReadOnlySpan<byte> block, ReadOnlySpan<float> value, Span<float> decoded)
-    {
-        GgmlBlocks.Dequantize(type, block, decoded);
-        double sum = 0;
-        for (int j = 0; j < 32; j++) sum += ((double)decoded[j] - value[j]) * ((double)decoded[j] - value[j]);
-        return sum;
-    }
+    /// <summary>The unweighted error's weights (one block).</summary>
+    private static readonly float[] Ones = Enumerable.Repeat(1f, 32).ToArray();
 
     /// <summary>Builds the block w_j = s·n_j directly (see the class summary); false when the levels do not fit the type.</summary>
     private static bool Construct(TensorType type, float s, ReadOnlySpan<int> n, Span<byte> block)
@@ -203,6 +209,8 @@ public sealed class MappedLayer(string module, TensorType type)
     /// <summary>How the module was stored (<see cref="ScaledIntegerMatrix.Description"/>), known once written.</summary>
     public string From { get; internal set; } = "";
     public Tally Counts { get; } = new();
+    /// <summary>Whether re-fits minimised the activation-weighted error (the layer's importance was recorded).</summary>
+    public bool ImportanceWeighted { get; internal set; }
     public bool Exact => Counts.ExactBlocks == Counts.Blocks;
 
     /// <summary>Running counts for one tensor (rows are tallied separately and added in order).</summary>
@@ -216,14 +224,17 @@ public sealed class MappedLayer(string module, TensorType type)
         public double MaxAbsError { get; private set; }
         public double SquaredError { get; private set; }
         public double SquaredWeights { get; private set; }
+        /// <summary>Σ importance_j·(Ŵ_gguf − Ŵ)² over the layer (equal to <see cref="SquaredError"/> without importance).</summary>
+        public double WeightedSquaredError { get; private set; }
         /// <summary>‖Ŵ_gguf − Ŵ‖² / ‖Ŵ‖².</summary>
         public double RelativeError => SquaredWeights == 0 ? SquaredError : SquaredError / SquaredWeights;
 
-        public void AddElement(double delta, double weight)
+        public void AddElement(double delta, double weight, double importance = 1)
         {
             MaxAbsError = Math.Max(MaxAbsError, Math.Abs(delta));
             SquaredError += delta * delta;
             SquaredWeights += weight * weight;
+            WeightedSquaredError += importance * delta * delta;
         }
 
         public void AddBlock(bool exact, bool refit)
@@ -241,6 +252,7 @@ public sealed class MappedLayer(string module, TensorType type)
             MaxAbsError = Math.Max(MaxAbsError, other.MaxAbsError);
             SquaredError += other.SquaredError;
             SquaredWeights += other.SquaredWeights;
+            WeightedSquaredError += other.WeightedSquaredError;
         }
     }
 
@@ -248,7 +260,7 @@ public sealed class MappedLayer(string module, TensorType type)
     /// One line for the console, per (source scheme, GGUF type): how many layers decode exactly to the compressed
     /// weights, how many kept the method's integers with an fp16-rounded block scale or offset, and which were re-fit —
     /// e.g. "GPTQ 4-bit g32 sym → Q4_0: 56 exact" or
-    /// "GPTQ 4-bit g128 sym act-order → Q4_0: 0 exact, 56 re-fit (… model.layers.0.mlp.down_proj: 99% of blocks, rel. error 6.0E-003; …)".
+    /// "GPTQ 4-bit g128 sym act-order → Q4_0: 0 exact, 56 re-fit with activation-weighted error (imatrix from calibration) (… model.layers.0.mlp.down_proj: 99% of blocks, rel. error 6.0E-003; …)".
     /// </summary>
     public static string Summary(IReadOnlyList<MappedLayer> layers)
     {
@@ -266,7 +278,10 @@ public sealed class MappedLayer(string module, TensorType type)
             {
                 var shown = refit.Take(3).Select(l => string.Create(inv,
                     $"{l.Module}: {100.0 * l.Counts.RefitBlocks / l.Counts.Blocks:F0}% of blocks, rel. error {l.Counts.RelativeError:E1}"));
-                text += $", {refit.Count} re-fit ({string.Join("; ", shown)}{(refit.Count > 3 ? $"; {refit.Count - 3} more" : "")})";
+                string objective = refit.All(l => l.ImportanceWeighted) ? "activation-weighted error (imatrix from calibration)"
+                    : refit.Any(l => l.ImportanceWeighted) ? "activation-weighted error (imatrix from calibration) where recorded, else unweighted error"
+                    : "unweighted error";
+                text += $", {refit.Count} re-fit with {objective} ({string.Join("; ", shown)}{(refit.Count > 3 ? $"; {refit.Count - 3} more" : "")})";
             }
             parts.Add(text);
         }

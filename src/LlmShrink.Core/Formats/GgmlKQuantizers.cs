@@ -23,10 +23,10 @@ public static class GgmlKQuantizers
     private static int NearestInt(float value) => (int)MathF.Round(value, MidpointRounding.ToEven);
 
     /// <summary>block_q4_K = { fp16 d; fp16 dmin; u8 scales[12]; u8 qs[128] }.</summary>
-    internal static void EncodeQ4_K(ReadOnlySpan<float> x, Span<byte> block)
+    internal static void EncodeQ4_K(ReadOnlySpan<float> x, Span<byte> block, ReadOnlySpan<float> importance = default)
     {
         Span<byte> levels = stackalloc byte[SuperBlock];
-        EncodeScalesAndMins(x, block, levels, maxLevel: 15, rmin: -1f, rdelta: 0.1f, steps: 20);
+        EncodeScalesAndMins(x, block, levels, maxLevel: 15, rmin: -1f, rdelta: 0.1f, steps: 20, importance);
         var qs = block.Slice(16, 128);
         for (int chunk = 0; chunk < 4; chunk++)
             for (int l = 0; l < 32; l++)
@@ -35,10 +35,10 @@ public static class GgmlKQuantizers
 
     /// <summary>block_q5_K = { fp16 d; fp16 dmin; u8 scales[12]; u8 qh[32]; u8 qs[128] }: the fifth bit of element l of
     /// sub-block s is bit s of qh[l].</summary>
-    internal static void EncodeQ5_K(ReadOnlySpan<float> x, Span<byte> block)
+    internal static void EncodeQ5_K(ReadOnlySpan<float> x, Span<byte> block, ReadOnlySpan<float> importance = default)
     {
         Span<byte> levels = stackalloc byte[SuperBlock];
-        EncodeScalesAndMins(x, block, levels, maxLevel: 31, rmin: -0.5f, rdelta: 0.1f, steps: 15);
+        EncodeScalesAndMins(x, block, levels, maxLevel: 31, rmin: -0.5f, rdelta: 0.1f, steps: 15, importance);
         var qh = block.Slice(16, 32);
         var qs = block.Slice(48, 128);
         qh.Clear();
@@ -55,16 +55,28 @@ public static class GgmlKQuantizers
     /// <summary>
     /// The shared first half of Q4_K and Q5_K: per-sub-block scale/min search, 6-bit quantization of both, fp16 d and dmin,
     /// then each element's level in [0, maxLevel] against the stored (quantized) scale and min. Writes bytes 0..15 of the block.
+    /// With an importance per element the search minimises Σ importance·(x − x̂)² instead, over the longer scale grid
+    /// (−0.9 + 0.05·k, k ≤ 36) llama.cpp's imatrix path (quantize_row_q4_K_impl / q5_K_impl, make_qkx3_quants) uses,
+    /// and the 6-bit scales and mins are fitted by <see cref="SearchUnsignedScale"/> weighted by each sub-block's importance.
     /// </summary>
-    private static void EncodeScalesAndMins(ReadOnlySpan<float> x, Span<byte> block, Span<byte> levels, int maxLevel, float rmin, float rdelta, int steps)
+    private static void EncodeScalesAndMins(ReadOnlySpan<float> x, Span<byte> block, Span<byte> levels, int maxLevel, float rmin, float rdelta, int steps,
+        ReadOnlySpan<float> importance)
     {
         Span<float> scales = stackalloc float[8];
         Span<float> mins = stackalloc float[8];
         Span<float> weights = stackalloc float[32];
+        Span<float> subBlockWeights = stackalloc float[8];
         float maxScale = 0, maxMin = 0; // scales are positive because the min is subtracted
         for (int j = 0; j < 8; j++)
         {
             var sub = x.Slice(32 * j, 32);
+            if (!importance.IsEmpty)
+            {
+                var w = importance.Slice(32 * j, 32);
+                scales[j] = SearchScaleMin(sub, w, maxLevel, levels.Slice(32 * j, 32), out mins[j], -0.9f, 0.05f, 36);
+                subBlockWeights[j] = System.Numerics.Tensors.TensorPrimitives.Sum(w);
+                continue;
+            }
             // Weight each element by rms(sub-block) + |x|: larger weights matter more, but small ones are not ignored.
             float sumSquares = 0;
             foreach (float v in sub) sumSquares += v * v;
@@ -75,14 +87,26 @@ public static class GgmlKQuantizers
             maxMin = Math.Max(maxMin, mins[j]);
         }
 
-        float inverseScale = maxScale > 0 ? 63f / maxScale : 0f;
-        float inverseMin = maxMin > 0 ? 63f / maxMin : 0f;
         var packed = block.Slice(4, 12);
         packed.Clear();
-        for (int j = 0; j < 8; j++)
-            PackScaleMin(packed, j, Math.Min(63, NearestInt(inverseScale * scales[j])), Math.Min(63, NearestInt(inverseMin * mins[j])));
-        float d = GgmlQuantizers.WriteFp16(block, 0, maxScale / 63f);
-        float dmin = GgmlQuantizers.WriteFp16(block, 2, maxMin / 63f);
+        float d, dmin;
+        if (importance.IsEmpty)
+        {
+            float inverseScale = maxScale > 0 ? 63f / maxScale : 0f;
+            float inverseMin = maxMin > 0 ? 63f / maxMin : 0f;
+            for (int j = 0; j < 8; j++)
+                PackScaleMin(packed, j, Math.Min(63, NearestInt(inverseScale * scales[j])), Math.Min(63, NearestInt(inverseMin * mins[j])));
+            d = GgmlQuantizers.WriteFp16(block, 0, maxScale / 63f);
+            dmin = GgmlQuantizers.WriteFp16(block, 2, maxMin / 63f);
+        }
+        else
+        {
+            // As llama.cpp's make_qp_quants: the 6-bit scales and mins are fitted with each sub-block weighted by its total importance.
+            d = GgmlQuantizers.WriteFp16(block, 0, SearchUnsignedScale(scales, subBlockWeights, 63));
+            dmin = GgmlQuantizers.WriteFp16(block, 2, SearchUnsignedScale(mins, subBlockWeights, 63));
+            for (int j = 0; j < 8; j++)
+                PackScaleMin(packed, j, d > 0 ? Math.Clamp(NearestInt(scales[j] / d), 0, 63) : 0, dmin > 0 ? Math.Clamp(NearestInt(mins[j] / dmin), 0, 63) : 0);
+        }
 
         for (int j = 0; j < 8; j++)
         {
@@ -93,6 +117,39 @@ public static class GgmlKQuantizers
             for (int l = 0; l < 32; l++)
                 levels[32 * j + l] = (byte)Math.Clamp(NearestInt((x[32 * j + l] + mj) / dj), 0, maxLevel);
         }
+    }
+
+    /// <summary>
+    /// Fits non-negative values v_j ≈ d·L_j, L_j ∈ [0, maxLevel], minimising Σ w_j (v_j − d·L_j)²: candidate steps
+    /// max/(maxLevel + 0.1·k), k = −9..9 (k = 0 is the reference's max/maxLevel), each with its levels rounded and d refit
+    /// by weighted least squares (Σ w·v·L / Σ w·L²); the candidate with the smallest error wins. Returns d.
+    /// </summary>
+    private static float SearchUnsignedScale(ReadOnlySpan<float> values, ReadOnlySpan<float> weights, int maxLevel)
+    {
+        float max = System.Numerics.Tensors.TensorPrimitives.Max(values);
+        if (max <= 0) return 0;
+        float best = max / maxLevel, bestError = float.PositiveInfinity;
+        for (int k = -9; k <= 9; k++)
+        {
+            float inverse = (maxLevel + 0.1f * k) / max;
+            float sumVL = 0, sumL2 = 0;
+            for (int j = 0; j < values.Length; j++)
+            {
+                int l = Math.Clamp(NearestInt(inverse * values[j]), 0, maxLevel);
+                sumVL += weights[j] * values[j] * l;
+                sumL2 += weights[j] * l * l;
+            }
+            float d = sumL2 > 0 ? sumVL / sumL2 : 1 / inverse;
+            if (!(d > 0)) continue;
+            float error = 0;
+            for (int j = 0; j < values.Length; j++)
+            {
+                float diff = values[j] - d * Math.Clamp(NearestInt(values[j] / d), 0, maxLevel);
+                error += weights[j] * diff * diff;
+            }
+            if (error < bestError) (best, bestError) = (d, error);
+        }
+        return best;
     }
 
     /// <summary>
@@ -127,7 +184,7 @@ public static class GgmlKQuantizers
     /// (keeping min ≤ 0), and keeps whichever candidate has the smallest error. Returns the scale; <paramref name="negatedMin"/>
     /// is −min (≥ 0), the value the block stores.
     /// </summary>
-    private static float SearchScaleMin(ReadOnlySpan<float> x, ReadOnlySpan<float> weights, int maxLevel, Span<byte> levels,
+    internal static float SearchScaleMin(ReadOnlySpan<float> x, ReadOnlySpan<float> weights, int maxLevel, Span<byte> levels,
         out float negatedMin, float rmin, float rdelta, int steps)
     {
         int n = x.Length;
@@ -200,14 +257,15 @@ public static class GgmlKQuantizers
     }
 
     /// <summary>block_q6_K = { u8 ql[128]; u8 qh[64]; i8 scales[16]; fp16 d }.</summary>
-    internal static void EncodeQ6_K(ReadOnlySpan<float> x, Span<byte> block)
+    internal static void EncodeQ6_K(ReadOnlySpan<float> x, Span<byte> block, ReadOnlySpan<float> importance = default)
     {
-        Span<sbyte> levels = stackalloc sbyte[SuperBlock];
+        Span<int> levels = stackalloc int[SuperBlock];
         Span<float> scales = stackalloc float[16];
         float maxScale = 0, maxAbsScale = 0;
         for (int g = 0; g < 16; g++)
         {
-            scales[g] = SearchSymmetricScale(x.Slice(16 * g, 16), levels.Slice(16 * g, 16), maxLevel: 32);
+            var weights = importance.IsEmpty ? default : importance.Slice(16 * g, 16);
+            scales[g] = SearchSymmetricScale(x.Slice(16 * g, 16), weights, levels.Slice(16 * g, 16), maxLevel: 32);
             if (MathF.Abs(scales[g]) > maxAbsScale) { maxAbsScale = MathF.Abs(scales[g]); maxScale = scales[g]; }
         }
         block.Clear();
@@ -223,7 +281,7 @@ public static class GgmlKQuantizers
             float dg = d * (sbyte)groupScales[g];
             if (dg == 0) continue;
             for (int i = 0; i < 16; i++)
-                levels[16 * g + i] = (sbyte)(Math.Clamp(NearestInt(x[16 * g + i] / dg), -32, 31) + 32);
+                levels[16 * g + i] = (Math.Clamp(NearestInt(x[16 * g + i] / dg), -32, 31) + 32);
         }
 
         // Per half of 128: element l + 32k keeps its low nibble in ql[l] (k = 0, 2: low/high nibble) or ql[l + 32]
@@ -247,9 +305,10 @@ public static class GgmlKQuantizers
     /// make_qx_quants with rmse_type 1: symmetric levels L ∈ [−maxLevel, maxLevel − 1] stored as L + maxLevel. The element
     /// of largest magnitude fixes the first candidate scale (−maxLevel/max); nineteen candidates (maxLevel ± 0.1·k)/max are
     /// tried, each refit by x²-weighted least squares (scale = Σw·x·L / Σw·L²), keeping the one that explains the most
-    /// weighted energy (largest (Σw·x·L)²/Σw·L²). Returns the scale.
+    /// weighted energy (largest (Σw·x·L)²/Σw·L²). Returns the scale. Given <paramref name="weights"/> (an importance per
+    /// element, as llama.cpp's imatrix paths pass make_qx_quants), they replace x².
     /// </summary>
-    private static float SearchSymmetricScale(ReadOnlySpan<float> x, Span<sbyte> levels, int maxLevel)
+    internal static float SearchSymmetricScale(ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<int> levels, int maxLevel)
     {
         int n = x.Length;
         float amax = 0, max = 0;
@@ -266,12 +325,12 @@ public static class GgmlKQuantizers
         for (int i = 0; i < n; i++)
         {
             int l = Math.Clamp(NearestInt(inverseScale * x[i]), -maxLevel, maxLevel - 1);
-            levels[i] = (sbyte)(l + maxLevel);
-            float w = x[i] * x[i];
+            levels[i] = l + maxLevel;
+            float w = weights.IsEmpty ? x[i] * x[i] : weights[i];
             sumLX += w * x[i] * l;
             sumL2 += w * l * l;
         }
-        float scale = sumLX / sumL2;
+        float scale = sumL2 > 0 ? sumLX / sumL2 : 1 / inverseScale; // only weights of zero make sumL2 zero
         float best = scale * sumLX;
         for (int k = -9; k <= 9; k++)
         {
@@ -281,14 +340,14 @@ public static class GgmlKQuantizers
             for (int i = 0; i < n; i++)
             {
                 int l = Math.Clamp(NearestInt(inverseScale * x[i]), -maxLevel, maxLevel - 1);
-                float w = x[i] * x[i];
+                float w = weights.IsEmpty ? x[i] * x[i] : weights[i];
                 sumLX += w * x[i] * l;
                 sumL2 += w * l * l;
             }
             if (sumL2 > 0 && sumLX * sumLX > best * sumL2)
             {
                 for (int i = 0; i < n; i++)
-                    levels[i] = (sbyte)(Math.Clamp(NearestInt(inverseScale * x[i]), -maxLevel, maxLevel - 1) + maxLevel);
+                    levels[i] = Math.Clamp(NearestInt(inverseScale * x[i]), -maxLevel, maxLevel - 1) + maxLevel;
                 scale = sumLX / sumL2;
                 best = scale * sumLX;
             }

@@ -12,8 +12,15 @@ namespace LlmShrink.Formats;
 /// </summary>
 public static class GgmlQuantizers
 {
-    /// <summary>Encodes <c>src.Length</c> floats (a whole number of blocks) into the blocks at the start of <paramref name="dst"/>.</summary>
-    public static void Quantize(TensorType type, ReadOnlySpan<float> src, Span<byte> dst)
+    /// <summary>
+    /// Encodes <c>src.Length</c> floats (a whole number of blocks) into the blocks at the start of <paramref name="dst"/>.
+    /// Without <paramref name="importance"/> (empty) each block is the reference quantizer's. With one non-negative weight
+    /// per element — for a linear layer's row, the mean x_j² of input column j (llama.cpp's imatrix), which makes
+    /// Σ_j importance_j·(w_j − ŵ_j)² the diagonal part of the output error ‖(W − Ŵ)X‖² GPTQ minimises — each block is
+    /// also searched under that weighted error (<see cref="EncodeWeighted"/>), and whichever of the two blocks decodes
+    /// with the smaller weighted error is kept, so the weighted error never exceeds the reference quantizer's.
+    /// </summary>
+    public static void Quantize(TensorType type, ReadOnlySpan<float> src, Span<byte> dst, ReadOnlySpan<float> importance = default)
     {
         int blockElements = TensorTypes.BlockElements(type);
         int blockBytes = TensorTypes.BlockBytes(type);
@@ -21,6 +28,9 @@ public static class GgmlQuantizers
         if (src.Length % blockElements != 0) throw new ArgumentException($"{src.Length} elements is not a whole number of {type} blocks of {blockElements}", nameof(src));
         int blocks = src.Length / blockElements;
         if (dst.Length < (long)blocks * blockBytes) throw new ArgumentException($"{blocks} {type} blocks need {(long)blocks * blockBytes} bytes, got {dst.Length}", nameof(dst));
+        if (!importance.IsEmpty && importance.Length != src.Length) throw new ArgumentException($"{src.Length} importance weights are needed, not {importance.Length}", nameof(importance));
+        Span<byte> weighted = stackalloc byte[blockBytes];
+        Span<float> decoded = stackalloc float[blockElements];
 
         for (int b = 0; b < blocks; b++)
         {
@@ -38,7 +48,90 @@ public static class GgmlQuantizers
                 case TensorType.Q6_K: GgmlKQuantizers.EncodeQ6_K(x, block); break;
                 default: throw new ArgumentException($"no encoder for {type}", nameof(type));
             }
+            if (importance.IsEmpty) continue;
+            var w = importance.Slice(b * blockElements, blockElements);
+            if (!w.ContainsAnyExcept(0f))
+                continue; // no weight anywhere: every block has error 0
+            EncodeWeighted(type, x, w, weighted);
+            if (WeightedError(type, weighted, x, w, decoded) < WeightedError(type, block, x, w, decoded)) weighted.CopyTo(block);
         }
+    }
+
+    /// <summary>Σ w_j·(x_j − x̂_j)² of one encoded block, in double.</summary>
+    public static double WeightedError(TensorType type, ReadOnlySpan<byte> block, ReadOnlySpan<float> x, ReadOnlySpan<float> w, Span<float> decoded)
+    {
+        GgmlBlocks.Dequantize(type, block, decoded);
+        double sum = 0;
+        for (int j = 0; j < x.Length; j++) sum += w[j] * ((double)decoded[j] - x[j]) * ((double)decoded[j] - x[j]);
+        return sum;
+    }
+
+    /// <summary>
+    /// The importance-weighted encoders, after llama.cpp's imatrix paths (quantize_row_*_impl in ggml-quants.c), with the
+    /// importance itself as the weight (llama.cpp multiplies it by √(σ² + x²); here the objective is GPTQ's diagonal):
+    /// <list type="bullet">
+    /// <item>Q4_0, Q5_0, Q8_0: make_qx_quants — nineteen candidate scales around −maxLevel/max, each refit by weighted
+    /// least squares, the best kept (<see cref="GgmlKQuantizers.SearchSymmetricScale"/>). Q8_0 has no imatrix path in
+    /// llama.cpp; the same search over [−128, 127] serves it.</item>
+    /// <item>Q4_1, Q5_1: make_qkx3_quants — an affine fit over the scale grid (maxLevel − 0.9 + 0.05·k)/(max − min), k ≤ 36
+    /// (<see cref="GgmlKQuantizers.SearchScaleMin"/>).</item>
+    /// <item>K-quants: the same searches per sub-block inside <see cref="GgmlKQuantizers"/>.</item>
+    /// </list>
+    /// Once the scale (and offset) are rounded to fp16, every level is re-chosen as the nearest for the stored constants:
+    /// with the constants fixed, that minimises each element's error whatever its weight.
+    /// </summary>
+    private static void EncodeWeighted(TensorType type, ReadOnlySpan<float> x, ReadOnlySpan<float> w, Span<byte> block)
+    {
+        Span<int> q = stackalloc int[32];
+        switch (type)
+        {
+            case TensorType.Q4_0:
+            case TensorType.Q5_0:
+            case TensorType.Q8_0:
+                {
+                    int maxLevel = type switch { TensorType.Q4_0 => 8, TensorType.Q5_0 => 16, _ => 128 };
+                    float d = WriteFp16(block, 0, GgmlKQuantizers.SearchSymmetricScale(x, w, q, maxLevel));
+                    float id = d != 0 ? 1 / d : 0;
+                    for (int j = 0; j < 32; j++) q[j] = Math.Clamp((int)MathF.Round(x[j] * id, MidpointRounding.ToEven), -maxLevel, maxLevel - 1) + maxLevel;
+                    if (type == TensorType.Q8_0) for (int j = 0; j < 32; j++) block[2 + j] = (byte)(sbyte)(q[j] - maxLevel);
+                    else if (type == TensorType.Q4_0) PackNibbles(q, block.Slice(2, 16));
+                    else PackFiveBits(q, block.Slice(2, 4), block.Slice(6, 16));
+                    break;
+                }
+            case TensorType.Q4_1:
+            case TensorType.Q5_1:
+                {
+                    int maxLevel = type == TensorType.Q4_1 ? 15 : 31;
+                    Span<byte> levels = stackalloc byte[32];
+                    float scale = GgmlKQuantizers.SearchScaleMin(x, w, maxLevel, levels, out float negatedMin, -0.9f, 0.05f, 36);
+                    float d = WriteFp16(block, 0, scale);
+                    float m = WriteFp16(block, 2, -negatedMin);
+                    float id = d != 0 ? 1 / d : 0;
+                    for (int j = 0; j < 32; j++) q[j] = d != 0 ? Math.Clamp((int)MathF.Round((x[j] - m) * id, MidpointRounding.ToEven), 0, maxLevel) : levels[j];
+                    if (type == TensorType.Q4_1) PackNibbles(q, block.Slice(4, 16));
+                    else PackFiveBits(q, block.Slice(4, 4), block.Slice(8, 16));
+                    break;
+                }
+            case TensorType.Q4_K: GgmlKQuantizers.EncodeQ4_K(x, block, w); break;
+            case TensorType.Q5_K: GgmlKQuantizers.EncodeQ5_K(x, block, w); break;
+            case TensorType.Q6_K: GgmlKQuantizers.EncodeQ6_K(x, block, w); break;
+            default: throw new ArgumentException($"no weighted encoder for {type}", nameof(type));
+        }
+    }
+
+    /// <summary>ggml's 4-bit packing: byte j holds element j in its low nibble and element j + 16 in its high nibble.</summary>
+    private static void PackNibbles(ReadOnlySpan<int> q, Span<byte> qs)
+    {
+        for (int j = 0; j < 16; j++) qs[j] = (byte)((q[j] & 0xF) | (q[j + 16] & 0xF) << 4);
+    }
+
+    /// <summary>Q5_0/Q5_1: low nibbles as <see cref="PackNibbles"/>, the fifth bit of element i in bit i of the little-endian uint32 qh.</summary>
+    private static void PackFiveBits(ReadOnlySpan<int> q, Span<byte> qh, Span<byte> qs)
+    {
+        PackNibbles(q, qs);
+        uint high = 0;
+        for (int j = 0; j < 32; j++) high |= (uint)(q[j] >> 4 & 1) << j;
+        BinaryPrimitives.WriteUInt32LittleEndian(qh, high);
     }
 
     /// <summary>Block types this project can write.</summary>
