@@ -15,9 +15,9 @@ Console.WriteLine($"# {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {Environment.Proce
 switch (command)
 {
     case "gemm": Benchmarks.Gemm(options); break;
-    case "hessian": Benchmarks.Hessian(options); break;
+    case "hessian": Benchmarks.Hessian(options, Benchmarks.Gemm(options)); break;
     case "gptq": Benchmarks.GptqLayer(options); break;
-    case "all": Benchmarks.Gemm(options); Benchmarks.Hessian(options); Benchmarks.GptqLayer(options); break;
+    case "all": Benchmarks.Hessian(options, Benchmarks.Gemm(options)); Benchmarks.GptqLayer(options); break;
     default:
         Console.Error.WriteLine("usage: LlmShrink.Bench gemm|hessian|gptq|all [--n 512 --in 4096 --out 4096 --tokens 8192 --width 4096 --rows 4096 --reps N]");
         return 2;
@@ -26,7 +26,7 @@ return 0;
 
 static class Benchmarks
 {
-    /// <summary>y[n, out] = x[n, in] · W[out, in]ᵀ through Kernels/MatMul.Multiply; 2·n·in·out flops.</summary>
+    /// <summary>y[n, out] = x[n, in] · W[out, in]ᵀ through Kernels/MatMul.Multiply; 2·n·in·out flops. Returns GFLOP/s by thread count.</summary>
     public static unsafe double[] Gemm(Options o)
     {
         int n = o.Int("n", 512), inDim = o.Int("in", 4096), outDim = o.Int("out", 4096), reps = o.Int("reps", 5);
@@ -55,11 +55,10 @@ static class Benchmarks
     /// useful work of XᵀX; a GEMM computing the full d×d product would count 2·n·d². The accumulator runs on one
     /// thread, so it is compared with the 1-thread GEMM rate (and, for the issue's target, the 2-thread rate).
     /// </summary>
-    public static void Hessian(Options o)
+    public static void Hessian(Options o, double[] gemm)
     {
         int width = o.Int("width", 4096), tokens = o.Int("tokens", 8192), reps = o.Int("reps", 3);
         long fullTokens = 128L * 2048;
-        var gemm = Gemm(o);
         var x = RandomFloats(tokens * width, 3);
         double flops = (double)tokens * width * width;
         Console.WriteLine($"\n## hessian: HessianAccumulator({width}).Add of {tokens} tokens (n·d² = {flops / 1e9:F1} GFLOP), best of {reps}");
