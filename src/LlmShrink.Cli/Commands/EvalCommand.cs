@@ -23,9 +23,10 @@ internal static class EvalCommand
         var json = new Option<bool>("--json") { Description = "Print one JSON object to stdout instead of a table" };
         var threads = new Option<int>("--threads") { Description = "Worker threads (0 = all cores)", DefaultValueFactory = _ => 0 };
         var reference = new Option<string?>("--reference") { Description = "Original model to compare with: KL divergence and top-1 agreement" };
+        var tokenizerFile = new Option<string?>("--tokenizer") { Description = "Tokenizer file, for llama2.c checkpoints (tokenizer.bin)" };
         var command = new Command("eval", "Perplexity of a model on a text file, optionally compared with a reference model")
         {
-            model, data, context, protocol, maxChunks, json, threads, reference,
+            model, data, context, protocol, maxChunks, json, threads, reference, tokenizerFile,
         };
         command.SetAction(parse =>
         {
@@ -39,7 +40,7 @@ internal static class EvalCommand
             string? referencePath = parse.GetValue(reference);
 
             string text = ReadText(dataPath); // before loading models, so a wrong path fails at once
-            using var evaluated = ModelLoader.Load(modelPath);
+            using var evaluated = ModelLoader.Load(modelPath, parse.GetValue(tokenizerFile));
             using var referenceModel = referencePath is null ? null : ModelLoader.Load(referencePath);
             // Both models see exactly the same token ids: the reference's tokenizer (the original model's) when comparing.
             var tokenizer = (referenceModel ?? evaluated).RequireTokenizer();

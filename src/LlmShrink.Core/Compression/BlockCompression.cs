@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Numerics.Tensors;
 using LlmShrink.Compression.Quantization;
 using LlmShrink.Formats;
 using LlmShrink.Kernels;
@@ -17,6 +18,7 @@ public sealed class BlockCompression
     private readonly TensorSet _checkpoint;
     private readonly IReadOnlyDictionary<InputSite, SiteStatistics> _statistics;
     private readonly Dictionary<LinearRole, float[]> _weights = new();
+    private readonly Dictionary<LinearRole, float[]?> _biases = new();
     private readonly Dictionary<LinearRole, CompressedLayer> _results = new();
     private readonly HashSet<LinearRole> _rescaled = new();
     private readonly List<LayerReport> _reports = new();
@@ -52,8 +54,13 @@ public sealed class BlockCompression
         return w;
     }
 
-    public float[]? Bias(LinearRole role) =>
-        LinearRoles.BiasSuffix(role) is { } suffix ? _checkpoint.Find(TensorNames.Layer(Layer, suffix))?.ToFloatArray() : null;
+    /// <summary>The layer's bias (q/k/v of Qwen2-style models), or null: the checkpoint's, or as a fold rescaled it.</summary>
+    public float[]? Bias(LinearRole role)
+    {
+        if (!_biases.TryGetValue(role, out var b))
+            _biases[role] = b = LinearRoles.BiasSuffix(role) is { } suffix ? _checkpoint.Find(TensorNames.Layer(Layer, suffix))?.ToFloatArray() : null;
+        return b;
+    }
 
     /// <summary>Rows (output features) and columns (input features) of a layer.</summary>
     public (int Rows, int Columns) Shape(LinearRole role)
@@ -64,6 +71,72 @@ public sealed class BlockCompression
 
     /// <summary>Records that <see cref="Weights"/>(role) was edited in place (its function must be kept).</summary>
     public void MarkRescaled(LinearRole role) => _rescaled.Add(role);
+
+    /// <summary>
+    /// The input sites in an order in which every fold of <see cref="ScaleInputChannels"/> lands before the layers it
+    /// changes are handled: down_proj's scale goes into up_proj's rows (read at MlpInput), o_proj's into v_proj's
+    /// rows (read at AttentionInput); the norms are no layer.
+    /// </summary>
+    public static readonly InputSite[] FoldOrder = [InputSite.MlpHidden, InputSite.AttentionOutput, InputSite.MlpInput, InputSite.AttentionInput];
+
+    /// <summary>The layers that read <paramref name="site"/>'s input.</summary>
+    public static IReadOnlyList<LinearRole> Readers(InputSite site) => LinearRoles.All.Where(r => LinearRoles.Site(r) == site).ToList();
+
+    /// <summary>
+    /// Whether a scale on <paramref name="site"/>'s input channels can be folded into its producer. The attention
+    /// output is linear in V per head, so dividing v_proj's output rows divides it — but only when every query head
+    /// has its own V head: with grouped-query attention the channels of o_proj's input and of v_proj's output differ
+    /// (llm-awq skips the v→o pair then too).
+    /// </summary>
+    public bool CanScaleInput(InputSite site) => site != InputSite.AttentionOutput || Config.NumHeads == Config.NumKvHeads;
+
+    /// <summary>
+    /// Multiplies input channel j of every layer reading <paramref name="site"/> by s_j (W ← W·diag(s)) and divides
+    /// the producer of that input by s_j, so the block computes the same function (AWQ §3.2, SmoothQuant §4):
+    /// AttentionInput → input_layernorm weight; MlpInput → post_attention_layernorm weight; MlpHidden = SiLU(gate)·up
+    /// → up_proj's output rows; AttentionOutput → v_proj's output rows (and bias). The site's statistics are rescaled
+    /// to describe the new input X·diag(s)⁻¹, so later searches and the report see the layers as they now are.
+    /// Every layer this touches must still be dense: call it before quantizing any of them.
+    /// </summary>
+    public void ScaleInputChannels(InputSite site, float[] s)
+    {
+        if (!CanScaleInput(site)) throw new InvalidOperationException($"{site} cannot be rescaled with grouped-query attention");
+        int columns = LinearRoles.Get(Block, Readers(site)[0]).InFeatures;
+        if (s.Length != columns) throw new ArgumentException($"{site} has {columns} channels, not {s.Length}", nameof(s));
+        foreach (float v in s)
+            if (!(v > 0 && float.IsFinite(v))) throw new ArgumentException($"scales must be positive and finite, not {v}", nameof(s));
+        LinearRole? producer = site switch { InputSite.MlpHidden => LinearRole.Up, InputSite.AttentionOutput => LinearRole.V, _ => null };
+        foreach (var role in producer is { } p ? Readers(site).Append(p) : Readers(site))
+            if (_results.ContainsKey(role))
+                throw new ShrinkException($"recipe conflict: {MethodName} rescales the input of {ReaderNames(site)} in block {Layer}, which changes " +
+                    $"{LinearRoles.ModulePath(Layer, role)}, already compressed by an earlier modifier; let {MethodName} target it too or put {MethodName} first");
+
+        foreach (var role in Readers(site))
+        {
+            var (rows, _) = Shape(role);
+            var w = Weights(role);
+            for (int r = 0; r < rows; r++) TensorPrimitives.Multiply(w.AsSpan(r * columns, columns), s, w.AsSpan(r * columns, columns));
+            MarkRescaled(role);
+        }
+        switch (site)
+        {
+            case InputSite.AttentionInput: TensorPrimitives.Divide(Block.AttnNorm, s, Block.AttnNorm); break;
+            case InputSite.MlpInput: TensorPrimitives.Divide(Block.FfnNorm, s, Block.FfnNorm); break;
+            default:
+                {
+                    var role = producer!.Value;
+                    var w = Weights(role);
+                    var (_, inputs) = Shape(role);
+                    for (int r = 0; r < columns; r++) TensorPrimitives.Divide(w.AsSpan(r * inputs, inputs), s[r], w.AsSpan(r * inputs, inputs));
+                    if (Bias(role) is { } bias) TensorPrimitives.Divide(bias, s, bias);
+                    MarkRescaled(role);
+                    break;
+                }
+        }
+        if (_statistics.TryGetValue(site, out var statistics)) statistics.DivideChannels(s);
+    }
+
+    private static string ReaderNames(InputSite site) => string.Join("/", Readers(site).Select(LinearRoles.ModuleName));
 
     public void SetQuantized(LinearRole role, QuantizedMatrix matrix) => Set(new QuantizedLayer(Layer, role, matrix, Bias(role)));
 

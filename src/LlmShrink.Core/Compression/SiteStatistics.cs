@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using LlmShrink.Compression.Quantization;
 using LlmShrink.Kernels;
 using LlmShrink.Model;
@@ -62,6 +63,27 @@ public sealed class SiteStatistics
             SampleTokens += keep;
         }
         Tokens += tokens;
+    }
+
+    /// <summary>
+    /// Makes the statistics those of X·diag(s)⁻¹, after the producer of this input was divided by s (see
+    /// <see cref="BlockCompression.ScaleInputChannels"/>): samples and per-channel magnitudes are divided by s,
+    /// the Hessian becomes H_ij / (s_i s_j). Statistics are complete once compression starts; nothing is added after.
+    /// </summary>
+    public void DivideChannels(ReadOnlySpan<float> s)
+    {
+        if (s.Length != Columns) throw new ArgumentException($"{Columns} channel scales are needed, not {s.Length}", nameof(s));
+        foreach (var chunk in _samples)
+            for (int offset = 0; offset < chunk.Length; offset += Columns)
+                TensorPrimitives.Divide(chunk.AsSpan(offset, Columns), s, chunk.AsSpan(offset, Columns));
+        TensorPrimitives.Divide(AbsMax, s, AbsMax);
+        for (int j = 0; j < Columns; j++) _absSum[j] /= s[j];
+        if (_hessian is not null)
+        {
+            var h = Hessian();
+            for (int i = 0; i < Columns; i++)
+                for (int j = 0; j < Columns; j++) h[(long)i * Columns + j] /= (double)s[i] * s[j];
+        }
     }
 
     /// <summary>Per input channel mean |x| (AWQ's activation salience s_x).</summary>

@@ -9,6 +9,8 @@ public static class MethodRegistry
     {
         ["rtn"] = RtnMethod.FromRecipe,
         ["gptq"] = GptqMethod.FromRecipe,
+        ["awq"] = AwqMethod.FromRecipe,
+        ["smoothquant"] = SmoothQuantMethod.FromRecipe,
     };
 
     public static IEnumerable<string> Names => Factories.Keys;

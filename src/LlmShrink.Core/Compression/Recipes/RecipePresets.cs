@@ -31,6 +31,23 @@ public static class RecipePresets
         ["w4g128-gptq"] = WeightOnly("gptq", 4, 128),
         ["w3g128-gptq"] = WeightOnly("gptq", 3, 128),
         ["w2g64-gptq"] = WeightOnly("gptq", 2, 64),
+        // llm-awq's default: 4-bit, groups of 128, with zero points (asymmetric).
+        ["w4g128-awq"] = """
+            modifiers:
+              - method: awq
+                targets: [Linear]
+                ignore: [lm_head]
+                bits: 4
+                group_size: 128
+                symmetric: false
+            """,
+        ["w8a8-smoothquant"] = """
+            modifiers:
+              - method: smoothquant
+                targets: [Linear]
+                ignore: [lm_head]
+                alpha: 0.5
+            """,
     };
 
     public static IEnumerable<string> Names => Presets.Keys;
