@@ -36,8 +36,10 @@ for preset in F32 $presets; do
   [ -f "$out/$preset.standard.json" ] || $cli eval "$dir" --data $data --ctx 256 --protocol standard "${reference[@]}" "${limit[@]}" --json > "$out/$preset.standard.json"
   [ -f "$out/$preset.llamacpp.json" ] || $cli eval "$dir" --data $data --ctx 256 --protocol llamacpp "${limit[@]}" --json > "$out/$preset.llamacpp.json"
   bytes=$(cat "$dir"/*.safetensors | wc -c)
-  printf "| %s | %.3f | %.3f | %.5f | %.2f%% | %s | %s | %s |\n" "$preset" \
+  kl=$(printf %.5f "$(field mean_kl_divergence "$out/$preset.standard.json")")
+  top1=$(printf %.2f%% "$(field top1_agreement_percent "$out/$preset.standard.json")")
+  [ "$preset" = F32 ] && kl=0 && top1=100%
+  printf "| %s | %.3f | %.3f | %s | %s | %s | %s | %s |\n" "$preset" \
     "$(field perplexity "$out/$preset.standard.json")" "$(field perplexity "$out/$preset.llamacpp.json")" \
-    "$(field mean_kl_divergence "$out/$preset.standard.json" || true)" "$(field top1_agreement_percent "$out/$preset.standard.json" || true)" \
-    "$bits" "$bytes" "$seconds"
+    "$kl" "$top1" "$bits" "$bytes" "$seconds"
 done
