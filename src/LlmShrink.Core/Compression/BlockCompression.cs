@@ -155,6 +155,11 @@ public sealed class BlockCompression
             RelativeOutputError(layer.Role, original, linear), StoredBits(layer), (long)rows * columns));
         _results[layer.Role] = layer;
         LinearRoles.Set(Block, layer.Role, linear);
+        // The method's temporaries for this layer (GPTQ: copies of H and of W, the Cholesky factors — ~1.1 GB for a
+        // 4096×4096 layer) are large-object-heap garbage now. Left to itself the GC ran no gen-2 collection for a
+        // whole llama-2-7b block and the heap grew by every layer's temporaries; collecting here keeps only one
+        // layer's temporaries alive at a time, for a collection that costs milliseconds against seconds of work.
+        GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true);
     }
 
     /// <summary>

@@ -1,0 +1,129 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using LlmShrink.Compression.Quantization;
+using LlmShrink.Kernels;
+
+// Micro-benchmarks of the quantization work (issue 3): the F32 GEMM the prompt path uses, Hessian accumulation,
+// and GPTQ on one 4096×4096 layer. Plain Stopwatch timing: one warm-up run, then the best of N (the minimum is
+// the run least disturbed by other processes on a shared machine).
+//
+//   dotnet bench/LlmShrink.Bench/bin/Release/net10.0/LlmShrink.Bench.dll gemm|hessian|gptq|all [--key value ...]
+
+var command = args.Length > 0 ? args[0] : "all";
+var options = Options.Parse(args.Skip(1).ToArray());
+Console.WriteLine($"# {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} cores, .NET {Environment.Version}");
+switch (command)
+{
+    case "gemm": Benchmarks.Gemm(options); break;
+    case "hessian": Benchmarks.Hessian(options, Benchmarks.Gemm(options)); break;
+    case "gptq": Benchmarks.GptqLayer(options); break;
+    case "all": Benchmarks.Hessian(options, Benchmarks.Gemm(options)); Benchmarks.GptqLayer(options); break;
+    default:
+        Console.Error.WriteLine("usage: LlmShrink.Bench gemm|hessian|gptq|all [--n 512 --in 4096 --out 4096 --tokens 8192 --width 4096 --rows 4096 --reps N]");
+        return 2;
+}
+return 0;
+
+static class Benchmarks
+{
+    /// <summary>y[n, out] = x[n, in] · W[out, in]ᵀ through Kernels/MatMul.Multiply; 2·n·in·out flops. Returns GFLOP/s by thread count.</summary>
+    public static unsafe double[] Gemm(Options o)
+    {
+        int n = o.Int("n", 512), inDim = o.Int("in", 4096), outDim = o.Int("out", 4096), reps = o.Int("reps", 5);
+        var x = RandomFloats(n * inDim, 1);
+        var y = new float[(long)n * outDim];
+        var wHandle = (float*)NativeMemory.AlignedAlloc((nuint)((long)inDim * outDim * sizeof(float)), 64);
+        RandomFloats(inDim * outDim, 2).CopyTo(new Span<float>(wHandle, inDim * outDim));
+        double flops = 2.0 * n * inDim * outDim;
+        Console.WriteLine($"\n## gemm: MatMul.Multiply, x {n}×{inDim} · Wᵀ ({outDim}×{inDim}), 2·n·in·out = {flops / 1e9:F1} GFLOP, best of {reps}");
+        Console.WriteLine("| threads | seconds | GFLOP/s |");
+        Console.WriteLine("|---:|---:|---:|");
+        var rates = new double[3];
+        foreach (int threads in new[] { 1, 2 })
+        {
+            double best = BestOf(reps, () => MatMul.Multiply(x, wHandle, y, n, inDim, outDim, threads: threads));
+            rates[threads] = flops / best / 1e9;
+            Console.WriteLine($"| {threads} | {best:F3} | {rates[threads]:F1} |");
+        }
+        NativeMemory.AlignedFree(wHandle);
+        return rates;
+    }
+
+    /// <summary>
+    /// HessianAccumulator.Add on random activations. Flop convention: n·d² — the symmetric rank-n update computes
+    /// the d(d+1)/2 ≈ d²/2 entries of the upper triangle, each a sum of n multiply-adds (2 flops), which is the
+    /// useful work of XᵀX; a GEMM computing the full d×d product would count 2·n·d². The accumulator runs on one
+    /// thread, so it is compared with the 1-thread GEMM rate (and, for the issue's target, the 2-thread rate).
+    /// </summary>
+    public static void Hessian(Options o, double[] gemm)
+    {
+        int width = o.Int("width", 4096), tokens = o.Int("tokens", 8192), reps = o.Int("reps", 3);
+        long fullTokens = 128L * 2048;
+        var x = RandomFloats(tokens * width, 3);
+        double flops = (double)tokens * width * width;
+        Console.WriteLine($"\n## hessian: HessianAccumulator({width}).Add of {tokens} tokens (n·d² = {flops / 1e9:F1} GFLOP), best of {reps}");
+        double best = BestOf(reps, () => new HessianAccumulator(width).Add(x, tokens));
+        double rate = flops / best / 1e9;
+        double fullSeconds = best * fullTokens / tokens;
+        Console.WriteLine("| tokens | seconds | GFLOP/s (n·d²) | % of 1-thread GEMM | % of 2-thread GEMM | extrapolated to 128×2048 tokens |");
+        Console.WriteLine("|---:|---:|---:|---:|---:|---:|");
+        Console.WriteLine($"| {tokens} | {best:F3} | {rate:F1} | {100 * rate / gemm[1]:F0}% | {100 * rate / gemm[2]:F0}% | {fullSeconds:F1} s |");
+    }
+
+    /// <summary>Gptq.Quantize of one rows×width layer, 4-bit groups of 128, H accumulated from random activations.</summary>
+    public static void GptqLayer(Options o)
+    {
+        int rows = o.Int("rows", 4096), width = o.Int("width", 4096), reps = o.Int("reps", 3);
+        int tokens = o.Int("hessian-tokens", 2 * width); // more tokens than columns: H is full rank before dampening
+        var accumulator = new HessianAccumulator(width);
+        accumulator.Add(RandomFloats(tokens * width, 4), tokens);
+        var h = accumulator.ToHessian();
+        var w = RandomFloats(rows * width, 5);
+        var scheme = QuantScheme.Grouped(4, 128, symmetric: false);
+        Console.WriteLine($"\n## gptq: Gptq.Quantize {rows}×{width}, {scheme}, H from {tokens} random tokens, best of {reps}");
+        double cholesky = BestOf(reps, () => Cholesky.InverseUpperFactor(h, width));
+        double best = BestOf(reps, () => Gptq.Quantize(w, rows, width, h, scheme));
+        Console.WriteLine("| layer | GPTQ seconds | of which Cholesky inverse | target |");
+        Console.WriteLine("|---|---:|---:|---|");
+        Console.WriteLine($"| {rows}×{width} | {best:F2} | {cholesky:F2} | < 5 s: {(best < 5 ? "met" : "not met")} |");
+    }
+
+    /// <summary>One warm-up run (JIT, page faults), then the fastest of <paramref name="reps"/> timed runs.</summary>
+    static double BestOf(int reps, Action run)
+    {
+        run();
+        double best = double.MaxValue;
+        for (int i = 0; i < reps; i++)
+        {
+            var clock = Stopwatch.StartNew();
+            run();
+            best = Math.Min(best, clock.Elapsed.TotalSeconds);
+        }
+        return best;
+    }
+
+    static float[] RandomFloats(int count, int seed)
+    {
+        var random = new Random(seed);
+        var values = new float[count];
+        for (int i = 0; i < count; i++) values[i] = (float)(random.NextDouble() * 2 - 1);
+        return values;
+    }
+}
+
+/// <summary>--key value pairs.</summary>
+sealed class Options(Dictionary<string, string> values)
+{
+    public static Options Parse(string[] args)
+    {
+        var values = new Dictionary<string, string>();
+        for (int i = 0; i + 1 < args.Length; i += 2)
+        {
+            if (!args[i].StartsWith("--")) throw new ArgumentException($"expected --key value, got '{args[i]}'");
+            values[args[i][2..]] = args[i + 1];
+        }
+        return new Options(values);
+    }
+
+    public int Int(string key, int fallback) => values.TryGetValue(key, out var text) ? int.Parse(text) : fallback;
+}
