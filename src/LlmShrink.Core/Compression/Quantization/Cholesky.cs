@@ -16,18 +16,20 @@ public static class Cholesky
     const int Block = 128;
 
     /// <summary>U (upper, row-major) with UᵀU = H⁻¹, for symmetric positive definite H.</summary>
-    public static double[] InverseUpperFactor(ReadOnlySpan<double> h, int n)
+    public static double[] InverseUpperFactor(ReadOnlySpan<double> h, int n) => InverseUpperFactorInPlace(h.ToArray(), n);
+
+    /// <summary>
+    /// As <see cref="InverseUpperFactor"/>, consuming <paramref name="h"/> as workspace, so at most two n×n matrices
+    /// exist at once (for GPTQ on a 7B down_proj, n = 11008, each is ~1 GB).
+    /// </summary>
+    public static double[] InverseUpperFactorInPlace(double[] h, int n)
     {
-        var reversed = new double[n * n];
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j < n; j++)
-                reversed[(n - 1 - i) * n + (n - 1 - j)] = h[i * n + j];
-        FactorLower(reversed, n);
-        var inverse = InvertLower(reversed, n);
-        var u = new double[n * n];
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j <= i; j++)
-                u[(n - 1 - i) * n + (n - 1 - j)] = inverse[i * n + j];
+        // JHJ: element (i, j) moves to (n−1−i, n−1−j), which in row-major order is reversing the whole array.
+        Array.Reverse(h, 0, n * n);
+        FactorLower(h, n);
+        var u = InvertLower(h, n);
+        // U = J L⁻¹ J: reversing again moves the lower-triangular inverse to the upper triangle.
+        Array.Reverse(u, 0, n * n);
         return u;
     }
 

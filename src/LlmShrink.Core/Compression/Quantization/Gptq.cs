@@ -31,16 +31,18 @@ public static class Gptq
         if (options.BlockSize <= 0 || !(options.PercentDamp >= 0))
             throw new ShrinkException($"GPTQ: block size must be positive and dampening non-negative ({options})");
         int n = columns;
-        var h = hessian.ToArray();
         var weights = w.ToArray();
 
         // Dead inputs (never active in calibration): H_ii = 1 keeps H invertible; their weights cannot matter.
+        // H itself is not copied (a 7B down_proj's is ~1 GB); only its permuted, dampened copy below is.
+        var diagonal = new double[n];
         for (int i = 0; i < n; i++)
-            if (h[i * n + i] == 0)
-            {
-                h[i * n + i] = 1;
-                for (int r = 0; r < rows; r++) weights[r * n + i] = 0;
-            }
+        {
+            diagonal[i] = hessian[i * n + i];
+            if (diagonal[i] != 0) continue;
+            diagonal[i] = 1;
+            for (int r = 0; r < rows; r++) weights[r * n + i] = 0;
+        }
 
         bool grouped = scheme.Granularity == QuantGranularity.PerGroup;
         int groupSize = scheme.GroupWidth(n);
@@ -54,14 +56,17 @@ public static class Gptq
         // act_order: position p of the quantization order holds original column perm[p].
         var perm = Enumerable.Range(0, n).ToArray();
         if (options.ActOrder)
-            perm = perm.OrderByDescending(i => h[i * n + i]).ToArray(); // stable: ties keep column order
+            perm = perm.OrderByDescending(i => diagonal[i]).ToArray(); // stable: ties keep column order
         if (grouped && options.ActOrder && !options.StaticGroups)
             for (int p = 0; p < n; p++) q.GroupIndex[perm[p]] = p / groupSize;
 
         var hp = new double[n * n];
         var wp = new float[rows * n];
         for (int i = 0; i < n; i++)
-            for (int j = 0; j < n; j++) hp[i * n + j] = h[perm[i] * n + perm[j]];
+        {
+            for (int j = 0; j < n; j++) hp[i * n + j] = hessian[perm[i] * n + perm[j]];
+            hp[i * n + i] = diagonal[perm[i]];
+        }
         for (int r = 0; r < rows; r++)
             for (int p = 0; p < n; p++) wp[r * n + p] = weights[r * n + perm[p]];
 
@@ -70,7 +75,7 @@ public static class Gptq
         damp = options.PercentDamp * damp / n;
         for (int i = 0; i < n; i++) hp[i * n + i] += damp;
 
-        var u64 = Cholesky.InverseUpperFactor(hp, n);
+        var u64 = Cholesky.InverseUpperFactorInPlace(hp, n);
         var u = new float[n * n];
         for (int k = 0; k < u.Length; k++) u[k] = (float)u64[k];
 
