@@ -202,9 +202,10 @@ public class HubResolverTests
         using var cache = new TempDir();
         using var deadline = Deadline();
 
+        // Long enough that the files the server does send never look stalled on a busy 2-core CI machine.
         var stalled = await Assert.ThrowsAsync<ShrinkException>(
-            () => Resolver(cache.Path, server.Endpoint, stallSeconds: 1).ResolveAsync(TinyLit, deadline.Token));
-        Assert.Equal("test-org/tinylit-8m: model.safetensors: the server sent nothing for 1 s", stalled.Message);
+            () => Resolver(cache.Path, server.Endpoint, stallSeconds: 5).ResolveAsync(TinyLit, deadline.Token));
+        Assert.Equal("test-org/tinylit-8m: model.safetensors: the server sent nothing for 5 s", stalled.Message);
         Assert.Empty(Directory.GetFiles(Path.Combine(cache.Path, RepoFolder, "blobs"), "*.incomplete"));
     }
 

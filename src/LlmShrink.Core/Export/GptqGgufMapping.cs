@@ -147,8 +147,8 @@ public static class GptqGgufMapping
                         if (!fits) continue;
                         GgmlQuantizers.WriteFp16(block, 0, sign * s);
                         if (type == TensorType.Q8_0) for (int j = 0; j < 32; j++) block[2 + j] = (byte)(sbyte)q[j];
-                        else if (type == TensorType.Q4_0) PackNibbles(q, block.Slice(2, 16));
-                        else PackFiveBits(q, block.Slice(2, 4), block.Slice(6, 16));
+                        else if (type == TensorType.Q4_0) GgmlQuantizers.PackNibbles(q, block.Slice(2, 16));
+                        else GgmlQuantizers.PackFiveBits(q, block.Slice(2, 4), block.Slice(6, 16));
                         return true;
                     }
                     return false;
@@ -175,28 +175,13 @@ public static class GptqGgufMapping
                     for (int j = 0; j < 32; j++) q[j] = bestSign * n[j] - bestK;
                     GgmlQuantizers.WriteFp16(block, 0, bestSign * s);
                     GgmlQuantizers.WriteFp16(block, 2, bestSign * s * bestK);
-                    if (type == TensorType.Q4_1) PackNibbles(q, block.Slice(4, 16));
-                    else PackFiveBits(q, block.Slice(4, 4), block.Slice(8, 16));
+                    if (type == TensorType.Q4_1) GgmlQuantizers.PackNibbles(q, block.Slice(4, 16));
+                    else GgmlQuantizers.PackFiveBits(q, block.Slice(4, 4), block.Slice(8, 16));
                     return true;
                 }
             default:
                 return false;
         }
-    }
-
-    /// <summary>ggml's 4-bit packing: byte j holds element j in its low nibble and element j + 16 in its high nibble.</summary>
-    private static void PackNibbles(ReadOnlySpan<int> q, Span<byte> qs)
-    {
-        for (int j = 0; j < 16; j++) qs[j] = (byte)((q[j] & 0xF) | (q[j + 16] & 0xF) << 4);
-    }
-
-    /// <summary>Q5_0/Q5_1: low nibbles as <see cref="PackNibbles"/>, the fifth bit of element i in bit i of the little-endian uint32 qh.</summary>
-    private static void PackFiveBits(ReadOnlySpan<int> q, Span<byte> qh, Span<byte> qs)
-    {
-        PackNibbles(q, qs);
-        uint high = 0;
-        for (int j = 0; j < 32; j++) high |= (uint)(q[j] >> 4 & 1) << j;
-        BinaryPrimitives.WriteUInt32LittleEndian(qh, high);
     }
 }
 

@@ -120,13 +120,13 @@ public static class GgmlQuantizers
     }
 
     /// <summary>ggml's 4-bit packing: byte j holds element j in its low nibble and element j + 16 in its high nibble.</summary>
-    private static void PackNibbles(ReadOnlySpan<int> q, Span<byte> qs)
+    internal static void PackNibbles(ReadOnlySpan<int> q, Span<byte> qs)
     {
         for (int j = 0; j < 16; j++) qs[j] = (byte)((q[j] & 0xF) | (q[j + 16] & 0xF) << 4);
     }
 
     /// <summary>Q5_0/Q5_1: low nibbles as <see cref="PackNibbles"/>, the fifth bit of element i in bit i of the little-endian uint32 qh.</summary>
-    private static void PackFiveBits(ReadOnlySpan<int> q, Span<byte> qh, Span<byte> qs)
+    internal static void PackFiveBits(ReadOnlySpan<int> q, Span<byte> qh, Span<byte> qs)
     {
         PackNibbles(q, qs);
         uint high = 0;
