@@ -83,7 +83,15 @@ public sealed class HessianAccumulator
         }
     }
 
-    unsafe void AddBlock(int count)
+    void AddBlock(int count)
+    {
+        // Column chunks write disjoint columns of the sum, so both cores take chunks; chunks further right cover more of
+        // the upper triangle, so they are handed out heaviest first and dynamically.
+        int chunks = (paddedColumns + ChunkColumns - 1) / ChunkColumns;
+        Parallel.For(0, chunks, k => AddChunk(count, (chunks - 1 - k) * ChunkColumns));
+    }
+
+    unsafe void AddChunk(int count, int jc)
     {
         Span<float> tile = stackalloc float[TileRows * TileColumns];
         fixed (float* p = panels)
@@ -91,21 +99,18 @@ public sealed class HessianAccumulator
         fixed (float* pt = tile)
         {
             int stride = count * Lanes; // floats per panel
-            // Column chunks keep the B panels of one chunk (count × 256 floats) hot in L2 while the row tiles sweep.
-            for (int jc = 0; jc < paddedColumns; jc += ChunkColumns)
+            // One column chunk keeps its B panels (count × 256 floats) hot in L2 while the row tiles sweep.
+            int jcEnd = Math.Min(jc + ChunkColumns, paddedColumns);
+            for (int i0 = 0; i0 < Math.Min(jcEnd, Columns); i0 += TileRows)
             {
-                int jcEnd = Math.Min(jc + ChunkColumns, paddedColumns);
-                for (int i0 = 0; i0 < Math.Min(jcEnd, Columns); i0 += TileRows)
+                float* a = p + (i0 / Lanes) * stride + (i0 % Lanes);
+                // First column tile that reaches the diagonal (tiles left of it are lower-triangle only).
+                int jStart = Math.Max(jc, i0 / TileColumns * TileColumns);
+                for (int j0 = jStart; j0 < jcEnd; j0 += TileColumns)
                 {
-                    float* a = p + (i0 / Lanes) * stride + (i0 % Lanes);
-                    // First column tile that reaches the diagonal (tiles left of it are lower-triangle only).
-                    int jStart = Math.Max(jc, i0 / TileColumns * TileColumns);
-                    for (int j0 = jStart; j0 < jcEnd; j0 += TileColumns)
-                    {
-                        float* b = p + (j0 / Lanes) * stride;
-                        Tile(a, b, b + stride, count, pt);
-                        AddUpper(s, pt, i0, j0);
-                    }
+                    float* b = p + (j0 / Lanes) * stride;
+                    Tile(a, b, b + stride, count, pt);
+                    AddUpper(s, pt, i0, j0);
                 }
             }
         }
