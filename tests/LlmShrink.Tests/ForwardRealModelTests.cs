@@ -12,16 +12,7 @@ public class ForwardRealModelTests
         using var model = HfModelLoader.Load(SharedData.TinyLit);
         var tokenizer = model.RequireTokenizer();
         var tokens = tokenizer.Encode("Pierre one day told her of Rousseau’s view, with which he quite agreed.", addBos: true)[..16];
-        using var transformer = new Transformer(model);
-        int vocab = model.Config.VocabSize;
-        var actual = new float[tokens.Length * vocab];
-        transformer.Forward(tokens, transformer.NewCache(tokens.Length), actual);
-
-        var expected = ReferenceForward.Logits(model, tokens);
-        double scale = expected.SelectMany(r => r).Max(Math.Abs), worst = 0;
-        for (int t = 0; t < tokens.Length; t++)
-            for (int i = 0; i < vocab; i++) worst = Math.Max(worst, Math.Abs(actual[t * vocab + i] - expected[t][i]));
-        Assert.True(worst < 1e-5 * scale, $"max |Δ| = {worst} with logit scale {scale}");
+        var expected = AssertMatchesReference(model, tokens);
 
         // A trained model: after "Pierre one day told her of Rousseau’s" most next tokens are likely under it.
         double logLikelihood = 0;
@@ -61,6 +52,12 @@ public class ForwardRealModelTests
     {
         using var model = GgufModelLoader.Load(SharedData.Stories260K);
         var tokens = model.RequireTokenizer().Encode("Once upon a time, there was a little girl", addBos: true);
+        AssertMatchesReference(model, tokens);
+    }
+
+    /// <summary>Runs the transformer on <paramref name="tokens"/> and checks every logit against the scalar reference; returns the reference logits.</summary>
+    private static double[][] AssertMatchesReference(LoadedModel model, int[] tokens)
+    {
         using var transformer = new Transformer(model);
         int vocab = model.Config.VocabSize;
         var actual = new float[tokens.Length * vocab];
@@ -70,5 +67,6 @@ public class ForwardRealModelTests
         for (int t = 0; t < tokens.Length; t++)
             for (int i = 0; i < vocab; i++) worst = Math.Max(worst, Math.Abs(actual[t * vocab + i] - expected[t][i]));
         Assert.True(worst < 1e-5 * scale, $"max |Δ| = {worst} with logit scale {scale}");
+        return expected;
     }
 }
