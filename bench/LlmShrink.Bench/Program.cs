@@ -1,13 +1,14 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using LlmShrink.Compression.Quantization;
+using LlmShrink.Evaluation;
 using LlmShrink.Kernels;
 
 // Micro-benchmarks of the quantization work (issue 3): the F32 GEMM the prompt path uses, Hessian accumulation,
-// and GPTQ on one 4096×4096 layer. Plain Stopwatch timing: one warm-up run, then the best of N (the minimum is
+// and GPTQ on one 4096×4096 layer; and of decode (issue 4): a packed GPTQ matrix × vector. Plain Stopwatch timing: one warm-up run, then the best of N (the minimum is
 // the run least disturbed by other processes on a shared machine).
 //
-//   dotnet bench/LlmShrink.Bench/bin/Release/net10.0/LlmShrink.Bench.dll gemm|hessian|gptq|all [--key value ...]
+//   dotnet bench/LlmShrink.Bench/bin/Release/net10.0/LlmShrink.Bench.dll gemm|hessian|gptq|gemv|all [--key value ...]
 
 var command = args.Length > 0 ? args[0] : "all";
 var options = Options.Parse(args.Skip(1).ToArray());
@@ -17,9 +18,10 @@ switch (command)
     case "gemm": Benchmarks.Gemm(options); break;
     case "hessian": Benchmarks.Hessian(options, Benchmarks.Gemm(options)); break;
     case "gptq": Benchmarks.GptqLayer(options); break;
+    case "gemv": Benchmarks.GptqGemv(options); break;
     case "all": Benchmarks.Hessian(options, Benchmarks.Gemm(options)); Benchmarks.GptqLayer(options); break;
     default:
-        Console.Error.WriteLine("usage: LlmShrink.Bench gemm|hessian|gptq|all [--n 512 --in 4096 --out 4096 --tokens 8192 --width 4096 --rows 4096 --reps N]");
+        Console.Error.WriteLine("usage: LlmShrink.Bench gemm|hessian|gptq|gemv|all [--n 512 --in 4096 --out 4096 --tokens 8192 --width 4096 --rows 4096 --bits 4 --group 128 --reps N]");
         return 2;
 }
 return 0;
@@ -86,6 +88,42 @@ static class Benchmarks
         Console.WriteLine("| layer | GPTQ seconds | of which Cholesky inverse | target |");
         Console.WriteLine("|---|---:|---:|---|");
         Console.WriteLine($"| {rows}×{width} | {best:F2} | {cholesky:F2} | < 5 s: {(best < 5 ? "met" : "not met")} |");
+    }
+
+    /// <summary>
+    /// Decode's matrix × vector (n = 1) through GptqMatMul on the Llama-3.2-1B shapes (out×in: gate/up 8192×2048,
+    /// down 2048×8192, lm_head 128256×2048), random codes. Decode streams every packed byte once per token, so the
+    /// figure of merit is GB/s of packed codes against the machine's read bandwidth on as many threads.
+    /// </summary>
+    public static void GptqGemv(Options o)
+    {
+        int bits = o.Int("bits", 4), groupSize = o.Int("group", 128), reps = o.Int("reps", 20);
+        var limits = new[] { HardwareLimits.Measure(1), HardwareLimits.Measure(2) };
+        Console.WriteLine($"\n## gemv: GptqMatMul.Multiply n = 1, {bits}-bit g{groupSize}, best of {reps}; read bandwidth 1 thread {limits[0].ReadGBps:F1} GB/s, 2 threads {limits[1].ReadGBps:F1} GB/s");
+        Console.WriteLine("| out×in | packed MB | threads | µs | GB/s packed | % of read bandwidth |");
+        Console.WriteLine("|---|---:|---:|---:|---:|---:|");
+        foreach ((int outDim, int inDim) in new[] { (8192, 2048), (2048, 8192), (128256, 2048) })
+        {
+            var random = new Random(outDim + inDim);
+            var codes = new byte[(long)outDim * inDim];
+            random.NextBytes(codes);
+            for (long i = 0; i < codes.LongLength; i++) codes[i] &= (byte)((1 << bits) - 1);
+            int groups = (inDim + groupSize - 1) / groupSize;
+            var scales = RandomFloats(groups * outDim, 6);
+            var zeros = new int[groups * outDim];
+            for (int i = 0; i < zeros.Length; i++) zeros[i] = random.Next(1, (1 << bits) + 1);
+            var layer = new GptqMatMul(bits, inDim, outDim, codes, scales, zeros, GptqMatMul.SequentialGroups(inDim, groupSize));
+            codes = [];
+            var x = RandomFloats(inDim, 7);
+            var y = new float[outDim];
+            double packed = (double)outDim * inDim * bits / 8;
+            foreach (int threads in new[] { 1, 2 })
+            {
+                double best = BestOf(reps, () => layer.Multiply(x, y, 1, threads: threads));
+                double rate = packed / best / 1e9;
+                Console.WriteLine($"| {outDim}×{inDim} | {packed / 1e6:F1} | {threads} | {best * 1e6:F0} | {rate:F1} | {100 * rate / limits[threads - 1].ReadGBps:F0}% |");
+            }
+        }
     }
 
     /// <summary>One warm-up run (JIT, page faults), then the fastest of <paramref name="reps"/> timed runs.</summary>

@@ -11,21 +11,25 @@ namespace LlmShrink.Kernels;
 /// At construction the codes are repacked into a layout made for the kernel. The input axis is reordered so that
 /// each group's inputs are contiguous (act_order checkpoints scatter a group over the whole row); each group is
 /// padded with zero codes to a multiple of 16, and x is gathered into the same order once per call, so the
-/// permutation costs O(in) per row of x instead of touching the weights. Codes of 2 bits are stored 16 to a
-/// 32-bit word, 3 and 4 bits 8 to a word (as nibbles), 8 bits one per byte. Sixteen consecutive inputs form a
-/// <em>step</em>: for nibbles, word lane l of a 64-byte vector holds step k's input l in bits 4k..4k+3.
+/// permutation costs O(in) per row of x instead of touching the weights. Sixteen consecutive inputs form a
+/// <em>step</em>. Codes of 2 bits are stored 16 to a 32-bit word: word lane l of a 64-byte vector holds step k's
+/// input l in bits 2k..2k+1. Codes of 3 and 4 bits are stored as nibbles, 128 inputs to a 64-byte block: byte j holds
+/// input j in its low nibble and input 64 + j in its high nibble, so one load, a mask and a shift give 128
+/// consecutive codes as bytes. Codes of 8 bits are one per byte.
 /// </para>
 /// <para>
-/// Decode (n = 1) streams the packed codes once and never expands them: a group's 16 possible weight values
-/// scale·(c − zero) are one 16-float table, so <c>vpermps</c> with the word as index turns 16 codes into 16 floats in
-/// one instruction (it reads only the low 4 bits of each lane; shifting the word by 4 exposes the next step). The
-/// x·w products are float FMAs, so the result equals the dequantized matrix product up to float rounding.
+/// Decode (n = 1) streams the packed codes once and never expands them in memory. For nibbles it runs in integers
+/// (<see cref="GptqMatMul"/>'s int8 part, GptqInt8Gemv.cs): x is quantized to int8 and each group's dot product is
+/// a <c>vpmaddubsw</c> of code bytes with x bytes. For 2 bits a group's 4 possible weight values scale·(c − zero) form
+/// a 16-float table, so <c>vpermps</c> with the word as index turns 16 codes into 16 floats in one instruction (it
+/// reads only the low bits of each lane; shifting the word exposes the next step), followed by float FMAs; 8-bit codes
+/// are widened to float. These two equal the dequantized matrix product up to float rounding.
 /// Prompt (n &gt; 1) is arithmetic-bound, so it runs on the float GEMM core (<see cref="TiledGemm"/>): a tile of weight
 /// rows is dequantized once into a per-worker buffer and then meets every x row in <see cref="MatMul"/>'s
 /// register-blocked micro-kernel, so for long prompts the packed layer runs at F32 GEMM speed.
 /// </para>
 /// </summary>
-public sealed unsafe class GptqMatMul
+public sealed unsafe partial class GptqMatMul
 {
     public int Bits { get; }
     public int InDim { get; }
@@ -94,6 +98,7 @@ public sealed unsafe class GptqMatMul
         Array.Fill(_stepGroup, -1);
         for (int r = 0; r < _runGroup.Length; r++) _stepGroup.AsSpan(_runStart[r], _runStart[r + 1] - _runStart[r]).Fill(_runGroup[r]);
         _rowBytes = _paddedIn * _storageBits / 8;
+        (_pieceGroup, _pieceStep, _pieceSteps, _blockPieces, _pieceMasks) = Pieces(_storageBits, _stepGroup);
 
         _gather = new int[_paddedIn];
         Array.Fill(_gather, -1);
@@ -131,6 +136,9 @@ public sealed unsafe class GptqMatMul
     /// <summary>Steps (of 16 inputs) that share one 64-byte block of codes.</summary>
     private static int StepsPerBlock(int storageBits) => 32 / storageBits;
 
+    /// <summary>Byte offset in a packed row, and the shift of the nibble, of reordered input p (3- and 4-bit codes).</summary>
+    private static (int Byte, int Shift) NibblePlace(int p) => (p / 128 * 64 + p % 64, p % 128 / 64 * 4);
+
     /// <summary>Writes the code of reordered input p into its place in a packed row (layout in the class summary).</summary>
     private void Store(Span<byte> packed, int p, int code)
     {
@@ -139,12 +147,16 @@ public sealed unsafe class GptqMatMul
             packed[p] = (byte)code;
             return;
         }
+        if (_storageBits == 4)
+        {
+            (int at, int nibbleShift) = NibblePlace(p);
+            packed[at] |= (byte)(code << nibbleShift);
+            return;
+        }
         int step = p / 16, lane = p % 16;
-        int perWord = StepsPerBlock(_storageBits);
-        int word = step / perWord * 16 + lane;
-        int shift = step % perWord * _storageBits;
+        int word = step / 16 * 16 + lane;
         ref uint target = ref Unsafe.As<byte, uint>(ref packed[4 * word]);
-        target |= (uint)code << shift;
+        target |= (uint)code << (step % 16 * 2);
     }
 
     /// <summary>
@@ -194,7 +206,8 @@ public sealed unsafe class GptqMatMul
     /// <summary>Whether the AVX-512 kernels run (tests switch them off to check the portable path).</summary>
     internal bool Vectorized { get; set; } = Avx512F.IsSupported;
 
-    [ThreadStatic] private static float[]? t_gathered, t_row;
+    [ThreadStatic] private static float[]? t_gathered, t_row, t_pieceScales, t_groupSums;
+    [ThreadStatic] private static sbyte[]? t_quantized;
     [ThreadStatic] private static Job? t_job;
 
     public void Multiply(ReadOnlySpan<float> x, Span<float> y, int n, WorkerPool? pool = null, int threads = 0)
@@ -228,7 +241,22 @@ public sealed unsafe class GptqMatMul
             var job = t_job ??= new Job();
             job.Owner = this; job.X = px; job.Y = py; job.N = n;
             job.Codes = codes; job.Scales = scales; job.Zeros = zeros; job.RunStart = runStart; job.RunGroup = runGroup;
-            if (n == 1) pool.For((OutDim + DecodeItemRows - 1) / DecodeItemRows, job, threads);
+            if (n == 1 && IntegerDecode)
+            {
+                // x to int8 once per call, on this thread; the workers only read it.
+                if (t_quantized is null || t_quantized.Length < _paddedIn) t_quantized = GC.AllocateUninitializedArray<sbyte>(_paddedIn, pinned: true);
+                if (t_pieceScales is null || t_pieceScales.Length < _pieceGroup.Length) t_pieceScales = GC.AllocateUninitializedArray<float>(_pieceGroup.Length, pinned: true);
+                if (t_groupSums is null || t_groupSums.Length < Groups) t_groupSums = GC.AllocateUninitializedArray<float>(Groups, pinned: true);
+                fixed (sbyte* quantized = t_quantized)
+                fixed (float* pieceScales = t_pieceScales, groupSums = t_groupSums)
+                {
+                    QuantizeX(px, quantized, pieceScales, groupSums);
+                    job.Quantized = quantized; job.PieceScales = pieceScales; job.GroupSums = groupSums;
+                    pool.For((OutDim + DecodeItemRows - 1) / DecodeItemRows, job, threads);
+                    job.Quantized = null; job.PieceScales = job.GroupSums = null;
+                }
+            }
+            else if (n == 1) pool.For((OutDim + DecodeItemRows - 1) / DecodeItemRows, job, threads);
             else TiledGemm.Multiply(job, px, py, n, _paddedIn, OutDim, pool, threads); // slices start on whole steps
             job.Owner = null; job.X = job.Y = null; job.Codes = null; job.Scales = job.Zeros = null; job.RunStart = job.RunGroup = null;
         }
@@ -240,6 +268,9 @@ public sealed unsafe class GptqMatMul
     {
         public GptqMatMul? Owner;
         public float* X, Y, Scales, Zeros;
+        /// <summary>Decode through int8 (nibble codes only): x quantized per piece, each piece's scale d, and per group Σ d·Σq.</summary>
+        public sbyte* Quantized;
+        public float* PieceScales, GroupSums;
         public byte* Codes;
         public int* RunStart, RunGroup;
         public int N;
@@ -247,7 +278,8 @@ public sealed unsafe class GptqMatMul
         public void Execute(int begin, int end, int worker)
         {
             int o0 = begin * DecodeItemRows, o1 = Math.Min(end * DecodeItemRows, Owner!.OutDim);
-            Owner.Gemv(this, X, Y, o0, o1);
+            if (Quantized != null) Owner.GemvInt8(this, o0, o1);
+            else Owner.Gemv(this, X, Y, o0, o1);
         }
 
         public void DecodeRow(int row, int k0, int len, float* destination) => Owner!.DecodeSteps(this, row, k0 / 16, (k0 + len) / 16, destination);
@@ -255,9 +287,9 @@ public sealed unsafe class GptqMatMul
 
     private void Gemv(Job job, float* x, float* y, int o0, int o1)
     {
-        if (!Vectorized)
+        if (!Vectorized || _storageBits == 4)
         {
-            // Without AVX-512: dequantize each row and take the dot product.
+            // Without AVX-512 (or nibbles without AVX-512 BW): dequantize each row and take the dot product.
             if (t_row is null || t_row.Length < _paddedIn) t_row = GC.AllocateUninitializedArray<float>(_paddedIn, pinned: true);
             var xs = new ReadOnlySpan<float>(x, _paddedIn);
             fixed (float* decoded = t_row)
@@ -278,7 +310,7 @@ public sealed unsafe class GptqMatMul
         }
     }
 
-    /// <summary>The table of a group's weight values: entry j = scale·((j mod 2^storageBits) − zero).</summary>
+    /// <summary>The table of a group's weight values: entry j = scale·((j mod 2^storageBits) − zero), as <see cref="Reference"/> rounds them.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private Vector512<float> Table(Job job, int row, int group)
     {
@@ -291,11 +323,9 @@ public sealed unsafe class GptqMatMul
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private (float, float) Dot2Packed(Job job, float* x, int rowA, int rowB)
     {
+        // 2-bit codes (nibbles take the int8 path): 16 steps per word.
         var wordsA = (uint*)(job.Codes + (long)rowA * _rowBytes);
         var wordsB = (uint*)(job.Codes + (long)rowB * _rowBytes);
-        // Steps per word is 8 or 16: a mask and a shift, never a division, in the loop.
-        int stepMask = StepsPerBlock(_storageBits) - 1, wordShift = _storageBits == 2 ? 4 : 3;
-        int shift = _storageBits;
         Vector512<float> accA = default, accB = default;
         Vector512<uint> a = default, b = default;
         for (int r = 0; r < _runGroup.Length; r++)
@@ -304,15 +334,15 @@ public sealed unsafe class GptqMatMul
             var tableB = Table(job, rowB, job.RunGroup[r]);
             for (int step = job.RunStart[r]; step < job.RunStart[r + 1]; step++)
             {
-                if ((step & stepMask) == 0)
+                if ((step & 15) == 0)
                 {
-                    a = Vector512.Load(wordsA + (step >> wordShift) * 16);
-                    b = Vector512.Load(wordsB + (step >> wordShift) * 16);
+                    a = Vector512.Load(wordsA + step);
+                    b = Vector512.Load(wordsB + step);
                 }
                 else
                 {
-                    a >>>= shift;
-                    b >>>= shift;
+                    a >>>= 2;
+                    b >>>= 2;
                 }
                 var xv = Vector512.Load(x + 16 * step);
                 accA = Vector512.FusedMultiplyAdd(xv, Avx512F.PermuteVar16x32(tableA, a.AsInt32()), accA);
@@ -352,8 +382,7 @@ public sealed unsafe class GptqMatMul
     private void DecodeSteps(Job job, int row, int s0, int s1, float* destination)
     {
         byte* packed = job.Codes + (long)row * _rowBytes;
-        int perWord = StepsPerBlock(_storageBits), mask = (1 << _storageBits) - 1;
-        int stepMask = perWord - 1, wordShift = _storageBits == 2 ? 4 : 3;
+        int mask = (1 << _storageBits) - 1;
         int group = -1;
         Vector512<float> table = default, zero = default, scale = default;
         for (int step = s0; step < s1; step++)
@@ -369,11 +398,7 @@ public sealed unsafe class GptqMatMul
             if (!Vectorized)
             {
                 for (int lane = 0; lane < 16; lane++)
-                {
-                    int code = _storageBits == 8 ? packed[16 * step + lane]
-                        : (int)(((uint*)packed)[step / perWord * 16 + lane] >> (step % perWord * _storageBits)) & mask;
-                    d[lane] = (code - job.Zeros[k]) * job.Scales[k];
-                }
+                    d[lane] = (Code(packed, 16 * step + lane) - job.Zeros[k]) * job.Scales[k];
                 continue;
             }
             if (g != group)
@@ -387,11 +412,34 @@ public sealed unsafe class GptqMatMul
                 var q = Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load(packed + 16 * step)));
                 ((q - zero) * scale).Store(d);
             }
+            else if (_storageBits == 4)
+            {
+                // Step s of a block: bytes 16·(s mod 4) .. +15 of the block, low nibbles for s < 4, high ones after.
+                (int at, int nibbleShift) = NibblePlace(16 * step);
+                var bytes = Vector128.Load(packed + at).AsUInt16() >>> nibbleShift;
+                var codes = Avx512F.ConvertToVector512Int32(bytes.AsByte() & Vector128.Create((byte)15));
+                Avx512F.PermuteVar16x32(table, codes).Store(d);
+            }
             else
             {
-                var word = Vector512.Load((uint*)packed + (step >> wordShift) * 16);
-                Avx512F.PermuteVar16x32(table, (word >>> ((step & stepMask) * _storageBits)).AsInt32()).Store(d);
+                var word = Vector512.Load((uint*)packed + (step >> 4) * 16);
+                Avx512F.PermuteVar16x32(table, (word >>> ((step & 15) * 2)).AsInt32()).Store(d);
             }
+        }
+    }
+
+    /// <summary>The code of reordered input p in a packed row, read one at a time (portable path and reference).</summary>
+    private int Code(byte* packed, int p)
+    {
+        switch (_storageBits)
+        {
+            case 8: return packed[p];
+            case 4:
+                (int at, int nibbleShift) = NibblePlace(p);
+                return packed[at] >> nibbleShift & 15;
+            default:
+                int step = p / 16;
+                return (int)(((uint*)packed)[step / 16 * 16 + p % 16] >> (step % 16 * 2)) & 3;
         }
     }
 
