@@ -102,7 +102,8 @@ static class Benchmarks
         Console.WriteLine($"\n## gemv: GptqMatMul.Multiply n = 1, {bits}-bit g{groupSize}, best of {reps}; read bandwidth 1 thread {limits[0].ReadGBps:F1} GB/s, 2 threads {limits[1].ReadGBps:F1} GB/s");
         Console.WriteLine("| out×in | packed MB | threads | µs | GB/s packed | % of read bandwidth |");
         Console.WriteLine("|---|---:|---:|---:|---:|---:|");
-        foreach ((int outDim, int inDim) in new[] { (8192, 2048), (2048, 8192), (128256, 2048) })
+        var shapes = o.Int("out", 0) > 0 ? [(o.Int("out", 0), o.Int("in", 2048))] : new[] { (8192, 2048), (2048, 8192), (128256, 2048) };
+        foreach ((int outDim, int inDim) in shapes)
         {
             var random = new Random(outDim + inDim);
             var codes = new byte[(long)outDim * inDim];

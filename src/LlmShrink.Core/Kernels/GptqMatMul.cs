@@ -19,8 +19,8 @@ namespace LlmShrink.Kernels;
 /// </para>
 /// <para>
 /// Decode (n = 1) streams the packed codes once and never expands them in memory. For nibbles it runs in integers
-/// (<see cref="GptqMatMul"/>'s int8 part, GptqInt8Gemv.cs): x is quantized to int8 and each group's dot product is
-/// a <c>vpmaddubsw</c> of code bytes with x bytes. For 2 bits a group's 4 possible weight values scale·(c − zero) form
+/// (GptqInt8Gemv.cs): x is quantized to int8 and each group's dot product is a <c>vpmaddubsw</c> of code bytes with
+/// x bytes, so the result is the dequantized product of a slightly rounded x. For 2 bits a group's 4 possible weight values scale·(c − zero) form
 /// a 16-float table, so <c>vpermps</c> with the word as index turns 16 codes into 16 floats in one instruction (it
 /// reads only the low bits of each lane; shifting the word exposes the next step), followed by float FMAs; 8-bit codes
 /// are widened to float. These two equal the dequantized matrix product up to float rounding.
