@@ -8,8 +8,9 @@ using LlmShrink.Model;
 namespace LlmShrink.Compression;
 
 /// <summary>
-/// What a compression method sees of one decoder block: the block, its layers' dense weights, the statistics of
-/// their calibration inputs, and the ways to replace a layer. Methods that rescale (AWQ, SmoothQuant) edit
+/// What a compression method sees of one decoder block (or of the head stage, whose one layer is lm_head reading the
+/// final norm's output): the block, its layers' dense weights, the statistics of their calibration inputs, and the
+/// ways to replace a layer. Methods that rescale (AWQ, SmoothQuant) edit
 /// <see cref="Weights"/> and the norm arrays in place and call <see cref="MarkRescaled"/>; the pipeline rebuilds
 /// every rescaled layer that no method quantized as a dense layer, so the block stays the same function.
 /// </summary>

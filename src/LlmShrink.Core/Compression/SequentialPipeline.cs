@@ -14,6 +14,7 @@ public interface IBlockSink
     void HeadDone(CompressedLayer head, float[] finalNorm) { }
 }
 
+/// <summary>Progress through the stages: blocks 0…NumLayers−1, then lm_head as stage NumLayers when the recipe targets it.</summary>
 public sealed record PipelineProgress(int Layer, int Layers, string Stage);
 
 /// <summary>The outcome of a pipeline run: per-layer report lines and resource figures.</summary>
@@ -55,6 +56,7 @@ public sealed class SequentialPipeline
         var clock = Stopwatch.StartNew();
         var c = _model.Config;
         var headPlan = HeadPlan();
+        int stages = c.NumLayers + (headPlan.Count > 0 ? 1 : 0);
         int length = calibration.SequenceLength, d = c.HiddenSize;
         var hidden = new float[calibration.Samples.Length][];
         for (int s = 0; s < hidden.Length; s++)
@@ -72,7 +74,7 @@ public sealed class SequentialPipeline
             var plan = Plan(layer);
 
             // (1) Statistics of the targeted layers' real inputs.
-            progress?.Report(new PipelineProgress(layer, c.NumLayers, "calibrating"));
+            progress?.Report(new PipelineProgress(layer, stages, "calibrating"));
             var statistics = RecordStatistics(block, plan);
             foreach (var h in hidden)
             {
@@ -84,7 +86,7 @@ public sealed class SequentialPipeline
             StopRecording(block);
 
             // (2) Compress.
-            progress?.Report(new PipelineProgress(layer, c.NumLayers, "compressing"));
+            progress?.Report(new PipelineProgress(layer, stages, "compressing"));
             var context = new BlockCompression(layer, c, block, _model.Weights, statistics, LayerFactory.Build);
             foreach (var (modifier, roles) in plan)
             {
@@ -101,7 +103,7 @@ public sealed class SequentialPipeline
             sink?.BlockDone(layer, block, layers);
 
             // (3) This block's outputs with its compressed layers feed the next block.
-            progress?.Report(new PipelineProgress(layer, c.NumLayers, "propagating"));
+            progress?.Report(new PipelineProgress(layer, stages, "propagating"));
             foreach (var h in hidden)
             {
                 cancel.ThrowIfCancellationRequested();
@@ -163,7 +165,7 @@ public sealed class SequentialPipeline
         IBlockSink? sink, IProgress<PipelineProgress>? progress, CancellationToken cancel)
     {
         var c = _model.Config;
-        progress?.Report(new PipelineProgress(c.NumLayers, c.NumLayers, "calibrating lm_head"));
+        progress?.Report(new PipelineProgress(c.NumLayers, c.NumLayers + 1, "calibrating"));
         var needs = plan.Aggregate(StatisticsNeeds.Samples, (n, p) => n | p.Modifier.Method.Needs);
         var site = new SiteStatistics(c.HiddenSize, needs, SampleTokens);
         var normed = new float[length * c.HiddenSize];
@@ -174,7 +176,7 @@ public sealed class SequentialPipeline
             site.Add(normed, length);
         }
 
-        progress?.Report(new PipelineProgress(c.NumLayers, c.NumLayers, "compressing lm_head"));
+        progress?.Report(new PipelineProgress(c.NumLayers, c.NumLayers + 1, "compressing"));
         var statistics = new Dictionary<InputSite, SiteStatistics> { [InputSite.LmHeadInput] = site };
         var context = new BlockCompression(c.NumLayers, c, null, _model.Weights, statistics, LayerFactory.Build, _transformer);
         foreach (var (modifier, roles) in plan)
