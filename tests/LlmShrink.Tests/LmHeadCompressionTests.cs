@@ -96,10 +96,10 @@ public class LmHeadCompressionTests
     }
 
     [Theory]
-    // AWQ's search may keep s = 1 (α = 0) for lm_head, and does on tinylit-8m; SmoothQuant's α = 0.5 always rescales.
+    // AWQ's search may keep s = 1 (α = 0) for lm_head (it does on tinylit-8m); SmoothQuant's α = 0.5 always rescales.
     [InlineData("awq", "bits: 4\n    group_size: 64\n    symmetric: false", typeof(GptqLinear), false)]
     [InlineData("smoothquant", "alpha: 0.5", typeof(W8A8Linear), true)]
-    public void Rescaling_methods_fold_into_the_final_norm_and_the_folder_runs_like_the_in_memory_model(string method, string parameters, Type layer, bool rescaled)
+    public void Rescaling_methods_fold_into_the_final_norm_and_the_folder_runs_like_the_in_memory_model(string method, string parameters, Type layer, bool alwaysRescales)
     {
         using var dir = new TempDir();
         string output = dir.File("compressed");
@@ -114,7 +114,7 @@ public class LmHeadCompressionTests
         Assert.Equal(inMemory, Logits(reloaded));
         // The scales went into model.norm.weight; the blocks are untouched.
         Assert.Equal(finalNorm, loaded.Weights.Get(TensorNames.FinalNorm).ToFloatArray());
-        Assert.Equal(rescaled, !finalNorm.SequenceEqual(model.Weights.Get(TensorNames.FinalNorm).ToFloatArray()));
+        if (alwaysRescales) Assert.NotEqual(model.Weights.Get(TensorNames.FinalNorm).ToFloatArray(), finalNorm);
         Assert.NotNull(loaded.Weights.Find("model.layers.0.self_attn.q_proj.weight"));
         Assert.True(File.Exists(Path.Combine(output, CompressedCheckpointWriter.ImportanceFile)));
     }
@@ -143,7 +143,39 @@ public class LmHeadCompressionTests
     {
         using var dir = new TempDir();
         double rtn = LmHeadError("rtn", dir), gptq = LmHeadError("gptq", dir);
-        Assert.True(gptq < 0.8 * rtn, $"lm_head relative output error: GPTQ {gptq:E3}, RTN {rtn:E3}");
+        // Measured: 1.08E-003 vs 3.77E-003 (3-bit g128).
+        Assert.True(gptq < 0.5 * rtn, $"lm_head relative output error: GPTQ {gptq:E3}, RTN {rtn:E3}");
+    }
+
+    [Fact]
+    public void A_mixed_recipe_declares_lm_head_in_the_gptq_dynamic_rules_and_the_export_keeps_it_out_of_the_block_list()
+    {
+        using var dir = new TempDir();
+        string folder = dir.File("compressed");
+        using var model = ModelLoader.Load(SharedData.TinyLit);
+        var calibration = CalibrationSet.FromFile(SharedData.Corpus("tinylit_calib.txt"), model.RequireTokenizer(), 4, 64, seed: 1);
+        Compress(SharedData.TinyLit, """
+            modifiers:
+              - method: rtn
+                targets: [q_proj, k_proj]
+                bits: 4
+                group_size: 64
+              - method: rtn
+                targets: [lm_head]
+                bits: 8
+                granularity: channel
+            """, folder, calibration);
+        var written = Json(Path.Combine(folder, "config.json"))["quantization_config"]!;
+        Assert.True(written["lm_head"]!.GetValue<bool>());
+        Assert.Equal(8, written["dynamic"]!["+:lm_head"]!["bits"]!.GetValue<int>());
+        Assert.Equal(4, written["bits"]!.GetValue<int>());
+
+        string gptq = dir.File("gptq");
+        using (var compressed = ModelLoader.Load(folder)) GptqSafetensorsExporter.Export(compressed, gptq);
+        var exported = Json(Path.Combine(gptq, "config.json"))["quantization_config"]!;
+        Assert.True(exported["lm_head"]!.GetValue<bool>());
+        Assert.Equal(-1, exported["dynamic"]!["+:lm_head"]!["group_size"]!.GetValue<int>());
+        Assert.Equal("[[\"self_attn.k_proj\",\"self_attn.q_proj\"]]", exported["modules_in_block_to_quantize"]!.ToJsonString());
     }
 
     [Theory]
