@@ -34,7 +34,7 @@ public class AwqMethodFoldingTests
             var block = transformer.Blocks[layer];
             var attnNorm = (float[])block.AttnNorm.Clone();
             var context = new BlockCompression(layer, config, block, model.Weights, new Dictionary<InputSite, SiteStatistics>(), LayerFactory.Build);
-            foreach (var site in BlockCompression.FoldOrder)
+            foreach (var site in BlockCompression.FoldOrder.Where(s => s != InputSite.LmHeadInput))
             {
                 Assert.Equal(site != InputSite.AttentionOutput || kvHeads == config.NumHeads, context.CanScaleInput(site));
                 if (!context.CanScaleInput(site)) continue;
@@ -49,6 +49,12 @@ public class AwqMethodFoldingTests
             Assert.All(layers, l => Assert.IsType<DenseLayer>(l));
             Assert.NotEqual(attnNorm, block.AttnNorm);
         }
+        // The head stage: a scale on lm_head's input folds into the final norm.
+        var head = new BlockCompression(config.NumLayers, config, null, model.Weights, new Dictionary<InputSite, SiteStatistics>(), LayerFactory.Build, transformer);
+        var finalNorm = (float[])transformer.FinalNorm.Clone();
+        head.ScaleInputChannels(InputSite.LmHeadInput, Enumerable.Range(0, config.HiddenSize).Select(_ => MathF.Pow(4, 2 * random.NextSingle() - 1)).ToArray());
+        Assert.IsType<DenseLayer>(Assert.Single(head.Finish().Layers));
+        Assert.NotEqual(finalNorm, transformer.FinalNorm);
 
         var actual = Logits(transformer);
         for (int i = 0; i < expected.Length; i++) Assert.Equal(expected[i], actual[i], 1e-4);

@@ -79,7 +79,7 @@ internal static class InspectCommand
             .AddColumn(new TableColumn("share").RightAligned()).AddColumn(new TableColumn("bytes").RightAligned());
         foreach (var g in stats.Groups.Where(g => g.Parameters > 0))
             groups.AddText(g.Name, $"{g.Parameters:N0}", $"{100.0 * g.Parameters / stats.Parameters:F1} %", Terminal.Bytes(g.Bytes));
-        if (c.TiedEmbeddings || model.Weights.Find(TensorNames.LmHead) is null) groups.AddText("lm_head", "tied to embedding", "", "");
+        if (c.TiedEmbeddings || stats.Groups.Single(g => g.Name == "lm_head").Parameters == 0) groups.AddText("lm_head", "tied to embedding", "", "");
         groups.AddText("total", $"{stats.Parameters:N0}", "100 %", Terminal.Bytes(stats.TensorBytes));
 
         var storage = Terminal.KeyValueTable("storage and cost")

@@ -8,8 +8,9 @@ using LlmShrink.Model;
 namespace LlmShrink.Compression;
 
 /// <summary>
-/// What a compression method sees of one decoder block: the block, its layers' dense weights, the statistics of
-/// their calibration inputs, and the ways to replace a layer. Methods that rescale (AWQ, SmoothQuant) edit
+/// What a compression method sees of one decoder block (or of the head stage, whose one layer is lm_head reading the
+/// final norm's output): the block, its layers' dense weights, the statistics of their calibration inputs, and the
+/// ways to replace a layer. Methods that rescale (AWQ, SmoothQuant) edit
 /// <see cref="Weights"/> and the norm arrays in place and call <see cref="MarkRescaled"/>; the pipeline rebuilds
 /// every rescaled layer that no method quantized as a dense layer, so the block stays the same function.
 /// </summary>
@@ -23,17 +24,23 @@ public sealed class BlockCompression
     private readonly HashSet<LinearRole> _rescaled = new();
     private readonly List<LayerReport> _reports = new();
     private readonly Func<CompressedLayer, Linear> _buildLinear;
+    private readonly Transformer? _head;
 
+    /// <summary>The block's index; in the head stage, the number of blocks (lm_head comes after the last one).</summary>
     public int Layer { get; }
     public ModelConfig Config { get; }
-    public TransformerBlock Block { get; }
+    /// <summary>The block; null in the head stage, whose one layer is lm_head (<see cref="LinearRole.LmHead"/>).</summary>
+    public TransformerBlock? Block { get; }
     /// <summary>The layers of this block the current modifier targets.</summary>
     public IReadOnlyList<LinearRole> Targets { get; internal set; } = [];
     internal string MethodName { get; set; } = "";
 
-    internal BlockCompression(int layer, ModelConfig config, TransformerBlock block, TensorSet checkpoint,
-        IReadOnlyDictionary<InputSite, SiteStatistics> statistics, Func<CompressedLayer, Linear> buildLinear)
+    /// <param name="head">For the head stage (block null): the transformer whose lm_head and final norm are compressed and rescaled.</param>
+    internal BlockCompression(int layer, ModelConfig config, TransformerBlock? block, TensorSet checkpoint,
+        IReadOnlyDictionary<InputSite, SiteStatistics> statistics, Func<CompressedLayer, Linear> buildLinear, Transformer? head = null)
     {
+        if ((block is null) == (head is null)) throw new ArgumentException("a stage is either a block or the head");
+        _head = head;
         Layer = layer;
         Config = config;
         Block = block;
@@ -50,7 +57,8 @@ public sealed class BlockCompression
     {
         if (_results.ContainsKey(role)) throw new InvalidOperationException($"{LinearRoles.ModulePath(Layer, role)} was already compressed");
         if (!_weights.TryGetValue(role, out var w))
-            _weights[role] = w = _checkpoint.Get(TensorNames.Layer(Layer, LinearRoles.WeightSuffix(role))).ToFloatArray();
+            _weights[role] = w = _checkpoint.Get(role != LinearRole.LmHead ? TensorNames.Layer(Layer, LinearRoles.WeightSuffix(role))
+                : Config.TiedEmbeddings ? TensorNames.Embedding : TensorNames.LmHead).ToFloatArray();
         return w;
     }
 
@@ -65,8 +73,16 @@ public sealed class BlockCompression
     /// <summary>Rows (output features) and columns (input features) of a layer.</summary>
     public (int Rows, int Columns) Shape(LinearRole role)
     {
-        var l = LinearRoles.Get(Block, role);
+        var l = Current(role);
         return (l.OutFeatures, l.InFeatures);
+    }
+
+    private Linear Current(LinearRole role) => role == LinearRole.LmHead ? _head!.LmHead : LinearRoles.Get(Block!, role);
+
+    private void Replace(LinearRole role, Linear linear)
+    {
+        if (role == LinearRole.LmHead) _head!.LmHead = linear;
+        else LinearRoles.Set(Block!, role, linear);
     }
 
     /// <summary>Records that <see cref="Weights"/>(role) was edited in place (its function must be kept).</summary>
@@ -75,12 +91,15 @@ public sealed class BlockCompression
     /// <summary>
     /// The input sites in an order in which every fold of <see cref="ScaleInputChannels"/> lands before the layers it
     /// changes are handled: down_proj's scale goes into up_proj's rows (read at MlpInput), o_proj's into v_proj's
-    /// rows (read at AttentionInput); the norms are no layer.
+    /// rows (read at AttentionInput); the norms are no layer. lm_head's input (the final norm's) only occurs in the head stage.
     /// </summary>
-    public static readonly InputSite[] FoldOrder = [InputSite.MlpHidden, InputSite.AttentionOutput, InputSite.MlpInput, InputSite.AttentionInput];
+    public static readonly InputSite[] FoldOrder = [InputSite.MlpHidden, InputSite.AttentionOutput, InputSite.MlpInput, InputSite.AttentionInput, InputSite.LmHeadInput];
 
     /// <summary>The layers that read <paramref name="site"/>'s input.</summary>
-    public static IReadOnlyList<LinearRole> Readers(InputSite site) => LinearRoles.All.Where(r => LinearRoles.Site(r) == site).ToList();
+    public static IReadOnlyList<LinearRole> Readers(InputSite site) => Enum.GetValues<LinearRole>().Where(r => LinearRoles.Site(r) == site).ToList();
+
+    /// <summary>Whether <paramref name="site"/> is an RMSNorm's output, so a scale on its channels folds into the norm weight.</summary>
+    public static bool FollowsNorm(InputSite site) => site is InputSite.AttentionInput or InputSite.MlpInput or InputSite.LmHeadInput;
 
     /// <summary>
     /// Whether a scale on <paramref name="site"/>'s input channels can be folded into its producer. The attention
@@ -93,7 +112,8 @@ public sealed class BlockCompression
     /// <summary>
     /// Multiplies input channel j of every layer reading <paramref name="site"/> by s_j (W ← W·diag(s)) and divides
     /// the producer of that input by s_j, so the block computes the same function (AWQ §3.2, SmoothQuant §4):
-    /// AttentionInput → input_layernorm weight; MlpInput → post_attention_layernorm weight; MlpHidden = SiLU(gate)·up
+    /// AttentionInput → input_layernorm weight; MlpInput → post_attention_layernorm weight; LmHeadInput → the final norm
+    /// weight (model.norm; lm_head's columns take s, a tied embedding matrix is left as it is); MlpHidden = SiLU(gate)·up
     /// → up_proj's output rows; AttentionOutput → v_proj's output rows (and bias). The site's statistics are rescaled
     /// to describe the new input X·diag(s)⁻¹, so later searches and the report see the layers as they now are.
     /// Every layer this touches must still be dense: call it before quantizing any of them.
@@ -101,7 +121,7 @@ public sealed class BlockCompression
     public void ScaleInputChannels(InputSite site, float[] s)
     {
         if (!CanScaleInput(site)) throw new InvalidOperationException($"{site} cannot be rescaled with grouped-query attention");
-        int columns = LinearRoles.Get(Block, Readers(site)[0]).InFeatures;
+        int columns = Current(Readers(site)[0]).InFeatures;
         if (s.Length != columns) throw new ArgumentException($"{site} has {columns} channels, not {s.Length}", nameof(s));
         foreach (float v in s)
             if (!(v > 0 && float.IsFinite(v))) throw new ArgumentException($"scales must be positive and finite, not {v}", nameof(s));
@@ -120,8 +140,9 @@ public sealed class BlockCompression
         }
         switch (site)
         {
-            case InputSite.AttentionInput: TensorPrimitives.Divide(Block.AttnNorm, s, Block.AttnNorm); break;
-            case InputSite.MlpInput: TensorPrimitives.Divide(Block.FfnNorm, s, Block.FfnNorm); break;
+            case InputSite.AttentionInput: TensorPrimitives.Divide(Block!.AttnNorm, s, Block.AttnNorm); break;
+            case InputSite.MlpInput: TensorPrimitives.Divide(Block!.FfnNorm, s, Block.FfnNorm); break;
+            case InputSite.LmHeadInput: TensorPrimitives.Divide(_head!.FinalNorm, s, _head.FinalNorm); break;
             default:
                 {
                     var role = producer!.Value;
@@ -154,7 +175,7 @@ public sealed class BlockCompression
         _reports.Add(new LayerReport(layer.ModulePath, MethodName, Describe(layer),
             RelativeOutputError(layer.Role, original, linear), StoredBits(layer), (long)rows * columns));
         _results[layer.Role] = layer;
-        LinearRoles.Set(Block, layer.Role, linear);
+        Replace(layer.Role, linear);
         // The method's temporaries for this layer (GPTQ: copies of H and of W, the Cholesky factors — ~1.1 GB for a
         // 4096×4096 layer) are large-object-heap garbage now. Left to itself the GC ran no gen-2 collection for a
         // whole llama-2-7b block and the heap grew by every layer's temporaries; collecting here keeps only one
@@ -209,7 +230,7 @@ public sealed class BlockCompression
             var (rows, columns) = Shape(role);
             var dense = new DenseLayer(Layer, role, _weights[role], rows, columns, Bias(role));
             _results[role] = dense;
-            LinearRoles.Set(Block, role, _buildLinear(dense));
+            Replace(role, _buildLinear(dense));
         }
         return (_results.Values.OrderBy(r => r.Role).ToList(), _reports);
     }

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using LlmShrink.Compression.Recipes;
+using LlmShrink.Kernels;
 using LlmShrink.Model;
 
 namespace LlmShrink.Compression;
@@ -8,8 +9,12 @@ namespace LlmShrink.Compression;
 public interface IBlockSink
 {
     void BlockDone(int layer, TransformerBlock block, IReadOnlyList<CompressedLayer> layers);
+
+    /// <summary>Receives lm_head once compressed (only when the recipe targets it), with the final norm weight as the methods left it.</summary>
+    void HeadDone(CompressedLayer head, float[] finalNorm) { }
 }
 
+/// <summary>Progress through the stages: blocks 0…NumLayers−1, then lm_head as stage NumLayers when the recipe targets it.</summary>
 public sealed record PipelineProgress(int Layer, int Layers, string Stage);
 
 /// <summary>The outcome of a pipeline run: per-layer report lines and resource figures.</summary>
@@ -22,7 +27,7 @@ public sealed record PipelineResult(IReadOnlyList<LayerReport> Layers, TimeSpan 
 /// (3) the block runs again with the compressed layers, and its outputs become the next block's inputs. So each
 /// block is calibrated on the activations the already-compressed blocks before it really produce, and only one
 /// block's activations and statistics exist at a time. Weights stay memory-mapped; non-F32 layers are decoded
-/// when their block runs.
+/// when their block runs. When the recipe targets lm_head, a head stage follows the last block (see <see cref="CompressHead"/>).
 /// </summary>
 public sealed class SequentialPipeline
 {
@@ -50,6 +55,8 @@ public sealed class SequentialPipeline
     {
         var clock = Stopwatch.StartNew();
         var c = _model.Config;
+        var headPlan = HeadPlan();
+        int stages = c.NumLayers + (headPlan.Count > 0 ? 1 : 0);
         int length = calibration.SequenceLength, d = c.HiddenSize;
         var hidden = new float[calibration.Samples.Length][];
         for (int s = 0; s < hidden.Length; s++)
@@ -67,7 +74,7 @@ public sealed class SequentialPipeline
             var plan = Plan(layer);
 
             // (1) Statistics of the targeted layers' real inputs.
-            progress?.Report(new PipelineProgress(layer, c.NumLayers, "calibrating"));
+            progress?.Report(new PipelineProgress(layer, stages, "calibrating"));
             var statistics = RecordStatistics(block, plan);
             foreach (var h in hidden)
             {
@@ -79,7 +86,7 @@ public sealed class SequentialPipeline
             StopRecording(block);
 
             // (2) Compress.
-            progress?.Report(new PipelineProgress(layer, c.NumLayers, "compressing"));
+            progress?.Report(new PipelineProgress(layer, stages, "compressing"));
             var context = new BlockCompression(layer, c, block, _model.Weights, statistics, LayerFactory.Build);
             foreach (var (modifier, roles) in plan)
             {
@@ -96,7 +103,7 @@ public sealed class SequentialPipeline
             sink?.BlockDone(layer, block, layers);
 
             // (3) This block's outputs with its compressed layers feed the next block.
-            progress?.Report(new PipelineProgress(layer, c.NumLayers, "propagating"));
+            progress?.Report(new PipelineProgress(layer, stages, "propagating"));
             foreach (var h in hidden)
             {
                 cancel.ThrowIfCancellationRequested();
@@ -112,6 +119,11 @@ public sealed class SequentialPipeline
                 // (measured: 10 GB after 3 of 32 blocks). Collecting here keeps the peak at one block's working set.
                 GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: true);
             }
+        }
+        if (headPlan.Count > 0)
+        {
+            reports.AddRange(CompressHead(headPlan, hidden, length, sink, progress, cancel));
+            peak = Math.Max(peak, CurrentWorkingSet());
         }
         peak = Math.Max(peak, Process.GetCurrentProcess().PeakWorkingSet64);
         return new PipelineResult(reports, clock.Elapsed, peak, calibration.TokenCount);
@@ -131,6 +143,52 @@ public sealed class SequentialPipeline
             if (roles.Count > 0) plan.Add((modifier, roles));
         }
         return plan;
+    }
+
+    /// <summary>The modifier targeting lm_head, if any (a list of at most one, shaped like a block's plan).</summary>
+    private List<(Modifier Modifier, IReadOnlyList<LinearRole> Roles)> HeadPlan()
+    {
+        var plan = _recipe.Modifiers.Where(m => m.Targets.Matches(_model.Config.NumLayers, LinearRole.LmHead))
+            .Select(m => (m, (IReadOnlyList<LinearRole>)[LinearRole.LmHead])).ToList();
+        if (plan.Count > 1) throw new ShrinkException($"recipe {_recipe.Name}: {LinearRoles.LmHeadModule} is targeted by more than one modifier");
+        return plan;
+    }
+
+    /// <summary>
+    /// The head stage: lm_head's inputs are the final RMSNorm of the last block's outputs (the calibration hidden states
+    /// once every block ran compressed). Their statistics are gathered straight from those rows — lm_head itself never
+    /// runs on them, which would cost a vocabulary-wide output per token — and the modifier compresses lm_head through
+    /// the same context as a block's layers, folding any input scale into the final norm weight. The dense weight is
+    /// decoded once (the context's <see cref="BlockCompression.Weights"/>) and dropped with the context.
+    /// </summary>
+    private IReadOnlyList<LayerReport> CompressHead(List<(Modifier Modifier, IReadOnlyList<LinearRole> Roles)> plan, float[][] hidden, int length,
+        IBlockSink? sink, IProgress<PipelineProgress>? progress, CancellationToken cancel)
+    {
+        var c = _model.Config;
+        progress?.Report(new PipelineProgress(c.NumLayers, c.NumLayers + 1, "calibrating"));
+        var needs = plan.Aggregate(StatisticsNeeds.Samples, (n, p) => n | p.Modifier.Method.Needs);
+        var site = new SiteStatistics(c.HiddenSize, needs, SampleTokens);
+        var normed = new float[length * c.HiddenSize];
+        foreach (var h in hidden)
+        {
+            cancel.ThrowIfCancellationRequested();
+            RmsNorm.ApplyRows(h, _transformer.FinalNorm, normed, length, c.RmsNormEps);
+            site.Add(normed, length);
+        }
+
+        progress?.Report(new PipelineProgress(c.NumLayers, c.NumLayers + 1, "compressing"));
+        var statistics = new Dictionary<InputSite, SiteStatistics> { [InputSite.LmHeadInput] = site };
+        var context = new BlockCompression(c.NumLayers, c, null, _model.Weights, statistics, LayerFactory.Build, _transformer);
+        foreach (var (modifier, roles) in plan)
+        {
+            cancel.ThrowIfCancellationRequested();
+            context.Targets = roles;
+            context.MethodName = modifier.Method.Name;
+            modifier.Method.CompressBlock(context);
+        }
+        var (finished, reports) = context.Finish();
+        sink?.HeadDone(finished.Single() with { InputImportance = site.SquareMean() }, _transformer.FinalNorm);
+        return reports;
     }
 
     /// <summary>Wraps the first layer reading each needed input site so its inputs are recorded on the way through.</summary>

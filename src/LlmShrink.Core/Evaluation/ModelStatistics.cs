@@ -68,14 +68,10 @@ public sealed class ModelStatistics
         foreach (var (name, group) in CanonicalNames(config))
         {
             if (weights.Find(name) is not { } tensor) continue;
-            if (Count(tensor, group) && group == "lm_head")
-            {
-                matmulParameters += tensor.ElementCount;
-                matmulBytes += tensor.ByteLength;
-            }
+            Count(tensor, group);
         }
-        // A linear layer may be stored dense (.weight), packed GPTQ (.qweight, .qzeros, .scales, .g_idx) or W8A8
-        // (.weight, .weight_scale): its parameters are out × in whatever the layout, its bytes all of its tensors.
+        // A linear layer (lm_head included) may be stored dense (.weight), packed GPTQ (.qweight, .qzeros, .scales, .g_idx)
+        // or W8A8 (.weight, .weight_scale): its parameters are out × in whatever the layout, its bytes all of its tensors.
         foreach (var (module, group, outFeatures, inFeatures) in LinearModules(config))
         {
             long layerParameters = (long)outFeatures * inFeatures;
@@ -90,7 +86,7 @@ public sealed class ModelStatistics
             }
             if (!first) matmulParameters += layerParameters;
         }
-        if (weights.Find(TensorNames.LmHead) is null && weights.Find(TensorNames.Embedding) is { } embedding)
+        if (weights.Find(TensorNames.LmHead) is null && weights.Find(TensorNames.LmHeadModule + ".qweight") is null && weights.Find(TensorNames.Embedding) is { } embedding)
         {
             // Tied: the output projection multiplies by the embedding matrix.
             matmulParameters += embedding.ElementCount;
@@ -119,7 +115,6 @@ public sealed class ModelStatistics
             foreach (var (suffix, group) in LayerTensors) yield return (TensorNames.Layer(i, suffix), group);
         }
         yield return (TensorNames.FinalNorm, "norms");
-        yield return (TensorNames.LmHead, "lm_head");
     }
 
     private static readonly (string Suffix, string Group)[] LayerTensors =
@@ -130,7 +125,7 @@ public sealed class ModelStatistics
 
     private static readonly string[] LinearSuffixes = [".weight", ".weight_scale", ".qweight", ".qzeros", ".scales", ".g_idx"];
 
-    /// <summary>Every block linear layer: module path (without ".weight"), group, out and in features.</summary>
+    /// <summary>Every block linear layer and lm_head: module path (without ".weight"), group, out and in features.</summary>
     private static IEnumerable<(string Module, string Group, int Out, int In)> LinearModules(ModelConfig c)
     {
         for (int i = 0; i < c.NumLayers; i++)
@@ -144,5 +139,6 @@ public sealed class ModelStatistics
             yield return (M(TensorNames.Up), "mlp.up", c.IntermediateSize, c.HiddenSize);
             yield return (M(TensorNames.Down), "mlp.down", c.HiddenSize, c.IntermediateSize);
         }
+        yield return (TensorNames.LmHeadModule, "lm_head", c.VocabSize, c.HiddenSize);
     }
 }

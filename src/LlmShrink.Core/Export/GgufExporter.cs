@@ -123,7 +123,9 @@ public static class GgufExporter
         var map = new List<(string, string)> { ("token_embd.weight", TensorNames.Embedding) };
         if (weights.Contains(TensorNames.RopeFrequencyFactors)) map.Add(("rope_freqs.weight", TensorNames.RopeFrequencyFactors));
         map.Add(("output_norm.weight", TensorNames.FinalNorm));
-        if (weights.Contains(TensorNames.LmHead) && !c.TiedEmbeddings) map.Add(("output.weight", TensorNames.LmHead));
+        // A compressed lm_head (GPTQ-packed or W8A8, no lm_head.weight) maps like a compressed block linear.
+        if (!c.TiedEmbeddings && (weights.Contains(TensorNames.LmHead) || ScaledIntegerMatrix.IsCompressed(weights, TensorNames.LmHeadModule)))
+            map.Add(("output.weight", TensorNames.LmHead));
         for (int i = 0; i < c.NumLayers; i++)
         {
             void Layer(string gguf, string canonical) => map.Add(($"blk.{i}.{gguf}", TensorNames.Layer(i, canonical)));

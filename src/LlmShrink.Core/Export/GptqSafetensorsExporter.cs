@@ -52,7 +52,10 @@ public static class GptqSafetensorsExporter
         output.Commit();
     }
 
-    /// <summary>Every decoder linear module as GPTQ-quantized (with its parameters) or dense; W8A8 and dense-only models are refused.</summary>
+    /// <summary>
+    /// Every decoder linear module as GPTQ-quantized (with its parameters) or dense, and lm_head when it is quantized (a dense
+    /// lm_head is the loaders' default and is not listed); W8A8 and dense-only models are refused.
+    /// </summary>
     public static (List<GptqModule> Quantized, List<string> Dense) Survey(LoadedModel model)
     {
         var quantized = new List<GptqModule>();
@@ -66,6 +69,8 @@ public static class GptqSafetensorsExporter
                 else if (ScaledIntegerMatrix.IsCompressed(model.Weights, module)) w8a8.Add(module);
                 else dense.Add(module);
             }
+        if (model.Weights.Contains(TensorNames.LmHeadModule + ".qweight")) quantized.Add(Describe(model.Weights, TensorNames.LmHeadModule));
+        else if (ScaledIntegerMatrix.IsCompressed(model.Weights, TensorNames.LmHeadModule)) w8a8.Add(TensorNames.LmHeadModule);
         if (w8a8.Count > 0)
             throw ShrinkException.InFile(model.Source, $"{w8a8.Count} W8A8 module(s) (e.g. {w8a8[0]}) have no GPTQ form; export this folder with --format gguf, or compress with a GPTQ or RTN recipe");
         if (quantized.Count == 0)
@@ -88,7 +93,8 @@ public static class GptqSafetensorsExporter
     /// The quantization_config: the most common (bits, group_size, sym) at the top level, desc_act true when any module
     /// is act-ordered (kernels then honour g_idx; a trivial g_idx gives the same result), GPTQModel/vLLM "dynamic"
     /// overrides ("+:regex" → other parameters, "-:regex" → left dense), and for optimum, which knows no "dynamic",
-    /// <c>modules_in_block_to_quantize</c> when the same modules are dense in every block.
+    /// <c>modules_in_block_to_quantize</c> when the same modules are dense in every block. "lm_head" is true when lm_head is
+    /// among the quantized modules (transformers/optimum then replace it by a quantized layer too).
     /// </summary>
     public static JsonObject QuantizationConfig(IReadOnlyList<GptqModule> quantized, IReadOnlyList<string> dense, int layers)
     {
@@ -101,7 +107,7 @@ public static class GptqSafetensorsExporter
             ["group_size"] = common.GroupSize,
             ["desc_act"] = quantized.Any(q => q.ActOrder),
             ["sym"] = common.Symmetric,
-            ["lm_head"] = false,
+            ["lm_head"] = quantized.Any(q => q.Module == TensorNames.LmHeadModule),
         };
         var dynamic = new JsonObject();
         foreach (var q in quantized.Where(q => (q.Bits, q.GroupSize, q.Symmetric) != common))
@@ -110,7 +116,7 @@ public static class GptqSafetensorsExporter
         if (dynamic.Count > 0) config["dynamic"] = dynamic;
 
         // Module names inside a block ("self_attn.q_proj"); optimum's list form only works when every block agrees.
-        var perBlock = quantized.Select(q => q.Module).GroupBy(BlockOf).Select(g => g.Select(InBlock).Order(StringComparer.Ordinal).ToList()).ToList();
+        var perBlock = quantized.Select(q => q.Module).Where(m => m != TensorNames.LmHeadModule).GroupBy(BlockOf).Select(g => g.Select(InBlock).Order(StringComparer.Ordinal).ToList()).ToList();
         if (dense.Count > 0 && perBlock.Count == layers && perBlock.All(b => b.SequenceEqual(perBlock[0])))
             config["modules_in_block_to_quantize"] = new JsonArray(new JsonArray(perBlock[0].Select(n => (JsonNode)n!).ToArray()));
         return config;

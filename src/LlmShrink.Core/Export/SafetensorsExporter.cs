@@ -13,7 +13,9 @@ namespace LlmShrink.Export;
 /// Writes a loaded model as a dense Hugging Face folder: config.json, the weights in one float dtype under their canonical
 /// names (Q/K rows in rotate-half order, un-permuted when the source is interleaved, e.g. a GGUF llama file), sharded
 /// with <c>model.safetensors.index.json</c> when they exceed the shard limit, and the tokenizer files. The folder is
-/// built under a temporary name beside the target and renamed into place when complete. See docs/FORMAT.md.
+/// built under a temporary name beside the target and renamed into place when complete. A compressed folder's packed
+/// modules (GPTQ, W8A8; lm_head included) are written as the dense weights they compute with, and its
+/// <c>quantization_config</c> is dropped. See docs/FORMAT.md.
 /// </summary>
 public static class SafetensorsExporter
 {
@@ -37,6 +39,7 @@ public static class SafetensorsExporter
         WriteWeights(model, dtype, output.Path, maxShardBytes);
         var config = ConfigJson(model);
         config["torch_dtype"] = TorchDType(dtype);
+        config.Remove("quantization_config"); // every module is dense now
         File.WriteAllText(output.File("config.json"), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         WriteTokenizer(model, output.Path);
         output.Commit();
@@ -52,10 +55,51 @@ public static class SafetensorsExporter
             if (name == TensorNames.RopeFrequencyFactors) continue; // expressed by config.json's rope_scaling
             Func<long, long>? rows = name.EndsWith(TensorNames.Q, StringComparison.Ordinal) || name.EndsWith(TensorNames.K, StringComparison.Ordinal)
                 ? RopeRowOrder.SourceRow(c.RopeStyle, RopeStyle.RotateHalf, c.HeadDim) : null;
+            if (CompressedModule(model.Weights, name) is { } module)
+            {
+                // One entry per module, at its integer tensor; the scales, zeros and g_idx are folded into it.
+                if (name == module + ".qweight" || name == module + ".weight") entries.Add(Dequantized(model.Weights, module, dtype));
+                continue;
+            }
             entries.Add(new SafetensorsWriter.Entry(name, dtype, tensor.Shape, stream => TensorRowWriter.Write(stream, tensor, dtype, rows)));
         }
 
         WriteSharded(folder, entries, maxShardBytes);
+    }
+
+    private static readonly string[] CompressedSuffixes = [".qweight", ".qzeros", ".scales", ".g_idx", ".weight", ".weight_scale"];
+
+    /// <summary>The module a tensor belongs to when that module is stored compressed (GPTQ-packed or W8A8), else null.</summary>
+    private static string? CompressedModule(TensorSet weights, string name)
+    {
+        foreach (string suffix in CompressedSuffixes)
+            if (name.EndsWith(suffix, StringComparison.Ordinal) && ScaledIntegerMatrix.IsCompressed(weights, name[..^suffix.Length]))
+                return name[..^suffix.Length];
+        return null;
+    }
+
+    /// <summary>
+    /// A compressed module as <c>module.weight</c> [out, in] in <paramref name="dtype"/>: w = scale · level, row by row (a
+    /// compressed folder is already in rotate-half order, so Q/K rows stay where they are).
+    /// </summary>
+    private static SafetensorsWriter.Entry Dequantized(TensorSet weights, string module, TensorType dtype)
+    {
+        var (outFeatures, inFeatures, _) = ScaledIntegerMatrix.Shape(weights, module);
+        return new SafetensorsWriter.Entry(module + ".weight", dtype, [outFeatures, inFeatures], stream =>
+        {
+            var matrix = ScaledIntegerMatrix.Read(weights, module);
+            var scale = new float[inFeatures];
+            var level = new int[inFeatures];
+            var row = new float[inFeatures];
+            var bytes = new byte[TensorTypes.ByteCount(dtype, inFeatures)];
+            for (int r = 0; r < outFeatures; r++)
+            {
+                matrix.Row(r, scale, level);
+                for (int i = 0; i < inFeatures; i++) row[i] = scale[i] * level[i];
+                TensorEncoding.EncodeRow(dtype, row, bytes);
+                stream.Write(bytes);
+            }
+        });
     }
 
     /// <summary>

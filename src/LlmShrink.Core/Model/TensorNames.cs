@@ -6,6 +6,8 @@ public static class TensorNames
     public const string Embedding = "model.embed_tokens.weight";
     public const string FinalNorm = "model.norm.weight";
     public const string LmHead = "lm_head.weight";
+    /// <summary>lm_head's module path: a packed lm_head stores lm_head.qweight/.qzeros/.scales/.g_idx (or an I8 .weight with .weight_scale).</summary>
+    public const string LmHeadModule = "lm_head";
     /// <summary>Per-dimension RoPE frequency divisors (llama.cpp stores Llama 3.1 rope scaling this way in GGUF).</summary>
     public const string RopeFrequencyFactors = "rope_freqs.weight";
 

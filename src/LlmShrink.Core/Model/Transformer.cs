@@ -16,7 +16,6 @@ public sealed class Transformer : IDisposable
     private readonly StoredTensor _embedding;
     private readonly TransformerBlock[] _blocks;
     private readonly float[] _finalNorm;
-    private readonly Linear _lmHead;
     private readonly Rope _rope;
     private readonly Attention _attention;
     private readonly WorkerPool _pool = WorkerPool.Shared;
@@ -33,8 +32,10 @@ public sealed class Transformer : IDisposable
 
     /// <summary>The decoder blocks; compression replaces their linear layers and rescales their norms in place.</summary>
     public IReadOnlyList<TransformerBlock> Blocks => _blocks;
-    /// <summary>The output projection (the embedding matrix when tied).</summary>
-    public Linear LmHead => _lmHead;
+    /// <summary>The output projection (the embedding matrix when tied); compression may replace it.</summary>
+    public Linear LmHead { get; set; }
+    /// <summary>The final RMSNorm weight (model.norm), a float32 copy that compression may rescale in place (AWQ, SmoothQuant on lm_head).</summary>
+    public float[] FinalNorm => _finalNorm;
 
     /// <param name="model">Must stay open while the transformer is used: F32 weights are read from its mapping.</param>
     /// <param name="threads">Threads for each kernel, from the shared <see cref="WorkerPool"/>; 0 = all cores.</param>
@@ -48,7 +49,9 @@ public sealed class Transformer : IDisposable
         _embedding = w.Get(TensorNames.Embedding);
         TensorShapes.Expect(_embedding, c.VocabSize, c.HiddenSize);
         _finalNorm = Vector(w, TensorNames.FinalNorm, c.HiddenSize);
-        _lmHead = Linear.FromStored(c.TiedEmbeddings ? _embedding : w.Get(TensorNames.LmHead), null, c.VocabSize, c.HiddenSize);
+        // An untied lm_head may be stored in any layout a block linear can (dense, GPTQ-packed, W8A8) and runs on its packed kernel.
+        LmHead = c.TiedEmbeddings ? Linear.FromStored(_embedding, null, c.VocabSize, c.HiddenSize)
+            : LinearLoader.Load(w, TensorNames.LmHeadModule, c.VocabSize, c.HiddenSize, null);
 
         _blocks = new TransformerBlock[c.NumLayers];
         for (int l = 0; l < c.NumLayers; l++)
@@ -120,7 +123,7 @@ public sealed class Transformer : IDisposable
         int rows = allLogits ? n : 1;
         var last = _x.AsSpan((n - rows) * d, rows * d);
         RmsNorm.ApplyRows(last, _finalNorm, _xNorm, rows, c.RmsNormEps);
-        _lmHead.Apply(_xNorm, logits, rows, _pool, _threads);
+        LmHead.Apply(_xNorm, logits, rows, _pool, _threads);
         cache.Length = first + n;
     }
 

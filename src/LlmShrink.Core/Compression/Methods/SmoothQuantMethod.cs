@@ -4,7 +4,7 @@ using LlmShrink.Compression.Recipes;
 namespace LlmShrink.Compression.Methods;
 
 /// <summary>
-/// SmoothQuant W8A8 (Xiao et al. 2023): divides the inputs of q/k/v and gate/up by s_j = max|X_j|^α / max|W_:j|^(1−α)
+/// SmoothQuant W8A8 (Xiao et al. 2023): divides the inputs of q/k/v, gate/up and lm_head by s_j = max|X_j|^α / max|W_:j|^(1−α)
 /// (folded into the RMSNorm weights, the weights' columns multiplied by s) so activation outliers move into the
 /// weights, then stores every targeted layer as int8 weights per output channel; activations are quantized to int8
 /// per token at run time. o_proj and down_proj are quantized unsmoothed, as the reference does for Llama, unless
@@ -23,7 +23,7 @@ public sealed class SmoothQuantMethod(double alpha, bool smoothAll) : ICompressi
         // Every fold first: smoothing down's and o's inputs changes up's and v's rows, which are then quantized.
         foreach (var site in BlockCompression.FoldOrder)
         {
-            bool smoothed = site is InputSite.AttentionInput or InputSite.MlpInput || smoothAll;
+            bool smoothed = BlockCompression.FollowsNorm(site) || smoothAll;
             var roles = block.Targets.Where(r => LinearRoles.Site(r) == site).ToList();
             if (!smoothed || roles.Count == 0 || !block.CanScaleInput(site)) continue;
             var statistics = block.Statistics(site);

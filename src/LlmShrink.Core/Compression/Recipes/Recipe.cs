@@ -8,12 +8,13 @@ public sealed record Modifier(ICompressionMethod Method, TargetSelector Targets)
 /// <code>
 /// modifiers:
 ///   - method: gptq
-///     targets: [Linear]      # "Linear", a module name like "down_proj", or "re:REGEX" on the module path
-///     ignore: [lm_head]
+///     targets: [Linear]      # "Linear" (the block linears), a module name like "down_proj" or "lm_head", or "re:REGEX" on the module path
+///     ignore: [re:.*\.0\.]   # optional
 ///     bits: 4
 ///     group_size: 128
 /// </code>
-/// Each block linear may be targeted by at most one modifier; embeddings and lm_head are always kept.
+/// Each linear may be targeted by at most one modifier. lm_head is kept unless a modifier names it (see
+/// <see cref="TargetSelector"/>); token embeddings are always kept.
 /// </summary>
 public sealed class Recipe
 {
@@ -52,7 +53,7 @@ public sealed class Recipe
                 throw ShrinkException.InFile(source, "each modifier needs 'method: NAME'");
             var parameters = new Dictionary<string, object?>(entry.Where(kv => kv.Key != "method"));
             var p = new RecipeParameters(parameters, source, method);
-            var targets = new TargetSelector(p.List("targets", ["Linear"]), p.List("ignore", ["lm_head"]), source);
+            var targets = new TargetSelector(p.List("targets", ["Linear"]), p.List("ignore", []), source);
             var created = MethodRegistry.Create(method, p);
             p.RejectUnknown();
             modifiers.Add(new Modifier(created, targets));

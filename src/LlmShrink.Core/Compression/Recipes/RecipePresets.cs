@@ -2,7 +2,7 @@ using System.Diagnostics.CodeAnalysis;
 
 namespace LlmShrink.Compression.Recipes;
 
-/// <summary>Named recipes for the common schemes (wNgG = N-bit weights in groups of G input columns).</summary>
+/// <summary>Named recipes for the common schemes (wNgG = N-bit weights in groups of G input columns; "-head": lm_head too).</summary>
 public static class RecipePresets
 {
     private static string WeightOnly(string method, int bits, int group) => $"""
@@ -27,6 +27,15 @@ public static class RecipePresets
                 symmetric: true
             """,
         ["w4g128-rtn"] = WeightOnly("rtn", 4, 128),
+        // Every matmul 4-bit: the block linears and lm_head (untied when the source ties it to the embeddings, which stay as stored).
+        ["w4g128-rtn-head"] = """
+            modifiers:
+              - method: rtn
+                targets: [Linear, lm_head]
+                bits: 4
+                group_size: 128
+                symmetric: true
+            """,
         ["w3g128-rtn"] = WeightOnly("rtn", 3, 128),
         ["w4g128-gptq"] = WeightOnly("gptq", 4, 128),
         ["w3g128-gptq"] = WeightOnly("gptq", 3, 128),
