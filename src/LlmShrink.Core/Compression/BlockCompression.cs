@@ -49,8 +49,10 @@ public sealed class BlockCompression
     public float[] Weights(LinearRole role)
     {
         if (_results.ContainsKey(role)) throw new InvalidOperationException($"{LinearRoles.ModulePath(Layer, role)} was already compressed");
+        // The block's layer usually holds the weights decoded already (it just ran on the calibration inputs): take them over.
         if (!_weights.TryGetValue(role, out var w))
-            _weights[role] = w = _checkpoint.Get(TensorNames.Layer(Layer, LinearRoles.WeightSuffix(role))).ToFloatArray();
+            _weights[role] = w = (LinearRoles.Get(Block, role) as DenseLinear)?.DetachDecoded()
+                ?? _checkpoint.Get(TensorNames.Layer(Layer, LinearRoles.WeightSuffix(role))).ToFloatArray();
         return w;
     }
 
@@ -68,6 +70,9 @@ public sealed class BlockCompression
         var l = LinearRoles.Get(Block, role);
         return (l.OutFeatures, l.InFeatures);
     }
+
+    /// <summary>Whether a method has already replaced the layer in this block.</summary>
+    public bool IsCompressed(LinearRole role) => _results.ContainsKey(role);
 
     /// <summary>Records that <see cref="Weights"/>(role) was edited in place (its function must be kept).</summary>
     public void MarkRescaled(LinearRole role) => _rescaled.Add(role);
@@ -154,13 +159,17 @@ public sealed class BlockCompression
         _reports.Add(new LayerReport(layer.ModulePath, MethodName, Describe(layer),
             RelativeOutputError(layer.Role, original, linear), StoredBits(layer), (long)rows * columns));
         _results[layer.Role] = layer;
+        _weights.Remove(layer.Role); // only rescaled layers nobody compressed need their dense weights at the end
         LinearRoles.Set(Block, layer.Role, linear);
-        // The method's temporaries for this layer (GPTQ: copies of H and of W, the Cholesky factors — ~1.1 GB for a
-        // 4096×4096 layer) are large-object-heap garbage now. Left to itself the GC ran no gen-2 collection for a
-        // whole llama-2-7b block and the heap grew by every layer's temporaries; collecting here keeps only one
-        // layer's temporaries alive at a time, for a collection that costs milliseconds against seconds of work.
+        // The layer's dense weights and the method's temporaries (GPTQ: W's working copy, H turned into U — ~1 GB
+        // for down_proj) are large-object-heap garbage now. Left to itself the GC ran no gen-2 collection for a whole
+        // llama-2-7b block and the heap grew by every layer's temporaries; collecting here keeps only one layer's
+        // temporaries alive at a time, for a collection that costs milliseconds against seconds of work.
         GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true);
     }
+
+    /// <summary>Calibration input rows the report's output error is measured on.</summary>
+    internal const int ReportTokens = 256;
 
     /// <summary>
     /// ‖X Wᵀ − layer(X)‖² / ‖X Wᵀ‖² on the sampled calibration inputs of the layer's site, where W is the layer's
@@ -170,7 +179,7 @@ public sealed class BlockCompression
     {
         var (rows, columns) = Shape(role);
         var stats = Statistics(LinearRoles.Site(role));
-        int n = Math.Min(stats.SampleTokens, 256);
+        int n = Math.Min(stats.SampleTokens, ReportTokens);
         if (n == 0) return double.NaN;
         var x = stats.Samples().AsSpan(0, n * columns);
         var exact = new float[n * rows];
