@@ -91,4 +91,20 @@ public class GptqTests
         var wHat = q.Dequantize();
         for (int r = 0; r < rows; r++) Assert.Equal(0f, wHat[r * columns + 9]);
     }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void ConsumingTheHessianGivesTheSameCodesAndQuantizeLeavesHUnchanged(bool actOrder)
+    {
+        var scheme = QuantScheme.Grouped(4, 64, symmetric: false);
+        var options = new GptqOptions(ActOrder: actOrder);
+        var original = (double[])H.Clone();
+        var copied = Gptq.Quantize(W, Rows, Columns, H, scheme, options);
+        Assert.Equal(original, H);
+        var consumed = Gptq.QuantizeConsumingHessian(W, Rows, Columns, (double[])H.Clone(), scheme, options);
+        Assert.Equal(copied.Codes, consumed.Codes);
+        Assert.Equal(copied.GroupIndex, consumed.GroupIndex);
+        Assert.Equal(copied.Dequantize(), consumed.Dequantize());
+    }
 }

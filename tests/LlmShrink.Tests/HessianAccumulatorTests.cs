@@ -45,4 +45,14 @@ public class HessianAccumulatorTests
         var acc = new HessianAccumulator(8);
         Assert.Throws<ArgumentException>(() => acc.Add(new float[15], 2));
     }
+
+    [Fact]
+    public void ToHessianEndsTheAccumulation()
+    {
+        var acc = new HessianAccumulator(8);
+        acc.Add(new float[16], 2);
+        acc.ToHessian();
+        Assert.Throws<InvalidOperationException>(() => acc.ToHessian());
+        Assert.Throws<InvalidOperationException>(() => acc.Add(new float[16], 2));
+    }
 }

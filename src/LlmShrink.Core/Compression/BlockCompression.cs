@@ -56,9 +56,11 @@ public sealed class BlockCompression
     public float[] Weights(LinearRole role)
     {
         if (_results.ContainsKey(role)) throw new InvalidOperationException($"{LinearRoles.ModulePath(Layer, role)} was already compressed");
+        // The block's layer usually holds the weights decoded already (it just ran on the calibration inputs): take them over.
         if (!_weights.TryGetValue(role, out var w))
-            _weights[role] = w = _checkpoint.Get(role != LinearRole.LmHead ? TensorNames.Layer(Layer, LinearRoles.WeightSuffix(role))
-                : Config.TiedEmbeddings ? TensorNames.Embedding : TensorNames.LmHead).ToFloatArray();
+            _weights[role] = w = (Current(role) as DenseLinear)?.DetachDecoded()
+                ?? _checkpoint.Get(role != LinearRole.LmHead ? TensorNames.Layer(Layer, LinearRoles.WeightSuffix(role))
+                    : Config.TiedEmbeddings ? TensorNames.Embedding : TensorNames.LmHead).ToFloatArray();
         return w;
     }
 
@@ -84,6 +86,9 @@ public sealed class BlockCompression
         if (role == LinearRole.LmHead) _head!.LmHead = linear;
         else LinearRoles.Set(Block!, role, linear);
     }
+
+    /// <summary>Whether a method has already replaced the layer in this block.</summary>
+    public bool IsCompressed(LinearRole role) => _results.ContainsKey(role);
 
     /// <summary>Records that <see cref="Weights"/>(role) was edited in place (its function must be kept).</summary>
     public void MarkRescaled(LinearRole role) => _rescaled.Add(role);
@@ -175,13 +180,17 @@ public sealed class BlockCompression
         _reports.Add(new LayerReport(layer.ModulePath, MethodName, Describe(layer),
             RelativeOutputError(layer.Role, original, linear), StoredBits(layer), (long)rows * columns));
         _results[layer.Role] = layer;
+        _weights.Remove(layer.Role); // only rescaled layers nobody compressed need their dense weights at the end
         Replace(layer.Role, linear);
-        // The method's temporaries for this layer (GPTQ: copies of H and of W, the Cholesky factors — ~1.1 GB for a
-        // 4096×4096 layer) are large-object-heap garbage now. Left to itself the GC ran no gen-2 collection for a
-        // whole llama-2-7b block and the heap grew by every layer's temporaries; collecting here keeps only one
-        // layer's temporaries alive at a time, for a collection that costs milliseconds against seconds of work.
+        // The layer's dense weights and the method's temporaries (GPTQ: W's working copy, H turned into U — ~1 GB
+        // for down_proj) are large-object-heap garbage now. Left to itself the GC ran no gen-2 collection for a whole
+        // llama-2-7b block and the heap grew by every layer's temporaries; collecting here keeps only one layer's
+        // temporaries alive at a time, for a collection that costs milliseconds against seconds of work.
         GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true);
     }
+
+    /// <summary>Calibration input rows the report's output error is measured on.</summary>
+    internal const int ReportTokens = 256;
 
     /// <summary>
     /// ‖X Wᵀ − layer(X)‖² / ‖X Wᵀ‖² on the sampled calibration inputs of the layer's site, where W is the layer's
@@ -191,7 +200,7 @@ public sealed class BlockCompression
     {
         var (rows, columns) = Shape(role);
         var stats = Statistics(LinearRoles.Site(role));
-        int n = Math.Min(stats.SampleTokens, 256);
+        int n = Math.Min(stats.SampleTokens, ReportTokens);
         if (n == 0) return double.NaN;
         var x = stats.Samples().AsSpan(0, n * columns);
         var exact = new float[n * rows];

@@ -64,6 +64,8 @@ public sealed class SequentialPipeline
             hidden[s] = new float[length * d];
             _transformer.Embed(calibration.Samples[s], hidden[s]);
         }
+        ReleaseMapped(_model.Weights.Get(TensorNames.Embedding)); // only the sampled tokens' rows were read
+        var scratch = new float[length * d];
         var cache = _transformer.NewCache(length);
         var reports = new List<LayerReport>();
         long peak = 0;
@@ -73,34 +75,10 @@ public sealed class SequentialPipeline
             var block = _transformer.Blocks[layer];
             var plan = Plan(layer);
 
-            // (1) Statistics of the targeted layers' real inputs.
-            progress?.Report(new PipelineProgress(layer, stages, "calibrating"));
-            var statistics = RecordStatistics(block, plan);
-            foreach (var h in hidden)
-            {
-                cancel.ThrowIfCancellationRequested();
-                var scratch = (float[])h.Clone();
-                cache.Clear();
-                _transformer.ForwardBlock(layer, scratch, length, cache);
-            }
-            StopRecording(block);
-
-            // (2) Compress.
-            progress?.Report(new PipelineProgress(layer, stages, "compressing"));
-            var context = new BlockCompression(layer, c, block, _model.Weights, statistics, LayerFactory.Build);
-            foreach (var (modifier, roles) in plan)
-            {
-                cancel.ThrowIfCancellationRequested();
-                context.Targets = roles;
-                context.MethodName = modifier.Method.Name;
-                modifier.Method.CompressBlock(context);
-            }
-            var (finished, blockReports) = context.Finish();
-            // Each layer carries its site's mean x² (after any folding) so the writer can store the importance the GGUF re-fits weight by.
-            var layers = finished.Select(l => statistics.TryGetValue(LinearRoles.Site(l.Role), out var site) ? l with { InputImportance = site.SquareMean() } : l).ToList();
-            reports.AddRange(blockReports);
+            // (1) calibrate and (2) compress in a method of their own: the block's statistics and method state are
+            // unreachable once it returns, whatever the JIT tier keeps alive in this loop's frame.
+            reports.AddRange(CalibrateAndCompress(layer, stages, plan, hidden, scratch, cache, sink, progress, cancel));
             peak = Math.Max(peak, CurrentWorkingSet());
-            sink?.BlockDone(layer, block, layers);
 
             // (3) This block's outputs with its compressed layers feed the next block.
             progress?.Report(new PipelineProgress(layer, stages, "propagating"));
@@ -113,11 +91,15 @@ public sealed class SequentialPipeline
             if (releaseFinishedBlocks)
             {
                 foreach (var role in LinearRoles.All) LinearRoles.Set(block, role, new ReleasedLinear(LinearRoles.Get(block, role)));
+                // The block's checkpoint pages (~0.4 GB of F16 for llama-2-7b) would otherwise stay in the resident set.
+                string prefix = TensorNames.Layer(layer, "");
+                foreach (var tensor in _model.Weights.All.Where(t => t.Name.StartsWith(prefix, StringComparison.Ordinal))) ReleaseMapped(tensor);
                 // A block leaves gigabytes of large arrays behind (decoded F32 weights, dense copies, codes, Hessians:
                 // ~1.7 GB per llama-2-7b block). They live on the large/pinned object heaps, which only a gen-2
                 // collection frees, and on a machine with free RAM the GC lets the heap grow by whole blocks first
                 // (measured: 10 GB after 3 of 32 blocks). Collecting here keeps the peak at one block's working set.
-                GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: true);
+                // Aggressive also returns the freed regions to the OS instead of keeping them committed for reuse.
+                GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
             }
         }
         if (headPlan.Count > 0)
@@ -127,6 +109,41 @@ public sealed class SequentialPipeline
         }
         peak = Math.Max(peak, Process.GetCurrentProcess().PeakWorkingSet64);
         return new PipelineResult(reports, clock.Elapsed, peak, calibration.TokenCount);
+    }
+
+    private IReadOnlyList<LayerReport> CalibrateAndCompress(int layer, int stages, List<(Modifier Modifier, IReadOnlyList<LinearRole> Roles)> plan,
+        float[][] hidden, float[] scratch, KvCache cache, IBlockSink? sink, IProgress<PipelineProgress>? progress, CancellationToken cancel)
+    {
+        var c = _model.Config;
+        var block = _transformer.Blocks[layer];
+        int length = scratch.Length / c.HiddenSize;
+        // (1) Statistics of the targeted layers' real inputs.
+        progress?.Report(new PipelineProgress(layer, stages, "calibrating"));
+        var statistics = RecordStatistics(block, plan);
+        foreach (var h in hidden)
+        {
+            cancel.ThrowIfCancellationRequested();
+            h.CopyTo(scratch, 0);
+            cache.Clear();
+            _transformer.ForwardBlock(layer, scratch, length, cache);
+        }
+        StopRecording(block);
+
+        // (2) Compress.
+        progress?.Report(new PipelineProgress(layer, stages, "compressing"));
+        var context = new BlockCompression(layer, c, block, _model.Weights, statistics, LayerFactory.Build);
+        foreach (var (modifier, roles) in plan)
+        {
+            cancel.ThrowIfCancellationRequested();
+            context.Targets = roles;
+            context.MethodName = modifier.Method.Name;
+            modifier.Method.CompressBlock(context);
+        }
+        var (finished, blockReports) = context.Finish();
+        // Each layer carries its site's mean x² (after any folding) so the writer can store the importance the GGUF re-fits weight by.
+        var layers = finished.Select(l => statistics.TryGetValue(LinearRoles.Site(l.Role), out var site) ? l with { InputImportance = site.SquareMean() } : l).ToList();
+        sink?.BlockDone(layer, block, layers);
+        return blockReports;
     }
 
     /// <summary>Each modifier's targets in this block; a layer targeted twice is a recipe error.</summary>
@@ -199,15 +216,17 @@ public sealed class SequentialPipeline
             foreach (var role in roles)
             {
                 var site = LinearRoles.Site(role);
-                // Samples are always kept: the report measures every compressed layer's output error on them.
-                needs[site] = needs.GetValueOrDefault(site) | modifier.Method.Needs | StatisticsNeeds.Samples;
+                needs[site] = needs.GetValueOrDefault(site) | modifier.Method.Needs;
             }
         var statistics = new Dictionary<InputSite, SiteStatistics>();
         foreach (var (site, need) in needs)
         {
             var role = FirstRole(site);
             var layer = LinearRoles.Get(block, role);
-            var stats = new SiteStatistics(layer.InFeatures, need, SampleTokens);
+            // Samples are always kept: the report measures every compressed layer's output error on the first
+            // ReportTokens of them; only methods that search on samples need more (MLP inputs: 45 KB per token on llama-2-7b).
+            int sampleTokens = need.HasFlag(StatisticsNeeds.Samples) ? SampleTokens : BlockCompression.ReportTokens;
+            var stats = new SiteStatistics(layer.InFeatures, need | StatisticsNeeds.Samples, sampleTokens);
             statistics[site] = stats;
             LinearRoles.Set(block, role, new RecordingLinear(layer, stats));
         }
@@ -234,6 +253,8 @@ public sealed class SequentialPipeline
         public override void Apply(ReadOnlySpan<float> x, Span<float> y, int n, Kernels.WorkerPool pool, int threads) =>
             throw new InvalidOperationException("this block was released after compression; load the written checkpoint to run it");
     }
+
+    private static void ReleaseMapped(Formats.StoredTensor tensor) => tensor.File.Release(tensor.Offset, tensor.ByteLength);
 
     private static long CurrentWorkingSet()
     {

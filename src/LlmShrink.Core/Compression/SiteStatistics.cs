@@ -25,6 +25,8 @@ public sealed class SiteStatistics
     private readonly double[] _absSum;
     private readonly double[] _squareSum;
     private double[]? _hessianMatrix;
+    private bool _hessianTaken;
+    private float[]? _joinedSamples;
     private readonly List<float[]> _samples = new();
     private readonly int _maxSampleTokens;
 
@@ -46,7 +48,8 @@ public sealed class SiteStatistics
 
     public void Add(ReadOnlySpan<float> x, int tokens)
     {
-        if (_hessianMatrix is not null) throw new InvalidOperationException("statistics are final once the Hessian was read");
+        if (_hessianMatrix is not null || _hessianTaken || _joinedSamples is not null)
+            throw new InvalidOperationException("statistics are final once the Hessian or the samples were read");
         _hessian?.Add(x, tokens);
         for (int t = 0; t < tokens; t++)
         {
@@ -85,7 +88,7 @@ public sealed class SiteStatistics
             _absSum[j] /= s[j];
             _squareSum[j] /= (double)s[j] * s[j];
         }
-        if (_hessian is not null)
+        if (_hessian is not null || _hessianMatrix is not null)
         {
             var h = Hessian();
             for (int i = 0; i < Columns; i++)
@@ -112,22 +115,38 @@ public sealed class SiteStatistics
         return mean;
     }
 
-    /// <summary>H = 2/n Σ x xᵀ, [Columns, Columns], computed once; the accumulator is dropped then (a 7B down_proj's is ~1 GB).</summary>
+    /// <summary>H = 2/n Σ x xᵀ, [Columns, Columns], computed once in the accumulator's storage (a 7B down_proj's is ~1 GB).</summary>
     public double[] Hessian()
     {
+        if (_hessianTaken) throw new InvalidOperationException("the Hessian of this site was handed over with TakeHessian");
         if (_hessianMatrix is not null) return _hessianMatrix;
         _hessianMatrix = (_hessian ?? throw new InvalidOperationException("the Hessian was not requested for this site")).ToHessian();
         _hessian = null;
         return _hessianMatrix;
     }
 
-    /// <summary>The sampled input rows, row-major [SampleTokens, Columns].</summary>
+    /// <summary>
+    /// Hands H over to its last user, who may overwrite it (GPTQ factors it in place); the statistics forget it, so
+    /// the gigabyte is freed as soon as that user is done instead of at the end of the block.
+    /// </summary>
+    public double[] TakeHessian()
+    {
+        var h = Hessian();
+        _hessianMatrix = null;
+        _hessianTaken = true;
+        return h;
+    }
+
+    /// <summary>The sampled input rows, row-major [SampleTokens, Columns]; joined once and shared by every caller (read-only).</summary>
     public float[] Samples()
     {
+        if (_joinedSamples is not null) return _joinedSamples;
         var all = new float[(long)SampleTokens * Columns];
         int offset = 0;
         foreach (var chunk in _samples) { chunk.CopyTo(all, offset); offset += chunk.Length; }
-        return all;
+        _samples.Clear();
+        _samples.Add(all);
+        return _joinedSamples = all;
     }
 }
 

@@ -78,6 +78,19 @@ public sealed unsafe class DenseLinear : Linear
             System.Numerics.Tensors.TensorPrimitives.Add(y.Slice(i * OutFeatures, OutFeatures), _bias, y.Slice(i * OutFeatures, OutFeatures));
     }
 
+    /// <summary>
+    /// Hands the float32 copy decoded from a non-F32 tensor to the caller and forgets it (the layer decodes again if it
+    /// runs once more), so a compression method can edit the weights without a second decoded copy; null when there is none.
+    /// </summary>
+    public float[]? DetachDecoded()
+    {
+        if (_pending is null || _decoded is null) return null;
+        var decoded = _decoded;
+        _decoded = null;
+        _weights = null;
+        return decoded;
+    }
+
     private void Decode()
     {
         var weight = _pending!;

@@ -24,8 +24,13 @@ public sealed class GptqMethod(QuantScheme scheme, GptqOptions options) : ICompr
         foreach (var role in block.Targets)
         {
             var (rows, columns) = block.Shape(role);
-            var hessian = block.Statistics(LinearRoles.Site(role)).Hessian();
-            block.SetQuantized(role, Gptq.Quantize(block.Weights(role), rows, columns, hessian, scheme, options));
+            var site = LinearRoles.Site(role);
+            // The last layer of the block reading this input factors H in place (down_proj's is ~1 GB); the others copy it.
+            bool last = BlockCompression.Readers(site).All(r => r == role || block.IsCompressed(r));
+            var statistics = block.Statistics(site);
+            block.SetQuantized(role, last
+                ? Gptq.QuantizeConsumingHessian(block.Weights(role), rows, columns, statistics.TakeHessian(), scheme, options)
+                : Gptq.Quantize(block.Weights(role), rows, columns, statistics.Hessian(), scheme, options));
         }
     }
 }

@@ -16,21 +16,25 @@ public static class Cholesky
     const int Block = 128;
 
     /// <summary>U (upper, row-major) with UᵀU = H⁻¹, for symmetric positive definite H.</summary>
-    public static double[] InverseUpperFactor(ReadOnlySpan<double> h, int n) => InverseUpperFactorInPlace(h.ToArray(), n);
+    public static double[] InverseUpperFactor(ReadOnlySpan<double> h, int n)
+    {
+        var u = h.ToArray();
+        InverseUpperFactorInPlace(u, n);
+        return u;
+    }
 
     /// <summary>
-    /// As <see cref="InverseUpperFactor"/>, consuming <paramref name="h"/> as workspace, so at most two n×n matrices
-    /// exist at once (for GPTQ on a 7B down_proj, n = 11008, each is ~1 GB).
+    /// As <see cref="InverseUpperFactor"/>, overwriting <paramref name="h"/> with U, so the n×n matrix exists once (for
+    /// GPTQ on a 7B down_proj, n = 11008, it is ~1 GB); the workspace besides is O(128·n).
     /// </summary>
-    public static double[] InverseUpperFactorInPlace(double[] h, int n)
+    public static void InverseUpperFactorInPlace(double[] h, int n)
     {
         // JHJ: element (i, j) moves to (n−1−i, n−1−j), which in row-major order is reversing the whole array.
         Array.Reverse(h, 0, n * n);
         FactorLower(h, n);
-        var u = InvertLower(h, n);
+        InvertLowerInPlace(h, n);
         // U = J L⁻¹ J: reversing again moves the lower-triangular inverse to the upper triangle.
-        Array.Reverse(u, 0, n * n);
-        return u;
+        Array.Reverse(h, 0, n * n);
     }
 
     /// <summary>
@@ -91,29 +95,35 @@ public static class Cholesky
     }
 
     /// <summary>
-    /// X = L⁻¹ for lower-triangular L (its upper triangle is ignored). Block row by block row:
-    /// X_ii = L_ii⁻¹ and X_i,0:i = −X_ii (L_i,0:i X_0:i,0:i), the product a GEMM that skips X's zero upper part.
+    /// L ← L⁻¹ for lower-triangular L whose strict upper triangle is zero (as <see cref="FactorLower"/> leaves it).
+    /// Block row by block row: X_ii = L_ii⁻¹ and X_i,0:i = −X_ii (L_i,0:i X_0:i,0:i), the product a GEMM that skips
+    /// X's zero upper part. Block row i of X needs only block row i of L and the rows of X above it, so each block
+    /// row of L is overwritten once its products are formed.
     /// </summary>
-    public static double[] InvertLower(double[] l, int n)
+    public static void InvertLowerInPlace(double[] l, int n)
     {
-        var x = new double[n * n];
+        if (l.Length < n * n) throw new ArgumentException("Cholesky: matrix is not n×n");
         var t = new double[Block * n];
+        var diagInv = new double[Block * Block];
         var negDiagInv = new double[Block * Block];
         for (int i0 = 0; i0 < n; i0 += Block)
         {
             int ib = Math.Min(Block, n - i0);
             // Diagonal block from L X = I, row by row: L[i,i] X[i,c] = −Σ_{k=c..i−1} L[i,k] X[k,c].
+            var xd = diagInv.AsSpan(0, ib * ib);
+            xd.Clear();
             for (int r = 0; r < ib; r++)
             {
                 int i = i0 + r;
-                x[i * n + i] = 1.0 / l[i * n + i];
+                xd[r * ib + r] = 1.0 / l[i * n + i];
                 for (int c = r - 1; c >= 0; c--)
                 {
                     double s = 0;
-                    for (int k = c; k < r; k++) s += l[i * n + i0 + k] * x[(i0 + k) * n + i0 + c];
-                    x[i * n + i0 + c] = -s / l[i * n + i];
+                    for (int k = c; k < r; k++) s += l[i * n + i0 + k] * xd[k * ib + c];
+                    xd[r * ib + c] = -s / l[i * n + i];
                 }
             }
+            for (int r = 0; r < ib; r++) xd.Slice(r * ib, ib).CopyTo(l.AsSpan((i0 + r) * n + i0, ib));
             if (i0 == 0) continue;
 
             // T = L[i-block, 0:i0] · X[0:i0, 0:i0]; column block jb only meets rows k ≥ jb of lower-triangular X.
@@ -124,13 +134,14 @@ public static class Cholesky
             {
                 int j0 = block * Block, jb = Math.Min(Block, rowStart - j0);
                 DenseKernels.MultiplyAdd<double>(t.AsSpan(j0, rowCount * rowStart - j0), rowStart, l.AsSpan(rowStart * n + j0), n,
-                    x.AsSpan(j0 * n + j0), n, rowCount, jb, rowStart - j0);
+                    l.AsSpan(j0 * n + j0), n, rowCount, jb, rowStart - j0);
             });
             for (int r = 0; r < ib; r++)
-                for (int c = 0; c < ib; c++)
-                    negDiagInv[r * ib + c] = -x[(i0 + r) * n + i0 + c];
-            DenseKernels.MultiplyAdd<double>(x.AsSpan(i0 * n), n, negDiagInv, ib, tSpan, i0, ib, i0, ib);
+            {
+                for (int c = 0; c < ib; c++) negDiagInv[r * ib + c] = -xd[r * ib + c];
+                l.AsSpan((i0 + r) * n, i0).Clear(); // L's block row is consumed: X_i,0:i accumulates from zero
+            }
+            DenseKernels.MultiplyAdd<double>(l.AsSpan(i0 * n), n, negDiagInv, ib, tSpan, i0, ib, i0, ib);
         }
-        return x;
     }
 }

@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
 
 namespace LlmShrink.Compression.Quantization;
 
@@ -21,8 +22,20 @@ public static class Gptq
     const int RowChunk = 128;
 
     /// <param name="w">Weight W, row-major [rows, columns].</param>
-    /// <param name="hessian">H [columns, columns] from <see cref="HessianAccumulator.ToHessian"/>.</param>
+    /// <param name="hessian">H [columns, columns] from <see cref="HessianAccumulator.ToHessian"/>; left unchanged (it is copied).</param>
     public static QuantizedMatrix Quantize(ReadOnlySpan<float> w, int rows, int columns, ReadOnlySpan<double> hessian,
+        QuantScheme scheme, GptqOptions? options = null)
+    {
+        if (hessian.Length != (long)columns * columns) throw new ArgumentException($"GPTQ: H must be {columns}×{columns}");
+        return QuantizeConsumingHessian(w, rows, columns, hessian.ToArray(), scheme, options);
+    }
+
+    /// <summary>
+    /// As <see cref="Quantize"/>, using <paramref name="hessian"/> as the float64 workspace: it is permuted, dampened
+    /// and turned into U (then into U in float32) in place, so besides a float32 copy of W no other n×n matrix is
+    /// allocated (a 7B down_proj's H is 11008² float64 ≈ 1 GB). H is garbage afterwards.
+    /// </summary>
+    public static QuantizedMatrix QuantizeConsumingHessian(ReadOnlySpan<float> w, int rows, int columns, double[] hessian,
         QuantScheme scheme, GptqOptions? options = null)
     {
         options ??= new GptqOptions();
@@ -31,16 +44,14 @@ public static class Gptq
         if (options.BlockSize <= 0 || !(options.PercentDamp >= 0))
             throw new ShrinkException($"GPTQ: block size must be positive and dampening non-negative ({options})");
         int n = columns;
-        var weights = w.ToArray();
+        var weights = w.ToArray(); // the copy GPTQ updates
 
         // Dead inputs (never active in calibration): H_ii = 1 keeps H invertible; their weights cannot matter.
-        // H itself is not copied (a 7B down_proj's is ~1 GB); only its permuted, dampened copy below is.
-        var diagonal = new double[n];
+        var h = hessian;
         for (int i = 0; i < n; i++)
         {
-            diagonal[i] = hessian[i * n + i];
-            if (diagonal[i] != 0) continue;
-            diagonal[i] = 1;
+            if (h[i * n + i] != 0) continue;
+            h[i * n + i] = 1;
             for (int r = 0; r < rows; r++) weights[r * n + i] = 0;
         }
 
@@ -53,42 +64,74 @@ public static class Gptq
             for (int g = 0; g < q.GroupCount; g++)
                 for (int r = 0; r < rows; r++) q.SetGrid(g, r, upfront[g * rows + r]);
 
-        // act_order: position p of the quantization order holds original column perm[p].
+        // act_order: position p of the quantization order holds original column perm[p]; H and W are permuted in place.
         var perm = Enumerable.Range(0, n).ToArray();
         if (options.ActOrder)
+        {
+            var diagonal = new double[n];
+            for (int i = 0; i < n; i++) diagonal[i] = h[i * n + i];
             perm = perm.OrderByDescending(i => diagonal[i]).ToArray(); // stable: ties keep column order
+            PermuteColumns(h, n, n, perm);
+            PermuteRows(h, n, perm);
+            PermuteColumns(weights, rows, n, perm);
+        }
         if (grouped && options.ActOrder && !options.StaticGroups)
             for (int p = 0; p < n; p++) q.GroupIndex[perm[p]] = p / groupSize;
 
-        var hp = new double[n * n];
-        var wp = new float[rows * n];
-        for (int i = 0; i < n; i++)
-        {
-            for (int j = 0; j < n; j++) hp[i * n + j] = hessian[perm[i] * n + perm[j]];
-            hp[i * n + i] = diagonal[perm[i]];
-        }
-        for (int r = 0; r < rows; r++)
-            for (int p = 0; p < n; p++) wp[r * n + p] = weights[r * n + perm[p]];
-
         double damp = 0;
-        for (int i = 0; i < n; i++) damp += hp[i * n + i];
+        for (int i = 0; i < n; i++) damp += h[i * n + i];
         damp = options.PercentDamp * damp / n;
-        for (int i = 0; i < n; i++) hp[i * n + i] += damp;
+        for (int i = 0; i < n; i++) h[i * n + i] += damp;
 
-        var u64 = Cholesky.InverseUpperFactorInPlace(hp, n);
-        var u = new float[n * n];
-        for (int k = 0; k < u.Length; k++) u[k] = (float)u64[k];
+        Cholesky.InverseUpperFactorInPlace(h, n);
+        // U in float32 overwrites the float64 U from the front: float k (bytes 4k..4k+4) only covers doubles ≤ k, already read.
+        var u32 = MemoryMarshal.Cast<double, float>(h.AsSpan());
+        for (int k = 0; k < n * n; k++) u32[k] = (float)h[k];
 
         int chunks = (rows + RowChunk - 1) / RowChunk;
         Parallel.For(0, chunks, chunk =>
         {
             int r0 = chunk * RowChunk, count = Math.Min(RowChunk, rows - r0);
-            QuantizeRows(wp, u, n, r0, count, scheme, options, perm, q, upfront, grouped && !options.StaticGroups);
+            QuantizeRows(weights, MemoryMarshal.Cast<double, float>(h.AsSpan())[..(n * n)], n, r0, count, scheme, options, perm, q, upfront,
+                grouped && !options.StaticGroups);
         });
         return q;
     }
 
-    static void QuantizeRows(float[] wp, float[] u, int n, int r0, int rowCount, QuantScheme scheme, GptqOptions options,
+    /// <summary>Row-major [rows, n] ← its columns in the order <paramref name="perm"/> (new column p = old column perm[p]).</summary>
+    static void PermuteColumns<T>(T[] m, int rows, int n, int[] perm)
+    {
+        var row = new T[n];
+        for (int r = 0; r < rows; r++)
+        {
+            m.AsSpan(r * n, n).CopyTo(row);
+            for (int p = 0; p < n; p++) m[r * n + p] = row[perm[p]];
+        }
+    }
+
+    /// <summary>Row-major [n, n] ← its rows in the order <paramref name="perm"/>, following the permutation's cycles with one row of scratch.</summary>
+    static void PermuteRows(double[] m, int n, int[] perm)
+    {
+        var done = new bool[n];
+        var saved = new double[n];
+        for (int start = 0; start < n; start++)
+        {
+            if (done[start] || perm[start] == start) continue;
+            // New row p = old row perm[p]: walk p → perm[p], saving the first row that gets overwritten.
+            m.AsSpan(start * n, n).CopyTo(saved);
+            int p = start;
+            while (true)
+            {
+                done[p] = true;
+                int from = perm[p];
+                if (from == start) { saved.CopyTo(m.AsSpan(p * n, n)); break; }
+                m.AsSpan(from * n, n).CopyTo(m.AsSpan(p * n, n));
+                p = from;
+            }
+        }
+    }
+
+    static void QuantizeRows(float[] wp, Span<float> u, int n, int r0, int rowCount, QuantScheme scheme, GptqOptions options,
         int[] perm, QuantizedMatrix q, QuantGrid[]? upfront, bool fitGroupsOnTheWay)
     {
         int block = options.BlockSize, groupSize = scheme.GroupWidth(n), rows = q.Rows;
@@ -108,7 +151,7 @@ public static class Gptq
                         q.SetGrid(i / groupSize, r0 + r, grids[r]);
                     }
                 float d = u[i * n + i];
-                var uTail = u.AsSpan(i * n + i + 1, i2 - i - 1);
+                var uTail = u.Slice(i * n + i + 1, i2 - i - 1);
                 for (int r = 0; r < rowCount; r++)
                 {
                     int row = r0 + r;
@@ -126,7 +169,7 @@ public static class Gptq
             // Lazy batch update of all later columns: W[:, i2..n) += (−E) · U[i1..i2, i2..n).
             if (i2 < n)
                 DenseKernels.MultiplyAdd<float>(wp.AsSpan(r0 * n + i2), n, negErrors, block,
-                    u.AsSpan(i1 * n + i2), n, rowCount, n - i2, i2 - i1);
+                    u[(i1 * n + i2)..], n, rowCount, n - i2, i2 - i1);
         }
     }
 }

@@ -25,6 +25,7 @@ public sealed class HessianAccumulator
     readonly double[] sum;        // Σ x xᵀ, upper triangle valid, [Columns, Columns]
     readonly int paddedColumns;   // Columns rounded up to a whole tile width
     float[]? panels;
+    bool finished;
 
     public int Columns { get; }
     /// <summary>Tokens accumulated so far (n).</summary>
@@ -43,6 +44,7 @@ public sealed class HessianAccumulator
     {
         if (x.Length != (long)tokens * Columns)
             throw new ArgumentException($"Hessian: input has {x.Length} values, not {tokens}×{Columns}");
+        if (finished) throw new InvalidOperationException("Hessian: no inputs can be added after ToHessian");
         panels ??= new float[(long)paddedColumns * TokenBlock];
         for (int t0 = 0; t0 < tokens; t0 += TokenBlock)
         {
@@ -53,16 +55,24 @@ public sealed class HessianAccumulator
         Tokens += tokens;
     }
 
-    /// <summary>H = (2/n) Σ x xᵀ as a full symmetric float64 matrix [Columns, Columns].</summary>
+    /// <summary>
+    /// H = (2/n) Σ x xᵀ as a full symmetric float64 matrix [Columns, Columns]. It is built in the accumulator's own
+    /// storage (a 7B down_proj's is ~1 GB, so no second copy is made), which ends the accumulation: call it once, last.
+    /// </summary>
     public double[] ToHessian()
     {
+        if (finished) throw new InvalidOperationException("Hessian: ToHessian was already called");
+        finished = true;
+        panels = null;
         int n = Columns;
-        var h = new double[(long)n * n];
         double factor = Tokens > 0 ? 2.0 / Tokens : 0.0;
         for (int i = 0; i < n; i++)
-            for (int j = i; j < n; j++)
-                h[(long)i * n + j] = h[(long)j * n + i] = factor * sum[(long)i * n + j];
-        return h;
+        {
+            sum[(long)i * n + i] *= factor;
+            for (int j = i + 1; j < n; j++)
+                sum[(long)j * n + i] = sum[(long)i * n + j] *= factor;
+        }
+        return sum;
     }
 
     /// <summary>X block [count, Columns] → panels [Columns/16][count][16], padding columns are zero.</summary>
