@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 using LlmShrink.Kernels;
 
 namespace LlmShrink.Model;
@@ -20,6 +21,7 @@ public sealed unsafe class W8A8Linear : Linear
     [ThreadStatic] private static sbyte[]? t_q;
     [ThreadStatic] private static float[]? t_smoothed, t_rowScales;
     [ThreadStatic] private static int[]? t_acc;
+    [ThreadStatic] private static RowJob? t_job;
 
     /// <param name="weights">int8 [out, in].</param>
     /// <param name="weightScales">[out]: W[o, i] ≈ weightScales[o]·weights[o, i].</param>
@@ -55,25 +57,68 @@ public sealed unsafe class W8A8Linear : Linear
         if (t_q is null || t_q.Length < n * InFeatures) t_q = new sbyte[n * InFeatures];
         if (t_rowScales is null || t_rowScales.Length < n) t_rowScales = new float[n];
         if (t_acc is null || t_acc.Length < n * OutFeatures) t_acc = new int[n * OutFeatures];
-        if (_inverseSmoothing is not null && (t_smoothed is null || t_smoothed.Length < InFeatures)) t_smoothed = new float[InFeatures];
 
-        for (int i = 0; i < n; i++)
+        // Quantizing and rescaling are per row: split rows across threads so they do not serialize the prompt.
+        var job = t_job ??= new RowJob();
+        fixed (float* px = x, py = y)
+        fixed (sbyte* pq = t_q)
+        fixed (float* pScales = t_rowScales)
+        fixed (int* pAcc = t_acc)
         {
-            var row = x.Slice(i * InFeatures, InFeatures);
-            if (_inverseSmoothing is not null)
+            job.Layer = this; job.X = px; job.Y = py; job.Q = pq; job.RowScales = pScales; job.Acc = pAcc;
+            job.Rescale = false;
+            pool.For(n, job, threads);
+            Int8MatMul.Multiply(new ReadOnlySpan<sbyte>(pq, n * InFeatures), _weightPointer, new Span<int>(pAcc, n * OutFeatures), n, InFeatures, OutFeatures, pool, threads);
+            job.Rescale = true;
+            pool.For(n, job, threads);
+            job.Layer = null; job.X = job.Y = job.RowScales = null; job.Q = null; job.Acc = null;
+        }
+    }
+
+    /// <summary>Rows [begin, end): either quantize x (after smoothing) or turn the integer sums into y.</summary>
+    private sealed class RowJob : IParallelWork
+    {
+        public W8A8Linear? Layer;
+        public float* X, Y, RowScales;
+        public sbyte* Q;
+        public int* Acc;
+        public bool Rescale;
+
+        public void Execute(int begin, int end, int worker)
+        {
+            var layer = Layer!;
+            for (int i = begin; i < end; i++)
+                if (Rescale) layer.RescaleRow(new ReadOnlySpan<int>(Acc + (long)i * layer.OutFeatures, layer.OutFeatures), RowScales[i], new Span<float>(Y + (long)i * layer.OutFeatures, layer.OutFeatures));
+                else layer.QuantizeRow(new ReadOnlySpan<float>(X + (long)i * layer.InFeatures, layer.InFeatures), new Span<sbyte>(Q + (long)i * layer.InFeatures, layer.InFeatures), ref RowScales[i]);
+        }
+    }
+
+    /// <summary>q = round(x̃ / s_x) with x̃ = x / smoothing and s_x = max|x̃| / 127.</summary>
+    private void QuantizeRow(ReadOnlySpan<float> row, Span<sbyte> q, ref float scale)
+    {
+        if (_inverseSmoothing is not null)
+        {
+            var smoothed = t_smoothed is not null && t_smoothed.Length >= InFeatures ? t_smoothed : t_smoothed = new float[InFeatures];
+            System.Numerics.Tensors.TensorPrimitives.Multiply(row, _inverseSmoothing, smoothed.AsSpan(0, InFeatures));
+            row = smoothed.AsSpan(0, InFeatures);
+        }
+        QuantizeActivations.Quantize(row, InFeatures, q, new Span<float>(ref scale), default);
+    }
+
+    /// <summary>y[o] = Σq_x·q_w · s_x · s_w[o] (+ b[o]), 16 outputs at a time.</summary>
+    private void RescaleRow(ReadOnlySpan<int> acc, float rowScale, Span<float> y)
+    {
+        int o = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            var s = Vector512.Create(rowScale);
+            for (; o <= OutFeatures - 16; o += 16)
             {
-                System.Numerics.Tensors.TensorPrimitives.Multiply(row, _inverseSmoothing, t_smoothed);
-                row = t_smoothed.AsSpan(0, InFeatures);
+                var v = Vector512.ConvertToSingle(Vector512.Create(acc.Slice(o, 16))) * s * Vector512.Create(_weightScales.AsSpan(o, 16));
+                if (_bias is not null) v += Vector512.Create(_bias.AsSpan(o, 16));
+                v.CopyTo(y.Slice(o, 16));
             }
-            QuantizeActivations.Quantize(row, InFeatures, t_q.AsSpan(i * InFeatures, InFeatures), t_rowScales.AsSpan(i, 1), default);
         }
-        Int8MatMul.Multiply(t_q.AsSpan(0, n * InFeatures), _weightPointer, t_acc, n, InFeatures, OutFeatures, pool, threads);
-        for (int i = 0; i < n; i++)
-        {
-            float rowScale = t_rowScales[i];
-            var acc = t_acc.AsSpan(i * OutFeatures, OutFeatures);
-            var yi = y.Slice(i * OutFeatures, OutFeatures);
-            for (int o = 0; o < OutFeatures; o++) yi[o] = acc[o] * rowScale * _weightScales[o] + (_bias is null ? 0 : _bias[o]);
-        }
+        for (; o < OutFeatures; o++) y[o] = acc[o] * rowScale * _weightScales[o] + (_bias is null ? 0 : _bias[o]);
     }
 }
