@@ -16,4 +16,11 @@ public class HardwareLimitsTests
             Assert.True(double.IsFinite(value) && value > 0, $"{limits}");
         Assert.Throws<ArgumentOutOfRangeException>(() => HardwareLimits.Measure(0));
     }
+
+    [Fact]
+    public void BestKeepsTheHigherOfEachFigure()
+    {
+        var best = new HardwareLimits(2, 30, 20, 100).Best(new HardwareLimits(2, 25, 24, 90));
+        Assert.Equal(new HardwareLimits(2, 30, 24, 100), best);
+    }
 }

@@ -35,7 +35,7 @@ internal static class BenchCommand
             if (threadCount < 0) throw new ShrinkException($"--threads: must not be negative (got {threadCount})");
             string modelPath = parse.GetValue(model)!;
 
-            // The machine's ceilings first, before the model's pages and threads compete with them.
+            // The machine's ceilings first, before the model's pages and threads compete with them (and again at the end).
             var limits = HardwareLimits.Measure(Environment.ProcessorCount);
             cancellation.ThrowIfCancellationRequested();
 
@@ -68,6 +68,9 @@ internal static class BenchCommand
                 transformer.Forward(next, cache, logits);
             }
             double decodeSeconds = clock.Elapsed.TotalSeconds;
+            // Measured again afterwards, keeping the better of each figure: on a shared host the memory bandwidth drifts
+            // by ±30 % within minutes, and one low reading would inflate the fractions below.
+            limits = limits.Best(HardwareLimits.Measure(Environment.ProcessorCount));
 
             double prefillRate = prompt / prefillSeconds, decodeRate = gen / decodeSeconds;
             double prefillGflops = work.PromptFlops(loaded.Config, prompt) / prefillSeconds / 1e9;

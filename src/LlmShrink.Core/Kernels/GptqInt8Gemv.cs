@@ -94,6 +94,16 @@ public sealed unsafe partial class GptqMatMul
         }
     }
 
+    /// <summary>
+    /// How far ahead the codes are prefetched into L2, in rows. A 4-bit row of a 2048-wide layer is only 1 KB, so the
+    /// hardware prefetchers (which follow a stream within a 4 KB page) see short streams, and each 64-byte line costs
+    /// ~12 instructions, so the out-of-order window keeps few misses in flight: without a software prefetch the kernel
+    /// streamed 7 GB/s from DRAM against 24 GB/s from L3. Prefetching the next-but-one quartet of rows into L2
+    /// (prefetcht1; into L1 it gained only 28 %) brought the 128256×2048 lm_head to 17–19 GB/s on one core (measured
+    /// with distances 4, 6, 8 and 16 rows; 8 was best).
+    /// </summary>
+    private const int PrefetchRows = 8;
+
     private void GemvInt8(Job job, int o0, int o1)
     {
         fixed (int* pieceGroup = _pieceGroup, pieceSteps = _pieceSteps, blockPieces = _blockPieces, masks = _pieceMasks)
@@ -113,13 +123,15 @@ public sealed unsafe partial class GptqMatMul
         float* d = job.PieceScales;
         Vector512<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
         int blocks = _paddedIn / 128;
+        long ahead = (long)PrefetchRows * _rowBytes; // prefetch never faults, so running past the last row is harmless
         for (int b = 0; b < blocks; b++)
         {
             int p0 = blockPieces[b], p1 = blockPieces[b + 1];
             if (p0 == p1) continue; // padding
+            int at = 64 * b;
+            Sse.Prefetch1(c0 + ahead + at); Sse.Prefetch1(c1 + ahead + at); Sse.Prefetch1(c2 + ahead + at); Sse.Prefetch1(c3 + ahead + at);
             var xLow = Vector512.Load(xq + 128 * b);
             var xHigh = Vector512.Load(xq + 128 * b + 64);
-            int at = 64 * b;
             if (p1 - p0 == 1 && pieceSteps[p0] == 8)
             {
                 // The whole block is one piece (groups of 128 or more): one scale·d for all 16 lanes.
