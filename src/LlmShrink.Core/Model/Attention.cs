@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.Intrinsics;
 using LlmShrink.Kernels;
 
 namespace LlmShrink.Model;
@@ -43,6 +44,7 @@ internal sealed class Attention : IParallelWork
     public void Execute(int begin, int end, int worker)
     {
         int d = _headDim, qDim = _heads * d, kvDim = _kvHeads * d, group = _heads / _kvHeads;
+        bool vectorized = Vector512.IsHardwareAccelerated && d % 16 == 0;
         for (int item = begin; item < end; item++)
         {
             int i = item / _heads, h = item % _heads;
@@ -51,13 +53,47 @@ internal sealed class Attention : IParallelWork
             int kvOffset = h / group * d;
             var q = _q.AsSpan(i * qDim + h * d, d);
             var scores = _scores.AsSpan(worker * _scoreStride, position - first + 1);
+            var output = _output.AsSpan(i * qDim + h * d, d);
+            if (vectorized)
+            {
+                WeightedValues(q, scores, output, first, kvOffset);
+                continue;
+            }
             for (int t = first; t <= position; t++)
                 scores[t - first] = TensorPrimitives.Dot(q, _keys.AsSpan(t * kvDim + kvOffset, d)) * _scale;
             Softmax.Apply(scores);
-            var output = _output.AsSpan(i * qDim + h * d, d);
             output.Clear();
             for (int t = first; t <= position; t++)
                 TensorPrimitives.MultiplyAdd(_values.AsSpan(t * kvDim + kvOffset, d), scores[t - first], output, output);
+        }
+    }
+
+    /// <summary>
+    /// The same computation for head sizes that are whole 512-bit vectors, with the loops written out: in decode every
+    /// head attends to hundreds of cached positions, and a library call per 64-float dot product and per value row
+    /// cost more than the arithmetic (~0.6 M calls per token for a 16-layer, 32-head model at 576 positions). Each
+    /// output chunk of 16 floats is accumulated in a register over all positions.
+    /// </summary>
+    private unsafe void WeightedValues(Span<float> query, Span<float> scores, Span<float> output, int first, int kvOffset)
+    {
+        int d = _headDim, kvDim = _kvHeads * d, count = scores.Length;
+        fixed (float* q = query, s = scores, o = output, keys = _keys, values = _values)
+        {
+            float* k = keys + (long)first * kvDim + kvOffset;
+            for (int t = 0; t < count; t++, k += kvDim)
+            {
+                var acc = Vector512<float>.Zero;
+                for (int c = 0; c < d; c += 16) acc = Vector512.FusedMultiplyAdd(Vector512.Load(q + c), Vector512.Load(k + c), acc);
+                s[t] = Vector512.Sum(acc) * _scale;
+            }
+            Softmax.Apply(scores);
+            for (int c = 0; c < d; c += 16)
+            {
+                float* v = values + (long)first * kvDim + kvOffset + c;
+                var acc = Vector512<float>.Zero;
+                for (int t = 0; t < count; t++, v += kvDim) acc = Vector512.FusedMultiplyAdd(Vector512.Load(v), Vector512.Create(s[t]), acc);
+                acc.Store(o + c);
+            }
         }
     }
 }
