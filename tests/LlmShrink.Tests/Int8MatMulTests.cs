@@ -50,22 +50,7 @@ public unsafe class Int8MatMulTests
     [InlineData(5, 200, 17, true)]
     public void W8A8_layer_matches_float_within_activation_rounding(int n, int inDim, int outDim, bool smooth)
     {
-        var random = new Random(n + inDim + outDim);
-        var w = RandomBytes(random, outDim * inDim);
-        var scales = new float[outDim];
-        for (int o = 0; o < outDim; o++) scales[o] = 0.001f + 0.01f * random.NextSingle();
-        float[]? smoothing = null;
-        if (smooth)
-        {
-            smoothing = new float[inDim];
-            for (int i = 0; i < inDim; i++) smoothing[i] = 0.5f + 2 * random.NextSingle();
-        }
-        var bias = new float[outDim];
-        for (int o = 0; o < outDim; o++) bias[o] = random.NextSingle();
-        var x = new float[n * inDim];
-        for (int i = 0; i < x.Length; i++) x[i] = 4 * random.NextSingle() - 2;
-
-        var layer = new W8A8Linear(inDim, outDim, w, scales, smoothing, bias);
+        var (layer, w, scales, smoothing, bias, x) = RandomW8A8(new Random(n + inDim + outDim), n, inDim, outDim, smooth);
         var y = new float[n * outDim];
         layer.Apply(x, y, n, WorkerPool.Shared, 0);
 
@@ -86,6 +71,26 @@ public unsafe class Int8MatMulTests
                 Assert.True(Math.Abs(y[r * outDim + o] - exact) <= bound * 1.001 + 1e-5, $"y[{r},{o}] = {y[r * outDim + o]}, float {exact}, bound {bound}");
             }
         }
+    }
+
+    /// <summary>A W8A8 layer with random int8 weights, scales, optional smoothing and bias, and n random input rows.</summary>
+    private static (W8A8Linear Layer, sbyte[] W, float[] Scales, float[]? Smoothing, float[] Bias, float[] X) RandomW8A8(
+        Random random, int n, int inDim, int outDim, bool smooth)
+    {
+        var w = RandomBytes(random, outDim * inDim);
+        var scales = new float[outDim];
+        for (int o = 0; o < outDim; o++) scales[o] = 0.001f + 0.01f * random.NextSingle();
+        float[]? smoothing = null;
+        if (smooth)
+        {
+            smoothing = new float[inDim];
+            for (int i = 0; i < inDim; i++) smoothing[i] = 0.5f + 2 * random.NextSingle();
+        }
+        var bias = new float[outDim];
+        for (int o = 0; o < outDim; o++) bias[o] = random.NextSingle();
+        var x = new float[n * inDim];
+        for (int i = 0; i < x.Length; i++) x[i] = 4 * random.NextSingle() - 2;
+        return (new W8A8Linear(inDim, outDim, w, scales, smoothing, bias), w, scales, smoothing, bias, x);
     }
 
     /// <summary>The vector rounding must reproduce MathF.Round(·, AwayFromZero) bit for bit, ties included.</summary>
@@ -121,17 +126,7 @@ public unsafe class Int8MatMulTests
     public void W8A8_rows_in_one_call_match_rows_one_by_one()
     {
         const int n = 37, inDim = 96, outDim = 40;
-        var random = new Random(5);
-        var w = RandomBytes(random, outDim * inDim);
-        var scales = new float[outDim];
-        for (int o = 0; o < outDim; o++) scales[o] = 0.001f + 0.01f * random.NextSingle();
-        var smoothing = new float[inDim];
-        for (int i = 0; i < inDim; i++) smoothing[i] = 0.5f + 2 * random.NextSingle();
-        var bias = new float[outDim];
-        for (int o = 0; o < outDim; o++) bias[o] = random.NextSingle();
-        var x = new float[n * inDim];
-        for (int i = 0; i < x.Length; i++) x[i] = 4 * random.NextSingle() - 2;
-        var layer = new W8A8Linear(inDim, outDim, w, scales, smoothing, bias);
+        var (layer, _, _, _, _, x) = RandomW8A8(new Random(5), n, inDim, outDim, smooth: true);
         var all = new float[n * outDim];
         layer.Apply(x, all, n, WorkerPool.Shared, 0);
         var one = new float[outDim];

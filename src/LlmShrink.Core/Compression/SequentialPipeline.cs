@@ -132,13 +132,7 @@ public sealed class SequentialPipeline
         // (2) Compress.
         progress?.Report(new PipelineProgress(layer, stages, "compressing"));
         var context = new BlockCompression(layer, c, block, _model.Weights, statistics, LayerFactory.Build);
-        foreach (var (modifier, roles) in plan)
-        {
-            cancel.ThrowIfCancellationRequested();
-            context.Targets = roles;
-            context.MethodName = modifier.Method.Name;
-            modifier.Method.CompressBlock(context);
-        }
+        ApplyModifiers(context, plan, cancel);
         var (finished, blockReports) = context.Finish();
         // Each layer carries its site's mean x² (after any folding) so the writer can store the importance the GGUF re-fits weight by.
         var layers = finished.Select(l => statistics.TryGetValue(LinearRoles.Site(l.Role), out var site) ? l with { InputImportance = site.SquareMean() } : l).ToList();
@@ -196,6 +190,15 @@ public sealed class SequentialPipeline
         progress?.Report(new PipelineProgress(c.NumLayers, c.NumLayers + 1, "compressing"));
         var statistics = new Dictionary<InputSite, SiteStatistics> { [InputSite.LmHeadInput] = site };
         var context = new BlockCompression(c.NumLayers, c, null, _model.Weights, statistics, LayerFactory.Build, _transformer);
+        ApplyModifiers(context, plan, cancel);
+        var (finished, reports) = context.Finish();
+        sink?.HeadDone(finished.Single() with { InputImportance = site.SquareMean() }, _transformer.FinalNorm);
+        return reports;
+    }
+
+    /// <summary>Runs each modifier of the plan on its targets, in recipe order.</summary>
+    private static void ApplyModifiers(BlockCompression context, List<(Modifier Modifier, IReadOnlyList<LinearRole> Roles)> plan, CancellationToken cancel)
+    {
         foreach (var (modifier, roles) in plan)
         {
             cancel.ThrowIfCancellationRequested();
@@ -203,9 +206,6 @@ public sealed class SequentialPipeline
             context.MethodName = modifier.Method.Name;
             modifier.Method.CompressBlock(context);
         }
-        var (finished, reports) = context.Finish();
-        sink?.HeadDone(finished.Single() with { InputImportance = site.SquareMean() }, _transformer.FinalNorm);
-        return reports;
     }
 
     /// <summary>Wraps the first layer reading each needed input site so its inputs are recorded on the way through.</summary>
