@@ -84,6 +84,15 @@ public class ImatrixExportTests
         }
     }
 
+    /// <summary>A writable copy of the act_order g128 GPTQ folder (the tests edit its importance file).</summary>
+    private static string CopyOfActOrderFolder(TempDir dir)
+    {
+        string folder = CompressedTinyLit.Gptq(CompressedTinyLit.ActOrderG128), copy = dir.File("compressed");
+        Directory.CreateDirectory(copy);
+        foreach (var file in Directory.GetFiles(folder)) File.Copy(file, Path.Combine(copy, Path.GetFileName(file)));
+        return copy;
+    }
+
     /// <summary>
     /// act_order g128 GPTQ → Q4_K re-fits every block. With importance.safetensors the summed activation-weighted
     /// error Σ_j E[x_j²]·(ŵ_gguf − ŵ)² of every layer is no larger than without it (the search's guarantee, block by
@@ -92,11 +101,8 @@ public class ImatrixExportTests
     [Fact]
     public void Q4_K_refit_with_importance_has_no_larger_weighted_error_per_layer()
     {
-        string folder = CompressedTinyLit.Gptq(CompressedTinyLit.ActOrderG128);
         using var dir = new TempDir();
-        string copy = dir.File("compressed");
-        Directory.CreateDirectory(copy);
-        foreach (var file in Directory.GetFiles(folder)) File.Copy(file, Path.Combine(copy, Path.GetFileName(file)));
+        string copy = CopyOfActOrderFolder(dir);
         string importancePath = Path.Combine(copy, CompressedCheckpointWriter.ImportanceFile);
         var importance = new Dictionary<string, float[]>();
         using (var set = SafetensorsFile.LoadSet(importancePath))
@@ -139,11 +145,8 @@ public class ImatrixExportTests
     [Fact]
     public void Importance_of_the_wrong_shape_is_a_user_error_naming_the_file()
     {
-        string folder = CompressedTinyLit.Gptq(CompressedTinyLit.ActOrderG128);
         using var dir = new TempDir();
-        string copy = dir.File("compressed");
-        Directory.CreateDirectory(copy);
-        foreach (var file in Directory.GetFiles(folder)) File.Copy(file, Path.Combine(copy, Path.GetFileName(file)));
+        string copy = CopyOfActOrderFolder(dir);
         string importancePath = Path.Combine(copy, CompressedCheckpointWriter.ImportanceFile);
         var values = new byte[4 * 3];
         SafetensorsWriter.Write(importancePath, [new SafetensorsWriter.Entry("model.layers.0.self_attn.q_proj" + CompressedCheckpointWriter.ImportanceSuffix, TensorType.F32, [3], s => s.Write(values))]);

@@ -34,8 +34,7 @@ public sealed unsafe class Bf16MatMul : IRowDecoder
     public void Multiply(ReadOnlySpan<float> x, Span<float> y, int n, WorkerPool? pool = null, int threads = 0)
     {
         if (n < 0) throw new ArgumentOutOfRangeException(nameof(n));
-        if (x.Length < (long)n * InDim) throw new ArgumentException($"x has {x.Length} floats, needs {n}×{InDim}", nameof(x));
-        if (y.Length < (long)n * OutDim) throw new ArgumentException($"y has {y.Length} floats, needs {n}×{OutDim}", nameof(y));
+        MatMulShapes.Check(x.Length, y.Length, n, InDim, OutDim);
         if (n == 0) return;
         pool ??= WorkerPool.Shared;
         fixed (float* px = x, py = y)

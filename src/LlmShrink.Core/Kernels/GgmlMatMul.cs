@@ -51,8 +51,7 @@ public static unsafe class GgmlMatMul
         if (!Supports(type)) throw new ArgumentException($"{type} has no direct kernel", nameof(type));
         if (n < 0 || inDim <= 0 || outDim <= 0) throw new ArgumentOutOfRangeException(nameof(n), "matrix dimensions must be positive");
         if (inDim % TensorTypes.BlockElements(type) != 0) throw new ArgumentException($"in ({inDim}) is not a whole number of {type} blocks", nameof(inDim));
-        if (x.Length < (long)n * inDim) throw new ArgumentException($"x has {x.Length} floats, needs {n}×{inDim}", nameof(x));
-        if (y.Length < (long)n * outDim) throw new ArgumentException($"y has {y.Length} floats, needs {n}×{outDim}", nameof(y));
+        MatMulShapes.Check(x.Length, y.Length, n, inDim, outDim);
         if (n == 0) return;
         pool ??= WorkerPool.Shared;
         if (n > 1 && vectorized && Avx512F.IsSupported)

@@ -213,8 +213,7 @@ public sealed unsafe partial class GptqMatMul
     public void Multiply(ReadOnlySpan<float> x, Span<float> y, int n, WorkerPool? pool = null, int threads = 0)
     {
         if (n < 0) throw new ArgumentOutOfRangeException(nameof(n));
-        if (x.Length < (long)n * InDim) throw new ArgumentException($"x has {x.Length} floats, needs {n}×{InDim}", nameof(x));
-        if (y.Length < (long)n * OutDim) throw new ArgumentException($"y has {y.Length} floats, needs {n}×{OutDim}", nameof(y));
+        MatMulShapes.Check(x.Length, y.Length, n, InDim, OutDim);
         if (n == 0) return;
         pool ??= WorkerPool.Shared;
 

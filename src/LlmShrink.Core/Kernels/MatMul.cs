@@ -29,8 +29,7 @@ public static unsafe class MatMul
         WorkerPool? pool = null, int threads = 0)
     {
         if (n < 0 || inDim <= 0 || outDim <= 0) throw new ArgumentOutOfRangeException(nameof(n), "matrix dimensions must be positive");
-        if (x.Length < (long)n * inDim) throw new ArgumentException($"x has {x.Length} floats, needs {n}×{inDim}", nameof(x));
-        if (y.Length < (long)n * outDim) throw new ArgumentException($"y has {y.Length} floats, needs {n}×{outDim}", nameof(y));
+        MatMulShapes.Check(x.Length, y.Length, n, inDim, outDim);
         if (n == 0) return;
         fixed (float* px = x, py = y)
         {

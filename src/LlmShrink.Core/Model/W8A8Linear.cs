@@ -51,8 +51,7 @@ public sealed unsafe class W8A8Linear : Linear
 
     public override void Apply(ReadOnlySpan<float> x, Span<float> y, int n, WorkerPool pool, int threads)
     {
-        if (x.Length < (long)n * InFeatures) throw new ArgumentException($"x has {x.Length} floats, needs {n}×{InFeatures}", nameof(x));
-        if (y.Length < (long)n * OutFeatures) throw new ArgumentException($"y has {y.Length} floats, needs {n}×{OutFeatures}", nameof(y));
+        MatMulShapes.Check(x.Length, y.Length, n, InFeatures, OutFeatures);
         if (n == 0) return;
         if (t_q is null || t_q.Length < n * InFeatures) t_q = new sbyte[n * InFeatures];
         if (t_rowScales is null || t_rowScales.Length < n) t_rowScales = new float[n];
