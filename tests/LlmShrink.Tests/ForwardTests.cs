@@ -10,7 +10,7 @@ public class ForwardTests
 
     public static TheoryData<string> Variants => new()
     {
-        "llama-gqa", "tied", "qwen2-bias", "qwen3-qknorm", "interleaved", "llama3-scaling", "rope-factors", "mistral-window", "f16", "bf16",
+        "llama-gqa", "tied", "qwen2-bias", "qwen3-qknorm", "interleaved", "llama3-scaling", "rope-factors", "mistral-window", "f16", "bf16", "head-dim-64", "head-dim-80-window",
     };
 
     private static LoadedModel Variant(TempDir dir, string name)
@@ -29,6 +29,9 @@ public class ForwardTests
             "mistral-window" => SyntheticModel.Build(path, c with { Architecture = "mistral", SlidingWindow = 4 }),
             "f16" => SyntheticModel.Build(path, c, type: TensorType.F16),
             "bf16" => SyntheticModel.Build(path, c with { AttentionBias = true }, type: TensorType.BF16),
+            // Head sizes of whole 512-bit vectors take the written-out attention loops (64: whole 64-float quarters; 80: one left-over vector).
+            "head-dim-64" => SyntheticModel.Build(path, c with { NumHeads = 4, NumKvHeads = 2, HeadDim = 64 }),
+            "head-dim-80-window" => SyntheticModel.Build(path, c with { Architecture = "mistral", NumHeads = 3, NumKvHeads = 1, HeadDim = 80, SlidingWindow = 6 }),
             _ => throw new ArgumentException(name),
         };
     }
@@ -62,6 +65,8 @@ public class ForwardTests
     [InlineData("llama-gqa")]
     [InlineData("qwen3-qknorm")]
     [InlineData("mistral-window")]
+    [InlineData("head-dim-64")]
+    [InlineData("head-dim-80-window")]
     public void Batched_prompt_equals_token_by_token_decode(string variant)
     {
         using var dir = new TempDir();

@@ -14,6 +14,10 @@ namespace LlmShrink.Cli.Commands;
 /// </summary>
 internal static class BenchCommand
 {
+    /// <summary>Decode warm-up: up to this many tokens, and at least two, within <see cref="WarmUpTime"/> (a 7B F32 token takes seconds).</summary>
+    private const int WarmUpTokens = 16;
+    private static readonly TimeSpan WarmUpTime = TimeSpan.FromSeconds(2);
+
     public static Command Create(CancellationToken cancellation)
     {
         var model = new Argument<string>("model") { Description = "Model to benchmark (no tokenizer needed)" };
@@ -49,9 +53,16 @@ internal static class BenchCommand
             var cache = transformer.NewCache(prompt + gen);
             var logits = new float[vocab];
 
-            // Warm-up: compiles the hot paths and pages the weights in, so neither is timed.
+            // Warm-up: pages the weights in and lets the JIT replace the first, unoptimized code of the hot paths (it
+            // recompiles a method after 30 calls, in the background, once no new method has started for 100 ms), so
+            // neither is timed. One decode token was too little: the first timed tokens still ran tier-0 code.
             transformer.Forward(promptIds.AsSpan(0, Math.Min(prompt, 16)), cache, logits);
-            transformer.Forward(promptIds.AsSpan(0, 1), cache, logits);
+            var warmUp = Stopwatch.StartNew();
+            for (int i = 0; i < WarmUpTokens && (i < 2 || warmUp.Elapsed < WarmUpTime); i++)
+            {
+                cancellation.ThrowIfCancellationRequested();
+                transformer.Forward(promptIds.AsSpan(i % prompt, 1), cache, logits);
+            }
             cache.Clear();
             cancellation.ThrowIfCancellationRequested();
 

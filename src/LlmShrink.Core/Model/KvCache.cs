@@ -1,8 +1,11 @@
 namespace LlmShrink.Model;
 
 /// <summary>
-/// Keys and values of past positions for every layer, each layer a [Capacity, kvDim] matrix for keys and one for
-/// values (keys after RoPE). Storage is allocated by the first forward pass that uses the cache.
+/// Keys and values of past positions for every layer (keys after RoPE), each layer a [kvHeads, Capacity, headDim]
+/// array for keys and one for values. Head-major, so that the positions one head attends to are contiguous: decode
+/// streams them, where position-major rows left 256-byte pieces at a 2 KB stride that the hardware prefetchers did not
+/// follow (attention over 600 positions of a Llama-3.2-1B shape took 3.3× as long). Storage is allocated by the first
+/// forward pass that uses the cache.
 /// </summary>
 public sealed class KvCache
 {

@@ -24,7 +24,7 @@ public sealed class Transformer : IDisposable
     // Scratch, [batch, width] row-major; sized for _batch tokens.
     private int _batch;
     private bool _disposed;
-    private float[] _x = [], _xNorm = [], _q = [], _attnOut = [], _gate = [], _up = [], _cos = [], _sin = [];
+    private float[] _x = [], _xNorm = [], _q = [], _k = [], _v = [], _attnOut = [], _gate = [], _up = [], _cos = [], _sin = [];
     private float[] _scores = [];
 
     public ModelConfig Config { get; }
@@ -116,7 +116,7 @@ public sealed class Transformer : IDisposable
         for (int l = 0; l < _blocks.Length; l++)
         {
             Observer?.BlockInput(l, _x.AsSpan(0, n * d), n);
-            RunBlock(_blocks[l], cache.Keys[l], cache.Values[l], first, n);
+            RunBlock(_blocks[l], cache.Keys[l], cache.Values[l], first, n, cache.Capacity);
             Observer?.BlockOutput(l, _x.AsSpan(0, n * d), n);
         }
 
@@ -154,7 +154,7 @@ public sealed class Transformer : IDisposable
         int first = cache.Length;
         ComputeAngles(first, n);
         hidden.CopyTo(_x);
-        RunBlock(_blocks[layer], cache.Keys[layer], cache.Values[layer], first, n);
+        RunBlock(_blocks[layer], cache.Keys[layer], cache.Values[layer], first, n, cache.Capacity);
         _x.AsSpan(0, hidden.Length).CopyTo(hidden);
         cache.Length = first + n;
     }
@@ -165,18 +165,18 @@ public sealed class Transformer : IDisposable
         for (int i = 0; i < n; i++) _rope.Angles(first + i, _cos.AsSpan(i * half, half), _sin.AsSpan(i * half, half));
     }
 
-    private void RunBlock(TransformerBlock b, float[] keys, float[] values, int first, int n)
+    private void RunBlock(TransformerBlock b, float[] keys, float[] values, int first, int n, int capacity)
     {
         var c = Config;
         int d = c.HiddenSize, hd = c.HeadDim, half = hd / 2;
         var x = _x.AsSpan(0, n * d);
         var xNorm = _xNorm.AsSpan(0, n * d);
 
-        // Attention. New keys and values are projected straight into the cache rows of their positions.
+        // Attention.
         RmsNorm.ApplyRows(x, b.AttnNorm, xNorm, n, c.RmsNormEps);
         var q = _q.AsSpan(0, n * c.QDim);
-        var k = keys.AsSpan(first * c.KvDim, n * c.KvDim);
-        var v = values.AsSpan(first * c.KvDim, n * c.KvDim);
+        var k = _k.AsSpan(0, n * c.KvDim);
+        var v = _v.AsSpan(0, n * c.KvDim);
         b.Q.Apply(xNorm, q, n, _pool, _threads);
         b.K.Apply(xNorm, k, n, _pool, _threads);
         b.V.Apply(xNorm, v, n, _pool, _threads);
@@ -192,7 +192,9 @@ public sealed class Transformer : IDisposable
             _rope.Rotate(q.Slice(i * c.QDim, c.QDim), cos, sin);
             _rope.Rotate(k.Slice(i * c.KvDim, c.KvDim), cos, sin);
         }
-        _attention.Run(_q, _attnOut, keys, values, first, n, _scores, _scores.Length / _pool.Threads, _pool, _threads);
+        StoreInCache(k, keys, first, n, capacity);
+        StoreInCache(v, values, first, n, capacity);
+        _attention.Run(_q, _attnOut, keys, values, first, n, capacity, _scores, _scores.Length / _pool.Threads, _pool, _threads);
         b.O.Apply(_attnOut.AsSpan(0, n * c.QDim), xNorm, n, _pool, _threads);
         TensorPrimitives.Add(x, xNorm, x);
 
@@ -207,6 +209,15 @@ public sealed class Transformer : IDisposable
         TensorPrimitives.Add(x, xNorm, x);
     }
 
+    /// <summary>Copies rows [n, kvDim] of new positions first… into a layer's head-major [kvHeads, capacity, headDim] cache.</summary>
+    private void StoreInCache(ReadOnlySpan<float> rows, float[] cache, int first, int n, int capacity)
+    {
+        int hd = Config.HeadDim, kvDim = Config.KvDim;
+        for (int head = 0; head < Config.NumKvHeads; head++)
+            for (int i = 0; i < n; i++)
+                rows.Slice(i * kvDim + head * hd, hd).CopyTo(cache.AsSpan(((head * capacity) + first + i) * hd, hd));
+    }
+
     private void EnsureScratch(int n, int cacheCapacity)
     {
         var c = Config;
@@ -216,6 +227,8 @@ public sealed class Transformer : IDisposable
             _x = new float[n * c.HiddenSize];
             _xNorm = new float[n * c.HiddenSize];
             _q = new float[n * c.QDim];
+            _k = new float[n * c.KvDim];
+            _v = new float[n * c.KvDim];
             _attnOut = new float[n * c.QDim];
             _gate = new float[n * c.IntermediateSize];
             _up = new float[n * c.IntermediateSize];
