@@ -3,7 +3,10 @@ using Xunit;
 
 namespace LlmShrink.Tests;
 
-/// <summary>A GPTQ-compressed tinylit-8m decoded one token at a time (int8 activations) against its prompt path (float).</summary>
+/// <summary>
+/// A GPTQ-compressed tinylit-8m decoded one token at a time (int8 activations) against its prompt path (float); and
+/// the packed layers' hot paths allocating nothing once their scratch has grown.
+/// </summary>
 [Collection(CompressedTinyLit.Collection)]
 public class GptqDecodeTests
 {
@@ -37,5 +40,28 @@ public class GptqDecodeTests
         // max |Δ| is 0.55 % of the logit scale with every greedy choice the same; 2 % leaves room for other machines.
         Assert.True(worst < 0.02 * scale, $"max |Δ| = {worst} with logit scale {scale}");
         Assert.True(agree >= tokens.Length - 2, $"top-1 agrees on {agree} of {tokens.Length} tokens");
+    }
+
+    public static TheoryData<string> PackedFolders => new() { "gptq-act-order", "smoothquant-w8a8" };
+
+    [Theory]
+    [MemberData(nameof(PackedFolders))]
+    public void Packed_forward_allocates_nothing_once_buffers_have_grown(string folder)
+    {
+        using var model = ModelLoader.Load(folder == "gptq-act-order" ? CompressedTinyLit.Gptq(CompressedTinyLit.ActOrderG128)
+            : CompressedTinyLit.Folder("smoothquant", "alpha: 0.5"));
+        var tokens = CompressedTinyLit.EvalTokens(model, 24);
+        // One thread, so that all work (and any allocation) happens on the thread that counts its bytes.
+        using var transformer = new Transformer(model, threads: 1);
+        int vocab = model.Config.VocabSize;
+        var cache = transformer.NewCache(2 * tokens.Length);
+        var all = new float[tokens.Length * vocab];
+        var last = new float[vocab];
+        transformer.Forward(tokens, cache, all); // first use: scratch buffers, cache storage, per-thread kernel scratch
+        transformer.Forward(tokens.AsSpan(0, 1), cache, last);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int t = 1; t < 8; t++) transformer.Forward(tokens.AsSpan(t, 1), cache, last);
+        transformer.Forward(tokens.AsSpan(0, tokens.Length - 8), cache, all.AsSpan(0, (tokens.Length - 8) * vocab));
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
     }
 }
