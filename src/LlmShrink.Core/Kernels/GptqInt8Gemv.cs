@@ -95,12 +95,13 @@ public sealed unsafe partial class GptqMatMul
     }
 
     /// <summary>
-    /// How far ahead the codes are prefetched into L2, in rows. A 4-bit row of a 2048-wide layer is only 1 KB, so the
-    /// hardware prefetchers (which follow a stream within a 4 KB page) see short streams, and each 64-byte line costs
-    /// ~12 instructions, so the out-of-order window keeps few misses in flight: without a software prefetch the kernel
-    /// streamed 7 GB/s from DRAM against 24 GB/s from L3. Prefetching the next-but-one quartet of rows into L2
-    /// (prefetcht1; into L1 it gained only 28 %) brought the 128256×2048 lm_head to 17–19 GB/s on one core (measured
-    /// with distances 4, 6, 8 and 16 rows; 8 was best).
+    /// How far ahead the codes are prefetched into L2, in rows. With each row's 64-byte blocks stored contiguously, a
+    /// 4-bit row of a 2048-wide layer was a 1 KB stream and four rows were read as four short streams, which the hardware
+    /// prefetchers barely followed: 7 GB/s from DRAM against 24 GB/s from L3 on one core, 17–19 GB/s once the
+    /// next-but-one quartet of rows was prefetched into L2 (prefetcht1; into L1 was slower). Since the quartets are
+    /// interleaved (one sequential stream; a pure read of that pattern ran 29–32 GB/s on two cores against 16–24 GB/s for
+    /// four 1 KB streams), the prefetch still gains ~9 % on one core and nothing measurable on two; distances of 4 to
+    /// 24 rows all measured within noise, and 8 stays.
     /// </summary>
     private const int PrefetchRows = 8;
 
@@ -115,8 +116,8 @@ public sealed unsafe partial class GptqMatMul
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Dot4Int8(Job job, int r0, int r1, int r2, int r3, int* pieceGroup, int* pieceSteps, int* blockPieces, int* masks)
     {
-        byte* c0 = job.Codes + (long)r0 * _rowBytes, c1 = job.Codes + (long)r1 * _rowBytes;
-        byte* c2 = job.Codes + (long)r2 * _rowBytes, c3 = job.Codes + (long)r3 * _rowBytes;
+        byte* c0 = job.Codes + RowOffset(r0), c1 = job.Codes + RowOffset(r1);
+        byte* c2 = job.Codes + RowOffset(r2), c3 = job.Codes + RowOffset(r3);
         float* s0 = job.Scales + (long)r0 * Groups, s1 = job.Scales + (long)r1 * Groups;
         float* s2 = job.Scales + (long)r2 * Groups, s3 = job.Scales + (long)r3 * Groups;
         sbyte* xq = job.Quantized;
@@ -128,7 +129,7 @@ public sealed unsafe partial class GptqMatMul
         {
             int p0 = blockPieces[b], p1 = blockPieces[b + 1];
             if (p0 == p1) continue; // padding
-            int at = 64 * b;
+            int at = NibbleBlockStride * b;
             Sse.Prefetch1(c0 + ahead + at); Sse.Prefetch1(c1 + ahead + at); Sse.Prefetch1(c2 + ahead + at); Sse.Prefetch1(c3 + ahead + at);
             var xLow = Vector512.Load(xq + 128 * b);
             var xHigh = Vector512.Load(xq + 128 * b + 64);

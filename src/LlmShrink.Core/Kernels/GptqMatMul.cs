@@ -15,7 +15,8 @@ namespace LlmShrink.Kernels;
 /// <em>step</em>. Codes of 2 bits are stored 16 to a 32-bit word: word lane l of a 64-byte vector holds step k's
 /// input l in bits 2k..2k+1. Codes of 3 and 4 bits are stored as nibbles, 128 inputs to a 64-byte block: byte j holds
 /// input j in its low nibble and input 64 + j in its high nibble, so one load, a mask and a shift give 128
-/// consecutive codes as bytes. Codes of 8 bits are one per byte.
+/// consecutive codes as bytes; the blocks of four consecutive rows are interleaved (block b of rows 4r .. 4r + 3 is 256
+/// contiguous bytes), so decode, which walks four rows at once, reads one sequential stream. Codes of 8 bits are one per byte.
 /// </para>
 /// <para>
 /// Decode (n = 1) streams the packed codes once and never expands them in memory. For nibbles it runs in integers
@@ -41,7 +42,7 @@ public sealed unsafe partial class GptqMatMul
     /// <summary>Length of the reordered, padded input axis (a multiple of 16 codes per lane × 16 lanes).</summary>
     private readonly int _paddedIn;
     private readonly int _rowBytes;
-    private readonly byte[] _codes;      // [out, rowBytes], pinned
+    private readonly byte[] _codes;      // [out, rowBytes] (nibble blocks interleaved by row quartets), pinned
     private readonly float[] _scales;    // [out, groups]
     private readonly float[] _zeros;     // [out, groups]
     /// <summary>Reordered position → original input index, or −1 for padding.</summary>
@@ -116,12 +117,13 @@ public sealed unsafe partial class GptqMatMul
                 _zeros[o * Groups + g] = zeros[g * outDim + o];
             }
 
-        _codes = GC.AllocateArray<byte>(checked(outDim * _rowBytes), pinned: true);
+        int storedRows = _storageBits == 4 ? (outDim + 3) / 4 * 4 : outDim; // nibble rows come in whole quartets
+        _codes = GC.AllocateArray<byte>(checked(storedRows * _rowBytes), pinned: true);
         int maxCode = (1 << bits) - 1;
         for (int o = 0; o < outDim; o++)
         {
             var row = codes.Slice(o * inDim, inDim);
-            var packed = _codes.AsSpan(o * _rowBytes, _rowBytes);
+            var packed = _codes.AsSpan((int)RowOffset(o));
             for (int p = 0; p < _paddedIn; p++)
             {
                 int i = _gather[p];
@@ -133,11 +135,17 @@ public sealed unsafe partial class GptqMatMul
         }
     }
 
+    /// <summary>Bytes between a 64-byte block of nibble codes and the same row's next block: four rows' blocks are interleaved.</summary>
+    private const int NibbleBlockStride = 4 * 64;
+
+    /// <summary>Where row <paramref name="row"/>'s codes start in the packed layout (its first block, for nibbles).</summary>
+    private long RowOffset(int row) => _storageBits == 4 ? (long)(row & ~3) * _rowBytes + (row & 3) * 64 : (long)row * _rowBytes;
+
     /// <summary>Steps (of 16 inputs) that share one 64-byte block of codes.</summary>
     private static int StepsPerBlock(int storageBits) => 32 / storageBits;
 
-    /// <summary>Byte offset in a packed row, and the shift of the nibble, of reordered input p (3- and 4-bit codes).</summary>
-    private static (int Byte, int Shift) NibblePlace(int p) => (p / 128 * 64 + p % 64, p % 128 / 64 * 4);
+    /// <summary>Byte offset from the row's start (<see cref="RowOffset"/>), and the shift of the nibble, of reordered input p (3- and 4-bit codes).</summary>
+    private static (int Byte, int Shift) NibblePlace(int p) => (p / 128 * NibbleBlockStride + p % 64, p % 128 / 64 * 4);
 
     /// <summary>Writes the code of reordered input p into its place in a packed row (layout in the class summary).</summary>
     private void Store(Span<byte> packed, int p, int code)
@@ -323,8 +331,8 @@ public sealed unsafe partial class GptqMatMul
     private (float, float) Dot2Packed(Job job, float* x, int rowA, int rowB)
     {
         // 2-bit codes (nibbles take the int8 path): 16 steps per word.
-        var wordsA = (uint*)(job.Codes + (long)rowA * _rowBytes);
-        var wordsB = (uint*)(job.Codes + (long)rowB * _rowBytes);
+        var wordsA = (uint*)(job.Codes + RowOffset(rowA));
+        var wordsB = (uint*)(job.Codes + RowOffset(rowB));
         Vector512<float> accA = default, accB = default;
         Vector512<uint> a = default, b = default;
         for (int r = 0; r < _runGroup.Length; r++)
@@ -355,7 +363,7 @@ public sealed unsafe partial class GptqMatMul
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private (float, float) Dot2Bytes(Job job, float* x, int rowA, int rowB)
     {
-        byte* codesA = job.Codes + (long)rowA * _rowBytes, codesB = job.Codes + (long)rowB * _rowBytes;
+        byte* codesA = job.Codes + RowOffset(rowA), codesB = job.Codes + RowOffset(rowB);
         Vector512<float> accA = default, accB = default;
         for (int r = 0; r < _runGroup.Length; r++)
         {
@@ -380,7 +388,7 @@ public sealed unsafe partial class GptqMatMul
     /// </summary>
     private void DecodeSteps(Job job, int row, int s0, int s1, float* destination)
     {
-        byte* packed = job.Codes + (long)row * _rowBytes;
+        byte* packed = job.Codes + RowOffset(row);
         int mask = (1 << _storageBits) - 1;
         int group = -1;
         Vector512<float> table = default, zero = default, scale = default;
