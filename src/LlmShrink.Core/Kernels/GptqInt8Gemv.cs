@@ -33,6 +33,12 @@ public sealed unsafe partial class GptqMatMul
     /// <summary>Per piece 32 int32 lanes, all ones where the piece's inputs lie: 16 for the low nibbles of its block, 16 for the high ones.</summary>
     private readonly int[] _pieceMasks;
 
+    /// <summary>
+    /// Whether every 128-input block is one whole piece (groups of 128 inputs or a multiple, no padding), so that piece
+    /// b is block b and decode can take <see cref="Dot4WholeBlocks"/> — the common g128 case.
+    /// </summary>
+    private readonly bool _wholeBlocks;
+
     /// <summary>Whether decode runs through int8 activations (nibble codes on AVX-512 BW).</summary>
     private bool IntegerDecode => _storageBits == 4 && Vectorized && Avx512BW.IsSupported;
 
@@ -110,7 +116,45 @@ public sealed unsafe partial class GptqMatMul
         fixed (int* pieceGroup = _pieceGroup, pieceSteps = _pieceSteps, blockPieces = _blockPieces, masks = _pieceMasks)
             // Four rows at a time share each load of x; a short last quartet repeats its last row.
             for (int o = o0; o < o1; o += 4)
-                Dot4Int8(job, o, Math.Min(o + 1, o1 - 1), Math.Min(o + 2, o1 - 1), Math.Min(o + 3, o1 - 1), pieceGroup, pieceSteps, blockPieces, masks);
+            {
+                if (_wholeBlocks && o + 4 <= o1) Dot4WholeBlocks(job, o, pieceGroup);
+                else Dot4Int8(job, o, Math.Min(o + 1, o1 - 1), Math.Min(o + 2, o1 - 1), Math.Min(o + 3, o1 - 1), pieceGroup, pieceSteps, blockPieces, masks);
+            }
+    }
+
+    /// <summary>
+    /// <see cref="Dot4Int8"/> for a whole quartet of rows r0 .. r0 + 3 of a layer whose blocks are whole pieces: the
+    /// quartet's codes are one pointer walking 256 bytes per block and its scales one pointer with a row stride, which
+    /// keeps the loop's addresses in registers (the general kernel, with a pointer per row and the piece tables, spilled
+    /// them to the stack on every block).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void Dot4WholeBlocks(Job job, int r0, int* blockGroup)
+    {
+        byte* codes = job.Codes + RowOffset(r0); // r0 is a multiple of 4: row r0 + k's block b is at codes + 256·b + 64·k
+        float* scales = job.Scales + (long)r0 * Groups;
+        long groups = Groups;
+        sbyte* xq = job.Quantized;
+        float* d = job.PieceScales;
+        Vector512<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+        int blocks = _paddedIn / 128;
+        long ahead = (long)PrefetchRows * _rowBytes;
+        for (int b = 0; b < blocks; b++, codes += NibbleBlockStride, xq += 128)
+        {
+            Sse.Prefetch1(codes + ahead); Sse.Prefetch1(codes + ahead + 64); Sse.Prefetch1(codes + ahead + 128); Sse.Prefetch1(codes + ahead + 192);
+            var xLow = Vector512.Load(xq);
+            var xHigh = Vector512.Load(xq + 64);
+            float* s = scales + blockGroup[b];
+            float dp = d[b];
+            acc0 = Vector512.FusedMultiplyAdd(WholeBlock(codes, xLow, xHigh), Vector512.Create(s[0] * dp), acc0);
+            acc1 = Vector512.FusedMultiplyAdd(WholeBlock(codes + 64, xLow, xHigh), Vector512.Create(s[groups] * dp), acc1);
+            acc2 = Vector512.FusedMultiplyAdd(WholeBlock(codes + 128, xLow, xHigh), Vector512.Create(s[2 * groups] * dp), acc2);
+            acc3 = Vector512.FusedMultiplyAdd(WholeBlock(codes + 192, xLow, xHigh), Vector512.Create(s[3 * groups] * dp), acc3);
+        }
+        job.Y[r0] = Vector512.Sum(acc0) - ZeroTerm(scales, job.Zeros + (long)r0 * Groups, job.GroupSums);
+        job.Y[r0 + 1] = Vector512.Sum(acc1) - ZeroTerm(scales + groups, job.Zeros + (long)(r0 + 1) * Groups, job.GroupSums);
+        job.Y[r0 + 2] = Vector512.Sum(acc2) - ZeroTerm(scales + 2 * groups, job.Zeros + (long)(r0 + 2) * Groups, job.GroupSums);
+        job.Y[r0 + 3] = Vector512.Sum(acc3) - ZeroTerm(scales + 3 * groups, job.Zeros + (long)(r0 + 3) * Groups, job.GroupSums);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

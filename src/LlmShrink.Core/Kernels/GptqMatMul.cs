@@ -100,6 +100,7 @@ public sealed unsafe partial class GptqMatMul
         for (int r = 0; r < _runGroup.Length; r++) _stepGroup.AsSpan(_runStart[r], _runStart[r + 1] - _runStart[r]).Fill(_runGroup[r]);
         _rowBytes = _paddedIn * _storageBits / 8;
         (_pieceGroup, _pieceStep, _pieceSteps, _blockPieces, _pieceMasks) = Pieces(_storageBits, _stepGroup);
+        _wholeBlocks = _storageBits == 4 && _pieceGroup.Length == _paddedIn / 128 && _pieceSteps.All(steps => steps == 8);
 
         _gather = new int[_paddedIn];
         Array.Fill(_gather, -1);
@@ -139,6 +140,7 @@ public sealed unsafe partial class GptqMatMul
     private const int NibbleBlockStride = 4 * 64;
 
     /// <summary>Where row <paramref name="row"/>'s codes start in the packed layout (its first block, for nibbles).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private long RowOffset(int row) => _storageBits == 4 ? (long)(row & ~3) * _rowBytes + (row & 3) * 64 : (long)row * _rowBytes;
 
     /// <summary>Steps (of 16 inputs) that share one 64-byte block of codes.</summary>
