@@ -227,5 +227,24 @@ public class CliTests
         double gflops = root.GetProperty("prompt_gflops").GetDouble();
         Assert.Equal(flops / 32 * root.GetProperty("prompt_tokens_per_second").GetDouble() / 1e9, gflops, 1e-9);
         Assert.Equal(100 * gflops / peak, root.GetProperty("prompt_percent_of_fma_peak").GetDouble(), 1e-9);
+        Assert.Equal(1, root.GetProperty("repetitions").GetInt32());
+        Assert.Equal(0, root.GetProperty("gen_tokens_per_second_stddev").GetDouble());
+    }
+
+    [Fact]
+    public void BenchRepetitionsReportMeanAndDeviation()
+    {
+        var (code, stdout, stderr) = Run("bench", SharedData.Stories260K, "--prompt-tokens", "16", "--gen-tokens", "4", "-r", "3", "--json");
+        Assert.True(code == 0, stderr);
+        using var json = JsonDocument.Parse(stdout);
+        var root = json.RootElement;
+        Assert.Equal(3, root.GetProperty("repetitions").GetInt32());
+        // Three timed runs of a few milliseconds never agree to the last digit of a double.
+        Assert.True(root.GetProperty("prompt_tokens_per_second_stddev").GetDouble() > 0);
+        Assert.True(root.GetProperty("gen_tokens_per_second_stddev").GetDouble() > 0);
+
+        var (bad, _, error) = Run("bench", SharedData.Stories260K, "--repetitions", "0");
+        Assert.Equal(2, bad);
+        Assert.Contains("--repetitions: must be at least 1", error);
     }
 }

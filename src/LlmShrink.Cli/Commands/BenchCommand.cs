@@ -10,7 +10,9 @@ namespace LlmShrink.Cli.Commands;
 /// generation speed (one token at a time with the KV cache). Generation is memory-bound: every token streams all
 /// linear weights once, so weight bytes per token × tokens/s is the memory bandwidth actually achieved, shown against
 /// the read bandwidth measured in the same process; prompt processing is arithmetic, shown against the measured FMA
-/// peak (<see cref="HardwareLimits"/>).
+/// peak (<see cref="HardwareLimits"/>). With <c>--repetitions N</c> (llama-bench's <c>-r</c>) the prompt and the generation
+/// run N times and the rates are reported as mean ± sample standard deviation, which on a shared host is the honest
+/// figure: consecutive single runs on this 2-core VM differed by up to 30 %.
 /// </summary>
 internal static class BenchCommand
 {
@@ -25,10 +27,11 @@ internal static class BenchCommand
         var genTokens = new Option<int>("--gen-tokens") { Description = "Tokens to generate one at a time", DefaultValueFactory = _ => 128 };
         var threads = new Option<int>("--threads") { Description = "Worker threads (0 = all cores)", DefaultValueFactory = _ => 0 };
         var seed = new Option<int>("--seed") { Description = "Seed of the random token ids", DefaultValueFactory = _ => 1234 };
+        var repetitions = new Option<int>("--repetitions", "-r") { Description = "Runs of prompt + generation; rates are mean ± standard deviation", DefaultValueFactory = _ => 1 };
         var json = new Option<bool>("--json") { Description = "Print one JSON object to stdout instead of a table" };
         var command = new Command("bench", "Measure prompt-processing and generation speed")
         {
-            model, promptTokens, genTokens, threads, seed, json,
+            model, promptTokens, genTokens, threads, seed, repetitions, json,
         };
         command.SetAction(parse =>
         {
@@ -37,6 +40,8 @@ internal static class BenchCommand
             if (gen < 1) throw new ShrinkException($"--gen-tokens: must be at least 1 (got {gen})");
             int threadCount = parse.GetValue(threads);
             if (threadCount < 0) throw new ShrinkException($"--threads: must not be negative (got {threadCount})");
+            int runs = parse.GetValue(repetitions);
+            if (runs < 1) throw new ShrinkException($"--repetitions: must be at least 1 (got {runs})");
             string modelPath = parse.GetValue(model)!;
 
             // The machine's ceilings first, before the model's pages and threads compete with them (and again at the end).
@@ -50,13 +55,14 @@ internal static class BenchCommand
             var random = new Random(parse.GetValue(seed));
             var promptIds = new int[prompt];
             for (int i = 0; i < prompt; i++) promptIds[i] = random.Next(vocab);
-            var cache = transformer.NewCache(prompt + gen);
+            int warmUpPrompt = Math.Min(prompt, 16);
+            var cache = transformer.NewCache(Math.Max(prompt + gen, warmUpPrompt + WarmUpTokens));
             var logits = new float[vocab];
 
             // Warm-up: pages the weights in and lets the JIT replace the first, unoptimized code of the hot paths (it
             // recompiles a method after 30 calls, in the background, once no new method has started for 100 ms), so
             // neither is timed. One decode token was too little: the first timed tokens still ran tier-0 code.
-            transformer.Forward(promptIds.AsSpan(0, Math.Min(prompt, 16)), cache, logits);
+            transformer.Forward(promptIds.AsSpan(0, warmUpPrompt), cache, logits);
             var warmUp = Stopwatch.StartNew();
             for (int i = 0; i < WarmUpTokens && (i < 2 || warmUp.Elapsed < WarmUpTime); i++)
             {
@@ -66,25 +72,32 @@ internal static class BenchCommand
             cache.Clear();
             cancellation.ThrowIfCancellationRequested();
 
-            var clock = Stopwatch.StartNew();
-            transformer.Forward(promptIds, cache, logits);
-            double prefillSeconds = clock.Elapsed.TotalSeconds;
-
+            var prefillRates = new double[runs];
+            var decodeRates = new double[runs];
             Span<int> next = stackalloc int[1];
-            clock.Restart();
-            for (int i = 0; i < gen; i++)
+            for (int run = 0; run < runs; run++)
             {
-                cancellation.ThrowIfCancellationRequested();
-                next[0] = random.Next(vocab);
-                transformer.Forward(next, cache, logits);
+                cache.Clear();
+                var clock = Stopwatch.StartNew();
+                transformer.Forward(promptIds, cache, logits);
+                prefillRates[run] = prompt / clock.Elapsed.TotalSeconds;
+
+                clock.Restart();
+                for (int i = 0; i < gen; i++)
+                {
+                    cancellation.ThrowIfCancellationRequested();
+                    next[0] = random.Next(vocab);
+                    transformer.Forward(next, cache, logits);
+                }
+                decodeRates[run] = gen / clock.Elapsed.TotalSeconds;
             }
-            double decodeSeconds = clock.Elapsed.TotalSeconds;
             // Measured again afterwards, keeping the better of each figure: on a shared host the memory bandwidth drifts
             // by ±30 % within minutes, and one low reading would inflate the fractions below.
             limits = limits.Best(HardwareLimits.Measure(Environment.ProcessorCount));
 
-            double prefillRate = prompt / prefillSeconds, decodeRate = gen / decodeSeconds;
-            double prefillGflops = work.PromptFlops(loaded.Config, prompt) / prefillSeconds / 1e9;
+            (double prefillRate, double prefillSpread) = MeanAndDeviation(prefillRates);
+            (double decodeRate, double decodeSpread) = MeanAndDeviation(decodeRates);
+            double prefillGflops = work.PromptFlops(loaded.Config, prompt) / prompt * prefillRate / 1e9;
             double gigabytesPerSecond = work.BytesPerToken * decodeRate / 1e9;
             double percentOfPeak = 100 * prefillGflops / limits.FmaGflops, percentOfBandwidth = 100 * gigabytesPerSecond / limits.ReadGBps;
             if (parse.GetValue(json)) Terminal.WriteJson(new
@@ -93,10 +106,13 @@ internal static class BenchCommand
                 threads = threadCount,
                 prompt_tokens = prompt,
                 gen_tokens = gen,
+                repetitions = runs,
                 prompt_tokens_per_second = prefillRate,
+                prompt_tokens_per_second_stddev = prefillSpread,
                 prompt_gflops = prefillGflops,
                 prompt_percent_of_fma_peak = percentOfPeak,
                 gen_tokens_per_second = decodeRate,
+                gen_tokens_per_second_stddev = decodeSpread,
                 weight_bytes_per_token = work.BytesPerToken,
                 achieved_gb_per_second = gigabytesPerSecond,
                 gen_percent_of_read_bandwidth = percentOfBandwidth,
@@ -112,14 +128,24 @@ internal static class BenchCommand
                 .AddText("model", modelPath)
                 .AddText("threads", threadCount == 0 ? "all cores" : $"{threadCount}")
                 .AddText($"machine ({limits.Threads} threads)", $"copy {limits.CopyGBps:F1} GB/s (read+written), read {limits.ReadGBps:F1} GB/s, F32 FMA {limits.FmaGflops:F0} GFLOP/s")
-                .AddText($"prompt processing ({prompt} tokens)", $"{prefillRate:F1} tokens/s, {prefillGflops:F1} GFLOP/s ({percentOfPeak:F0}% of FMA peak)")
-                .AddText($"generation ({gen} tokens)", $"{decodeRate:F2} tokens/s")
+                .AddText($"prompt processing ({prompt} tokens)", $"{prefillRate:F1}{Spread(prefillSpread, runs, "F1")} tokens/s, {prefillGflops:F1} GFLOP/s ({percentOfPeak:F0}% of FMA peak)")
+                .AddText($"generation ({gen} tokens)", $"{decodeRate:F2}{Spread(decodeSpread, runs, "F2")} tokens/s")
                 .AddText("weight bytes per generated token", Terminal.Bytes(work.BytesPerToken))
                 .AddText("achieved memory bandwidth", $"{gigabytesPerSecond:F2} GB/s ({percentOfBandwidth:F0}% of read bandwidth)"));
             return 0;
         });
         return command;
     }
+
+    /// <summary>Mean and sample standard deviation (0 for a single run).</summary>
+    private static (double Mean, double Deviation) MeanAndDeviation(double[] samples)
+    {
+        double mean = samples.Average();
+        double squares = samples.Sum(v => (v - mean) * (v - mean));
+        return (mean, samples.Length > 1 ? Math.Sqrt(squares / (samples.Length - 1)) : 0);
+    }
+
+    private static string Spread(double deviation, int runs, string format) => runs > 1 ? $" ± {deviation.ToString(format)} ({runs} runs)" : "";
 
     /// <summary>What the linear layers of a transformer cost: bytes streamed per generated token, multiply-adds per row.</summary>
     private sealed record LinearWork(long BytesPerToken, long BlockParameters, long HeadParameters)
