@@ -5,10 +5,12 @@ using LlmShrink.Evaluation;
 using LlmShrink.Kernels;
 
 // Micro-benchmarks of the quantization work (issue 3): the F32 GEMM the prompt path uses, Hessian accumulation,
-// and GPTQ on one 4096×4096 layer; and of decode (issue 4): a packed GPTQ matrix × vector. Plain Stopwatch timing: one warm-up run, then the best of N (the minimum is
-// the run least disturbed by other processes on a shared machine).
+// and GPTQ on one 4096×4096 layer; and of decode (issue 4): a packed GPTQ matrix × vector, and where a whole model's
+// decode token goes. Plain Stopwatch timing: one warm-up run, then the best of N (the minimum is the run least
+// disturbed by other processes on a shared machine).
 //
 //   dotnet bench/LlmShrink.Bench/bin/Release/net10.0/LlmShrink.Bench.dll gemm|hessian|gptq|gemv|all [--key value ...]
+//   dotnet bench/LlmShrink.Bench/bin/Release/net10.0/LlmShrink.Bench.dll decode --model DIR [--threads 2 --prompt 512 --rounds 4]
 
 var command = args.Length > 0 ? args[0] : "all";
 var options = Options.Parse(args.Skip(1).ToArray());
@@ -19,9 +21,11 @@ switch (command)
     case "hessian": Benchmarks.Hessian(options, Benchmarks.Gemm(options)); break;
     case "gptq": Benchmarks.GptqLayer(options); break;
     case "gemv": Benchmarks.GptqGemv(options); break;
+    case "decode": Benchmarks.Decode(options); break;
     case "all": Benchmarks.Hessian(options, Benchmarks.Gemm(options)); Benchmarks.GptqLayer(options); break;
     default:
         Console.Error.WriteLine("usage: LlmShrink.Bench gemm|hessian|gptq|gemv|all [--n 512 --in 4096 --out 4096 --tokens 8192 --width 4096 --rows 4096 --bits 4 --group 128 --reps N]");
+        Console.Error.WriteLine("       LlmShrink.Bench decode --model DIR [--threads 2 --prompt 512 --rounds 4]");
         return 2;
 }
 return 0;
@@ -148,6 +152,49 @@ static class Benchmarks
         for (int i = 0; i < count; i++) values[i] = (float)(random.NextDouble() * 2 - 1);
         return values;
     }
+
+    /// <summary>
+    /// Where a decode token's time goes on a model folder: the linear layers alone (every block's seven and lm_head at
+    /// n = 1 — the bytes a token streams) against whole tokens after a prompt of --prompt random tokens; the difference is
+    /// attention over the cached positions, norms, RoPE and the hand-offs between calls. Each round measures the read
+    /// bandwidth first, because on a shared host it drifts between rounds.
+    /// </summary>
+    public static void Decode(Options o)
+    {
+        string folder = o.Text("model") ?? throw new ArgumentException("decode needs --model DIR");
+        int threads = o.Int("threads", 2), prompt = o.Int("prompt", 512), rounds = o.Int("rounds", 4), reps = o.Int("reps", 10);
+        using var loaded = LlmShrink.Model.ModelLoader.Load(folder);
+        using var transformer = new LlmShrink.Model.Transformer(loaded, threads);
+        var c = transformer.Config;
+        var layers = transformer.Blocks.SelectMany(b => new[] { b.Q, b.K, b.V, b.O, b.Gate, b.Up, b.Down }).Append(transformer.LmHead).ToArray();
+        long bytes = layers.Sum(l => l.WeightBytes);
+        var random = new Random(5);
+        var tokens = Enumerable.Range(0, prompt).Select(_ => random.Next(c.VocabSize)).ToArray();
+        var cache = transformer.NewCache(prompt + 2 * rounds * reps + 32);
+        var logits = new float[c.VocabSize];
+        transformer.Forward(tokens, cache, logits);
+        var x = RandomFloats(Math.Max(c.HiddenSize, c.IntermediateSize), 6);
+        var y = new float[c.VocabSize];
+        void Linears() { foreach (var l in layers) l.Apply(x.AsSpan(0, l.InFeatures), y.AsSpan(0, l.OutFeatures), 1, WorkerPool.Shared, threads); }
+        void Token() => transformer.Forward(tokens.AsSpan(0, 1), cache, logits);
+        for (int i = 0; i < 30; i++) { Linears(); if (i < 16) Token(); } // the JIT's optimized code, pages in
+
+        Console.WriteLine($"\n## decode: {folder}, {threads} threads, {bytes / 1e6:F1} MB of linear weights per token, after a {prompt}-token prompt; {reps} tokens per figure");
+        Console.WriteLine("| round | read GB/s | linears ms | linears GB/s | % of read | token ms | token GB/s | % of read | rest of a token ms |");
+        Console.WriteLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for (int round = 1; round <= rounds; round++)
+        {
+            double read = HardwareLimits.Measure(Environment.ProcessorCount, repeats: 2).ReadGBps;
+            var clock = Stopwatch.StartNew();
+            for (int i = 0; i < reps; i++) Linears();
+            double linears = clock.Elapsed.TotalMilliseconds / reps;
+            clock.Restart();
+            for (int i = 0; i < reps; i++) Token();
+            double token = clock.Elapsed.TotalMilliseconds / reps;
+            double linearRate = bytes / linears / 1e6, tokenRate = bytes / token / 1e6;
+            Console.WriteLine($"| {round} | {read:F1} | {linears:F2} | {linearRate:F1} | {100 * linearRate / read:F0}% | {token:F2} | {tokenRate:F1} | {100 * tokenRate / read:F0}% | {token - linears:F2} |");
+        }
+    }
 }
 
 /// <summary>--key value pairs.</summary>
@@ -165,4 +212,6 @@ sealed class Options(Dictionary<string, string> values)
     }
 
     public int Int(string key, int fallback) => values.TryGetValue(key, out var text) ? int.Parse(text) : fallback;
+
+    public string? Text(string key) => values.GetValueOrDefault(key);
 }
