@@ -23,7 +23,7 @@ public sealed class KvCache
 
     internal float[][] Keys { get; private set; } = [];
     internal float[][] Values { get; private set; } = [];
-    internal int KvDim { get; private set; }
+    private int _kvHeads, _headDim;
 
     public KvCache(int capacity)
     {
@@ -33,11 +33,11 @@ public sealed class KvCache
 
     public void Clear() => Length = 0;
 
-    internal void EnsureStorage(int layers, int kvDim)
+    internal void EnsureStorage(int layers, int kvHeads, int headDim)
     {
-        if (Keys.Length == layers && KvDim == kvDim) return;
+        if (Keys.Length == layers && _kvHeads == kvHeads && _headDim == headDim) return;
         if (Keys.Length != 0) throw new InvalidOperationException("this cache belongs to a model of other dimensions");
-        long floats = (long)Capacity * kvDim;
+        long floats = (long)Capacity * kvHeads * headDim;
         if (floats > Array.MaxLength) throw new ArgumentOutOfRangeException(nameof(Capacity), $"a cache of {Capacity} positions is too large");
         Keys = new float[layers][];
         Values = new float[layers][];
@@ -46,6 +46,19 @@ public sealed class KvCache
             Keys[l] = new float[floats];
             Values[l] = new float[floats];
         }
-        KvDim = kvDim;
+        (_kvHeads, _headDim) = (kvHeads, headDim);
+    }
+
+    /// <summary>Writes the keys and values of new positions first … first + n − 1, rows [n, kvHeads·headDim], into layer <paramref name="layer"/>'s head-major storage.</summary>
+    internal void Store(int layer, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int first, int n)
+    {
+        int kvDim = _kvHeads * _headDim;
+        for (int head = 0; head < _kvHeads; head++)
+            for (int i = 0; i < n; i++)
+            {
+                int from = i * kvDim + head * _headDim, to = (head * Capacity + first + i) * _headDim;
+                keys.Slice(from, _headDim).CopyTo(Keys[layer].AsSpan(to, _headDim));
+                values.Slice(from, _headDim).CopyTo(Values[layer].AsSpan(to, _headDim));
+            }
     }
 }

@@ -106,7 +106,7 @@ public sealed class Transformer : IDisposable
         if (!allLogits && logits.Length != vocab)
             throw new ArgumentException($"logits must hold {n}×{vocab} or {vocab} floats, not {logits.Length}", nameof(logits));
 
-        cache.EnsureStorage(c.NumLayers, c.KvDim);
+        cache.EnsureStorage(c.NumLayers, c.NumKvHeads, c.HeadDim);
         EnsureScratch(n, cache.Capacity);
         int first = cache.Length;
 
@@ -116,7 +116,7 @@ public sealed class Transformer : IDisposable
         for (int l = 0; l < _blocks.Length; l++)
         {
             Observer?.BlockInput(l, _x.AsSpan(0, n * d), n);
-            RunBlock(_blocks[l], cache.Keys[l], cache.Values[l], first, n, cache.Capacity);
+            RunBlock(l, cache, first, n);
             Observer?.BlockOutput(l, _x.AsSpan(0, n * d), n);
         }
 
@@ -149,12 +149,12 @@ public sealed class Transformer : IDisposable
         var c = Config;
         if (hidden.Length != n * c.HiddenSize) throw new ArgumentException($"hidden must hold {n}×{c.HiddenSize} floats", nameof(hidden));
         if (cache.Length + n > cache.Capacity) throw new ArgumentException($"{n} tokens do not fit in the KV cache", nameof(cache));
-        cache.EnsureStorage(c.NumLayers, c.KvDim);
+        cache.EnsureStorage(c.NumLayers, c.NumKvHeads, c.HeadDim);
         EnsureScratch(n, cache.Capacity);
         int first = cache.Length;
         ComputeAngles(first, n);
         hidden.CopyTo(_x);
-        RunBlock(_blocks[layer], cache.Keys[layer], cache.Values[layer], first, n, cache.Capacity);
+        RunBlock(layer, cache, first, n);
         _x.AsSpan(0, hidden.Length).CopyTo(hidden);
         cache.Length = first + n;
     }
@@ -165,9 +165,10 @@ public sealed class Transformer : IDisposable
         for (int i = 0; i < n; i++) _rope.Angles(first + i, _cos.AsSpan(i * half, half), _sin.AsSpan(i * half, half));
     }
 
-    private void RunBlock(TransformerBlock b, float[] keys, float[] values, int first, int n, int capacity)
+    private void RunBlock(int layer, KvCache cache, int first, int n)
     {
         var c = Config;
+        var b = _blocks[layer];
         int d = c.HiddenSize, hd = c.HeadDim, half = hd / 2;
         var x = _x.AsSpan(0, n * d);
         var xNorm = _xNorm.AsSpan(0, n * d);
@@ -192,9 +193,8 @@ public sealed class Transformer : IDisposable
             _rope.Rotate(q.Slice(i * c.QDim, c.QDim), cos, sin);
             _rope.Rotate(k.Slice(i * c.KvDim, c.KvDim), cos, sin);
         }
-        StoreInCache(k, keys, first, n, capacity);
-        StoreInCache(v, values, first, n, capacity);
-        _attention.Run(_q, _attnOut, keys, values, first, n, capacity, _scores, _scores.Length / _pool.Threads, _pool, _threads);
+        cache.Store(layer, k, v, first, n);
+        _attention.Run(_q, _attnOut, cache.Keys[layer], cache.Values[layer], first, n, cache.Capacity, _scores, _scores.Length / _pool.Threads, _pool, _threads);
         b.O.Apply(_attnOut.AsSpan(0, n * c.QDim), xNorm, n, _pool, _threads);
         TensorPrimitives.Add(x, xNorm, x);
 
@@ -207,15 +207,6 @@ public sealed class Transformer : IDisposable
         SwiGlu.Apply(gate, up);
         b.Down.Apply(gate, xNorm, n, _pool, _threads);
         TensorPrimitives.Add(x, xNorm, x);
-    }
-
-    /// <summary>Copies rows [n, kvDim] of new positions first… into a layer's head-major [kvHeads, capacity, headDim] cache.</summary>
-    private void StoreInCache(ReadOnlySpan<float> rows, float[] cache, int first, int n, int capacity)
-    {
-        int hd = Config.HeadDim, kvDim = Config.KvDim;
-        for (int head = 0; head < Config.NumKvHeads; head++)
-            for (int i = 0; i < n; i++)
-                rows.Slice(i * kvDim + head * hd, hd).CopyTo(cache.AsSpan(((head * capacity) + first + i) * hd, hd));
     }
 
     private void EnsureScratch(int n, int cacheCapacity)
