@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.CommandLine.Parsing;
+using System.Runtime.InteropServices;
 using System.Text.RegularExpressions;
 using LlmShrink.Cli.Commands;
 
@@ -7,21 +8,30 @@ namespace LlmShrink.Cli;
 
 /// <summary>
 /// Entry point. Exit codes: 0 success; 2 a user error (bad file, bad argument — one line on stderr, no stack
-/// trace); 130 interrupted by Ctrl+C (the shell convention 128 + SIGINT); 1 anything else, which is a bug.
+/// trace); 130 interrupted by Ctrl+C and 143 stopped by SIGTERM (the shell convention 128 + signal number, as if the
+/// signal had killed the process); 1 anything else, which is a bug.
 /// </summary>
 public static class Program
 {
+    public const int Interrupted = 130;
+
     public static int Main(string[] args)
     {
         using var interrupt = new CancellationTokenSource();
-        ConsoleCancelEventHandler onCancel = (_, e) =>
+        int signalExit = Interrupted;
+        // SIGINT (Ctrl+C), SIGTERM (kill, container stop) and SIGHUP (closed terminal) all cancel instead of killing, so
+        // long loops stop at their next check and every temporary output is deleted on the way out.
+        PosixSignalRegistration Cancel(PosixSignal signal, int number) => PosixSignalRegistration.Create(signal, context =>
         {
-            e.Cancel = true; // keep the process alive so long loops can stop at their next check and clean up
+            context.Cancel = true;
+            signalExit = 128 + number;
             interrupt.Cancel();
-        };
-        Console.CancelKeyPress += onCancel;
-        try { return Run(args, interrupt.Token); }
-        finally { Console.CancelKeyPress -= onCancel; }
+        });
+        using var sigint = Cancel(PosixSignal.SIGINT, 2);
+        using var sigterm = Cancel(PosixSignal.SIGTERM, 15);
+        using var sighup = Cancel(PosixSignal.SIGHUP, 1);
+        int code = Run(args, interrupt.Token);
+        return code == Interrupted ? signalExit : code;
     }
 
     /// <summary>Parses and runs one command line; <paramref name="cancellation"/> stops long-running commands.</summary>
@@ -43,7 +53,7 @@ public static class Program
         var invocation = new InvocationConfiguration
         {
             EnableDefaultExceptionHandler = false, // errors are reported below, one line each
-            ProcessTerminationTimeout = null,      // Ctrl+C is handled by Main through the cancellation token
+            ProcessTerminationTimeout = null,      // signals are handled by Main through the cancellation token
             Output = Console.Out,
             Error = Console.Error,
         };
@@ -58,7 +68,7 @@ public static class Program
         catch (OperationCanceledException) when (cancellation.IsCancellationRequested)
         {
             Console.Error.WriteLine("llmshrink: interrupted");
-            return 130;
+            return Interrupted;
         }
         catch (Exception e)
         {

@@ -1,0 +1,50 @@
+using System.Diagnostics;
+using Xunit;
+
+namespace LlmShrink.Tests;
+
+/// <summary>
+/// The CLI as a separate process, stopped by a signal the way a service manager or <c>kill</c> stops it: the
+/// in-process tests cannot cover this, because only a real process has signal handlers.
+/// </summary>
+public class SignalTests
+{
+    [Fact]
+    public async Task SigtermDuringCompressExitsWith143AndLeavesNothingBehind()
+    {
+        using var temp = new TempDir();
+        string output = temp.File("out");
+        string cli = Path.Combine(AppContext.BaseDirectory, "llmshrink.dll");
+        // Enough calibration that compressing takes several seconds after its temporary folder appears.
+        var start = new ProcessStartInfo("dotnet")
+        {
+            ArgumentList = { cli, "compress", SharedData.TinyLit, "--recipe", "w4g128-gptq", "--calib", "random", "--samples", "128", "--seq-len", "256", "--out", output },
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        using var process = Process.Start(start)!;
+        var stderrRead = process.StandardError.ReadToEndAsync();
+        var stdoutRead = process.StandardOutput.ReadToEndAsync();
+        try
+        {
+            var waited = Stopwatch.StartNew();
+            while (!Directory.EnumerateDirectories(temp.Path, "out.tmp-*").Any())
+            {
+                if (process.HasExited) Assert.Fail($"compress exited ({process.ExitCode}) before writing anything: {await stderrRead}");
+                Assert.True(waited.Elapsed < TimeSpan.FromMinutes(2), "compress did not start writing within two minutes");
+                await Task.Delay(20);
+            }
+            using (var kill = Process.Start("kill", ["-TERM", process.Id.ToString()])) await kill.WaitForExitAsync();
+            await process.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(1)); // throws TimeoutException if SIGTERM did not stop it
+        }
+        finally
+        {
+            if (!process.HasExited) process.Kill();
+        }
+        await stdoutRead;
+        string stderr = await stderrRead;
+        Assert.True(process.ExitCode == 143, $"exit code {process.ExitCode}, stderr: {stderr}");
+        Assert.Equal("llmshrink: interrupted", stderr.Trim());
+        Assert.Empty(Directory.EnumerateFileSystemEntries(temp.Path));
+    }
+}
