@@ -184,6 +184,26 @@ public class ForwardTests
         }
     }
 
+    [Fact]
+    public void Cache_holds_only_the_layers_that_have_run()
+    {
+        using var dir = new TempDir();
+        using var model = Variant(dir, "qwen3-qknorm");
+        using var transformer = new Transformer(model);
+        var c = model.Config;
+        long layerBytes = 2L * Prompt.Length * c.KvDim * sizeof(float);
+        var hidden = new float[Prompt.Length * c.HiddenSize];
+        transformer.Embed(Prompt, hidden);
+        var blockCache = transformer.NewCache(Prompt.Length);
+        Assert.Equal(0, blockCache.AllocatedBytes);
+        transformer.ForwardBlock(1, hidden, Prompt.Length, blockCache);
+        Assert.Equal(layerBytes, blockCache.AllocatedBytes);
+
+        var fullCache = transformer.NewCache(Prompt.Length);
+        transformer.Forward(Prompt, fullCache, new float[c.VocabSize]);
+        Assert.Equal(c.NumLayers * layerBytes, fullCache.AllocatedBytes);
+    }
+
     /// <summary>
     /// llama.cpp's converter reorders each head's Q/K rows so that Hugging Face pairs (i, i + d/2) become adjacent
     /// (2i, 2i + 1); an Interleaved model with permuted rows must compute exactly what the RotateHalf model computes.

@@ -66,7 +66,6 @@ public sealed class SequentialPipeline
         }
         ReleaseMapped(_model.Weights.Get(TensorNames.Embedding)); // only the sampled tokens' rows were read
         var scratch = new float[length * d];
-        var cache = _transformer.NewCache(length);
         var reports = new List<LayerReport>();
         long peak = 0;
 
@@ -74,6 +73,7 @@ public sealed class SequentialPipeline
         {
             var block = _transformer.Blocks[layer];
             var plan = Plan(layer);
+            var cache = _transformer.NewCache(length); // one block's keys and values, not every block's
 
             // (1) calibrate and (2) compress in a method of their own: the block's statistics and method state are
             // unreachable once it returns, whatever the JIT tier keeps alive in this loop's frame.

@@ -4,8 +4,8 @@ namespace LlmShrink.Model;
 /// Keys and values of past positions for every layer (keys after RoPE), each layer a [kvHeads, Capacity, headDim]
 /// array for keys and one for values. Head-major, so that the positions one head attends to are contiguous: decode
 /// streams them, where position-major rows left 256-byte pieces at a 2 KB stride that the hardware prefetchers did not
-/// follow (attention over 600 positions of a Llama-3.2-1B shape took 3.3× as long). Storage is allocated by the first
-/// forward pass that uses the cache.
+/// follow (attention over 600 positions of a Llama-3.2-1B shape took 3.3× as long). A layer's storage is allocated when
+/// its first keys are stored, so a cache that only ever sees one block (the calibration pipeline's) holds one layer.
 /// </summary>
 public sealed class KvCache
 {
@@ -21,9 +21,11 @@ public sealed class KvCache
             : throw new ArgumentOutOfRangeException(nameof(value), $"cache length must be in [0, {Capacity}]");
     }
 
-    internal float[][] Keys { get; private set; } = [];
-    internal float[][] Values { get; private set; } = [];
+    private float[]?[] _keys = [], _values = [];
     private int _kvHeads, _headDim;
+
+    /// <summary>Bytes of key and value storage allocated so far (layers that have stored nothing take none).</summary>
+    public long AllocatedBytes => _keys.Concat(_values).Sum(a => a?.LongLength ?? 0) * sizeof(float);
 
     public KvCache(int capacity)
     {
@@ -35,30 +37,32 @@ public sealed class KvCache
 
     internal void EnsureStorage(int layers, int kvHeads, int headDim)
     {
-        if (Keys.Length == layers && _kvHeads == kvHeads && _headDim == headDim) return;
-        if (Keys.Length != 0) throw new InvalidOperationException("this cache belongs to a model of other dimensions");
-        long floats = (long)Capacity * kvHeads * headDim;
-        if (floats > Array.MaxLength) throw new ArgumentOutOfRangeException(nameof(Capacity), $"a cache of {Capacity} positions is too large");
-        Keys = new float[layers][];
-        Values = new float[layers][];
-        for (int l = 0; l < layers; l++)
-        {
-            Keys[l] = new float[floats];
-            Values[l] = new float[floats];
-        }
+        if (_keys.Length == layers && _kvHeads == kvHeads && _headDim == headDim) return;
+        if (_keys.Length != 0) throw new InvalidOperationException("this cache belongs to a model of other dimensions");
+        if ((long)Capacity * kvHeads * headDim > Array.MaxLength) throw new ArgumentOutOfRangeException(nameof(Capacity), $"a cache of {Capacity} positions is too large");
+        _keys = new float[layers][];
+        _values = new float[layers][];
         (_kvHeads, _headDim) = (kvHeads, headDim);
+    }
+
+    /// <summary>Layer <paramref name="layer"/>'s keys and values, [kvHeads, Capacity, headDim] each, allocated on first use.</summary>
+    internal (float[] Keys, float[] Values) Layer(int layer)
+    {
+        int floats = Capacity * _kvHeads * _headDim;
+        return (_keys[layer] ??= new float[floats], _values[layer] ??= new float[floats]);
     }
 
     /// <summary>Writes the keys and values of new positions first … first + n − 1, rows [n, kvHeads·headDim], into layer <paramref name="layer"/>'s head-major storage.</summary>
     internal void Store(int layer, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int first, int n)
     {
+        var (layerKeys, layerValues) = Layer(layer);
         int kvDim = _kvHeads * _headDim;
         for (int head = 0; head < _kvHeads; head++)
             for (int i = 0; i < n; i++)
             {
                 int from = i * kvDim + head * _headDim, to = (head * Capacity + first + i) * _headDim;
-                keys.Slice(from, _headDim).CopyTo(Keys[layer].AsSpan(to, _headDim));
-                values.Slice(from, _headDim).CopyTo(Values[layer].AsSpan(to, _headDim));
+                keys.Slice(from, _headDim).CopyTo(layerKeys.AsSpan(to, _headDim));
+                values.Slice(from, _headDim).CopyTo(layerValues.AsSpan(to, _headDim));
             }
     }
 }

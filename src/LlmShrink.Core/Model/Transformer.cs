@@ -194,7 +194,8 @@ public sealed class Transformer : IDisposable
             _rope.Rotate(k.Slice(i * c.KvDim, c.KvDim), cos, sin);
         }
         cache.Store(layer, k, v, first, n);
-        _attention.Run(_q, _attnOut, cache.Keys[layer], cache.Values[layer], first, n, cache.Capacity, _scores, _scores.Length / _pool.Threads, _pool, _threads);
+        var (keys, values) = cache.Layer(layer);
+        _attention.Run(_q, _attnOut, keys, values, first, n, cache.Capacity, _scores, _scores.Length / _pool.Threads, _pool, _threads);
         b.O.Apply(_attnOut.AsSpan(0, n * c.QDim), xNorm, n, _pool, _threads);
         TensorPrimitives.Add(x, xNorm, x);
 
