@@ -153,9 +153,12 @@ public class ExportGptqGgufTests
         using var dir = new TempDir();
         string folder = CompressedTinyLit.Gptq(CompressedTinyLit.ActOrderG128);
         var (path, mapped) = Export(dir, folder, TensorType.Q4_0);
-        // A block of 32 consecutive inputs mixes act-order groups (different scales), so most blocks are re-fit
-        // (o_proj's order keeps more runs within one group: 60–87% re-fit there, ~100% elsewhere).
-        Assert.All(mapped, l => Assert.True(l.From == "GPTQ 4-bit g128 sym act-order" && l.Counts.RefitBlocks > l.Counts.Blocks / 2, l.Module));
+        // A block of 32 consecutive inputs mixes act-order groups (different scales), so almost every block is re-fit:
+        // 98.7% of the model's. o_proj's order keeps more runs within one group, and how many depends on the
+        // calibration's float rounding: 50–100% re-fit there (layer 5 went from over half to exactly half when the
+        // GEMM's summation order changed), ~100% elsewhere. So: a quarter of every layer, nine tenths of the whole model.
+        Assert.All(mapped, l => Assert.True(l.From == "GPTQ 4-bit g128 sym act-order" && l.Counts.RefitBlocks >= l.Counts.Blocks / 4, l.Module));
+        Assert.True(mapped.Sum(l => l.Counts.RefitBlocks) > 0.9 * mapped.Sum(l => l.Counts.Blocks), "fewer than 90% of all blocks re-fit");
         // Re-fitting 4-bit values on a fresh 4-bit g32 grid costs about as much as a second RTN pass: ‖ΔW‖²/‖W‖² ≈ 6e-3.
         Assert.All(mapped, l => Assert.InRange(l.Counts.RelativeError, 1e-4, 2e-2));
         Assert.StartsWith("GPTQ 4-bit g128 sym act-order → Q4_0: 0 exact, 56 re-fit with activation-weighted error (imatrix from calibration) (model.layers.0.self_attn.q_proj:", MappedLayer.Summary(mapped));

@@ -10,17 +10,20 @@ namespace LlmShrink.Kernels;
 /// products: 4 rows of x against 4 rows of W at once keeps 16 Vector512 accumulators in registers and needs only
 /// 8 loads per 16 FMAs.
 /// <para>n == 1 (decode) is bound by memory bandwidth: W is streamed once, split by rows across threads.</para>
-/// <para>n &gt; 1 (prompt) is bound by arithmetic: each thread owns a range of W rows and walks the <c>in</c> axis in
-/// slices of <see cref="SliceK"/>, so a block of <see cref="BlockRows"/> x rows stays in L2 and each 4-row W slice stays
-/// in L1 while it meets every x row of the block (GotoBLAS-style blocking, without packing).</para>
+/// <para>n &gt; 1 (prompt) is bound by arithmetic: each thread owns a range of W rows, takes it in panels of
+/// <see cref="PanelRows"/> rows and walks the <c>in</c> axis in slices of <see cref="SliceK"/>, so the panel's slice
+/// and a block of <see cref="BlockRows"/> x rows stay in L2 and each 4-row W slice stays in L1 while it meets every x
+/// row of the block (GotoBLAS-style blocking, without packing).</para>
 /// </summary>
 public static unsafe class MatMul
 {
     /// <summary>W rows per parallel work item.</summary>
     private const int ItemRows = 16;
-    /// <summary>Length of an <c>in</c> slice: 4 W rows × 512 floats = 8 KB, a quarter of L1.</summary>
-    internal const int SliceK = 512;
-    /// <summary>x rows per block: 64 rows × 2 KB slice = 128 KB, well inside a 1 MB L2.</summary>
+    /// <summary>W rows per panel: 128 rows × <see cref="SliceK"/> floats = 512 KB that stay in L2 while every block of x passes them.</summary>
+    private const int PanelRows = 128;
+    /// <summary>Length of an <c>in</c> slice: 4 W rows × 1024 floats = 16 KB, half of L1.</summary>
+    internal const int SliceK = 1024;
+    /// <summary>x rows per block: 64 rows × 4 KB slice = 256 KB, beside the W panel in a 1 MB L2 (Zen 4).</summary>
     private const int BlockRows = 64;
 
     [ThreadStatic] private static Job? t_job;
@@ -62,10 +65,17 @@ public static unsafe class MatMul
         for (; j < j1; j++) y[j] += Dot(x, w + (long)j * inDim, inDim);
     }
 
+    /// <summary>
+    /// W rows [j0, j1) panel by panel: a worker's rows can be thousands (its share of 8192), and walked whole, every
+    /// block of x re-read the whole share from L3; a panel stays in L2, and x passes once per panel. 512-token prompt,
+    /// 2048 → 8192 and 8192 → 2048 on one Zen 4 core: 37 → 45–49 G multiply-adds per second, 76–85 % of the FMA
+    /// peak (with 1024-float slices; 512-float slices re-summed the 4×4 tile twice as often).
+    /// </summary>
     private static void Gemm(float* x, float* w, float* y, int n, int inDim, int outDim, int j0, int j1)
     {
-        for (int k0 = 0; k0 < inDim; k0 += SliceK)
-            AddProducts(x + k0, inDim, w + (long)j0 * inDim + k0, inDim, y + j0, outDim, n, j1 - j0, Math.Min(SliceK, inDim - k0));
+        for (int p0 = j0; p0 < j1; p0 += PanelRows)
+            for (int k0 = 0; k0 < inDim; k0 += SliceK)
+                AddProducts(x + k0, inDim, w + (long)p0 * inDim + k0, inDim, y + p0, outDim, n, Math.Min(PanelRows, j1 - p0), Math.Min(SliceK, inDim - k0));
     }
 
     /// <summary>
@@ -106,20 +116,17 @@ public static unsafe class MatMul
         int k = 0;
         for (; k <= len - 16; k += 16)
         {
-            var b0 = Vector512.Load(w0 + k); var b1 = Vector512.Load(w1 + k);
-            var b2 = Vector512.Load(w2 + k); var b3 = Vector512.Load(w3 + k);
-            var a = Vector512.Load(x0 + k);
-            c00 = Vector512.FusedMultiplyAdd(a, b0, c00); c01 = Vector512.FusedMultiplyAdd(a, b1, c01);
-            c02 = Vector512.FusedMultiplyAdd(a, b2, c02); c03 = Vector512.FusedMultiplyAdd(a, b3, c03);
-            a = Vector512.Load(x1 + k);
-            c10 = Vector512.FusedMultiplyAdd(a, b0, c10); c11 = Vector512.FusedMultiplyAdd(a, b1, c11);
-            c12 = Vector512.FusedMultiplyAdd(a, b2, c12); c13 = Vector512.FusedMultiplyAdd(a, b3, c13);
-            a = Vector512.Load(x2 + k);
-            c20 = Vector512.FusedMultiplyAdd(a, b0, c20); c21 = Vector512.FusedMultiplyAdd(a, b1, c21);
-            c22 = Vector512.FusedMultiplyAdd(a, b2, c22); c23 = Vector512.FusedMultiplyAdd(a, b3, c23);
-            a = Vector512.Load(x3 + k);
-            c30 = Vector512.FusedMultiplyAdd(a, b0, c30); c31 = Vector512.FusedMultiplyAdd(a, b1, c31);
-            c32 = Vector512.FusedMultiplyAdd(a, b2, c32); c33 = Vector512.FusedMultiplyAdd(a, b3, c33);
+            // The four x vectors first, then each W vector feeds its four FMAs straight away: 7 % faster than loading
+            // the four W vectors first, on Zen 4 (the same order gained 10 % in Int8MatMul).
+            var a0 = Vector512.Load(x0 + k); var a1 = Vector512.Load(x1 + k); var a2 = Vector512.Load(x2 + k); var a3 = Vector512.Load(x3 + k);
+            var b = Vector512.Load(w0 + k);
+            c00 = Vector512.FusedMultiplyAdd(a0, b, c00); c10 = Vector512.FusedMultiplyAdd(a1, b, c10); c20 = Vector512.FusedMultiplyAdd(a2, b, c20); c30 = Vector512.FusedMultiplyAdd(a3, b, c30);
+            b = Vector512.Load(w1 + k);
+            c01 = Vector512.FusedMultiplyAdd(a0, b, c01); c11 = Vector512.FusedMultiplyAdd(a1, b, c11); c21 = Vector512.FusedMultiplyAdd(a2, b, c21); c31 = Vector512.FusedMultiplyAdd(a3, b, c31);
+            b = Vector512.Load(w2 + k);
+            c02 = Vector512.FusedMultiplyAdd(a0, b, c02); c12 = Vector512.FusedMultiplyAdd(a1, b, c12); c22 = Vector512.FusedMultiplyAdd(a2, b, c22); c32 = Vector512.FusedMultiplyAdd(a3, b, c32);
+            b = Vector512.Load(w3 + k);
+            c03 = Vector512.FusedMultiplyAdd(a0, b, c03); c13 = Vector512.FusedMultiplyAdd(a1, b, c13); c23 = Vector512.FusedMultiplyAdd(a2, b, c23); c33 = Vector512.FusedMultiplyAdd(a3, b, c33);
         }
         AddTo(y, Sum4(c00, c01, c02, c03));
         AddTo(y + yStride, Sum4(c10, c11, c12, c13));

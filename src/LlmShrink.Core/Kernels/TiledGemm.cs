@@ -11,8 +11,8 @@ public unsafe interface IRowDecoder
 /// The prompt (n &gt; 1) path of every packed weight format: y[n, out] = x[n, in]·Wᵀ with W decoded a tile at a time.
 /// A prompt is bound by arithmetic, not by reading W, so the compact form buys nothing there; what matters is to run
 /// the same register-blocked micro-kernel as float32 (<see cref="MatMul.AddProducts"/>). Each worker owns a range of W
-/// rows and, for each tile of <see cref="TileRows"/> rows × <see cref="MatMul.SliceK"/> inputs (128 KB: it stays in
-/// L2 beside a 128 KB block of x), decodes the tile once into its own buffer and multiplies every x row with it.
+/// rows and, for each tile of <see cref="TileRows"/> rows × <see cref="MatMul.SliceK"/> inputs (256 KB: it stays in
+/// L2 beside a 256 KB block of x), decodes the tile once into its own buffer and multiplies every x row with it.
 /// Decoding is O(out·in) per call against O(n·out·in) multiply-adds.
 /// </summary>
 public static unsafe class TiledGemm
