@@ -4,7 +4,7 @@ using LlmShrink.Compression.Quantization;
 using LlmShrink.Evaluation;
 using LlmShrink.Kernels;
 
-// Micro-benchmarks of the quantization work (issue 3): the F32 GEMM the prompt path uses, Hessian accumulation,
+// Micro-benchmarks of the quantization work (issue 3): the F32 GEMM the prompt path uses (and W8A8's int8 GEMM), Hessian accumulation,
 // and GPTQ on one 4096×4096 layer; and of decode (issue 4): a packed GPTQ matrix × vector, and where a whole model's
 // decode token goes. Plain Stopwatch timing: one warm-up run, then the best of N (the minimum is the run least
 // disturbed by other processes on a shared machine).
@@ -52,7 +52,30 @@ static class Benchmarks
             Console.WriteLine($"| {threads} | {best:F3} | {rates[threads]:F1} |");
         }
         NativeMemory.AlignedFree(wHandle);
+        Int8Gemm(n, inDim, outDim, reps, rates);
         return rates;
+    }
+
+    /// <summary>The same product in integers (W8A8's Kernels/Int8MatMul): 2·n·in·out int8 ops, against the float rate.</summary>
+    private static unsafe void Int8Gemm(int n, int inDim, int outDim, int reps, double[] floatRates)
+    {
+        var random = new Random(3);
+        var x = new sbyte[n * inDim];
+        for (int i = 0; i < x.Length; i++) x[i] = (sbyte)random.Next(-127, 128);
+        var w = (sbyte*)NativeMemory.AlignedAlloc((nuint)((long)inDim * outDim), 64);
+        for (long i = 0; i < (long)inDim * outDim; i++) w[i] = (sbyte)random.Next(-127, 128);
+        var y = new int[(long)n * outDim];
+        double ops = 2.0 * n * inDim * outDim;
+        Console.WriteLine($"\n## int8 gemm: Int8MatMul.Multiply, same shape, int8 × int8 → int32, best of {reps}");
+        Console.WriteLine("| threads | seconds | G int8 op/s | × float32 |");
+        Console.WriteLine("|---:|---:|---:|---:|");
+        foreach (int threads in new[] { 1, 2 })
+        {
+            double best = BestOf(reps, () => Int8MatMul.Multiply(x, w, y, n, inDim, outDim, threads: threads));
+            double rate = ops / best / 1e9;
+            Console.WriteLine($"| {threads} | {best:F3} | {rate:F1} | {rate / floatRates[threads]:F2} |");
+        }
+        NativeMemory.AlignedFree(w);
     }
 
     /// <summary>
