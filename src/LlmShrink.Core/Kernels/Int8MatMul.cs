@@ -12,12 +12,13 @@ namespace LlmShrink.Kernels;
 /// so the products are formed in int16: x is widened once per call, each W vector is sign-extended as it is loaded
 /// (<c>vpmovsxbw</c>), and <c>vpmaddwd</c> multiplies 32 pairs and sums adjacent ones into 16 int32 lanes — exact,
 /// since |product| ≤ 2^14. Blocking follows <see cref="MatMul"/>: a 4×4 tile of dot products in 16 registers, W rows
-/// split across threads, the <c>in</c> axis walked in slices so a block of x rows stays in L2 and the W slice in L1.
+/// split across threads and taken in panels, the <c>in</c> axis walked in slices so the panel's slice and a block of x
+/// rows stay in L2 and each 4-row W slice in L1.
 /// </para>
 /// <para>Measured on Zen 4: a register-only loop of <c>vpmaddwd</c> + <c>vpaddd</c> pairs sustains 2.85 G pairs per
 /// second and core (91 G int8 MACs, against 57 G for float FMAs: without the AVX512-VNNI instructions, which .NET 10
 /// does not expose, int8 can be at most 1.6× float32 here), and this 4×4 tile reaches 2.8 of them on data in L1/L2
-/// (75 G MACs per core in a whole 512×2048×8192 product). A 6×4 tile, pre-widened W slices, and 4×5 or 4×6 tiles
+/// (83 G MACs per core in a whole 512×2048×8192 product). A 6×4 tile, pre-widened W slices, and 4×5 or 4×6 tiles
 /// measured no faster, so the simplest stays.</para>
 /// Sums overflow int32 only past 2^17 inputs (|x·w| ≤ 2^14), far above any layer width.
 /// </summary>
