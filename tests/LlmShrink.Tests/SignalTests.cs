@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using Xunit;
 
 namespace LlmShrink.Tests;
@@ -7,8 +8,14 @@ namespace LlmShrink.Tests;
 /// The CLI as a separate process, stopped by a signal the way a service manager or <c>kill</c> stops it: the
 /// in-process tests cannot cover this, because only a real process has signal handlers.
 /// </summary>
-public class SignalTests
+public partial class SignalTests
 {
+    private const int Sigterm = 15;
+
+    /// <summary>libc's kill(2): minimal container images have no kill binary to start.</summary>
+    [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static partial int Kill(int pid, int signal);
+
     [Fact]
     public async Task SigtermDuringCompressExitsWith143AndLeavesNothingBehind()
     {
@@ -34,7 +41,7 @@ public class SignalTests
                 Assert.True(waited.Elapsed < TimeSpan.FromMinutes(2), "compress did not start writing within two minutes");
                 await Task.Delay(20);
             }
-            using (var kill = Process.Start("kill", ["-TERM", process.Id.ToString()])) await kill.WaitForExitAsync();
+            Assert.Equal(0, Kill(process.Id, Sigterm));
             await process.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(1)); // throws TimeoutException if SIGTERM did not stop it
         }
         finally
