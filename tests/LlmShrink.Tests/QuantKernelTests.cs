@@ -51,6 +51,8 @@ public class QuantKernelTests
 
     [Theory]
     [InlineData(4, 1, 256, 33, 128, false)]
+    [InlineData(4, 8, 512, 20, 128, false)] // inputs in order: nibble rows packed 64 bytes at a time
+    [InlineData(3, 4, 256, 10, 64, false)]
     [InlineData(4, 1, 256, 32, 128, true)]
     [InlineData(4, 1, 200, 7, 64, true)]   // ragged groups: padding inside the reordered axis
     [InlineData(4, 1, 172, 5, 172, false)] // one group per row, in not a multiple of 16
@@ -159,5 +161,10 @@ public class QuantKernelTests
         codes[5] = 16;
         Assert.Throws<ArgumentException>(() => new GptqMatMul(4, 16, 2, codes, new float[2], new int[2], new int[16]));
         Assert.Throws<ArgumentException>(() => new GptqMatMul(4, 16, 2, new byte[32], new float[2], new int[2], Enumerable.Repeat(1, 16).ToArray()));
+        // Inputs in order (whole 128-input blocks) take the vector packing, which must refuse the same way.
+        var inOrder = new byte[128 * 2];
+        inOrder[128 + 70] = 8;
+        var error = Assert.Throws<ArgumentException>(() => new GptqMatMul(3, 128, 2, inOrder, new float[2], new int[2], new int[128]));
+        Assert.Contains("[1, 70]", error.Message);
     }
 }

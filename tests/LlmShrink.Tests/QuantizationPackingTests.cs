@@ -113,6 +113,15 @@ public class QuantizationPackingTests
         Assert.Equal(0x77777777, packed.QZeros[0]); // eight zero points of 8, stored as 7
     }
 
+    /// <summary>Unpack spreads 8 values into 8 bytes with pdep where the CPU has BMI2; this is the path of those that do not.</summary>
+    [Fact]
+    public void SpreadReferencePutsValueKInByteK()
+    {
+        Assert.Equal(0x0706050403020100UL, GptqPacking.SpreadReference(0x76543210, 4));
+        Assert.Equal(0x0F0E0D0C0B0A0908UL, GptqPacking.SpreadReference(0xFEDCBA98, 4));
+        Assert.Equal(0x0302010003020100UL, GptqPacking.SpreadReference(0b11_10_01_00_11_10_01_00, 2));
+    }
+
     [Fact]
     public void ShapesThatDoNotFillWordsAreRefused()
     {
