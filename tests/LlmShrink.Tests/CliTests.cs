@@ -229,6 +229,7 @@ public class CliTests
         Assert.Equal(100 * gflops / peak, root.GetProperty("prompt_percent_of_fma_peak").GetDouble(), 1e-9);
         Assert.Equal(1, root.GetProperty("repetitions").GetInt32());
         Assert.Equal(0, root.GetProperty("gen_tokens_per_second_stddev").GetDouble());
+        Assert.InRange(root.GetProperty("load_seconds").GetDouble(), 1e-6, 60); // a 1 MB file: loaded, not skipped
     }
 
     [Fact]

@@ -48,8 +48,10 @@ internal static class BenchCommand
             var limits = HardwareLimits.Measure(Environment.ProcessorCount);
             cancellation.ThrowIfCancellationRequested();
 
+            var loading = Stopwatch.StartNew(); // until the kernels' layouts are built: what a user waits before the first token
             using var loaded = ModelLoader.Load(modelPath);
             using var transformer = new Transformer(loaded, threadCount);
+            double loadSeconds = loading.Elapsed.TotalSeconds;
             var work = LinearWork.Of(transformer);
             int vocab = loaded.Config.VocabSize;
             var random = new Random(parse.GetValue(seed));
@@ -107,6 +109,7 @@ internal static class BenchCommand
                 prompt_tokens = prompt,
                 gen_tokens = gen,
                 repetitions = runs,
+                load_seconds = loadSeconds,
                 prompt_tokens_per_second = prefillRate,
                 prompt_tokens_per_second_stddev = prefillSpread,
                 prompt_gflops = prefillGflops,
@@ -127,6 +130,7 @@ internal static class BenchCommand
             else Terminal.Stdout().Write(Terminal.KeyValueTable("benchmark")
                 .AddText("model", modelPath)
                 .AddText("threads", threadCount == 0 ? "all cores" : $"{threadCount}")
+                .AddText("load", $"{loadSeconds:F2} s")
                 .AddText($"machine ({limits.Threads} threads)", $"copy {limits.CopyGBps:F1} GB/s (read+written), read {limits.ReadGBps:F1} GB/s, F32 FMA {limits.FmaGflops:F0} GFLOP/s")
                 .AddText($"prompt processing ({prompt} tokens)", $"{prefillRate:F1}{Spread(prefillSpread, runs, "F1")} tokens/s, {prefillGflops:F1} GFLOP/s ({percentOfPeak:F0}% of FMA peak)")
                 .AddText($"generation ({gen} tokens)", $"{decodeRate:F2}{Spread(decodeSpread, runs, "F2")} tokens/s")
