@@ -139,8 +139,9 @@ public sealed unsafe partial class GptqMatMul
 
     /// <summary>
     /// What the <see cref="Store"/> loop writes for a nibble row whose inputs keep their order (no act-order, whole
-    /// blocks), 64 bytes at a time: byte b of block k is input 128k + b | input 128k + 64 + b &lt;&lt; 4. Loading a 4-bit
-    /// 1B model spent 3 s in that loop. False, having written nothing, if a code does not fit (the loop then says where).
+    /// blocks), 64 bytes at a time: byte b of block k is input 128k + b | input 128k + 64 + b &lt;&lt; 4. Building a 4-bit
+    /// Llama-3.2-1B shape spent 5 of its 9.3 s in this constructor, most of them in that loop. False, having written
+    /// nothing, if a code does not fit (the loop then says where).
     /// </summary>
     private static bool StoreNibblesInOrder(ReadOnlySpan<byte> row, Span<byte> packed, int maxCode)
     {
