@@ -68,7 +68,7 @@ public static unsafe class MatMul
     /// <summary>
     /// W rows [j0, j1) panel by panel: a worker's rows can be thousands (its share of 8192), and walked whole, every
     /// block of x re-read the whole share from L3; a panel stays in L2, and x passes once per panel. 512-token prompt,
-    /// 2048 → 8192 and 8192 → 2048 on one Zen 4 core: 37 → 45–49 G multiply-adds per second, 76–85 % of the FMA
+    /// 2048 → 8192 and 8192 → 2048 on one Zen 4 core: 33–37 → 44–48 G multiply-adds per second, 77–84 % of the FMA
     /// peak (with 1024-float slices; 512-float slices re-summed the 4×4 tile twice as often).
     /// </summary>
     private static void Gemm(float* x, float* w, float* y, int n, int inDim, int outDim, int j0, int j1)
