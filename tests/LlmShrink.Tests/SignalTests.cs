@@ -22,9 +22,9 @@ public partial class SignalTests
         using var temp = new TempDir();
         string output = temp.File("out");
         string cli = Path.Combine(AppContext.BaseDirectory, "llmshrink.dll");
-        // Enough calibration that compressing takes several seconds after its temporary folder appears.
         // The test host runs under the same dotnet that should run the CLI (it may not be on PATH).
         string dotnet = Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet" ? Environment.ProcessPath! : "dotnet";
+        // Enough calibration that compressing takes several seconds after its temporary folder appears.
         var start = new ProcessStartInfo(dotnet)
         {
             ArgumentList = { cli, "compress", SharedData.TinyLit, "--recipe", "w4g128-gptq", "--calib", "random", "--samples", "128", "--seq-len", "256", "--out", output },
