@@ -42,6 +42,20 @@ public class GptqDecodeTests
         Assert.True(agree >= tokens.Length - 2, $"top-1 agrees on {agree} of {tokens.Length} tokens");
     }
 
+    [Fact]
+    public void W8A8_weights_are_read_in_place_from_the_checkpoint()
+    {
+        using var model = ModelLoader.Load(CompressedTinyLit.Folder("smoothquant", "alpha: 0.5"));
+        var c = model.Config;
+        string module = "model.layers.0.mlp.down_proj";
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        var layer = LinearLoader.Load(model.Weights, module, c.HiddenSize, c.IntermediateSize, bias: null);
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.IsType<W8A8Linear>(layer);
+        // The int8 matrix is intermediate × hidden bytes; only its per-channel scales (4 bytes per output) are copied.
+        Assert.True(allocated < (long)c.HiddenSize * c.IntermediateSize / 8, $"loading allocated {allocated} bytes");
+    }
+
     public static TheoryData<string> PackedFolders => new() { "gptq-act-order", "smoothquant-w8a8" };
 
     [Theory]

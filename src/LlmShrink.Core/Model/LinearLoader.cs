@@ -27,7 +27,7 @@ public static class LinearLoader
             TensorShapes.Expect(weight, outFeatures, inFeatures);
             TensorShapes.Expect(scale, outFeatures, 1);
             if (scale.Type != TensorType.F32) throw ShrinkException.InFile(scale.File.Path, $"tensor '{scale.Name}' is {scale.Type}, expected F32");
-            return new W8A8Linear(inFeatures, outFeatures, MemoryMarshal.Cast<byte, sbyte>(weight.Bytes()), scale.ToFloatArray(), bias: biasValues);
+            return new W8A8Linear(weight, scale.ToFloatArray(), bias: biasValues);
         }
         return Linear.FromStored(weight, bias, outFeatures, inFeatures);
     }

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using LlmShrink.Formats;
 using LlmShrink.Kernels;
 
 namespace LlmShrink.Model;
@@ -12,8 +13,8 @@ namespace LlmShrink.Model;
 /// </summary>
 public sealed unsafe class W8A8Linear : Linear
 {
-    private readonly sbyte[] _weights;      // [out, in], pinned
-    private readonly sbyte* _weightPointer;
+    private readonly object _owner;         // the mapped tensor or pinned array the weights live in
+    private readonly sbyte* _weightPointer; // [out, in]
     private readonly float[] _weightScales; // [out]
     private readonly float[]? _inverseSmoothing;
     private readonly float[]? _bias;
@@ -23,23 +24,33 @@ public sealed unsafe class W8A8Linear : Linear
     [ThreadStatic] private static int[]? t_acc;
     [ThreadStatic] private static RowJob? t_job;
 
-    /// <param name="weights">int8 [out, in].</param>
-    /// <param name="weightScales">[out]: W[o, i] ≈ weightScales[o]·weights[o, i].</param>
-    /// <param name="smoothing">[in] or null: x is divided by it before quantization.</param>
     /// <summary>int8 weights plus one float scale per output channel.</summary>
     public override long WeightBytes => (long)InFeatures * OutFeatures + 4L * OutFeatures;
 
+    /// <summary>
+    /// A stored I8 [out, in] tensor, read in place from the memory mapping (the file must stay open): loading copies
+    /// nothing and the weights take no memory of the process's own.
+    /// </summary>
+    public W8A8Linear(StoredTensor weight, ReadOnlySpan<float> weightScales, float[]? bias = null)
+        : this(checked((int)weight.Columns), checked((int)weight.Rows), (sbyte*)weight.Pointer, weight, weightScales, null, bias)
+    {
+        if (weight.Type != TensorType.I8) throw new ArgumentException($"{weight} is not I8", nameof(weight));
+    }
+
+    /// <param name="weights">int8 [out, in], copied into a pinned array.</param>
+    /// <param name="weightScales">[out]: W[o, i] ≈ weightScales[o]·weights[o, i].</param>
+    /// <param name="smoothing">[in] or null: x is divided by it before quantization.</param>
     public W8A8Linear(int inFeatures, int outFeatures, ReadOnlySpan<sbyte> weights, ReadOnlySpan<float> weightScales, float[]? smoothing = null, float[]? bias = null)
+        : this(inFeatures, outFeatures, Pin(weights, inFeatures, outFeatures, out var pinned), pinned, weightScales, smoothing, bias) { }
+
+    private W8A8Linear(int inFeatures, int outFeatures, sbyte* weights, object owner, ReadOnlySpan<float> weightScales, float[]? smoothing, float[]? bias)
         : base(inFeatures, outFeatures)
     {
-        if (inFeatures <= 0 || outFeatures <= 0) throw new ArgumentException("dimensions must be positive");
-        if (weights.Length != (long)inFeatures * outFeatures) throw new ArgumentException($"weights has {weights.Length} entries, expected {outFeatures}×{inFeatures}", nameof(weights));
         if (weightScales.Length != outFeatures) throw new ArgumentException($"weightScales has {weightScales.Length} entries, expected {outFeatures}", nameof(weightScales));
         if (smoothing is not null && smoothing.Length != inFeatures) throw new ArgumentException($"smoothing has {smoothing.Length} entries, expected {inFeatures}", nameof(smoothing));
         if (bias is not null && bias.Length != outFeatures) throw new ArgumentException($"bias has {bias.Length} entries, expected {outFeatures}", nameof(bias));
-        _weights = GC.AllocateUninitializedArray<sbyte>(weights.Length, pinned: true);
-        weights.CopyTo(_weights);
-        _weightPointer = (sbyte*)Unsafe.AsPointer(ref _weights[0]);
+        _weightPointer = weights;
+        _owner = owner;
         _weightScales = weightScales.ToArray();
         if (smoothing is not null)
         {
@@ -49,10 +60,21 @@ public sealed unsafe class W8A8Linear : Linear
         _bias = bias;
     }
 
+    private static sbyte* Pin(ReadOnlySpan<sbyte> weights, int inFeatures, int outFeatures, out object pinned)
+    {
+        if (inFeatures <= 0 || outFeatures <= 0) throw new ArgumentException("dimensions must be positive");
+        if (weights.Length != (long)inFeatures * outFeatures) throw new ArgumentException($"weights has {weights.Length} entries, expected {outFeatures}×{inFeatures}", nameof(weights));
+        var copy = GC.AllocateUninitializedArray<sbyte>(weights.Length, pinned: true);
+        weights.CopyTo(copy);
+        pinned = copy;
+        return (sbyte*)Unsafe.AsPointer(ref copy[0]);
+    }
+
     public override void Apply(ReadOnlySpan<float> x, Span<float> y, int n, WorkerPool pool, int threads)
     {
         MatMulShapes.Check(x.Length, y.Length, n, InFeatures, OutFeatures);
         if (n == 0) return;
+        GC.KeepAlive(_owner);
         if (t_q is null || t_q.Length < n * InFeatures) t_q = new sbyte[n * InFeatures];
         if (t_rowScales is null || t_rowScales.Length < n) t_rowScales = new float[n];
         if (t_acc is null || t_acc.Length < n * OutFeatures) t_acc = new int[n * OutFeatures];
