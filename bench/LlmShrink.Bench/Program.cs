@@ -189,7 +189,7 @@ static class Benchmarks
         using var loaded = LlmShrink.Model.ModelLoader.Load(folder);
         using var transformer = new LlmShrink.Model.Transformer(loaded, threads);
         var c = transformer.Config;
-        var layers = transformer.Blocks.SelectMany(b => new[] { b.Q, b.K, b.V, b.O, b.Gate, b.Up, b.Down }).Append(transformer.LmHead).ToArray();
+        var layers = transformer.Blocks.SelectMany(b => b.Linears).Append(transformer.LmHead).ToArray();
         long bytes = layers.Sum(l => l.WeightBytes);
         var random = new Random(5);
         var tokens = Enumerable.Range(0, prompt).Select(_ => random.Next(c.VocabSize)).ToArray();

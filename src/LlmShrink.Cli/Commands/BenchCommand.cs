@@ -158,7 +158,7 @@ internal static class BenchCommand
         {
             long bytes = transformer.LmHead.WeightBytes, parameters = 0;
             foreach (var b in transformer.Blocks)
-                foreach (var layer in new[] { b.Q, b.K, b.V, b.O, b.Gate, b.Up, b.Down })
+                foreach (var layer in b.Linears)
                 {
                     bytes += layer.WeightBytes;
                     parameters += (long)layer.InFeatures * layer.OutFeatures;

@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using LlmShrink.Formats;
 using LlmShrink.Kernels;
 
@@ -36,10 +35,9 @@ public sealed unsafe class Bf16Linear : Linear
     private static ushort* Pin(ushort[] weights, int outFeatures, int inFeatures, out object pinned)
     {
         if (weights.Length != (long)outFeatures * inFeatures) throw new ArgumentException($"weights must hold {outFeatures}×{inFeatures} values", nameof(weights));
-        var copy = GC.AllocateUninitializedArray<ushort>(weights.Length, pinned: true);
-        weights.CopyTo(copy, 0);
+        var address = PinnedCopy<ushort>(weights, out var copy);
         pinned = copy;
-        return (ushort*)Unsafe.AsPointer(ref copy[0]);
+        return address;
     }
 
     public override long WeightBytes => 2L * InFeatures * OutFeatures;

@@ -28,6 +28,14 @@ public abstract class Linear
     /// <summary>y[n, out] = x[n, in]·Wᵀ (+ b).</summary>
     public abstract void Apply(ReadOnlySpan<float> x, Span<float> y, int n, WorkerPool pool, int threads);
 
+    /// <summary>A pinned copy of weights a layer was handed in memory, and its address (the copy must be kept alive).</summary>
+    protected static unsafe T* PinnedCopy<T>(ReadOnlySpan<T> values, out T[] copy) where T : unmanaged
+    {
+        copy = GC.AllocateUninitializedArray<T>(values.Length, pinned: true);
+        values.CopyTo(copy);
+        return (T*)Unsafe.AsPointer(ref copy[0]);
+    }
+
     /// <summary>The layer for a stored [out, in] weight (and optional [out] bias), checking the shapes.</summary>
     public static Linear FromStored(StoredTensor weight, StoredTensor? bias, int outFeatures, int inFeatures)
     {
@@ -63,9 +71,7 @@ public sealed unsafe class DenseLinear : Linear
     public DenseLinear(float[] weights, int outFeatures, int inFeatures, float[]? bias) : base(inFeatures, outFeatures)
     {
         if (weights.Length != (long)outFeatures * inFeatures) throw new ArgumentException($"weights must hold {outFeatures}×{inFeatures} floats", nameof(weights));
-        _decoded = GC.AllocateUninitializedArray<float>(weights.Length, pinned: true);
-        weights.CopyTo(_decoded, 0);
-        _weights = (float*)Unsafe.AsPointer(ref _decoded[0]);
+        _weights = PinnedCopy<float>(weights, out _decoded);
         _bias = bias;
     }
 

@@ -17,4 +17,7 @@ public sealed class TransformerBlock
     public required Linear Gate { get; set; }
     public required Linear Up { get; set; }
     public required Linear Down { get; set; }
+
+    /// <summary>The seven linear layers, in the order a forward pass runs them.</summary>
+    public Linear[] Linears => [Q, K, V, O, Gate, Up, Down];
 }

@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using LlmShrink.Formats;
 using LlmShrink.Kernels;
@@ -64,10 +63,9 @@ public sealed unsafe class W8A8Linear : Linear
     {
         if (inFeatures <= 0 || outFeatures <= 0) throw new ArgumentException("dimensions must be positive");
         if (weights.Length != (long)inFeatures * outFeatures) throw new ArgumentException($"weights has {weights.Length} entries, expected {outFeatures}×{inFeatures}", nameof(weights));
-        var copy = GC.AllocateUninitializedArray<sbyte>(weights.Length, pinned: true);
-        weights.CopyTo(copy);
+        var address = PinnedCopy(weights, out var copy);
         pinned = copy;
-        return (sbyte*)Unsafe.AsPointer(ref copy[0]);
+        return address;
     }
 
     public override void Apply(ReadOnlySpan<float> x, Span<float> y, int n, WorkerPool pool, int threads)
