@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using LlmShrink.Compression.Quantization;
 using LlmShrink.Evaluation;
 using LlmShrink.Kernels;
+using LlmShrink.LinearAlgebra;
 
 // Micro-benchmarks of the quantization work (issue 3): the F32 GEMM the prompt path uses (and W8A8's int8 GEMM), Hessian accumulation,
 // and GPTQ on one 4096×4096 layer; and of decode (issue 4): a packed GPTQ matrix × vector, and where a whole model's

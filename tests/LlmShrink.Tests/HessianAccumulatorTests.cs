@@ -1,5 +1,6 @@
 using LlmShrink.Compression.Quantization;
 using Xunit;
+using LlmShrink.LinearAlgebra;
 
 namespace LlmShrink.Tests;
 

@@ -53,11 +53,11 @@ public class TokenizerSentencePieceTests
     [Fact]
     public void Streaming_decode_emits_whole_characters_only()
     {
-        var decoder = new StreamingDecoder(TinyLit);
+        var decoder = new LlmShrink.Evaluation.StreamingDecoder(TinyLit, []);
         int[] ids = [1, 1788, 315, 4050, 3988, 4072, 3988, 229, 133, 175]; // "price: 5 €", € as three byte pieces
         var pieces = ids.Select(decoder.Append).ToList();
         Assert.Equal(new[] { "", "pri", "ce", ":", " ", "5", " ", "", "", "€" }, pieces);
-        Assert.Equal("", decoder.Flush());
+        Assert.Equal("", decoder.Finish());
     }
 
     [Fact]

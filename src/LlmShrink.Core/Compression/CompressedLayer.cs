@@ -1,4 +1,5 @@
 using LlmShrink.Compression.Quantization;
+using LlmShrink.Model;
 
 namespace LlmShrink.Compression;
 

@@ -2,6 +2,7 @@ using System.Numerics.Tensors;
 using LlmShrink.Compression.Quantization;
 using LlmShrink.Kernels;
 using LlmShrink.Model;
+using LlmShrink.LinearAlgebra;
 
 namespace LlmShrink.Compression;
 

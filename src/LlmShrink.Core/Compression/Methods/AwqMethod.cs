@@ -1,5 +1,6 @@
 using LlmShrink.Compression.Quantization;
 using LlmShrink.Compression.Recipes;
+using LlmShrink.Model;
 
 namespace LlmShrink.Compression.Methods;
 

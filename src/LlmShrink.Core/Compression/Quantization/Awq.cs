@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using LlmShrink.LinearAlgebra;
 
 namespace LlmShrink.Compression.Quantization;
 

@@ -1,5 +1,6 @@
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
+using LlmShrink.LinearAlgebra;
 
 namespace LlmShrink.Compression.Quantization;
 

@@ -80,18 +80,4 @@ public static class SmoothQuant
         }
         return new Int8Rows(rows, columns, q, scales);
     }
-
-    /// <summary>Y [tokens, out] = X Wᵀ from int8 activations (per token) and int8 weights (per output channel).</summary>
-    public static float[] Linear(Int8Rows activations, Int8Rows weights)
-    {
-        if (activations.Columns != weights.Columns) throw new ArgumentException("int8 linear: inner dimensions differ");
-        int m = activations.Rows, n = weights.Rows;
-        var acc = new int[m * n];
-        Int8Matmul.Multiply(activations.Values, weights.Values, acc, m, n, activations.Columns);
-        var y = new float[m * n];
-        for (int t = 0; t < m; t++)
-            for (int o = 0; o < n; o++)
-                y[t * n + o] = acc[t * n + o] * activations.Scales[t] * weights.Scales[o];
-        return y;
-    }
 }

@@ -1,4 +1,5 @@
 using System.Text.RegularExpressions;
+using LlmShrink.Model;
 
 namespace LlmShrink.Compression.Recipes;
 

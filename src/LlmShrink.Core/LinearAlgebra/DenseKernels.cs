@@ -3,7 +3,7 @@ using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
-namespace LlmShrink.Compression.Quantization;
+namespace LlmShrink.LinearAlgebra;
 
 /// <summary>
 /// C += A · B for row-major float or double matrices with leading dimensions (the GEMM behind GPTQ's lazy

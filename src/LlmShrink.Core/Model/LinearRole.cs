@@ -1,6 +1,4 @@
-using LlmShrink.Model;
-
-namespace LlmShrink.Compression;
+namespace LlmShrink.Model;
 
 /// <summary>The seven linear layers of a decoder block, and the output projection after the last block.</summary>
 public enum LinearRole { Q, K, V, O, Gate, Up, Down, LmHead }

@@ -1,7 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
-namespace LlmShrink.Compression.Quantization;
+namespace LlmShrink.LinearAlgebra;
 
 /// <summary>
 /// Accumulates GPTQ's layer Hessian H = (2/n) Σ_t x_t x_tᵀ over the n calibration tokens that reach one linear

@@ -1,6 +1,6 @@
 using System.Numerics.Tensors;
 
-namespace LlmShrink.Compression.Quantization;
+namespace LlmShrink.LinearAlgebra;
 
 /// <summary>
 /// Blocked float64 Cholesky factorization and triangular inverse (row-major, n×n), and the factor GPTQ
