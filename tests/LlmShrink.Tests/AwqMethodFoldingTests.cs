@@ -2,6 +2,7 @@ using LlmShrink.Compression;
 using LlmShrink.Compression.Recipes;
 using LlmShrink.Model;
 using Xunit;
+using LlmShrink.Representations;
 
 namespace LlmShrink.Tests;
 
@@ -33,7 +34,7 @@ public class AwqMethodFoldingTests
         {
             var block = transformer.Blocks[layer];
             var attnNorm = (float[])block.AttnNorm.Clone();
-            var context = new BlockCompression(layer, config, block, model.Weights, new Dictionary<InputSite, SiteStatistics>(), LayerFactory.Build);
+            var context = new BlockCompression(layer, config, block, model.Weights, new Dictionary<InputSite, SiteStatistics>());
             foreach (var site in BlockCompression.FoldOrder.Where(s => s != InputSite.LmHeadInput))
             {
                 Assert.Equal(site != InputSite.AttentionOutput || kvHeads == config.NumHeads, context.CanScaleInput(site));
@@ -50,7 +51,7 @@ public class AwqMethodFoldingTests
             Assert.NotEqual(attnNorm, block.AttnNorm);
         }
         // The head stage: a scale on lm_head's input folds into the final norm.
-        var head = new BlockCompression(config.NumLayers, config, null, model.Weights, new Dictionary<InputSite, SiteStatistics>(), LayerFactory.Build, transformer);
+        var head = new BlockCompression(config.NumLayers, config, null, model.Weights, new Dictionary<InputSite, SiteStatistics>(), transformer);
         var finalNorm = (float[])transformer.FinalNorm.Clone();
         head.ScaleInputChannels(InputSite.LmHeadInput, Enumerable.Range(0, config.HiddenSize).Select(_ => MathF.Pow(4, 2 * random.NextSingle() - 1)).ToArray());
         Assert.IsType<DenseLayer>(Assert.Single(head.Finish().Layers));

@@ -16,7 +16,7 @@ public class CompressionTests
     /// Compresses tinylit-8m in memory (128 calibration samples × 256 tokens, the defaults) and scores it against the
     /// original on the first chunks of the held-out text: (perplexity, original's perplexity, mean KL(original ‖ compressed)).
     /// </summary>
-    private static (double Ppl, double Reference, double Kl) Compress(string recipe)
+    internal static (double Ppl, double Reference, double Kl) Compress(string recipe)
     {
         using var model = ModelLoader.Load(SharedData.TinyLit);
         using var original = ModelLoader.Load(SharedData.TinyLit);
@@ -31,7 +31,7 @@ public class CompressionTests
         return (r.Perplexity, r.ReferencePerplexity!.Value, r.MeanKlDivergence!.Value);
     }
 
-    private static Recipe LoadRecipe(string presetOrYaml) =>
+    internal static Recipe LoadRecipe(string presetOrYaml) =>
         presetOrYaml.Contains('\n') ? Recipe.Parse(presetOrYaml, "test", "test.yaml") : Recipe.Load(presetOrYaml);
 
     /// <summary>
@@ -143,14 +143,14 @@ public class CompressionTests
     }
 
     [Fact]
-    public void ALayerTargetedTwiceIsARecipeError()
+    public void A_modifier_after_the_one_that_quantized_a_layer_is_a_recipe_error()
     {
         var recipe = Recipe.Parse("modifiers:\n  - method: rtn\n  - method: gptq\n    targets: [down_proj]\n", "twice", "twice.yaml");
         using var model = ModelLoader.Load(SharedData.TinyLit);
         using var transformer = new Transformer(model);
         var calibration = CalibrationSet.FromFile(SharedData.Corpus("tinylit_calib.txt"), model.RequireTokenizer(), 1, 16, seed: 0);
         var e = Assert.Throws<ShrinkException>(() => new SequentialPipeline(model, transformer, recipe).Run(calibration));
-        Assert.Contains("model.layers.0.mlp.down_proj is targeted by more than one modifier", e.Message);
+        Assert.Contains("gptq targets model.layers.0.mlp.down_proj, which rtn already quantized", e.Message);
     }
 
     [Fact]

@@ -3,6 +3,7 @@ using LlmShrink.Export;
 using LlmShrink.Formats;
 using LlmShrink.Model;
 using Xunit;
+using LlmShrink.Representations;
 
 namespace LlmShrink.Tests;
 
@@ -225,7 +226,7 @@ public class ExportGptqGgufTests
         // Attention stayed dense and took the requested type.
         Assert.Equal(TensorType.Q4_0, gguf.Weights.Get(TensorNames.Layer(0, TensorNames.Q)).Type);
         var error = Assert.Throws<ShrinkException>(() => GptqSafetensorsExporter.Export(compressed, dir.File("gptq")));
-        Assert.Contains("W8A8 module(s)", error.Message);
+        Assert.Contains("stored as w8a8", error.Message);
     }
 
     private static (sbyte[] Q, float[] Scales) PerChannelInt8(float[] w, int rows, int columns)

@@ -4,6 +4,7 @@ using LlmShrink.Formats;
 using LlmShrink.Formats.Safetensors;
 using LlmShrink.Model;
 using Xunit;
+using LlmShrink.Representations;
 
 namespace LlmShrink.Tests;
 

@@ -8,6 +8,7 @@ using LlmShrink.Formats;
 using LlmShrink.Model;
 using LlmShrink.Model.Synthesis;
 using Xunit;
+using LlmShrink.Representations;
 
 namespace LlmShrink.Tests;
 
@@ -205,7 +206,7 @@ public class LmHeadCompressionTests
         using var transformer = new Transformer(model);
         var calibration = CalibrationSet.Random(model.Config.VocabSize, 1, 1, 16, seed: 0);
         var e = Assert.Throws<ShrinkException>(() => new SequentialPipeline(model, transformer, twice).Run(calibration));
-        Assert.Contains("lm_head is targeted by more than one modifier", e.Message);
+        Assert.Contains("gptq targets lm_head, which rtn already quantized", e.Message);
     }
 
     [Fact]

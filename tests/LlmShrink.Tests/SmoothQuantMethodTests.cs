@@ -2,6 +2,7 @@ using LlmShrink.Compression;
 using LlmShrink.Compression.Recipes;
 using LlmShrink.Model;
 using Xunit;
+using LlmShrink.Representations;
 
 namespace LlmShrink.Tests;
 

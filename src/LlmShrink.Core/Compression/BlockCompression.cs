@@ -1,9 +1,9 @@
-using System.Diagnostics;
 using System.Numerics.Tensors;
 using LlmShrink.Compression.Quantization;
 using LlmShrink.Formats;
 using LlmShrink.Kernels;
 using LlmShrink.Model;
+using LlmShrink.Representations;
 
 namespace LlmShrink.Compression;
 
@@ -21,10 +21,12 @@ public sealed class BlockCompression
     private readonly Dictionary<LinearRole, float[]> _weights = new();
     private readonly Dictionary<LinearRole, float[]?> _biases = new();
     private readonly Dictionary<LinearRole, CompressedLayer> _results = new();
+    private readonly Dictionary<LinearRole, string> _compressedBy = new();
     private readonly HashSet<LinearRole> _rescaled = new();
+    private readonly Dictionary<LinearRole, (bool[] Keep, string Pattern)> _masks = new();
     private readonly List<LayerReport> _reports = new();
-    private readonly Func<CompressedLayer, Linear> _buildLinear;
     private readonly Transformer? _head;
+    private readonly BlockCompression? _trialOf; // a trial's weights and biases start as copies of this context's
 
     /// <summary>The block's index; in the head stage, the number of blocks (lm_head comes after the last one).</summary>
     public int Layer { get; }
@@ -33,11 +35,13 @@ public sealed class BlockCompression
     public TransformerBlock? Block { get; }
     /// <summary>The layers of this block the current modifier targets.</summary>
     public IReadOnlyList<LinearRole> Targets { get; internal set; } = [];
+    /// <summary>Layers a later modifier of the recipe targets too: a method that would quantize them only prepares them (stacking).</summary>
+    public IReadOnlySet<LinearRole> TargetedLater { get; internal set; } = new HashSet<LinearRole>();
     internal string MethodName { get; set; } = "";
 
     /// <param name="head">For the head stage (block null): the transformer whose lm_head and final norm are compressed and rescaled.</param>
     internal BlockCompression(int layer, ModelConfig config, TransformerBlock? block, TensorSet checkpoint,
-        IReadOnlyDictionary<InputSite, SiteStatistics> statistics, Func<CompressedLayer, Linear> buildLinear, Transformer? head = null)
+        IReadOnlyDictionary<InputSite, SiteStatistics> statistics, Transformer? head = null)
     {
         if ((block is null) == (head is null)) throw new ArgumentException("a stage is either a block or the head");
         _head = head;
@@ -46,7 +50,15 @@ public sealed class BlockCompression
         Block = block;
         _checkpoint = checkpoint;
         _statistics = statistics;
-        _buildLinear = buildLinear;
+    }
+
+    /// <summary>A trial of <paramref name="parent"/>: its own copy of the block's norms, weights, biases, masks and statistics.</summary>
+    private BlockCompression(BlockCompression parent)
+        : this(parent.Layer, parent.Config, CopyOf(parent.Block!), parent._checkpoint,
+            parent._statistics.ToDictionary(kv => kv.Key, kv => kv.Value.Copy()))
+    {
+        _trialOf = parent;
+        foreach (var (role, mask) in parent._masks) _masks[role] = ((bool[])mask.Keep.Clone(), mask.Pattern);
     }
 
     public SiteStatistics Statistics(InputSite site) =>
@@ -55,20 +67,46 @@ public sealed class BlockCompression
     /// <summary>The layer's current dense weights, row-major [out, in]: the checkpoint's, or as a method rescaled them.</summary>
     public float[] Weights(LinearRole role)
     {
-        if (_results.ContainsKey(role)) throw new InvalidOperationException($"{LinearRoles.ModulePath(Layer, role)} was already compressed");
+        if (_compressedBy.TryGetValue(role, out var by))
+            throw new ShrinkException($"recipe conflict: {MethodName} targets {LinearRoles.ModulePath(Layer, role)}, which {by} already quantized; " +
+                "among the modifiers targeting a layer, the one that quantizes it must come last");
         // The block's layer usually holds the weights decoded already (it just ran on the calibration inputs): take them over.
         if (!_weights.TryGetValue(role, out var w))
-            _weights[role] = w = (Current(role) as DenseLinear)?.DetachDecoded()
-                ?? _checkpoint.Get(role != LinearRole.LmHead ? TensorNames.Layer(Layer, LinearRoles.WeightSuffix(role))
-                    : Config.TiedEmbeddings ? TensorNames.Embedding : TensorNames.LmHead).ToFloatArray();
+            _weights[role] = w = _trialOf is not null ? (float[])_trialOf.Weights(role).Clone()
+                : (Current(role) as DenseLinear)?.DetachDecoded() ?? StoredWeight(role).ToFloatArray();
         return w;
+    }
+
+    /// <summary>The float type a changed layer nobody quantized is stored as: the checkpoint's F16/BF16 when it was only pruned, else F32.</summary>
+    private TensorType DenseType(LinearRole role)
+    {
+        var stored = StoredWeight(role).Type;
+        return !_rescaled.Contains(role) && stored is TensorType.F16 or TensorType.BF16 ? stored : TensorType.F32;
+    }
+
+    private StoredTensor StoredWeight(LinearRole role) =>
+        _checkpoint.Get(role != LinearRole.LmHead ? TensorNames.Layer(Layer, LinearRoles.WeightSuffix(role))
+            : Config.TiedEmbeddings ? TensorNames.Embedding : TensorNames.LmHead);
+
+    /// <summary>
+    /// H of <paramref name="role"/>'s input for a method that overwrites it (GPTQ and SparseGPT factor it in place): handed
+    /// over when no other layer of the block will still read it — every other reader is quantized and no later modifier
+    /// targets a reader — which frees down_proj's gigabyte as soon as possible; otherwise a copy.
+    /// </summary>
+    public double[] HessianToConsume(LinearRole role)
+    {
+        var site = LinearRoles.Site(role);
+        var statistics = Statistics(site);
+        bool last = Readers(site).All(r => r == role || IsCompressed(r)) && !TargetedLater.Any(r => LinearRoles.Site(r) == site);
+        return last ? statistics.TakeHessian() : (double[])statistics.Hessian().Clone();
     }
 
     /// <summary>The layer's bias (q/k/v of Qwen2-style models), or null: the checkpoint's, or as a fold rescaled it.</summary>
     public float[]? Bias(LinearRole role)
     {
         if (!_biases.TryGetValue(role, out var b))
-            _biases[role] = b = LinearRoles.BiasSuffix(role) is { } suffix ? _checkpoint.Find(TensorNames.Layer(Layer, suffix))?.ToFloatArray() : null;
+            _biases[role] = b = _trialOf is not null ? (float[]?)_trialOf.Bias(role)?.Clone()
+                : LinearRoles.BiasSuffix(role) is { } suffix ? _checkpoint.Find(TensorNames.Layer(Layer, suffix))?.ToFloatArray() : null;
         return b;
     }
 
@@ -164,23 +202,65 @@ public sealed class BlockCompression
 
     private static string ReaderNames(InputSite site) => string.Join("/", Readers(site).Select(LinearRoles.ModuleName));
 
-    public void SetQuantized(LinearRole role, QuantizedMatrix matrix) => Set(new QuantizedLayer(Layer, role, matrix, Bias(role)));
+    /// <summary>
+    /// The layer's keep-mask (true = kept, row-major [out, in]) when an earlier modifier pruned it, else null. Quantizers
+    /// keep pruned weights at exactly zero (<see cref="SetQuantized"/> enforces it), so pruning and quantizing stack.
+    /// </summary>
+    public bool[]? Mask(LinearRole role) => _masks.TryGetValue(role, out var m) ? m.Keep : null;
+
+    /// <summary>
+    /// Records a pruning decision: <paramref name="pruned"/> (pruned entries 0, the rest possibly updated, as SparseGPT does)
+    /// replaces the layer's weights and <paramref name="keep"/> becomes its mask. The layer stays float for later
+    /// modifiers; if none quantizes it, it is stored in the checkpoint's own float type.
+    /// </summary>
+    public void SetPruned(LinearRole role, float[] pruned, bool[] keep, string pattern)
+    {
+        var (rows, columns) = Shape(role);
+        if (pruned.Length != (long)rows * columns || keep.Length != pruned.Length) throw new ArgumentException($"{rows}×{columns} weights and mask entries are needed");
+        var before = Weights(role);
+        var layer = new DenseLayer(Layer, role, pruned, rows, columns, Bias(role)) { Sparsity = pattern };
+        var linear = layer.Build();
+        _reports.Add(new LayerReport(layer.ModulePath, MethodName, layer.Describe(), RelativeOutputError(role, before, linear),
+            (layer with { StoredType = DenseType(role) }).StoredBits, (long)rows * columns));
+        _weights[role] = pruned;
+        _masks[role] = (keep, pattern);
+        Replace(role, linear);
+    }
+
+    /// <param name="pruned">The mask and pattern when the same method also pruned the layer (SparseGPT's joint pass).</param>
+    public void SetQuantized(LinearRole role, QuantizedMatrix matrix, (bool[] Keep, string Pattern)? pruned = null)
+    {
+        if (pruned is { } p) _masks[role] = p;
+        if (Mask(role) is { } keep) KeepPrunedAtZero(matrix, keep);
+        Set(new QuantizedLayer(Layer, role, matrix, Bias(role)) { Sparsity = _masks.GetValueOrDefault(role).Pattern });
+    }
 
     public void SetW8A8(LinearRole role, sbyte[] weights, float[] scales)
     {
         var (rows, columns) = Shape(role);
-        Set(new W8A8Layer(Layer, role, weights, scales, rows, columns, Bias(role)));
+        if (Mask(role) is { } keep)
+            for (int i = 0; i < weights.Length; i++) if (!keep[i]) weights[i] = 0;
+        Set(new W8A8Layer(Layer, role, weights, scales, rows, columns, Bias(role)) { Sparsity = _masks.GetValueOrDefault(role).Pattern });
+    }
+
+    /// <summary>Pruned weights take their group's zero code (value exactly 0): a quantizer that moved them would undo the pruning.</summary>
+    private static void KeepPrunedAtZero(QuantizedMatrix m, bool[] keep)
+    {
+        for (int r = 0; r < m.Rows; r++)
+            for (int c = 0; c < m.Columns; c++)
+                if (!keep[r * m.Columns + c]) m.Codes[r * m.Columns + c] = (byte)m.Zeros[m.GroupIndex[c] * m.Rows + r];
     }
 
     private void Set(CompressedLayer layer)
     {
         var original = Weights(layer.Role);
         var (rows, columns) = Shape(layer.Role);
-        var linear = _buildLinear(layer);
-        _reports.Add(new LayerReport(layer.ModulePath, MethodName, Describe(layer),
-            RelativeOutputError(layer.Role, original, linear), StoredBits(layer), (long)rows * columns));
+        var linear = layer.Build();
+        _reports.Add(new LayerReport(layer.ModulePath, MethodName, layer.Describe(),
+            RelativeOutputError(layer.Role, original, linear), layer.StoredBits, (long)rows * columns));
         _results[layer.Role] = layer;
-        _weights.Remove(layer.Role); // only rescaled layers nobody compressed need their dense weights at the end
+        _compressedBy[layer.Role] = MethodName;
+        _weights.Remove(layer.Role); // only rescaled or pruned layers nobody quantized need their dense weights at the end
         Replace(layer.Role, linear);
         // The layer's dense weights and the method's temporaries (GPTQ: W's working copy, H turned into U — ~1 GB
         // for down_proj) are large-object-heap garbage now. Left to itself the GC ran no gen-2 collection for a whole
@@ -188,6 +268,27 @@ public sealed class BlockCompression
         // temporaries alive at a time, for a collection that costs milliseconds against seconds of work.
         GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true);
     }
+
+    /// <summary>
+    /// Runs <paramref name="method"/> on <paramref name="roles"/> of this block without committing anything: on copies of
+    /// the block's norms, weights, masks and statistics, so the block, its layers and later modifiers see no change. Returns
+    /// what the method would produce with each layer's report line (output error, stored bits) — what a planner compares
+    /// candidates by. Only blocks can be tried (the head stage's lm_head is compressed in place).
+    /// </summary>
+    public (IReadOnlyList<CompressedLayer> Layers, IReadOnlyList<LayerReport> Reports) Try(ICompressionMethod method, IReadOnlyList<LinearRole> roles)
+    {
+        if (Block is null) throw new InvalidOperationException("only a block's layers can be tried");
+        var trial = new BlockCompression(this) { Targets = roles, MethodName = method.Name };
+        method.CompressBlock(trial);
+        return trial.Finish();
+    }
+
+    private static TransformerBlock CopyOf(TransformerBlock b) => new()
+    {
+        AttnNorm = (float[])b.AttnNorm.Clone(), FfnNorm = (float[])b.FfnNorm.Clone(),
+        QNorm = b.QNorm, KNorm = b.KNorm, // never rescaled
+        Q = b.Q, K = b.K, V = b.V, O = b.O, Gate = b.Gate, Up = b.Up, Down = b.Down,
+    };
 
     /// <summary>Calibration input rows the report's output error is measured on.</summary>
     internal const int ReportTokens = 256;
@@ -215,31 +316,18 @@ public sealed class BlockCompression
         return norm > 0 ? err / norm : 0;
     }
 
-    private static string Describe(CompressedLayer layer) => layer switch
-    {
-        QuantizedLayer q => q.Matrix.Scheme.ToString(),
-        W8A8Layer => "int8 weights per channel, int8 activations per token",
-        _ => "dense",
-    };
-
-    private static double StoredBits(CompressedLayer layer) => layer switch
-    {
-        // codes + one F16 scale and one packed zero per group and row, as the GPTQ layout stores them
-        QuantizedLayer q => (double)q.Matrix.Rows * q.Matrix.Columns * q.Matrix.Scheme.Bits + (double)q.Matrix.GroupCount * q.Matrix.Rows * (16 + q.Matrix.Scheme.Bits),
-        W8A8Layer w => (double)w.Rows * w.Columns * 8 + w.Rows * 32.0,
-        DenseLayer d => (double)d.Rows * d.Columns * 32,
-        _ => throw new UnreachableException(),
-    };
-
-    /// <summary>Ends the block: rescaled layers nobody quantized become dense layers; returns every changed layer.</summary>
+    /// <summary>
+    /// Ends the block: rescaled or pruned layers nobody quantized become dense layers — F32 when rescaled (a fold's
+    /// precision is kept), the checkpoint's float type when only pruned — and every changed layer is returned.
+    /// </summary>
     internal (IReadOnlyList<CompressedLayer> Layers, IReadOnlyList<LayerReport> Reports) Finish()
     {
-        foreach (var role in _rescaled.Where(r => !_results.ContainsKey(r)).ToList())
+        foreach (var role in _rescaled.Union(_masks.Keys).Where(r => !_results.ContainsKey(r)).ToList())
         {
             var (rows, columns) = Shape(role);
-            var dense = new DenseLayer(Layer, role, _weights[role], rows, columns, Bias(role));
+            var dense = new DenseLayer(Layer, role, _weights[role], rows, columns, Bias(role)) { StoredType = DenseType(role), Sparsity = _masks.GetValueOrDefault(role).Pattern };
             _results[role] = dense;
-            Replace(role, _buildLinear(dense));
+            Replace(role, dense.Build());
         }
         return (_results.Values.OrderBy(r => r.Role).ToList(), _reports);
     }

@@ -29,8 +29,7 @@ public static class CompressionJob
         using var writer = new CompressedCheckpointWriter(model, request.Output);
         var result = new SequentialPipeline(model, transformer, recipe).Run(calibration, writer, progress, cancel, releaseFinishedBlocks: true);
 
-        long linearParameters = result.Layers.Sum(l => l.Parameters);
-        double linearBits = linearParameters == 0 ? 32 : result.Layers.Sum(l => l.StoredBits) / linearParameters;
+        double linearBits = result.BitsPerWeight;
         string report = Report(request, recipe, model, result, linearBits);
         writer.Finish(recipe.Text, report);
         long compressed = Directory.EnumerateFiles(request.Output, "*.safetensors").Sum(f => new FileInfo(f).Length);

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using LlmShrink.Compression.Recipes;
 using LlmShrink.Kernels;
 using LlmShrink.Model;
+using LlmShrink.Representations;
 
 namespace LlmShrink.Compression;
 
@@ -17,8 +18,15 @@ public interface IBlockSink
 /// <summary>Progress through the stages: blocks 0…NumLayers−1, then lm_head as stage NumLayers when the recipe targets it.</summary>
 public sealed record PipelineProgress(int Layer, int Layers, string Stage);
 
-/// <summary>The outcome of a pipeline run: per-layer report lines and resource figures.</summary>
-public sealed record PipelineResult(IReadOnlyList<LayerReport> Layers, TimeSpan Elapsed, long PeakWorkingSetBytes, int CalibrationTokens);
+/// <summary>
+/// The outcome of a pipeline run: a report line per modifier and layer (a layer that several modifiers target has several),
+/// the parameters and stored bits of the layers as finally written, and resource figures.
+/// </summary>
+public sealed record PipelineResult(IReadOnlyList<LayerReport> Layers, long CompressedParameters, double CompressedBits, TimeSpan Elapsed, long PeakWorkingSetBytes, int CalibrationTokens)
+{
+    /// <summary>Bits per weight of the changed linear layers as stored (scales, zeros and positions included); 32 when none changed.</summary>
+    public double BitsPerWeight => CompressedParameters == 0 ? 32 : CompressedBits / CompressedParameters;
+}
 
 /// <summary>
 /// Sequential layer-by-layer compression, as GPTQ and llm-compressor do it: the calibration tokens are embedded,
@@ -67,6 +75,7 @@ public sealed class SequentialPipeline
         ReleaseMapped(_model.Weights.Get(TensorNames.Embedding)); // only the sampled tokens' rows were read
         var scratch = new float[length * d];
         var reports = new List<LayerReport>();
+        var written = new List<CompressedLayer>();
         long peak = 0;
 
         for (int layer = 0; layer < c.NumLayers; layer++)
@@ -77,7 +86,9 @@ public sealed class SequentialPipeline
 
             // (1) calibrate and (2) compress in a method of their own: the block's statistics and method state are
             // unreachable once it returns, whatever the JIT tier keeps alive in this loop's frame.
-            reports.AddRange(CalibrateAndCompress(layer, stages, plan, hidden, scratch, cache, sink, progress, cancel));
+            var (layers, blockReports) = CalibrateAndCompress(layer, stages, plan, hidden, scratch, cache, sink, progress, cancel);
+            reports.AddRange(blockReports);
+            written.AddRange(layers);
             peak = Math.Max(peak, CurrentWorkingSet());
 
             // (3) This block's outputs with its compressed layers feed the next block.
@@ -104,14 +115,16 @@ public sealed class SequentialPipeline
         }
         if (headPlan.Count > 0)
         {
-            reports.AddRange(CompressHead(headPlan, hidden, length, sink, progress, cancel));
+            var (head, headReports) = CompressHead(headPlan, hidden, length, sink, progress, cancel);
+            reports.AddRange(headReports);
+            written.Add(head);
             peak = Math.Max(peak, CurrentWorkingSet());
         }
         peak = Math.Max(peak, Process.GetCurrentProcess().PeakWorkingSet64);
-        return new PipelineResult(reports, clock.Elapsed, peak, calibration.TokenCount);
+        return new PipelineResult(reports, written.Sum(l => (long)l.Rows * l.Columns), written.Sum(l => l.StoredBits), clock.Elapsed, peak, calibration.TokenCount);
     }
 
-    private IReadOnlyList<LayerReport> CalibrateAndCompress(int layer, int stages, List<(Modifier Modifier, IReadOnlyList<LinearRole> Roles)> plan,
+    private (IReadOnlyList<CompressedLayer> Layers, IReadOnlyList<LayerReport> Reports) CalibrateAndCompress(int layer, int stages, List<(Modifier Modifier, IReadOnlyList<LinearRole> Roles)> plan,
         float[][] hidden, float[] scratch, KvCache cache, IBlockSink? sink, IProgress<PipelineProgress>? progress, CancellationToken cancel)
     {
         var c = _model.Config;
@@ -131,39 +144,27 @@ public sealed class SequentialPipeline
 
         // (2) Compress.
         progress?.Report(new PipelineProgress(layer, stages, "compressing"));
-        var context = new BlockCompression(layer, c, block, _model.Weights, statistics, LayerFactory.Build);
+        var context = new BlockCompression(layer, c, block, _model.Weights, statistics);
         ApplyModifiers(context, plan, cancel);
         var (finished, blockReports) = context.Finish();
         // Each layer carries its site's mean x² (after any folding) so the writer can store the importance the GGUF re-fits weight by.
         var layers = finished.Select(l => statistics.TryGetValue(LinearRoles.Site(l.Role), out var site) ? l with { InputImportance = site.SquareMean() } : l).ToList();
         sink?.BlockDone(layer, block, layers);
-        return blockReports;
+        return (layers, blockReports);
     }
 
-    /// <summary>Each modifier's targets in this block; a layer targeted twice is a recipe error.</summary>
-    private List<(Modifier Modifier, IReadOnlyList<LinearRole> Roles)> Plan(int layer)
-    {
-        var plan = new List<(Modifier, IReadOnlyList<LinearRole>)>();
-        var taken = new HashSet<LinearRole>();
-        foreach (var modifier in _recipe.Modifiers)
-        {
-            var roles = LinearRoles.All.Where(r => modifier.Targets.Matches(layer, r)).ToList();
-            foreach (var role in roles)
-                if (!taken.Add(role))
-                    throw new ShrinkException($"recipe {_recipe.Name}: {LinearRoles.ModulePath(layer, role)} is targeted by more than one modifier");
-            if (roles.Count > 0) plan.Add((modifier, roles));
-        }
-        return plan;
-    }
+    /// <summary>
+    /// Each modifier's targets in this block, in recipe order. A layer may be targeted by several modifiers: they stack
+    /// (e.g. smoothquant then gptq, sparsegpt then gptq), each starting from the weights the previous one left.
+    /// </summary>
+    private List<(Modifier Modifier, IReadOnlyList<LinearRole> Roles)> Plan(int layer) =>
+        _recipe.Modifiers.Select(m => (m, (IReadOnlyList<LinearRole>)LinearRoles.All.Where(r => m.Targets.Matches(layer, r)).ToList()))
+            .Where(p => p.Item2.Count > 0).ToList();
 
-    /// <summary>The modifier targeting lm_head, if any (a list of at most one, shaped like a block's plan).</summary>
-    private List<(Modifier Modifier, IReadOnlyList<LinearRole> Roles)> HeadPlan()
-    {
-        var plan = _recipe.Modifiers.Where(m => m.Targets.Matches(_model.Config.NumLayers, LinearRole.LmHead))
+    /// <summary>The modifiers targeting lm_head, in recipe order (shaped like a block's plan).</summary>
+    private List<(Modifier Modifier, IReadOnlyList<LinearRole> Roles)> HeadPlan() =>
+        _recipe.Modifiers.Where(m => m.Targets.Matches(_model.Config.NumLayers, LinearRole.LmHead))
             .Select(m => (m, (IReadOnlyList<LinearRole>)[LinearRole.LmHead])).ToList();
-        if (plan.Count > 1) throw new ShrinkException($"recipe {_recipe.Name}: {LinearRoles.LmHeadModule} is targeted by more than one modifier");
-        return plan;
-    }
 
     /// <summary>
     /// The head stage: lm_head's inputs are the final RMSNorm of the last block's outputs (the calibration hidden states
@@ -172,7 +173,7 @@ public sealed class SequentialPipeline
     /// the same context as a block's layers, folding any input scale into the final norm weight. The dense weight is
     /// decoded once (the context's <see cref="BlockCompression.Weights"/>) and dropped with the context.
     /// </summary>
-    private IReadOnlyList<LayerReport> CompressHead(List<(Modifier Modifier, IReadOnlyList<LinearRole> Roles)> plan, float[][] hidden, int length,
+    private (CompressedLayer Head, IReadOnlyList<LayerReport> Reports) CompressHead(List<(Modifier Modifier, IReadOnlyList<LinearRole> Roles)> plan, float[][] hidden, int length,
         IBlockSink? sink, IProgress<PipelineProgress>? progress, CancellationToken cancel)
     {
         var c = _model.Config;
@@ -189,20 +190,23 @@ public sealed class SequentialPipeline
 
         progress?.Report(new PipelineProgress(c.NumLayers, c.NumLayers + 1, "compressing"));
         var statistics = new Dictionary<InputSite, SiteStatistics> { [InputSite.LmHeadInput] = site };
-        var context = new BlockCompression(c.NumLayers, c, null, _model.Weights, statistics, LayerFactory.Build, _transformer);
+        var context = new BlockCompression(c.NumLayers, c, null, _model.Weights, statistics, _transformer);
         ApplyModifiers(context, plan, cancel);
         var (finished, reports) = context.Finish();
-        sink?.HeadDone(finished.Single() with { InputImportance = site.SquareMean() }, _transformer.FinalNorm);
-        return reports;
+        var head = finished.Single() with { InputImportance = site.SquareMean() };
+        sink?.HeadDone(head, _transformer.FinalNorm);
+        return (head, reports);
     }
 
-    /// <summary>Runs each modifier of the plan on its targets, in recipe order.</summary>
+    /// <summary>Runs each modifier of the plan on its targets, in recipe order, telling it which of them a later modifier takes over.</summary>
     private static void ApplyModifiers(BlockCompression context, List<(Modifier Modifier, IReadOnlyList<LinearRole> Roles)> plan, CancellationToken cancel)
     {
-        foreach (var (modifier, roles) in plan)
+        for (int i = 0; i < plan.Count; i++)
         {
             cancel.ThrowIfCancellationRequested();
+            var (modifier, roles) = plan[i];
             context.Targets = roles;
+            context.TargetedLater = plan.Skip(i + 1).SelectMany(p => p.Roles).ToHashSet();
             context.MethodName = modifier.Method.Name;
             modifier.Method.CompressBlock(context);
         }

@@ -37,6 +37,24 @@ public sealed class SiteStatistics
     public float[] AbsMax { get; }
     public int SampleTokens { get; private set; }
 
+    private SiteStatistics(SiteStatistics source)
+    {
+        Columns = source.Columns;
+        Tokens = source.Tokens;
+        SampleTokens = source.SampleTokens;
+        _maxSampleTokens = source._maxSampleTokens;
+        AbsMax = (float[])source.AbsMax.Clone();
+        _absSum = (double[])source._absSum.Clone();
+        _squareSum = (double[])source._squareSum.Clone();
+        if (source._hessian is not null || source._hessianMatrix is not null) _hessianMatrix = (double[])source.Hessian().Clone();
+        _hessianTaken = source._hessianTaken;
+        _joinedSamples = (float[])source.Samples().Clone();
+        _samples.Add(_joinedSamples);
+    }
+
+    /// <summary>An independent copy (Hessian and samples included) that a trial may rescale and consume; statistics are final once copied.</summary>
+    public SiteStatistics Copy() => new(this);
+
     public SiteStatistics(int columns, StatisticsNeeds needs, int maxSampleTokens)
     {
         Columns = columns;

@@ -1,5 +1,6 @@
 using LlmShrink.Formats;
 using LlmShrink.Model;
+using LlmShrink.Representations;
 
 namespace LlmShrink.Evaluation;
 
@@ -70,8 +71,8 @@ public sealed class ModelStatistics
             if (weights.Find(name) is not { } tensor) continue;
             Count(tensor, group);
         }
-        // A linear layer (lm_head included) may be stored dense (.weight), packed GPTQ (.qweight, .qzeros, .scales, .g_idx)
-        // or W8A8 (.weight, .weight_scale): its parameters are out × in whatever the layout, its bytes all of its tensors.
+        // A linear layer (lm_head included) may be stored in any registered representation (dense .weight, GPTQ .qweight/…,
+        // W8A8 .weight/.weight_scale, …): its parameters are out × in whatever the layout, its bytes all of its tensors.
         foreach (var (module, group, outFeatures, inFeatures) in LinearModules(config))
         {
             long layerParameters = (long)outFeatures * inFeatures;
@@ -86,7 +87,7 @@ public sealed class ModelStatistics
             }
             if (!first) matmulParameters += layerParameters;
         }
-        if (weights.Find(TensorNames.LmHead) is null && weights.Find(TensorNames.LmHeadModule + ".qweight") is null && weights.Find(TensorNames.Embedding) is { } embedding)
+        if (LayerRepresentations.Find(weights, TensorNames.LmHeadModule) is null && weights.Find(TensorNames.Embedding) is { } embedding)
         {
             // Tied: the output projection multiplies by the embedding matrix.
             matmulParameters += embedding.ElementCount;
@@ -123,7 +124,7 @@ public sealed class ModelStatistics
         (TensorNames.AttnNorm, "norms"), (TensorNames.FfnNorm, "norms"), (TensorNames.QNorm, "norms"), (TensorNames.KNorm, "norms"),
     ];
 
-    private static readonly string[] LinearSuffixes = [".weight", ".weight_scale", ".qweight", ".qzeros", ".scales", ".g_idx"];
+    private static readonly string[] LinearSuffixes = LayerRepresentations.Suffixes.ToArray();
 
     /// <summary>Every block linear layer and lm_head: module path (without ".weight"), group, out and in features.</summary>
     private static IEnumerable<(string Module, string Group, int Out, int In)> LinearModules(ModelConfig c)

@@ -2,10 +2,10 @@ using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using LlmShrink.Compression;
-using LlmShrink.Compression.Quantization;
 using LlmShrink.Formats;
 using LlmShrink.Formats.Safetensors;
 using LlmShrink.Model;
+using LlmShrink.Representations;
 
 namespace LlmShrink.Export;
 
@@ -26,8 +26,7 @@ public sealed class CompressedCheckpointWriter : IBlockSink, IDisposable
     private readonly OutputFolder _output;
     private readonly int _shards;
     private readonly JsonObject _weightMap = new();
-    private readonly List<(string Module, QuantScheme Scheme, bool ActOrder)> _quantized = new();
-    private readonly List<string> _w8a8 = new(), _dense = new();
+    private readonly List<(string Module, CompressedLayer? Layer)> _modules = new();
     private readonly List<SafetensorsWriter.Entry> _importance = new();
     private long _totalBytes;
     private CompressedLayer? _head;
@@ -55,8 +54,8 @@ public sealed class CompressedCheckpointWriter : IBlockSink, IDisposable
     {
         var entries = new List<SafetensorsWriter.Entry>
         {
-            Floats(TensorNames.Layer(layer, TensorNames.AttnNorm), block.AttnNorm),
-            Floats(TensorNames.Layer(layer, TensorNames.FfnNorm), block.FfnNorm),
+            Entries.Floats(TensorNames.Layer(layer, TensorNames.AttnNorm), block.AttnNorm),
+            Entries.Floats(TensorNames.Layer(layer, TensorNames.FfnNorm), block.FfnNorm),
         };
         if (_model.Config.QkNorm)
         {
@@ -69,7 +68,7 @@ public sealed class CompressedCheckpointWriter : IBlockSink, IDisposable
             var result = layers.FirstOrDefault(l => l.Role == role);
             AddModule(entries, module, result);
             if (LinearRoles.BiasSuffix(role) is { } bias && _model.Weights.Contains(TensorNames.Layer(layer, bias)))
-                entries.Add(result?.Bias is { } b ? Floats(TensorNames.Layer(layer, bias), b) : Copy(TensorNames.Layer(layer, bias)));
+                entries.Add(result?.Bias is { } b ? Entries.Floats(TensorNames.Layer(layer, bias), b) : Copy(TensorNames.Layer(layer, bias)));
         }
         WriteShard(layer, entries);
     }
@@ -81,38 +80,14 @@ public sealed class CompressedCheckpointWriter : IBlockSink, IDisposable
         _finalNorm = finalNorm;
     }
 
-    /// <summary>A linear module's tensors: packed, W8A8, dense F32, or (<paramref name="result"/> null) its stored weight copied.</summary>
+    /// <summary>A linear module's tensors as its representation writes them, or (<paramref name="result"/> null) its stored weight copied.</summary>
     private void AddModule(List<SafetensorsWriter.Entry> entries, string module, CompressedLayer? result)
     {
-        if (result is QuantizedLayer or W8A8Layer && result.InputImportance is { } importance)
-            _importance.Add(Floats(module + ImportanceSuffix, importance));
-        switch (result)
-        {
-            case QuantizedLayer q:
-                {
-                    var packed = GptqPacking.Pack(q.Matrix);
-                    entries.Add(Ints(module + ".qweight", packed.QWeight, [packed.QWeight.Length / packed.OutFeatures, packed.OutFeatures]));
-                    entries.Add(Ints(module + ".qzeros", packed.QZeros, [packed.GroupCount, packed.QZeros.Length / packed.GroupCount]));
-                    entries.Add(Raw(module + ".scales", TensorType.F16, [packed.GroupCount, packed.OutFeatures], MemoryMarshal.AsBytes(packed.Scales.AsSpan()).ToArray()));
-                    entries.Add(Ints(module + ".g_idx", packed.GIdx, [packed.InFeatures]));
-                    bool actOrder = packed.GIdx.Select((g, i) => g != i / q.Matrix.Scheme.GroupWidth(q.Matrix.Columns)).Any(x => x);
-                    _quantized.Add((module, q.Matrix.Scheme, actOrder));
-                    break;
-                }
-            case W8A8Layer w:
-                entries.Add(Raw(module + ".weight", TensorType.I8, [w.Rows, w.Columns], MemoryMarshal.AsBytes(w.Weights.AsSpan()).ToArray()));
-                entries.Add(Floats(module + ".weight_scale", w.Scales, [w.Rows, 1]));
-                _w8a8.Add(module);
-                break;
-            case DenseLayer d:
-                entries.Add(Floats(module + ".weight", d.Weights, [d.Rows, d.Columns]));
-                _dense.Add(module);
-                break;
-            default:
-                entries.Add(Copy(module + ".weight"));
-                _dense.Add(module);
-                break;
-        }
+        if (result is { Representation.IsDense: false, InputImportance: { } importance })
+            _importance.Add(Entries.Floats(module + ImportanceSuffix, importance));
+        if (result is null) entries.Add(Copy(module + ".weight"));
+        else entries.AddRange(result.Tensors(module));
+        _modules.Add((module, result));
     }
 
     /// <summary>Writes the last shard, index, config, tokenizer, recipe and report, and moves the folder into place.</summary>
@@ -121,7 +96,7 @@ public sealed class CompressedCheckpointWriter : IBlockSink, IDisposable
         var rest = new List<SafetensorsWriter.Entry>
         {
             Copy(TensorNames.Embedding),
-            _finalNorm is null ? Copy(TensorNames.FinalNorm) : Floats(TensorNames.FinalNorm, _finalNorm),
+            _finalNorm is null ? Copy(TensorNames.FinalNorm) : Entries.Floats(TensorNames.FinalNorm, _finalNorm),
         };
         if (_head is not null) AddModule(rest, TensorNames.LmHeadModule, _head);
         else if (_model.Weights.Contains(TensorNames.LmHead)) rest.Add(Copy(TensorNames.LmHead));
@@ -143,42 +118,25 @@ public sealed class CompressedCheckpointWriter : IBlockSink, IDisposable
     }
 
     /// <summary>
-    /// GPTQ's quantization_config for the most common scheme, as transformers/optimum and vLLM read it; layers with
-    /// another scheme or left unquantized are listed in GPTQModel's "dynamic" overrides ("+:regex" / "-:regex");
-    /// "lm_head" (transformers/optimum's GPTQConfig field) says whether the output projection is quantized too.
+    /// The quantization_config loaders read: W8A8 layers → LlmShrink's own "llmshrink-w8a8" description; GPTQ layers →
+    /// GPTQ's config for the most common scheme, as transformers/optimum and vLLM read it, with layers of another scheme
+    /// or left float listed in GPTQModel's "dynamic" overrides ("+:regex" / "-:regex") and "lm_head" saying whether the
+    /// output projection is quantized (<see cref="GptqSafetensorsExporter.QuantizationConfig"/>); float layers only
+    /// (pruned or rescaled) → none.
     /// </summary>
     private JsonObject? QuantizationConfig()
     {
-        if (_w8a8.Count > 0)
+        var w8a8 = _modules.Where(m => m.Layer is W8A8Layer).Select(m => m.Module).ToList();
+        if (w8a8.Count > 0)
             return new JsonObject
             {
                 ["quant_method"] = "llmshrink-w8a8", ["weights"] = "int8 per output channel, symmetric", ["activations"] = "int8 per token, dynamic, symmetric",
-                ["lm_head"] = _w8a8.Contains(TensorNames.LmHeadModule),
+                ["lm_head"] = w8a8.Contains(TensorNames.LmHeadModule),
             };
-        if (_quantized.Count == 0) return null;
-        var common = _quantized.GroupBy(q => q.Scheme).OrderByDescending(g => g.Count()).First().Key;
-        var config = new JsonObject
-        {
-            ["quant_method"] = "gptq",
-            ["checkpoint_format"] = "gptq",
-            ["bits"] = common.Bits,
-            ["group_size"] = common.Granularity == QuantGranularity.PerGroup ? common.GroupSize : -1,
-            ["desc_act"] = _quantized.Any(q => q.ActOrder),
-            ["sym"] = common.Symmetric,
-            ["true_sequential"] = false,
-            ["lm_head"] = _quantized.Any(q => q.Module == TensorNames.LmHeadModule),
-        };
-        var dynamic = new JsonObject();
-        foreach (var (module, scheme, _) in _quantized.Where(q => q.Scheme != common))
-            dynamic["+:" + System.Text.RegularExpressions.Regex.Escape(module)] = new JsonObject
-            {
-                ["bits"] = scheme.Bits,
-                ["group_size"] = scheme.Granularity == QuantGranularity.PerGroup ? scheme.GroupSize : -1,
-                ["sym"] = scheme.Symmetric,
-            };
-        foreach (var module in _dense) dynamic["-:" + System.Text.RegularExpressions.Regex.Escape(module)] = new JsonObject();
-        if (dynamic.Count > 0) config["dynamic"] = dynamic;
-        return config;
+        var gptq = _modules.Where(m => m.Layer is QuantizedLayer).Select(m => GptqSafetensorsExporter.Describe(m.Module, ((QuantizedLayer)m.Layer!).Matrix)).ToList();
+        if (gptq.Count == 0) return null;
+        var dense = _modules.Where(m => m.Layer is null or { Representation.IsDense: true }).Select(m => m.Module).Where(m => m != TensorNames.LmHeadModule).ToList();
+        return GptqSafetensorsExporter.QuantizationConfig(gptq, dense, _model.Config.NumLayers);
     }
 
     private void WriteShard(int index, List<SafetensorsWriter.Entry> entries)
@@ -197,15 +155,6 @@ public sealed class CompressedCheckpointWriter : IBlockSink, IDisposable
         var t = _model.Weights.Get(name);
         return new SafetensorsWriter.Entry(name, t.Type, t.Shape, stream => TensorRowWriter.Write(stream, t, t.Type));
     }
-
-    private static SafetensorsWriter.Entry Floats(string name, float[] values, long[]? shape = null) =>
-        Raw(name, TensorType.F32, shape ?? [values.Length], MemoryMarshal.AsBytes(values.AsSpan()).ToArray());
-
-    private static SafetensorsWriter.Entry Ints(string name, int[] values, long[] shape) =>
-        Raw(name, TensorType.I32, shape, MemoryMarshal.AsBytes(values.AsSpan()).ToArray());
-
-    private static SafetensorsWriter.Entry Raw(string name, TensorType type, long[] shape, byte[] bytes) =>
-        new(name, type, shape, stream => stream.Write(bytes));
 
     public void Dispose() => _output.Dispose();
 }

@@ -1,6 +1,7 @@
 using LlmShrink.Formats;
 using LlmShrink.Formats.Gguf;
 using LlmShrink.Model;
+using LlmShrink.Representations;
 
 namespace LlmShrink.Export;
 
@@ -71,13 +72,13 @@ public static class GgufExporter
             Func<long, long>? rows = canonicalName.EndsWith(TensorNames.Q, StringComparison.Ordinal) || canonicalName.EndsWith(TensorNames.K, StringComparison.Ordinal)
                 ? RopeRowOrder.SourceRow(c.RopeStyle, ropeStyle, c.HeadDim) : null;
             string module = canonicalName.EndsWith(".weight", StringComparison.Ordinal) ? canonicalName[..^".weight".Length] : canonicalName;
-            if (ScaledIntegerMatrix.IsCompressed(model.Weights, module))
+            if (LayerRepresentations.Find(model.Weights, module) is { IsDense: false } representation)
             {
-                var (outFeatures, inFeatures, bits) = ScaledIntegerMatrix.Shape(model.Weights, module);
+                // Compressed modules store integers times scales (GPTQ, W8A8); they are unpacked when written, one module at a time.
+                var (outFeatures, inFeatures) = representation.Shape(model.Weights, module);
                 long[] shape = [outFeatures, inFeatures];
-                var layer = new MappedLayer(module, ChooseType(shape, GptqGgufMapping.TargetType(bits, type)));
+                var layer = new MappedLayer(module, ChooseType(shape, GptqGgufMapping.TargetType(representation.Bits(model.Weights, module), type)));
                 mapped.Add(layer);
-                // Unpacked when written, one module at a time.
                 string importancePath = Path.Combine(model.Source, CompressedCheckpointWriter.ImportanceFile);
                 writer.AddTensor(ggufName, shape, layer.Type, stream => GptqGgufMapping.Write(stream, ScaledIntegerMatrix.Read(model.Weights, module), rows, layer,
                     Importance(importance, importancePath, module, inFeatures)));
@@ -123,8 +124,8 @@ public static class GgufExporter
         var map = new List<(string, string)> { ("token_embd.weight", TensorNames.Embedding) };
         if (weights.Contains(TensorNames.RopeFrequencyFactors)) map.Add(("rope_freqs.weight", TensorNames.RopeFrequencyFactors));
         map.Add(("output_norm.weight", TensorNames.FinalNorm));
-        // A compressed lm_head (GPTQ-packed or W8A8, no lm_head.weight) maps like a compressed block linear.
-        if (!c.TiedEmbeddings && (weights.Contains(TensorNames.LmHead) || ScaledIntegerMatrix.IsCompressed(weights, TensorNames.LmHeadModule)))
+        // A compressed lm_head (any representation) maps like a compressed block linear.
+        if (!c.TiedEmbeddings && LayerRepresentations.Find(weights, TensorNames.LmHeadModule) is not null)
             map.Add(("output.weight", TensorNames.LmHead));
         for (int i = 0; i < c.NumLayers; i++)
         {

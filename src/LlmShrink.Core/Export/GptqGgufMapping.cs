@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Globalization;
 using LlmShrink.Formats;
+using LlmShrink.Representations;
 
 namespace LlmShrink.Export;
 

@@ -1,11 +1,11 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
-using LlmShrink.Compression;
 using LlmShrink.Compression.Quantization;
 using LlmShrink.Formats;
 using LlmShrink.Formats.Safetensors;
 using LlmShrink.Model;
+using LlmShrink.Representations;
 
 namespace LlmShrink.Export;
 
@@ -60,34 +60,31 @@ public static class GptqSafetensorsExporter
     {
         var quantized = new List<GptqModule>();
         var dense = new List<string>();
-        var w8a8 = new List<string>();
+        var other = new List<(string Module, string Representation)>();
         for (int layer = 0; layer < model.Config.NumLayers; layer++)
             foreach (var role in LinearRoles.All)
             {
                 string module = LinearRoles.ModulePath(layer, role);
-                if (model.Weights.Contains(module + ".qweight")) quantized.Add(Describe(model.Weights, module));
-                else if (ScaledIntegerMatrix.IsCompressed(model.Weights, module)) w8a8.Add(module);
-                else dense.Add(module);
+                var representation = LayerRepresentations.Of(model.Weights, module, model.Source);
+                if (representation is GptqRepresentation) quantized.Add(Describe(module, GptqRepresentation.Read(model.Weights, module)));
+                else if (representation.IsDense) dense.Add(module);
+                else other.Add((module, representation.Name));
             }
-        if (model.Weights.Contains(TensorNames.LmHeadModule + ".qweight")) quantized.Add(Describe(model.Weights, TensorNames.LmHeadModule));
-        else if (ScaledIntegerMatrix.IsCompressed(model.Weights, TensorNames.LmHeadModule)) w8a8.Add(TensorNames.LmHeadModule);
-        if (w8a8.Count > 0)
-            throw ShrinkException.InFile(model.Source, $"{w8a8.Count} W8A8 module(s) (e.g. {w8a8[0]}) have no GPTQ form; export this folder with --format gguf, or compress with a GPTQ or RTN recipe");
+        if (LayerRepresentations.Find(model.Weights, TensorNames.LmHeadModule) is { } head)
+        {
+            if (head is GptqRepresentation) quantized.Add(Describe(TensorNames.LmHeadModule, GptqRepresentation.Read(model.Weights, TensorNames.LmHeadModule)));
+            else if (!head.IsDense) other.Add((TensorNames.LmHeadModule, head.Name));
+        }
+        if (other.Count > 0)
+            throw ShrinkException.InFile(model.Source, $"{other.Count} module(s) stored as {string.Join("/", other.Select(o => o.Representation).Distinct())} (e.g. {other[0].Module}) have no GPTQ form; export this folder with --format gguf, or compress with a GPTQ or RTN recipe");
         if (quantized.Count == 0)
             throw ShrinkException.InFile(model.Source, "has no GPTQ-quantized layers; run `llmshrink compress MODEL --recipe w4g128-gptq --calib FILE --out DIR` first and export that folder");
         return (quantized, dense);
     }
 
-    private static GptqModule Describe(TensorSet weights, string module)
-    {
-        var (outFeatures, inFeatures, _) = ScaledIntegerMatrix.Shape(weights, module);
-        var tensors = LinearLoader.ReadGptq(weights, module, outFeatures, inFeatures);
-        var m = GptqPacking.Unpack(tensors, LinearLoader.SchemeOf(tensors));
-        int width = (inFeatures + m.GroupCount - 1) / m.GroupCount;
-        return new GptqModule(module, m.Scheme.Bits, m.GroupCount == 1 ? -1 : width,
-            m.Zeros.All(z => z == 1 << (m.Scheme.Bits - 1)),
-            m.GroupIndex.Where((g, c) => g != c / width).Any());
-    }
+    /// <summary>A quantized module's GPTQ parameters as its codes and grids state them.</summary>
+    public static GptqModule Describe(string module, QuantizedMatrix m) =>
+        new(module, m.Scheme.Bits, GptqRepresentation.GroupSize(m), GptqRepresentation.IsSymmetric(m), GptqRepresentation.IsActOrder(m));
 
     /// <summary>
     /// The quantization_config: the most common (bits, group_size, sym) at the top level, desc_act true when any module

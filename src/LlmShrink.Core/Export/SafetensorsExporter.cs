@@ -6,6 +6,7 @@ using LlmShrink.Formats.Gguf;
 using LlmShrink.Formats.Safetensors;
 using LlmShrink.Model;
 using LlmShrink.Tokenization;
+using LlmShrink.Representations;
 
 namespace LlmShrink.Export;
 
@@ -55,10 +56,10 @@ public static class SafetensorsExporter
             if (name == TensorNames.RopeFrequencyFactors) continue; // expressed by config.json's rope_scaling
             Func<long, long>? rows = name.EndsWith(TensorNames.Q, StringComparison.Ordinal) || name.EndsWith(TensorNames.K, StringComparison.Ordinal)
                 ? RopeRowOrder.SourceRow(c.RopeStyle, RopeStyle.RotateHalf, c.HeadDim) : null;
-            if (CompressedModule(model.Weights, name) is { } module)
+            if (CompressedModule(model.Weights, name) is var (module, first))
             {
-                // One entry per module, at its integer tensor; the scales, zeros and g_idx are folded into it.
-                if (name == module + ".qweight" || name == module + ".weight") entries.Add(Dequantized(model.Weights, module, dtype));
+                // One entry per module, at its first tensor; the scales, zeros and the rest are folded into it.
+                if (first) entries.Add(Dequantized(model.Weights, module, dtype));
                 continue;
             }
             entries.Add(new SafetensorsWriter.Entry(name, dtype, tensor.Shape, stream => TensorRowWriter.Write(stream, tensor, dtype, rows)));
@@ -67,14 +68,13 @@ public static class SafetensorsExporter
         WriteSharded(folder, entries, maxShardBytes);
     }
 
-    private static readonly string[] CompressedSuffixes = [".qweight", ".qzeros", ".scales", ".g_idx", ".weight", ".weight_scale"];
-
-    /// <summary>The module a tensor belongs to when that module is stored compressed (GPTQ-packed or W8A8), else null.</summary>
-    private static string? CompressedModule(TensorSet weights, string name)
+    /// <summary>The module a tensor belongs to when that module is stored in a compressed representation, and the first tensor of it, else null.</summary>
+    private static (string Module, bool First)? CompressedModule(TensorSet weights, string name)
     {
-        foreach (string suffix in CompressedSuffixes)
-            if (name.EndsWith(suffix, StringComparison.Ordinal) && ScaledIntegerMatrix.IsCompressed(weights, name[..^suffix.Length]))
-                return name[..^suffix.Length];
+        foreach (var representation in LayerRepresentations.All.Where(r => !r.IsDense))
+            foreach (string suffix in representation.Suffixes)
+                if (name.EndsWith(suffix, StringComparison.Ordinal) && representation.Detect(weights, name[..^suffix.Length]))
+                    return (name[..^suffix.Length], suffix == representation.Suffixes[0]);
         return null;
     }
 
@@ -84,7 +84,7 @@ public static class SafetensorsExporter
     /// </summary>
     private static SafetensorsWriter.Entry Dequantized(TensorSet weights, string module, TensorType dtype)
     {
-        var (outFeatures, inFeatures, _) = ScaledIntegerMatrix.Shape(weights, module);
+        var (outFeatures, inFeatures) = LayerRepresentations.Of(weights, module, module).Shape(weights, module);
         return new SafetensorsWriter.Entry(module + ".weight", dtype, [outFeatures, inFeatures], stream =>
         {
             var matrix = ScaledIntegerMatrix.Read(weights, module);

@@ -60,7 +60,7 @@ public static class HfModelLoader
         long hidden = config.HiddenSize, inter = config.IntermediateSize, q = config.QDim, kv = config.KvDim;
         Expect(TensorNames.Embedding, config.VocabSize, hidden);
         Expect(TensorNames.FinalNorm, hidden);
-        if (weights.Contains(TensorNames.LmHead) || weights.Contains(TensorNames.LmHeadModule + ".qweight"))
+        if (Representations.LayerRepresentations.Find(weights, TensorNames.LmHeadModule) is not null)
             LinearLoader.Check(weights, TensorNames.LmHeadModule, config.VocabSize, config.HiddenSize, source);
         else if (!config.TiedEmbeddings)
             throw ShrinkException.InFile(source, $"missing tensor '{TensorNames.LmHead}' and the embeddings are not tied (tie_word_embeddings is false)");

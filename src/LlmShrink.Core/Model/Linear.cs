@@ -36,15 +36,15 @@ public abstract class Linear
         return (T*)Unsafe.AsPointer(ref copy[0]);
     }
 
-    /// <summary>The layer for a stored [out, in] weight (and optional [out] bias), checking the shapes.</summary>
-    public static Linear FromStored(StoredTensor weight, StoredTensor? bias, int outFeatures, int inFeatures)
+    /// <summary>The layer for a stored [out, in] weight (and optional [out] bias), checking the shape.</summary>
+    public static Linear FromStored(StoredTensor weight, float[]? bias, int outFeatures, int inFeatures)
     {
         TensorShapes.Expect(weight, outFeatures, inFeatures);
-        if (bias is not null) TensorShapes.Expect(bias, outFeatures);
+        if (bias is not null && bias.Length != outFeatures) throw new ArgumentException($"bias has {bias.Length} entries, expected {outFeatures}", nameof(bias));
         // Q4_0, Q8_0, Q4_K and BF16 run on their stored form in place; every other encoding is decoded to float32 once.
-        if (GgmlMatMul.Supports(weight.Type)) return new GgmlLinear(weight, bias?.ToFloatArray());
-        if (weight.Type == TensorType.BF16) return new Bf16Linear(weight, bias?.ToFloatArray());
-        return new DenseLinear(weight, bias?.ToFloatArray());
+        if (GgmlMatMul.Supports(weight.Type)) return new GgmlLinear(weight, bias);
+        if (weight.Type == TensorType.BF16) return new Bf16Linear(weight, bias);
+        return new DenseLinear(weight, bias);
     }
 }
 

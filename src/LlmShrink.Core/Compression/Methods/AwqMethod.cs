@@ -10,7 +10,9 @@ namespace LlmShrink.Compression.Methods;
 /// quantized output error on the calibration inputs, folds 1/s into the input's producer, clips each weight group
 /// to the range with the least output error, and quantizes round-to-nearest. Clipping is not searched for q and k,
 /// whose errors the attention softmax amplifies (as llm-awq's auto_clip skips them). With grouped-query attention
-/// o_proj cannot be scaled (see <see cref="BlockCompression.CanScaleInput"/>) and is only clipped.
+/// o_proj cannot be scaled (see <see cref="BlockCompression.CanScaleInput"/>) and is only clipped. Layers a later
+/// modifier targets too are scaled and clipped but left float for it (e.g. <c>awq</c> then <c>gptq</c>, as llm-compressor's
+/// AWQModifier before GPTQModifier).
 /// </summary>
 public sealed class AwqMethod(QuantScheme scheme, AwqOptions options) : ICompressionMethod
 {
@@ -37,19 +39,34 @@ public sealed class AwqMethod(QuantScheme scheme, AwqOptions options) : ICompres
             var statistics = block.Statistics(site);
             var x = statistics.Samples();
             int tokens = statistics.SampleTokens, columns = statistics.Columns;
-            if (!block.CanScaleInput(site))
+            if (block.CanScaleInput(site))
             {
-                foreach (var role in roles) block.SetQuantized(role, ClipAndQuantize(block, role, x, tokens, columns));
+                var layers = roles.Select(r => new AwqLayer(block.Weights(r), block.Shape(r).Rows,
+                    SearchClipping: r is not (LinearRole.Q or LinearRole.K))).ToList();
+                var result = Awq.QuantizeGroup(layers, x, tokens, columns, scheme, options);
+                block.ScaleInputChannels(site, result.Scales); // the samples x are rescaled with the statistics
+                for (int i = 0; i < roles.Count; i++)
+                    if (block.TargetedLater.Contains(roles[i])) Clip(block, roles[i], x, tokens, columns);
+                    else block.SetQuantized(roles[i], result.Quantized[i]);
                 continue;
             }
-            var layers = roles.Select(r => new AwqLayer(block.Weights(r), block.Shape(r).Rows,
-                SearchClipping: r is not (LinearRole.Q or LinearRole.K))).ToList();
-            var result = Awq.QuantizeGroup(layers, x, tokens, columns, scheme, options);
-            block.ScaleInputChannels(site, result.Scales);
-            for (int i = 0; i < roles.Count; i++) block.SetQuantized(roles[i], result.Quantized[i]);
+            foreach (var role in roles)
+                if (block.TargetedLater.Contains(role)) Clip(block, role, x, tokens, columns);
+                else block.SetQuantized(role, ClipAndQuantize(block, role, x, tokens, columns));
         }
     }
 
+    /// <summary>Clips the layer's weights in place to the ranges with the least quantized output error (not q/k: see above), for a later quantizer.</summary>
+    private void Clip(BlockCompression block, LinearRole role, float[] x, int tokens, int columns)
+    {
+        if (role is LinearRole.Q or LinearRole.K) return;
+        var w = block.Weights(role);
+        int rows = block.Shape(role).Rows;
+        Awq.Clip(w, rows, columns, Awq.SearchClipping(w, rows, columns, x, tokens, scheme, options), scheme);
+        block.MarkRescaled(role);
+    }
+
+    /// <summary>Clips a copy (the report measures the error against the unclipped weights) and rounds it.</summary>
     private QuantizedMatrix ClipAndQuantize(BlockCompression block, LinearRole role, float[] x, int tokens, int columns)
     {
         var w = (float[])block.Weights(role).Clone();

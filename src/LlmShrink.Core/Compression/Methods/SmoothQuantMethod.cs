@@ -9,7 +9,9 @@ namespace LlmShrink.Compression.Methods;
 /// (folded into the RMSNorm weights, the weights' columns multiplied by s) so activation outliers move into the
 /// weights, then stores every targeted layer as int8 weights per output channel; activations are quantized to int8
 /// per token at run time. o_proj and down_proj are quantized unsmoothed, as the reference does for Llama, unless
-/// <c>smooth_all</c> also folds their scales into v_proj's and up_proj's rows.
+/// <c>smooth_all</c> also folds their scales into v_proj's and up_proj's rows. A layer that a later modifier targets too
+/// is only smoothed and left to it (llm-compressor's SmoothQuantModifier before GPTQModifier with a W8A8 scheme: preset
+/// <c>w8a8-smoothquant-gptq</c>, where GPTQ picks the int8 weights).
 /// </summary>
 public sealed class SmoothQuantMethod(double alpha, bool smoothAll) : ICompressionMethod
 {
@@ -32,7 +34,7 @@ public sealed class SmoothQuantMethod(double alpha, bool smoothAll) : ICompressi
             var layers = roles.Select(r => (block.Weights(r), block.Shape(r).Rows)).ToList();
             block.ScaleInputChannels(site, SmoothQuant.SmoothingScales(statistics.AbsMax, layers, statistics.Columns, alpha));
         }
-        foreach (var role in block.Targets)
+        foreach (var role in block.Targets.Where(r => !block.TargetedLater.Contains(r)))
         {
             var (rows, columns) = block.Shape(role);
             var q = SmoothQuant.QuantizeRows(block.Weights(role), rows, columns);

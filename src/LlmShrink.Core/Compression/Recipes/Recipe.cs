@@ -1,7 +1,7 @@
 namespace LlmShrink.Compression.Recipes;
 
-/// <summary>One step of a recipe: a method and the layers it applies to.</summary>
-public sealed record Modifier(ICompressionMethod Method, TargetSelector Targets);
+/// <summary>One step of a recipe: a method, the layers it applies to, and the spec it was made from.</summary>
+public sealed record Modifier(ICompressionMethod Method, TargetSelector Targets, ModifierSpec Spec);
 
 /// <summary>
 /// An ordered list of modifiers, read from a YAML file or a named preset:
@@ -13,8 +13,9 @@ public sealed record Modifier(ICompressionMethod Method, TargetSelector Targets)
 ///     bits: 4
 ///     group_size: 128
 /// </code>
-/// Each linear may be targeted by at most one modifier. lm_head is kept unless a modifier names it (see
-/// <see cref="TargetSelector"/>); token embeddings are always kept.
+/// Modifiers that target the same layer stack in recipe order (smoothquant then gptq, sparsegpt then gptq); the one that
+/// quantizes a layer must come last among them. lm_head is kept unless a modifier names it (see <see cref="TargetSelector"/>);
+/// token embeddings are always kept. Recipes can also be built in code (<see cref="From"/>, <see cref="Then"/>).
 /// </summary>
 public sealed class Recipe
 {
@@ -23,7 +24,7 @@ public sealed class Recipe
     public string Text { get; }
     public IReadOnlyList<Modifier> Modifiers { get; }
 
-    private Recipe(string name, string text, IReadOnlyList<Modifier> modifiers)
+    internal Recipe(string name, string text, IReadOnlyList<Modifier> modifiers)
     {
         Name = name;
         Text = text;
@@ -53,11 +54,26 @@ public sealed class Recipe
                 throw ShrinkException.InFile(source, "each modifier needs 'method: NAME'");
             var parameters = new Dictionary<string, object?>(entry.Where(kv => kv.Key != "method"));
             var p = new RecipeParameters(parameters, source, method);
-            var targets = new TargetSelector(p.List("targets", ["Linear"]), p.List("ignore", []), source);
+            var (targetList, ignoreList) = (p.List("targets", ["Linear"]), p.List("ignore", []));
+            var targets = new TargetSelector(targetList, ignoreList, source);
             var created = MethodRegistry.Create(method, p);
             p.RejectUnknown();
-            modifiers.Add(new Modifier(created, targets));
+            // Every other parameter is a scalar once the method accepted it.
+            var rest = parameters.Where(kv => kv.Key is not ("targets" or "ignore") && kv.Value is string).ToDictionary(kv => kv.Key, kv => (string)kv.Value!);
+            modifiers.Add(new Modifier(created, targets, new ModifierSpec(method, targetList, ignoreList, rest)));
         }
         return new Recipe(name, yaml, modifiers);
     }
+
+    /// <summary>A recipe built in code: the specs written as recipe YAML (what <see cref="Text"/> saves) and parsed, so it is checked like a file.</summary>
+    public static Recipe From(string name, IEnumerable<ModifierSpec> modifiers)
+    {
+        var s = new System.Text.StringBuilder("modifiers:\n");
+        foreach (var m in modifiers) m.WriteYaml(s);
+        return Parse(s.ToString(), name, $"recipe '{name}'");
+    }
+
+    /// <summary>This recipe's modifiers followed by <paramref name="next"/>'s (methods stack where their targets meet).</summary>
+    public Recipe Then(Recipe next, string? name = null) =>
+        From(name ?? $"{Name}+{next.Name}", Modifiers.Concat(next.Modifiers).Select(m => m.Spec));
 }

@@ -67,6 +67,9 @@ public sealed class RecipeParameters
         };
     }
 
+    /// <summary>Whether the recipe sets <paramref name="key"/> (it still has to be read by a getter).</summary>
+    public bool Has(string key) => _values.TryGetValue(key, out var value) && value is not null;
+
     /// <summary>Fails on any key no getter asked for.</summary>
     public void RejectUnknown()
     {

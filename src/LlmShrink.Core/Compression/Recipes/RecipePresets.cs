@@ -57,6 +57,22 @@ public static class RecipePresets
                 ignore: [lm_head]
                 alpha: 0.5
             """,
+        // llm-compressor's W8A8 recipe: SmoothQuant folds the activation scales, then GPTQ picks the int8 weights
+        // (symmetric, per output channel) instead of rounding them to nearest.
+        ["w8a8-smoothquant-gptq"] = """
+            modifiers:
+              - method: smoothquant
+                targets: [Linear]
+                ignore: [lm_head]
+                alpha: 0.5
+              - method: gptq
+                targets: [Linear]
+                ignore: [lm_head]
+                bits: 8
+                granularity: channel
+                symmetric: true
+                activations: int8
+            """,
     };
 
     public static IEnumerable<string> Names => Presets.Keys;
