@@ -1,5 +1,4 @@
 using System.Numerics.Tensors;
-using System.Runtime.InteropServices;
 using LlmShrink.LinearAlgebra;
 
 namespace LlmShrink.Compression.Quantization;
@@ -47,14 +46,8 @@ public static class Gptq
         int n = columns;
         var weights = w.ToArray(); // the copy GPTQ updates
 
-        // Dead inputs (never active in calibration): H_ii = 1 keeps H invertible; their weights cannot matter.
         var h = hessian;
-        for (int i = 0; i < n; i++)
-        {
-            if (h[i * n + i] != 0) continue;
-            h[i * n + i] = 1;
-            for (int r = 0; r < rows; r++) weights[r * n + i] = 0;
-        }
+        InverseHessianFactor.NeutralizeDeadInputs(h, weights, rows, n);
 
         bool grouped = scheme.Granularity == QuantGranularity.PerGroup;
         int groupSize = scheme.GroupWidth(n);
@@ -79,21 +72,13 @@ public static class Gptq
         if (grouped && options.ActOrder && !options.StaticGroups)
             for (int p = 0; p < n; p++) q.GroupIndex[perm[p]] = p / groupSize;
 
-        double damp = 0;
-        for (int i = 0; i < n; i++) damp += h[i * n + i];
-        damp = options.PercentDamp * damp / n;
-        for (int i = 0; i < n; i++) h[i * n + i] += damp;
-
-        Cholesky.InverseUpperFactorInPlace(h, n);
-        // U in float32 overwrites the float64 U from the front: float k (bytes 4k..4k+4) only covers doubles ≤ k, already read.
-        var u32 = MemoryMarshal.Cast<double, float>(h.AsSpan());
-        for (int k = 0; k < n * n; k++) u32[k] = (float)h[k];
+        InverseHessianFactor.DampenAndFactor(h, n, options.PercentDamp);
 
         int chunks = (rows + RowChunk - 1) / RowChunk;
         Parallel.For(0, chunks, chunk =>
         {
             int r0 = chunk * RowChunk, count = Math.Min(RowChunk, rows - r0);
-            QuantizeRows(weights, MemoryMarshal.Cast<double, float>(h.AsSpan())[..(n * n)], n, r0, count, scheme, options, perm, q, upfront,
+            QuantizeRows(weights, InverseHessianFactor.Float32(h, n), n, r0, count, scheme, options, perm, q, upfront,
                 grouped && !options.StaticGroups);
         });
         return q;
