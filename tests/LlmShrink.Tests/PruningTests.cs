@@ -164,4 +164,41 @@ public class PruningTests
         Assert.Equal([true, false, false, true], Wanda.Prune(byWanda, 1, 4, norms, SparsityPattern.Parse("2:4")));
         Assert.Equal([0.1f, 0f, 0f, -0.4f], byWanda);
     }
+
+    [Fact]
+    public void OutlierRatioCountsScoresAboveMTimesTheMean()
+    {
+        // Scores |w|·‖x‖ = [1, 2, 1, 10; 1, 1, 1, 10]: mean 28/8 = 3.5. Above 2 × 3.5 = 7: the two 10s (2/8); above 5 × 3.5: none.
+        float[] w = [1, -2, 1, 1, -1, 1, 1, -1], norms = [1, 1, 1, 10];
+        Assert.Equal(0.25, OutlierWeightedSparsity.OutlierRatio(w, 2, 4, norms, m: 2));
+        Assert.Equal(0.0, OutlierWeightedSparsity.OutlierRatio(w, 2, 4, norms));
+        // Scores [1, 1, 1, 1; 1, 1, 1, 20]: mean 27/8 = 3.375, above 16.875: the 20 alone.
+        float[] spike = [1, 1, 1, 1, 1, 1, 1, 20];
+        Assert.Equal(0.125, OutlierWeightedSparsity.OutlierRatio(spike, 2, 4, [1, 1, 1, 1]));
+    }
+
+    [Fact]
+    public void AllocateKeepsTheMeanOrdersByOutliersAndStaysInTheBand()
+    {
+        double[] ratios = [0.01, 0.05, 0.02, 0.10, 0.03];
+        var sparsities = OutlierWeightedSparsity.Allocate(ratios, 0.7, lambda: 0.08);
+        Assert.Equal(0.7, sparsities.Average(), 12);
+        Assert.All(sparsities, s => Assert.InRange(s, 0.62 - 1e-12, 0.78 + 1e-12));
+        // Mean ratio 0.042; layer 3 is furthest from it (0.058) and sits on the lower bound, scale 0.08 / 0.058.
+        Assert.Equal(0.62, sparsities[3], 12);
+        Assert.Equal(0.7 + 0.08 / 0.058 * 0.032, sparsities[0], 12);
+        // More outliers, less pruning: the sparsities sort in the reverse order of the ratios.
+        var byRatio = Enumerable.Range(0, ratios.Length).OrderBy(l => ratios[l]).ToArray();
+        for (int k = 1; k < byRatio.Length; k++) Assert.True(sparsities[byRatio[k]] < sparsities[byRatio[k - 1]]);
+    }
+
+    [Fact]
+    public void AllocateMatchesThePapersMappingForEvenlySpreadRatios()
+    {
+        // Ratios normalized to [0, 2λ] = [0, 0.08, 0.16] and shifted to mean 1 − S as density: sparsities S + 0.08, S, S − 0.08.
+        var sparsities = OutlierWeightedSparsity.Allocate([0.0, 0.5, 1.0], 0.5);
+        Assert.Equal([0.58, 0.5, 0.42], sparsities.Select(s => Math.Round(s, 12)));
+        Assert.Equal([0.6, 0.6, 0.6], OutlierWeightedSparsity.Allocate([0.03, 0.03, 0.03], 0.6));
+        Assert.Throws<ShrinkException>(() => OutlierWeightedSparsity.Allocate([0.1, 0.2], 0.95, 0.08));
+    }
 }
