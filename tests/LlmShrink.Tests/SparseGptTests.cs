@@ -200,4 +200,37 @@ public class SparseGptTests(ITestOutputHelper output)
         Assert.Equal(copied.Weights, consumed.Weights);
         Assert.Equal(copied.Quantized!.Codes, consumed.Quantized!.Codes);
     }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void GptqKeepsTheSparsityPattern(bool actOrder)
+    {
+        var sparse = SparseGpt.Prune(W, Rows, Columns, H, SparsityPattern.Parse("2:4"));
+        var scheme = QuantScheme.Grouped(4, 64, symmetric: true);
+        var q = Gptq.Quantize(sparse.Weights, Rows, Columns, H, scheme, new GptqOptions(ActOrder: actOrder), sparse.Keep);
+        var wHat = q.Dequantize();
+        for (int i = 0; i < wHat.Length; i++)
+            if (!sparse.Keep[i]) Assert.Equal(0f, wHat[i]);
+        // Quantizing the sparse weights with the mask costs less than rounding them (both keep the zeros).
+        double eGptq = Error(wHat), eRtn = Error(Rtn.Quantize(sparse.Weights, Rows, Columns, scheme).Dequantize());
+        output.WriteLine($"2:4 then 4-bit g64 (act order {actOrder}): GPTQ with the mask {eGptq:G4}, RTN {eRtn:G4}");
+        // Measured 1536 (593 with act order) against 34970.
+        Assert.True(eGptq < 0.1 * eRtn, $"GPTQ {eGptq} vs RTN {eRtn}");
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void GptqWithAnAllTrueMaskIsGptq(bool actOrder)
+    {
+        var scheme = QuantScheme.Grouped(3, 64, symmetric: false);
+        var options = new GptqOptions(ActOrder: actOrder);
+        var plain = Gptq.Quantize(W, Rows, Columns, H, scheme, options);
+        var masked = Gptq.Quantize(W, Rows, Columns, H, scheme, options, Enumerable.Repeat(true, Rows * Columns).ToArray());
+        Assert.Equal(plain.Codes, masked.Codes);
+        Assert.Equal(plain.Scales, masked.Scales);
+        Assert.Equal(plain.Zeros, masked.Zeros);
+        Assert.Equal(plain.GroupIndex, masked.GroupIndex);
+    }
 }
