@@ -1,16 +1,17 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
+using LlmShrink.Compression.Pruning;
 using LlmShrink.Compression.Quantization;
 using LlmShrink.Evaluation;
 using LlmShrink.Kernels;
 using LlmShrink.LinearAlgebra;
 
 // Micro-benchmarks of the quantization work (issue 3): the F32 GEMM the prompt path uses (and W8A8's int8 GEMM), Hessian accumulation,
-// and GPTQ on one 4096×4096 layer; and of decode (issue 4): a packed GPTQ matrix × vector, and where a whole model's
+// and GPTQ and SparseGPT on one 4096×4096 layer; and of decode (issue 4): a packed GPTQ matrix × vector, and where a whole model's
 // decode token goes. Plain Stopwatch timing: one warm-up run, then the best of N (the minimum is the run least
 // disturbed by other processes on a shared machine).
 //
-//   dotnet bench/LlmShrink.Bench/bin/Release/net10.0/LlmShrink.Bench.dll gemm|hessian|gptq|gemv|all [--key value ...]
+//   dotnet bench/LlmShrink.Bench/bin/Release/net10.0/LlmShrink.Bench.dll gemm|hessian|gptq|sparsegpt|gemv|all [--key value ...]
 //   dotnet bench/LlmShrink.Bench/bin/Release/net10.0/LlmShrink.Bench.dll decode --model DIR [--threads 2 --prompt 512 --rounds 4]
 
 var command = args.Length > 0 ? args[0] : "all";
@@ -21,11 +22,12 @@ switch (command)
     case "gemm": Benchmarks.Gemm(options); break;
     case "hessian": Benchmarks.Hessian(options, Benchmarks.Gemm(options)); break;
     case "gptq": Benchmarks.GptqLayer(options); break;
+    case "sparsegpt": Benchmarks.SparseGptLayer(options); break;
     case "gemv": Benchmarks.GptqGemv(options); break;
     case "decode": Benchmarks.Decode(options); break;
-    case "all": Benchmarks.Hessian(options, Benchmarks.Gemm(options)); Benchmarks.GptqLayer(options); break;
+    case "all": Benchmarks.Hessian(options, Benchmarks.Gemm(options)); Benchmarks.GptqLayer(options); Benchmarks.SparseGptLayer(options); break;
     default:
-        Console.Error.WriteLine("usage: LlmShrink.Bench gemm|hessian|gptq|gemv|all [--n 512 --in 4096 --out 4096 --tokens 8192 --width 4096 --rows 4096 --bits 4 --group 128 --reps N]");
+        Console.Error.WriteLine("usage: LlmShrink.Bench gemm|hessian|gptq|sparsegpt|gemv|all [--n 512 --in 4096 --out 4096 --tokens 8192 --width 4096 --rows 4096 --bits 4 --group 128 --reps N]");
         Console.Error.WriteLine("       LlmShrink.Bench decode --model DIR [--threads 2 --prompt 512 --rounds 4]");
         return 2;
 }
@@ -116,6 +118,37 @@ static class Benchmarks
         Console.WriteLine("| layer | GPTQ seconds | of which Cholesky inverse | target |");
         Console.WriteLine("|---|---:|---:|---|");
         Console.WriteLine($"| {rows}×{width} | {best:F2} | {cholesky:F2} | < 5 s: {(best < 5 ? "met" : "not met")} |");
+    }
+
+    /// <summary>
+    /// SparseGpt.Prune of one rows×width layer — 50 % unstructured, 2:4, and 2:4 with 4-bit groups of 128 in the same pass —
+    /// H accumulated from random activations as for <see cref="GptqLayer"/>.
+    /// </summary>
+    public static void SparseGptLayer(Options o)
+    {
+        int rows = o.Int("rows", 4096), width = o.Int("width", 4096), reps = o.Int("reps", 3);
+        int tokens = o.Int("hessian-tokens", 2 * width);
+        var accumulator = new HessianAccumulator(width);
+        accumulator.Add(RandomFloats(tokens * width, 4), tokens);
+        var h = accumulator.ToHessian();
+        var w = RandomFloats(rows * width, 5);
+        var twoFour = SparsityPattern.Parse("2:4");
+        var scheme = QuantScheme.Grouped(4, 128, symmetric: false);
+        // The target is for two otherwise idle cores; on a shared host the load average says how far from that a run was.
+        string load = File.Exists("/proc/loadavg") ? File.ReadAllText("/proc/loadavg").Split(' ')[0] : "unknown";
+        Console.WriteLine($"\n## sparsegpt: SparseGpt.Prune {rows}×{width}, H from {tokens} random tokens, {Environment.ProcessorCount} threads, best of {reps}, load average {load}");
+        Console.WriteLine("| layer | pruning | seconds | target |");
+        Console.WriteLine("|---|---|---:|---|");
+        foreach (var (name, run) in new (string, Action)[]
+        {
+            ("50 % unstructured", () => SparseGpt.Prune(w, rows, width, h, SparsityPattern.Unstructured, 0.5)),
+            ("2:4", () => SparseGpt.Prune(w, rows, width, h, twoFour)),
+            ($"2:4 + {scheme}", () => SparseGpt.Prune(w, rows, width, h, twoFour, scheme: scheme)),
+        })
+        {
+            double best = BestOf(reps, run);
+            Console.WriteLine($"| {rows}×{width} | {name} | {best:F2} | < 3 s: {(best < 3 ? "met" : "not met")} |");
+        }
     }
 
     /// <summary>

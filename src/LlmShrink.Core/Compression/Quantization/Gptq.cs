@@ -1,5 +1,4 @@
 using System.Numerics.Tensors;
-using System.Runtime.InteropServices;
 using LlmShrink.LinearAlgebra;
 
 namespace LlmShrink.Compression.Quantization;
@@ -24,11 +23,15 @@ public static class Gptq
 
     /// <param name="w">Weight W, row-major [rows, columns].</param>
     /// <param name="hessian">H [columns, columns] from <see cref="HessianAccumulator.ToHessian"/>; left unchanged (it is copied).</param>
+    /// <param name="keep">
+    /// Optional keep-mask [rows, columns] (e.g. SparseGPT's): a weight outside it gets its grid's zero code, exactly 0, and
+    /// its error is spread like any rounding error, so the sparsity pattern survives quantization. Null keeps every weight.
+    /// </param>
     public static QuantizedMatrix Quantize(ReadOnlySpan<float> w, int rows, int columns, ReadOnlySpan<double> hessian,
-        QuantScheme scheme, GptqOptions? options = null)
+        QuantScheme scheme, GptqOptions? options = null, bool[]? keep = null)
     {
         if (hessian.Length != (long)columns * columns) throw new ArgumentException($"GPTQ: H must be {columns}×{columns}");
-        return QuantizeConsumingHessian(w, rows, columns, hessian.ToArray(), scheme, options);
+        return QuantizeConsumingHessian(w, rows, columns, hessian.ToArray(), scheme, options, keep);
     }
 
     /// <summary>
@@ -37,24 +40,18 @@ public static class Gptq
     /// allocated (a 7B down_proj's H is 11008² float64 ≈ 1 GB). H is garbage afterwards.
     /// </summary>
     public static QuantizedMatrix QuantizeConsumingHessian(ReadOnlySpan<float> w, int rows, int columns, double[] hessian,
-        QuantScheme scheme, GptqOptions? options = null)
+        QuantScheme scheme, GptqOptions? options = null, bool[]? keep = null)
     {
         options ??= new GptqOptions();
-        if (w.Length != (long)rows * columns || hessian.Length != (long)columns * columns)
-            throw new ArgumentException($"GPTQ: W must be {rows}×{columns} and H {columns}×{columns}");
+        if (w.Length != (long)rows * columns || hessian.Length != (long)columns * columns || (keep != null && keep.Length != w.Length))
+            throw new ArgumentException($"GPTQ: W and the keep-mask must be {rows}×{columns} and H {columns}×{columns}");
         if (options.BlockSize <= 0 || !(options.PercentDamp >= 0))
             throw new ShrinkException($"GPTQ: block size must be positive and dampening non-negative ({options})");
         int n = columns;
         var weights = w.ToArray(); // the copy GPTQ updates
 
-        // Dead inputs (never active in calibration): H_ii = 1 keeps H invertible; their weights cannot matter.
         var h = hessian;
-        for (int i = 0; i < n; i++)
-        {
-            if (h[i * n + i] != 0) continue;
-            h[i * n + i] = 1;
-            for (int r = 0; r < rows; r++) weights[r * n + i] = 0;
-        }
+        InverseHessianFactor.NeutralizeDeadInputs(h, weights, rows, n);
 
         bool grouped = scheme.Granularity == QuantGranularity.PerGroup;
         int groupSize = scheme.GroupWidth(n);
@@ -79,22 +76,14 @@ public static class Gptq
         if (grouped && options.ActOrder && !options.StaticGroups)
             for (int p = 0; p < n; p++) q.GroupIndex[perm[p]] = p / groupSize;
 
-        double damp = 0;
-        for (int i = 0; i < n; i++) damp += h[i * n + i];
-        damp = options.PercentDamp * damp / n;
-        for (int i = 0; i < n; i++) h[i * n + i] += damp;
-
-        Cholesky.InverseUpperFactorInPlace(h, n);
-        // U in float32 overwrites the float64 U from the front: float k (bytes 4k..4k+4) only covers doubles ≤ k, already read.
-        var u32 = MemoryMarshal.Cast<double, float>(h.AsSpan());
-        for (int k = 0; k < n * n; k++) u32[k] = (float)h[k];
+        InverseHessianFactor.DampenAndFactor(h, n, options.PercentDamp);
 
         int chunks = (rows + RowChunk - 1) / RowChunk;
         Parallel.For(0, chunks, chunk =>
         {
             int r0 = chunk * RowChunk, count = Math.Min(RowChunk, rows - r0);
-            QuantizeRows(weights, MemoryMarshal.Cast<double, float>(h.AsSpan())[..(n * n)], n, r0, count, scheme, options, perm, q, upfront,
-                grouped && !options.StaticGroups);
+            QuantizeRows(weights, InverseHessianFactor.Float32(h, n), n, r0, count, scheme, options, perm, q, upfront,
+                grouped && !options.StaticGroups, keep);
         });
         return q;
     }
@@ -133,7 +122,7 @@ public static class Gptq
     }
 
     static void QuantizeRows(float[] wp, Span<float> u, int n, int r0, int rowCount, QuantScheme scheme, GptqOptions options,
-        int[] perm, QuantizedMatrix q, QuantGrid[]? upfront, bool fitGroupsOnTheWay)
+        int[] perm, QuantizedMatrix q, QuantGrid[]? upfront, bool fitGroupsOnTheWay, bool[]? keep)
     {
         int block = options.BlockSize, groupSize = scheme.GroupWidth(n), rows = q.Rows;
         var negErrors = new float[rowCount * block]; // −(w − ŵ)/U_ii for the current block, [rowCount, block]
@@ -158,7 +147,8 @@ public static class Gptq
                     int row = r0 + r;
                     var grid = fitGroupsOnTheWay ? grids[r] : upfront![column / groupSize * rows + row];
                     float value = wp[row * n + i];
-                    int code = grid.Code(value);
+                    // The mask is read at the original column: act_order permutes it with the columns.
+                    int code = keep == null || keep[row * n + column] ? grid.Code(value) : grid.Zero;
                     q.Codes[row * n + column] = (byte)code;
                     float error = (value - grid.Value(code)) / d;
                     // W[row, i+1..i2) −= error · U[i, i+1..i2): the in-block part of the OBS update.
