@@ -11,6 +11,9 @@ public static class MethodRegistry
         ["gptq"] = GptqMethod.FromRecipe,
         ["awq"] = AwqMethod.FromRecipe,
         ["smoothquant"] = SmoothQuantMethod.FromRecipe,
+        ["magnitude"] = MagnitudeMethod.FromRecipe,
+        ["wanda"] = WandaMethod.FromRecipe,
+        ["sparsegpt"] = SparseGptMethod.FromRecipe,
     };
 
     public static IEnumerable<string> Names => Factories.Keys;

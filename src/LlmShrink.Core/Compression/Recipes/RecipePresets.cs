@@ -15,6 +15,15 @@ public static class RecipePresets
             symmetric: true
         """;
 
+    /// <summary>Block linears pruned (lm_head kept): <paramref name="pattern"/> "unstructured" with a sparsity, or N:M.</summary>
+    private static string Pruned(string method, string pattern, string extra = "") => $"""
+        modifiers:
+          - method: {method}
+            targets: [Linear]
+            ignore: [lm_head]
+            pattern: "{pattern}"{(pattern == "unstructured" ? "\n    sparsity: 0.5" : "")}{extra}
+        """;
+
     private static readonly Dictionary<string, string> Presets = new(StringComparer.Ordinal)
     {
         ["w8-rtn"] = $"""
@@ -73,6 +82,14 @@ public static class RecipePresets
                 symmetric: true
                 activations: int8
             """,
+        // Pruning: half of every block linear's weights (unstructured per row, or 2 of every 4 inputs for sparse kernels).
+        ["magnitude-50"] = Pruned("magnitude", "unstructured"),
+        ["wanda-50"] = Pruned("wanda", "unstructured"),
+        ["sparsegpt-50"] = Pruned("sparsegpt", "unstructured"),
+        ["wanda-2of4"] = Pruned("wanda", "2:4"),
+        ["sparsegpt-2of4"] = Pruned("sparsegpt", "2:4"),
+        // SparseGPT's joint pass: the 2:4 mask and 4-bit g128 codes chosen together (pruned weights at the zero code).
+        ["sparsegpt-2of4-w4g128"] = Pruned("sparsegpt", "2:4", "\n    bits: 4\n    group_size: 128\n    symmetric: true"),
     };
 
     public static IEnumerable<string> Names => Presets.Keys;

@@ -1,0 +1,87 @@
+using LlmShrink.Compression;
+using LlmShrink.Compression.Recipes;
+using LlmShrink.Export;
+using LlmShrink.Formats;
+using LlmShrink.Model;
+using Xunit;
+
+namespace LlmShrink.Tests;
+
+/// <summary>
+/// The orderings the pruning methods guarantee on tinylit-8m (held-out text, KL against the float model), and how pruned
+/// layers are stored. Each figure in a comment was measured with the same calibration as <see cref="CompressionTests.Compress"/>.
+/// </summary>
+public class PruningMethodTests
+{
+    [Fact]
+    public void Half_sparsity_sparsegpt_and_wanda_lose_less_than_magnitude()
+    {
+        var magnitude = CompressionTests.Compress("magnitude-50");
+        var wanda = CompressionTests.Compress("wanda-50");
+        var sparsegpt = CompressionTests.Compress("sparsegpt-50");
+        Assert.True(wanda.Kl < magnitude.Kl && wanda.Ppl < magnitude.Ppl, $"wanda {wanda} vs magnitude {magnitude}");
+        // SparseGPT's KL is well below magnitude's (measured 0.0216 vs 0.0385), but on this 8M-parameter model its perplexity
+        // is not (84.24 vs 83.87, float 82.12): removing half the weights by magnitude costs the held-out text less than 3 %,
+        // and a reconstruction of each layer's float outputs need not lower the next-token loss further. KL against the
+        // float model is what every layer's objective approximates, so that is the ordering asserted for SparseGPT.
+        Assert.True(sparsegpt.Kl < 0.75 * magnitude.Kl, $"sparsegpt {sparsegpt} vs magnitude {magnitude}");
+    }
+
+    [Fact]
+    public void Two_of_four_sparsegpt_loses_less_than_two_of_four_magnitude()
+    {
+        var magnitude = CompressionTests.Compress("""
+            modifiers:
+              - method: magnitude
+                pattern: "2:4"
+            """);
+        var sparsegpt = CompressionTests.Compress("sparsegpt-2of4");
+        Assert.True(sparsegpt.Kl < magnitude.Kl && sparsegpt.Ppl < magnitude.Ppl, $"sparsegpt {sparsegpt} vs magnitude {magnitude}");
+    }
+
+    [Fact]
+    public void Joint_two_of_four_and_four_bit_beats_pruning_then_rounding()
+    {
+        var joint = CompressionTests.Compress("sparsegpt-2of4-w4g128");
+        var separate = CompressionTests.Compress("""
+            modifiers:
+              - method: sparsegpt
+                pattern: "2:4"
+              - method: rtn
+                bits: 4
+                group_size: 128
+            """);
+        Assert.True(joint.Kl < separate.Kl, $"joint {joint} vs sparsegpt then RTN {separate}");
+    }
+
+    [Fact]
+    public void A_pruned_layer_keeps_the_checkpoints_float_type_and_its_zeros()
+    {
+        using var dir = new TempDir();
+        using (var source = ModelLoader.Load(SharedData.TinyLit)) SafetensorsExporter.Export(source, TensorType.BF16, dir.File("bf16"));
+        CompressionJob.Run(new CompressionRequest(dir.File("bf16"), "wanda-2of4", SharedData.Corpus("tinylit_calib.txt"), Samples: 4, SequenceLength: 64, Seed: 0, dir.File("out")));
+
+        using var pruned = ModelLoader.Load(dir.File("out"));
+        var down = pruned.Weights.Get(TensorNames.Layer(3, TensorNames.Down));
+        Assert.Equal(TensorType.BF16, down.Type);
+        var w = down.ToFloatArray();
+        int columns = (int)down.Columns;
+        for (int i = 0; i < w.Length; i += 4)
+            Assert.Equal(2, w.AsSpan(i, 4).ToArray().Count(v => v != 0)); // exactly 2 of every 4 consecutive inputs of a row
+        Assert.Equal(0, columns % 4);
+        Assert.Null(System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(dir.File("out/config.json")))!["quantization_config"]);
+        Assert.Contains("2:4", File.ReadAllText(dir.File("out/report.md")));
+    }
+
+    [Theory]
+    [InlineData("pattern: \"unstructured\"\n    sparsity: 1", "sparsity: 1 is outside [0, 1)")]
+    [InlineData("pattern: \"unstructured\"", "sparsity: required for unstructured pruning")]
+    [InlineData("pattern: \"4:2\"", "pattern:")]
+    [InlineData("pattern: \"2:4\"\n    sparsity: 0.3", "contradicts pattern 2:4")]
+    public void Bad_pruning_recipes_name_the_recipe_and_the_problem(string parameters, string message)
+    {
+        var e = Assert.Throws<ShrinkException>(() => Recipe.Parse($"modifiers:\n  - method: wanda\n    {parameters}\n", "bad", "bad.yaml"));
+        Assert.Contains("bad.yaml", e.Message);
+        Assert.Contains(message, e.Message);
+    }
+}
