@@ -91,7 +91,8 @@ public static class HfConfig
     /// <summary>
     /// Per-layer widths of a structurally pruned model: <c>"layer_shapes": {"num_attention_heads": [...],
     /// "num_key_value_heads": [...], "intermediate_size": [...]}</c>, one entry per layer; a list left out means the
-    /// scalar key's value for every layer. transformers keeps the unknown key as an attribute and ignores it.
+    /// scalar key's value for every layer. The scalar keys hold the largest widths, so transformers, which does not know
+    /// the key, sees an ordinary config (and cannot load the smaller tensors).
     /// </summary>
     private static ModelConfig WithLayerShapes(Keys json, ModelConfig config)
     {

@@ -44,8 +44,8 @@ public static class HfModelLoader
 
     /// <summary>
     /// Every tensor the forward pass reads exists with the shape <paramref name="config"/> implies (canonical names,
-    /// [out, in] for linear weights, each block by its own widths). Done once at load so a mismatched checkpoint fails here with the tensor's
-    /// name instead of deep inside a matrix multiply. Extra tensors are ignored.
+    /// [out, in] for linear weights, each block by its own widths). Done once at load so a mismatched checkpoint fails
+    /// here with the tensor's name instead of deep inside a matrix multiply. Extra tensors are ignored.
     /// </summary>
     public static void CheckTensors(ModelConfig config, TensorSet weights, string source)
     {

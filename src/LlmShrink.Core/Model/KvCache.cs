@@ -2,10 +2,11 @@ namespace LlmShrink.Model;
 
 /// <summary>
 /// Keys and values of past positions for every layer (keys after RoPE), each layer a [kvHeads, Capacity, headDim]
-/// array for keys and one for values, kvHeads being that layer's own (blocks of a pruned model may differ). Head-major, so that the positions one head attends to are contiguous: decode
-/// streams them, where position-major rows left 256-byte pieces at a 2 KB stride that the hardware prefetchers did not
-/// follow (attention over 600 positions of a Llama-3.2-1B shape took 3.3× as long). A layer's storage is allocated when
-/// its first keys are stored, so a cache that only ever sees one block (the calibration pipeline's) holds one layer.
+/// array for keys and one for values, kvHeads being that layer's own (the blocks of a pruned model may differ).
+/// Head-major, so that the positions one head attends to are contiguous: decode streams them, where position-major rows
+/// left 256-byte pieces at a 2 KB stride that the hardware prefetchers did not follow (attention over 600 positions of a
+/// Llama-3.2-1B shape took 3.3× as long). A layer's storage is allocated when its first keys are stored, so a cache that
+/// only ever sees one block (the calibration pipeline's) holds one layer.
 /// </summary>
 public sealed class KvCache
 {
