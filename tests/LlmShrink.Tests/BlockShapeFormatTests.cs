@@ -77,6 +77,15 @@ public class BlockShapeFormatTests
         string path = dir.File("config.json");
         File.WriteAllText(path, SafetensorsExporter.FromModelConfig(config).ToJsonString());
         Assert.Equal(config, HfConfig.Parse(path));
+
+        // A list left out means the scalar key for every layer; lists that agree everywhere give a uniform model.
+        var json = SafetensorsExporter.FromModelConfig(SyntheticModel.Config());
+        json["layer_shapes"] = JsonNode.Parse("""{"intermediate_size": [72, 40]}""");
+        File.WriteAllText(path, json.ToJsonString());
+        Assert.Equal([new LayerShape(6, 2, 72), new LayerShape(6, 2, 40)], HfConfig.Parse(path).LayerShapes!);
+        json["layer_shapes"] = JsonNode.Parse("""{"intermediate_size": [40, 40]}""");
+        File.WriteAllText(path, json.ToJsonString());
+        Assert.Equal(SyntheticModel.Config() with { IntermediateSize = 40 }, HfConfig.Parse(path));
     }
 
     [Fact]
