@@ -17,7 +17,10 @@ internal static class GgufTestModels
         bool Bias = false,
         bool QkNorm = false,
         bool Tokenizer = true,
-        uint ContextLength = 128);
+        uint ContextLength = 128,
+        int[]? LayerHeads = null,
+        int[]? LayerKvHeads = null,
+        int[]? LayerFfn = null);
 
     public static readonly string[] Tokens = ["<unk>", "<s>", "</s>", "▁a", "▁b", "c"];
 
@@ -28,13 +31,19 @@ internal static class GgufTestModels
             .AddString("general.architecture", a)
             .AddUInt32($"{a}.context_length", s.ContextLength)
             .AddUInt32($"{a}.embedding_length", (uint)s.Hidden)
-            .AddUInt32($"{a}.feed_forward_length", (uint)s.Ffn)
             .AddUInt32($"{a}.block_count", (uint)s.Layers)
-            .AddUInt32($"{a}.attention.head_count", (uint)s.Heads)
-            .AddUInt32($"{a}.attention.head_count_kv", (uint)s.KvHeads)
             .AddFloat($"{a}.attention.layer_norm_rms_epsilon", 1e-6f)
             .AddFloat($"{a}.rope.freq_base", 500000f);
-        if (s.HeadDim != s.Hidden / s.Heads) w.AddUInt32($"{a}.attention.key_length", (uint)s.HeadDim);
+        // A per-layer array replaces the scalar when given (llama.cpp's get_key_or_arr reads either).
+        void Width(string key, int scalar, int[]? perLayer)
+        {
+            if (perLayer is null) w.AddUInt32(key, (uint)scalar);
+            else w.AddInt32s(key, perLayer);
+        }
+        Width($"{a}.feed_forward_length", s.Ffn, s.LayerFfn);
+        Width($"{a}.attention.head_count", s.Heads, s.LayerHeads);
+        Width($"{a}.attention.head_count_kv", s.KvHeads, s.LayerKvHeads);
+        if (s.HeadDim != s.Hidden / s.Heads || s.LayerHeads is not null) w.AddUInt32($"{a}.attention.key_length", (uint)s.HeadDim);
         if (s.Tokenizer)
         {
             w.AddString("tokenizer.ggml.model", a == "llama" ? "llama" : "gpt2")
@@ -47,12 +56,15 @@ internal static class GgufTestModels
             if (a != "llama") w.AddStrings("tokenizer.ggml.merges", "▁ a", "▁ b").AddString("tokenizer.ggml.pre", "qwen2");
         }
 
-        int vocab = Tokens.Length, q = s.Heads * s.HeadDim, kv = s.KvHeads * s.HeadDim;
+        int vocab = Tokens.Length;
         int seed = 0;
         void Tensor(string name, params long[] shape) => w.AddF32Tensor(name, shape, i => (seed + i) % 7 * 0.125f - 0.25f);
         Tensor("token_embd.weight", vocab, s.Hidden);
         for (int i = 0; i < s.Layers; i++)
         {
+            // Tensors follow the layer's entry when there is one for it (a wrong-length array is for error tests).
+            static int At(int[]? perLayer, int i, int scalar) => perLayer is not null && i < perLayer.Length ? perLayer[i] : scalar;
+            int q = At(s.LayerHeads, i, s.Heads) * s.HeadDim, kv = At(s.LayerKvHeads, i, s.KvHeads) * s.HeadDim, ffn = At(s.LayerFfn, i, s.Ffn);
             seed = i + 1;
             Tensor($"blk.{i}.attn_norm.weight", s.Hidden);
             Tensor($"blk.{i}.attn_q.weight", q, s.Hidden);
@@ -71,9 +83,9 @@ internal static class GgufTestModels
             }
             Tensor($"blk.{i}.attn_output.weight", s.Hidden, q);
             Tensor($"blk.{i}.ffn_norm.weight", s.Hidden);
-            Tensor($"blk.{i}.ffn_gate.weight", s.Ffn, s.Hidden);
-            Tensor($"blk.{i}.ffn_up.weight", s.Ffn, s.Hidden);
-            Tensor($"blk.{i}.ffn_down.weight", s.Hidden, s.Ffn);
+            Tensor($"blk.{i}.ffn_gate.weight", ffn, s.Hidden);
+            Tensor($"blk.{i}.ffn_up.weight", ffn, s.Hidden);
+            Tensor($"blk.{i}.ffn_down.weight", s.Hidden, ffn);
         }
         Tensor("output_norm.weight", s.Hidden);
         if (!s.Tied) Tensor("output.weight", vocab, s.Hidden);

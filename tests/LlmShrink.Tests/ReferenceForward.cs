@@ -4,8 +4,8 @@ namespace LlmShrink.Tests;
 
 /// <summary>
 /// The forward pass written as plainly as possible, independently of the library's kernels: double accumulation,
-/// no KV cache (full causal attention recomputed for every position), RoPE from the formula. Tests hold the fast
-/// <see cref="Transformer"/> to it.
+/// no KV cache (full causal attention recomputed for every position), RoPE from the formula, each block by its own
+/// widths. Tests hold the fast <see cref="Transformer"/> to it.
 /// </summary>
 public static class ReferenceForward
 {
@@ -25,23 +25,25 @@ public static class ReferenceForward
         for (int l = 0; l < c.NumLayers; l++)
         {
             string L(string s) => TensorNames.Layer(l, s);
+            var shape = c.Layer(l);
+            int qDim = shape.Heads * hd, kvDim = shape.KvHeads * hd;
             double[]? Opt(string s) => c.AttentionBias ? W(L(s)) : null;
             var xn = x.Select(row => Norm(row, W(L(TensorNames.AttnNorm)), c.RmsNormEps)).ToArray();
-            var q = xn.Select(row => Linear(row, W(L(TensorNames.Q)), Opt(TensorNames.QBias), c.QDim)).ToArray();
-            var k = xn.Select(row => Linear(row, W(L(TensorNames.K)), Opt(TensorNames.KBias), c.KvDim)).ToArray();
-            var v = xn.Select(row => Linear(row, W(L(TensorNames.V)), Opt(TensorNames.VBias), c.KvDim)).ToArray();
+            var q = xn.Select(row => Linear(row, W(L(TensorNames.Q)), Opt(TensorNames.QBias), qDim)).ToArray();
+            var k = xn.Select(row => Linear(row, W(L(TensorNames.K)), Opt(TensorNames.KBias), kvDim)).ToArray();
+            var v = xn.Select(row => Linear(row, W(L(TensorNames.V)), Opt(TensorNames.VBias), kvDim)).ToArray();
             for (int t = 0; t < n; t++)
             {
-                for (int h = 0; h < c.NumHeads; h++) HeadTransform(q[t], h * hd, t, c, freqs, c.QkNorm ? W(L(TensorNames.QNorm)) : null);
-                for (int h = 0; h < c.NumKvHeads; h++) HeadTransform(k[t], h * hd, t, c, freqs, c.QkNorm ? W(L(TensorNames.KNorm)) : null);
+                for (int h = 0; h < shape.Heads; h++) HeadTransform(q[t], h * hd, t, c, freqs, c.QkNorm ? W(L(TensorNames.QNorm)) : null);
+                for (int h = 0; h < shape.KvHeads; h++) HeadTransform(k[t], h * hd, t, c, freqs, c.QkNorm ? W(L(TensorNames.KNorm)) : null);
             }
             var attention = new double[n][];
             for (int t = 0; t < n; t++)
             {
-                attention[t] = new double[c.QDim];
-                for (int h = 0; h < c.NumHeads; h++)
+                attention[t] = new double[qDim];
+                for (int h = 0; h < shape.Heads; h++)
                 {
-                    int kvh = h / (c.NumHeads / c.NumKvHeads);
+                    int kvh = h / (shape.Heads / shape.KvHeads);
                     int from = c.SlidingWindow is int window ? Math.Max(0, t - window + 1) : 0;
                     var scores = new double[t + 1 - from];
                     for (int s = from; s <= t; s++)
@@ -61,8 +63,8 @@ public static class ReferenceForward
                 var o = Linear(attention[t], W(L(TensorNames.O)), null, d);
                 for (int i = 0; i < d; i++) x[t][i] += o[i];
                 var h2 = Norm(x[t], W(L(TensorNames.FfnNorm)), c.RmsNormEps);
-                var gate = Linear(h2, W(L(TensorNames.Gate)), null, c.IntermediateSize);
-                var up = Linear(h2, W(L(TensorNames.Up)), null, c.IntermediateSize);
+                var gate = Linear(h2, W(L(TensorNames.Gate)), null, shape.IntermediateSize);
+                var up = Linear(h2, W(L(TensorNames.Up)), null, shape.IntermediateSize);
                 var act = gate.Select((g, i) => g / (1 + Math.Exp(-g)) * up[i]).ToArray();
                 var down = Linear(act, W(L(TensorNames.Down)), null, d);
                 for (int i = 0; i < d; i++) x[t][i] += down[i];

@@ -44,20 +44,21 @@ public static class SyntheticModel
         for (int l = 0; l < c.NumLayers; l++)
         {
             string L(string suffix) => TensorNames.Layer(l, suffix);
+            int q = c.QDimOf(l), kv = c.KvDimOf(l), ffn = c.Layer(l).IntermediateSize;
             Add(L(TensorNames.AttnNorm), 1, 0.3f, c.HiddenSize);
             Add(L(TensorNames.FfnNorm), 1, 0.3f, c.HiddenSize);
-            Matrix(L(TensorNames.Q), c.QDim, c.HiddenSize);
-            Matrix(L(TensorNames.K), c.KvDim, c.HiddenSize);
-            Matrix(L(TensorNames.V), c.KvDim, c.HiddenSize);
-            Matrix(L(TensorNames.O), c.HiddenSize, c.QDim);
-            Matrix(L(TensorNames.Gate), c.IntermediateSize, c.HiddenSize);
-            Matrix(L(TensorNames.Up), c.IntermediateSize, c.HiddenSize);
-            Matrix(L(TensorNames.Down), c.HiddenSize, c.IntermediateSize);
+            Matrix(L(TensorNames.Q), q, c.HiddenSize);
+            Matrix(L(TensorNames.K), kv, c.HiddenSize);
+            Matrix(L(TensorNames.V), kv, c.HiddenSize);
+            Matrix(L(TensorNames.O), c.HiddenSize, q);
+            Matrix(L(TensorNames.Gate), ffn, c.HiddenSize);
+            Matrix(L(TensorNames.Up), ffn, c.HiddenSize);
+            Matrix(L(TensorNames.Down), c.HiddenSize, ffn);
             if (c.AttentionBias)
             {
-                Add(L(TensorNames.QBias), 0, 0.5f, c.QDim);
-                Add(L(TensorNames.KBias), 0, 0.5f, c.KvDim);
-                Add(L(TensorNames.VBias), 0, 0.5f, c.KvDim);
+                Add(L(TensorNames.QBias), 0, 0.5f, q);
+                Add(L(TensorNames.KBias), 0, 0.5f, kv);
+                Add(L(TensorNames.VBias), 0, 0.5f, kv);
             }
             if (c.QkNorm)
             {

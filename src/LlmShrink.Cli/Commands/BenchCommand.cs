@@ -173,6 +173,6 @@ internal static class BenchCommand
         /// t + 1 positions (2 multiply-adds per element of q; norms, RoPE, softmax left out as lower order).
         /// </summary>
         public double PromptFlops(ModelConfig c, int n) =>
-            2.0 * BlockParameters * n + 2.0 * HeadParameters + 4.0 * c.NumLayers * c.QDim * (n * (n + 1.0) / 2);
+            2.0 * BlockParameters * n + 2.0 * HeadParameters + 4.0 * Enumerable.Range(0, c.NumLayers).Sum(l => (double)c.QDimOf(l)) * (n * (n + 1.0) / 2);
     }
 }

@@ -51,14 +51,17 @@ internal static class InspectCommand
     private static void Print(LoadedModel model, ModelStatistics stats, int ctx)
     {
         var c = model.Config;
+        // A structurally pruned model's blocks differ: each width is listed block by block.
+        string Widths(Func<LayerShape, int> width) => c.IsUniform ? $"{width(c.Layer(0))}"
+            : string.Join(" ", Enumerable.Range(0, c.NumLayers).Select(l => width(c.Layer(l)))) + " (per layer)";
         var overview = Terminal.KeyValueTable(model.Source)
             .AddText("format", model.Format)
             .AddText("architecture", c.Architecture)
             .AddText("hidden size", $"{c.HiddenSize}")
-            .AddText("intermediate size", $"{c.IntermediateSize}")
+            .AddText("intermediate size", Widths(s => s.IntermediateSize))
             .AddText("layers", $"{c.NumLayers}")
-            .AddText("attention heads", $"{c.NumHeads}")
-            .AddText("key/value heads", $"{c.NumKvHeads}")
+            .AddText("attention heads", Widths(s => s.Heads))
+            .AddText("key/value heads", Widths(s => s.KvHeads))
             .AddText("head dim", $"{c.HeadDim}")
             .AddText("vocabulary", $"{c.VocabSize}")
             .AddText("max positions", $"{c.MaxPositions}")

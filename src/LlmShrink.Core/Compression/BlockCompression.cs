@@ -150,7 +150,7 @@ public sealed class BlockCompression
     /// has its own V head: with grouped-query attention the channels of o_proj's input and of v_proj's output differ
     /// (llm-awq skips the v→o pair then too).
     /// </summary>
-    public bool CanScaleInput(InputSite site) => site != InputSite.AttentionOutput || Config.NumHeads == Config.NumKvHeads;
+    public bool CanScaleInput(InputSite site) => site != InputSite.AttentionOutput || Config.Layer(Layer) is var s && s.Heads == s.KvHeads;
 
     /// <summary>
     /// Multiplies input channel j of every layer reading <paramref name="site"/> by s_j (W ← W·diag(s)) and divides

@@ -37,13 +37,13 @@ public sealed class ModelStatistics
 
     /// <summary>
     /// Floating-point operations to process one token with <paramref name="context"/> tokens of attention context:
-    ///   2 · MatmulParameters                         every weight of a linear layer is one multiply-add;
-    /// + 2 · 2 · layers · context · (heads · headDim)   per layer, q·k scores against every past position and the
-    ///                                                  score-weighted sum of values, each one multiply-add per element.
+    ///   2 · MatmulParameters                           every weight of a linear layer is one multiply-add;
+    /// + 2 · 2 · context · Σ_layers (heads_l · headDim)   per layer, q·k scores against every past position and the
+    ///                                                    score-weighted sum of values, each one multiply-add per element.
     /// Norms, RoPE, softmax and activations are lower-order and left out (as in Kaplan et al., 2020, §2.1).
     /// </summary>
     public double FlopsPerToken(int context) =>
-        2.0 * MatmulParameters + 2.0 * 2.0 * Config.NumLayers * (double)context * Config.QDim;
+        2.0 * MatmulParameters + 2.0 * 2.0 * (double)context * Enumerable.Range(0, Config.NumLayers).Sum(l => (double)Config.QDimOf(l));
 
     public static ModelStatistics Of(LoadedModel model) => Of(model.Config, model.Weights);
 
@@ -132,13 +132,14 @@ public sealed class ModelStatistics
         for (int i = 0; i < c.NumLayers; i++)
         {
             string M(string suffix) => TensorNames.Layer(i, suffix)[..^".weight".Length];
-            yield return (M(TensorNames.Q), "attention.q", c.QDim, c.HiddenSize);
-            yield return (M(TensorNames.K), "attention.k", c.KvDim, c.HiddenSize);
-            yield return (M(TensorNames.V), "attention.v", c.KvDim, c.HiddenSize);
-            yield return (M(TensorNames.O), "attention.o", c.HiddenSize, c.QDim);
-            yield return (M(TensorNames.Gate), "mlp.gate", c.IntermediateSize, c.HiddenSize);
-            yield return (M(TensorNames.Up), "mlp.up", c.IntermediateSize, c.HiddenSize);
-            yield return (M(TensorNames.Down), "mlp.down", c.HiddenSize, c.IntermediateSize);
+            int q = c.QDimOf(i), kv = c.KvDimOf(i), ffn = c.Layer(i).IntermediateSize;
+            yield return (M(TensorNames.Q), "attention.q", q, c.HiddenSize);
+            yield return (M(TensorNames.K), "attention.k", kv, c.HiddenSize);
+            yield return (M(TensorNames.V), "attention.v", kv, c.HiddenSize);
+            yield return (M(TensorNames.O), "attention.o", c.HiddenSize, q);
+            yield return (M(TensorNames.Gate), "mlp.gate", ffn, c.HiddenSize);
+            yield return (M(TensorNames.Up), "mlp.up", ffn, c.HiddenSize);
+            yield return (M(TensorNames.Down), "mlp.down", c.HiddenSize, ffn);
         }
         yield return (TensorNames.LmHeadModule, "lm_head", c.VocabSize, c.HiddenSize);
     }

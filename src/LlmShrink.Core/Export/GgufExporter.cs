@@ -35,8 +35,11 @@ public static class GgufExporter
         var c = model.Config;
         string arch = c.Architecture switch
         {
-            "llama" or "mistral" => "llama", // llama.cpp runs Mistral as llama
-            "qwen2" or "qwen3" => c.Architecture,
+            // llama.cpp runs Mistral as llama. Its llama blocks all take the first block's widths; "deci" (its Llama with
+            // per-block head counts and FFN widths, written for Nemotron-51B) reads each block's own.
+            "llama" or "mistral" => c.IsUniform ? "llama" : "deci",
+            "qwen2" or "qwen3" when c.IsUniform => c.Architecture,
+            "qwen2" or "qwen3" => throw ShrinkException.InFile(model.Source, $"blocks of different widths cannot be expressed in a GGUF {c.Architecture} file (llama.cpp sizes every {c.Architecture} block like the first)"),
             _ => throw ShrinkException.InFile(model.Source, $"cannot export architecture '{c.Architecture}' to GGUF"),
         };
         if (c.SlidingWindow is { } window && window < c.MaxPositions)
@@ -50,11 +53,12 @@ public static class GgufExporter
         writer.AddUInt32($"{arch}.vocab_size", (uint)c.VocabSize);
         writer.AddUInt32($"{arch}.context_length", (uint)c.MaxPositions);
         writer.AddUInt32($"{arch}.embedding_length", (uint)c.HiddenSize);
-        writer.AddUInt32($"{arch}.feed_forward_length", (uint)c.IntermediateSize);
+        AddPerLayer(writer, $"{arch}.feed_forward_length", c, s => s.IntermediateSize);
         writer.AddUInt32($"{arch}.block_count", (uint)c.NumLayers);
-        writer.AddUInt32($"{arch}.attention.head_count", (uint)c.NumHeads);
-        writer.AddUInt32($"{arch}.attention.head_count_kv", (uint)c.NumKvHeads);
-        if (c.HeadDim * c.NumHeads != c.HiddenSize)
+        AddPerLayer(writer, $"{arch}.attention.head_count", c, s => s.Heads);
+        AddPerLayer(writer, $"{arch}.attention.head_count_kv", c, s => s.KvHeads);
+        // llama.cpp's default head size is hidden / the first block's heads, which per-block widths would make wrong.
+        if (c.HeadDim * c.NumHeads != c.HiddenSize || !c.IsUniform)
         {
             writer.AddUInt32($"{arch}.attention.key_length", (uint)c.HeadDim);
             writer.AddUInt32($"{arch}.attention.value_length", (uint)c.HeadDim);
@@ -64,7 +68,7 @@ public static class GgufExporter
         writer.AddFloat32($"{arch}.attention.layer_norm_rms_epsilon", c.RmsNormEps);
         GgufTokenizerExport.Write(writer, model);
 
-        var ropeStyle = arch == "llama" ? RopeStyle.Interleaved : RopeStyle.RotateHalf;
+        var ropeStyle = arch is "llama" or "deci" ? RopeStyle.Interleaved : RopeStyle.RotateHalf;
         var mapped = new List<MappedLayer>();
         using var importance = OpenImportance(model.Source);
         foreach (var (ggufName, canonicalName) in TensorMap(c, model.Weights))
@@ -97,6 +101,17 @@ public static class GgufExporter
 
         writer.Write(outputPath, model.Weights.Files.Select(f => f.Path));
         return mapped.Count > 0 ? mapped : null;
+    }
+
+    /// <summary>
+    /// A block width as llama.cpp reads it (get_key_or_arr): one uint32 when every block has the same, else an int32 array of
+    /// one per block (the element type every llama.cpp version's array reader accepts).
+    /// </summary>
+    private static void AddPerLayer(GgufWriter writer, string key, ModelConfig c, Func<LayerShape, int> width)
+    {
+        var widths = Enumerable.Range(0, c.NumLayers).Select(l => width(c.Layer(l))).ToArray();
+        if (widths.All(w => w == widths[0])) writer.AddUInt32(key, (uint)widths[0]);
+        else writer.AddInt32s(key, widths);
     }
 
     /// <summary>The compressed folder's importance.safetensors (see <see cref="CompressedCheckpointWriter.ImportanceFile"/>), or null.</summary>

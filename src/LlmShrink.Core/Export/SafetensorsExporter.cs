@@ -148,16 +148,47 @@ public static class SafetensorsExporter
     };
 
     /// <summary>
-    /// From a Hugging Face folder: its config.json with every field kept. Otherwise a config written from
-    /// <see cref="ModelConfig"/> with the keys transformers' config classes read.
+    /// From a Hugging Face folder: its config.json with every field kept — except, when the model's blocks no longer
+    /// have the shapes it states (a structurally pruned model), the shape keys, written as <see cref="FromModelConfig"/>
+    /// writes them. Otherwise a config written from <see cref="ModelConfig"/> with the keys transformers' config classes read.
     /// </summary>
     public static JsonObject ConfigJson(LoadedModel model)
     {
         string original = Path.Combine(model.Source, "config.json");
         if (model.Format == "safetensors" && File.Exists(original))
-            return JsonNode.Parse(File.ReadAllBytes(original), documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }) as JsonObject
+        {
+            var json = JsonNode.Parse(File.ReadAllBytes(original), documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }) as JsonObject
                 ?? throw ShrinkException.InFile(original, "not a JSON object");
+            if (!SameShapes(HfConfig.Parse(original), model.Config)) WriteShapes(json, model.Config);
+            return json;
+        }
         return FromModelConfig(model.Config);
+    }
+
+    private static bool SameShapes(ModelConfig a, ModelConfig b) =>
+        a.NumLayers == b.NumLayers && a.HeadDim == b.HeadDim && Enumerable.Range(0, a.NumLayers).All(l => a.Layer(l) == b.Layer(l));
+
+    /// <summary>
+    /// The shape keys: the scalar ones (with per-block widths, the largest over the blocks), head_dim, and for blocks that
+    /// differ <see cref="HfConfig.LayerShapesKey"/> = {"num_attention_heads": [...], "num_key_value_heads": [...],
+    /// "intermediate_size": [...]}, one entry per layer.
+    /// </summary>
+    private static void WriteShapes(JsonObject json, ModelConfig c)
+    {
+        json["intermediate_size"] = c.IntermediateSize;
+        json["num_hidden_layers"] = c.NumLayers;
+        json["num_attention_heads"] = c.NumHeads;
+        json["num_key_value_heads"] = c.NumKvHeads;
+        json["head_dim"] = c.HeadDim;
+        json.Remove(HfConfig.LayerShapesKey);
+        if (c.IsUniform) return;
+        JsonArray List(Func<LayerShape, int> width) => new(Enumerable.Range(0, c.NumLayers).Select(l => (JsonNode)width(c.Layer(l))).ToArray());
+        json[HfConfig.LayerShapesKey] = new JsonObject
+        {
+            ["num_attention_heads"] = List(s => s.Heads),
+            ["num_key_value_heads"] = List(s => s.KvHeads),
+            ["intermediate_size"] = List(s => s.IntermediateSize),
+        };
     }
 
     public static JsonObject FromModelConfig(ModelConfig c)
@@ -182,6 +213,7 @@ public static class SafetensorsExporter
             ["bos_token_id"] = c.BosTokenId,
             ["eos_token_id"] = c.EosTokenId,
         };
+        if (!c.IsUniform) WriteShapes(config, c);
         if (c.Architecture is "llama" or "mistral") { config["attention_bias"] = false; config["mlp_bias"] = false; }
         if (c.Architecture == "mistral") config["sliding_window"] = c.SlidingWindow;
         if (c.Architecture is "qwen2" or "qwen3" && c.SlidingWindow is { } window)

@@ -11,21 +11,20 @@ namespace LlmShrink.Model;
 /// for query head h, token i at position p: out = Σ_t softmax_t(q·k_t / √d) v_t over t ≤ p (and t &gt; p − window
 /// with Mistral's sliding window), where k and v come from key/value head h / (heads / kvHeads).
 /// The cache is head-major (<see cref="KvCache"/>), so one head's keys and values are two contiguous streams.
-/// Work items are (token, head) pairs spread over the worker pool.
+/// Work items are (token, head) pairs spread over the worker pool. Head counts come with each call: the blocks of a
+/// pruned model may differ in them (the head size does not).
 /// </summary>
 internal sealed class Attention : IParallelWork
 {
-    private readonly int _heads, _kvHeads, _headDim;
+    private readonly int _headDim;
     private readonly int? _window;
     private readonly float _scale;
 
     private float[] _q = [], _output = [], _keys = [], _values = [], _scores = [];
-    private int _firstPosition, _capacity, _scoreStride;
+    private int _heads, _kvHeads, _firstPosition, _capacity, _scoreStride;
 
     public Attention(ModelConfig config)
     {
-        _heads = config.NumHeads;
-        _kvHeads = config.NumKvHeads;
         _headDim = config.HeadDim;
         _window = config.SlidingWindow;
         _scale = 1f / MathF.Sqrt(config.HeadDim);
@@ -34,13 +33,15 @@ internal sealed class Attention : IParallelWork
     /// <summary>Whether the written-out loops run: head sizes that are whole 512-bit vectors.</summary>
     private bool Vectorized => Vector512.IsHardwareAccelerated && _headDim % 16 == 0;
 
+    /// <param name="heads">This layer's query heads; <paramref name="kvHeads"/> its key/value heads.</param>
     /// <param name="q">[n, heads·headDim] queries after RoPE.</param>
     /// <param name="output">[n, heads·headDim] attention outputs.</param>
     /// <param name="keys">This layer's cached keys, [kvHeads, capacity, headDim], already holding positions up to firstPosition + n.</param>
     /// <param name="scores">Scratch of <paramref name="scoreStride"/> floats per worker thread.</param>
-    public void Run(float[] q, float[] output, float[] keys, float[] values, int firstPosition, int n, int capacity,
+    public void Run(int heads, int kvHeads, float[] q, float[] output, float[] keys, float[] values, int firstPosition, int n, int capacity,
         float[] scores, int scoreStride, WorkerPool pool, int threads)
     {
+        (_heads, _kvHeads) = (heads, kvHeads);
         (_q, _output, _keys, _values, _scores) = (q, output, keys, values, scores);
         (_firstPosition, _capacity, _scoreStride) = (firstPosition, capacity, scoreStride);
         pool.For(n * _heads, this, threads);

@@ -37,24 +37,29 @@ public static class GgufModelLoader
     /// <summary>
     /// Model hyper-parameters from the metadata. llama.cpp's converter permuted the Q/K rows of llama models so that
     /// rotating adjacent pairs computes what Hugging Face's rotate-half computes on the original rows; qwen2/qwen3
-    /// are converted unpermuted and keep rotate-half.
+    /// are converted unpermuted and keep rotate-half. "deci" is llama.cpp's Llama whose blocks differ in width
+    /// (Nemotron-51B; LlmShrink's per-block exports): the same blocks, read as llama.
     /// </summary>
     internal static ModelConfig ReadConfig(GgufFile gguf)
     {
         var meta = gguf.Metadata;
         string arch = meta.GetString("general.architecture");
-        var ropeStyle = arch switch
+        var (architecture, ropeStyle) = arch switch
         {
-            "llama" => RopeStyle.Interleaved,
-            "qwen2" or "qwen3" => RopeStyle.RotateHalf,
-            _ => throw ShrinkException.InFile(gguf.Path, $"unsupported architecture '{GgufReader.Printable(arch)}' (supported: llama, mistral as llama, qwen2, qwen3)"),
+            "llama" or "deci" => ("llama", RopeStyle.Interleaved),
+            "qwen2" or "qwen3" => (arch, RopeStyle.RotateHalf),
+            _ => throw ShrinkException.InFile(gguf.Path, $"unsupported architecture '{GgufReader.Printable(arch)}' (supported: llama, mistral as llama, deci, qwen2, qwen3)"),
         };
 
         int hidden = meta.GetInt32($"{arch}.embedding_length");
-        int heads = meta.GetInt32($"{arch}.attention.head_count");
-        int kvHeads = meta.TryGetInt32($"{arch}.attention.head_count_kv", out int kv) ? kv : heads;
+        int layers = meta.GetInt32($"{arch}.block_count");
+        if (layers <= 0) throw ShrinkException.InFile(gguf.Path, $"{arch}.block_count = {layers} must be positive");
+        int[] heads = PerLayer(gguf, $"{arch}.attention.head_count", layers);
+        int[] kvHeads = meta.Contains($"{arch}.attention.head_count_kv") ? PerLayer(gguf, $"{arch}.attention.head_count_kv", layers) : heads;
+        int[] ffn = PerLayer(gguf, $"{arch}.feed_forward_length", layers);
+        // As in llama.cpp, an unstated head size is the hidden size over the first block's heads.
         int headDim = meta.TryGetInt32($"{arch}.attention.key_length", out int keyLength) ? keyLength
-            : heads > 0 ? hidden / heads : 0;
+            : heads[0] > 0 ? hidden / heads[0] : 0;
         if (meta.TryGetInt32($"{arch}.rope.dimension_count", out int ropeDims) && ropeDims != headDim)
             throw ShrinkException.InFile(gguf.Path, $"{arch}.rope.dimension_count = {ropeDims} but the head dimension is {headDim}; partial rotary embeddings are not supported");
 
@@ -66,12 +71,12 @@ public static class GgufModelLoader
 
         var config = new ModelConfig
         {
-            Architecture = arch,
+            Architecture = architecture,
             HiddenSize = hidden,
-            IntermediateSize = meta.GetInt32($"{arch}.feed_forward_length"),
-            NumLayers = meta.GetInt32($"{arch}.block_count"),
-            NumHeads = heads,
-            NumKvHeads = kvHeads,
+            IntermediateSize = ffn[0],
+            NumLayers = layers,
+            NumHeads = heads[0],
+            NumKvHeads = kvHeads[0],
             HeadDim = headDim,
             VocabSize = ReadVocabSize(gguf),
             MaxPositions = contextLength,
@@ -84,8 +89,25 @@ public static class GgufModelLoader
             BosTokenId = meta.TryGetInt32("tokenizer.ggml.bos_token_id", out int bos) ? bos : 1,
             EosTokenId = meta.TryGetInt32("tokenizer.ggml.eos_token_id", out int eos) ? eos : 2,
         };
+        if (heads.Length > 1 || kvHeads.Length > 1 || ffn.Length > 1)
+        {
+            static int At(int[] values, int layer) => values[values.Length == 1 ? 0 : layer];
+            config = config.WithLayerShapes(Enumerable.Range(0, layers).Select(l => new LayerShape(At(heads, l), At(kvHeads, l), At(ffn, l))).ToArray());
+        }
         config.Validate(gguf.Path);
         return config;
+    }
+
+    /// <summary>
+    /// A block width that, as llama.cpp's loader accepts (get_key_or_arr), is one number for every block or an array of
+    /// one per block: a one-element array for the former, <paramref name="layers"/> elements for the latter.
+    /// </summary>
+    private static int[] PerLayer(GgufFile gguf, string key, int layers)
+    {
+        if (!gguf.Metadata.Get(key).IsArray) return [gguf.Metadata.GetInt32(key)];
+        int[] values = gguf.Metadata.GetInt32Array(key);
+        if (values.Length != layers) throw ShrinkException.InFile(gguf.Path, $"{key} has {values.Length} entries for {layers} blocks");
+        return values;
     }
 
     /// <summary>The tokenizer's token count, or without a tokenizer the rows of the embedding matrix.</summary>
@@ -117,19 +139,20 @@ public static class GgufModelLoader
 
         for (int i = 0; i < c.NumLayers; i++)
         {
+            int q = c.QDimOf(i), kv = c.KvDimOf(i), ffn = c.Layer(i).IntermediateSize;
             void Layer(string ggufSuffix, string canonicalSuffix, params long[] shape) =>
                 expected.Add(($"blk.{i}.{ggufSuffix}", TensorNames.Layer(i, canonicalSuffix), shape));
 
             Layer("attn_norm.weight", TensorNames.AttnNorm, c.HiddenSize);
-            Layer("attn_q.weight", TensorNames.Q, c.QDim, c.HiddenSize);
-            Layer("attn_k.weight", TensorNames.K, c.KvDim, c.HiddenSize);
-            Layer("attn_v.weight", TensorNames.V, c.KvDim, c.HiddenSize);
-            Layer("attn_output.weight", TensorNames.O, c.HiddenSize, c.QDim);
+            Layer("attn_q.weight", TensorNames.Q, q, c.HiddenSize);
+            Layer("attn_k.weight", TensorNames.K, kv, c.HiddenSize);
+            Layer("attn_v.weight", TensorNames.V, kv, c.HiddenSize);
+            Layer("attn_output.weight", TensorNames.O, c.HiddenSize, q);
             if (c.AttentionBias)
             {
-                Layer("attn_q.bias", TensorNames.QBias, c.QDim);
-                Layer("attn_k.bias", TensorNames.KBias, c.KvDim);
-                Layer("attn_v.bias", TensorNames.VBias, c.KvDim);
+                Layer("attn_q.bias", TensorNames.QBias, q);
+                Layer("attn_k.bias", TensorNames.KBias, kv);
+                Layer("attn_v.bias", TensorNames.VBias, kv);
             }
             if (c.QkNorm)
             {
@@ -137,9 +160,9 @@ public static class GgufModelLoader
                 Layer("attn_k_norm.weight", TensorNames.KNorm, c.HeadDim);
             }
             Layer("ffn_norm.weight", TensorNames.FfnNorm, c.HiddenSize);
-            Layer("ffn_gate.weight", TensorNames.Gate, c.IntermediateSize, c.HiddenSize);
-            Layer("ffn_up.weight", TensorNames.Up, c.IntermediateSize, c.HiddenSize);
-            Layer("ffn_down.weight", TensorNames.Down, c.HiddenSize, c.IntermediateSize);
+            Layer("ffn_gate.weight", TensorNames.Gate, ffn, c.HiddenSize);
+            Layer("ffn_up.weight", TensorNames.Up, ffn, c.HiddenSize);
+            Layer("ffn_down.weight", TensorNames.Down, c.HiddenSize, ffn);
         }
 
         var weights = new TensorSet();

@@ -60,7 +60,7 @@ public static class HfConfig
             throw json.Error("attention_bias (biases on q/k/v/o projections) is not supported for " + architecture);
 
         var (ropeTheta, ropeScaling) = Rope(json);
-        return new ModelConfig
+        var config = new ModelConfig
         {
             Architecture = architecture,
             HiddenSize = hidden,
@@ -82,6 +82,29 @@ public static class HfConfig
             BosTokenId = json.Int("bos_token_id") ?? 1,
             EosTokenId = EosTokenId(json) ?? 2,
         };
+        return WithLayerShapes(json, config);
+    }
+
+    /// <summary>Key of LlmShrink's per-layer widths in config.json (see docs/FORMAT.md).</summary>
+    public const string LayerShapesKey = "layer_shapes";
+
+    /// <summary>
+    /// Per-layer widths of a structurally pruned model: <c>"layer_shapes": {"num_attention_heads": [...],
+    /// "num_key_value_heads": [...], "intermediate_size": [...]}</c>, one entry per layer; a list left out means the
+    /// scalar key's value for every layer. The scalar keys hold the largest widths, so transformers, which does not know
+    /// the key, sees an ordinary config (and cannot load the smaller tensors).
+    /// </summary>
+    private static ModelConfig WithLayerShapes(Keys json, ModelConfig config)
+    {
+        var shapes = json.Object(LayerShapesKey);
+        int layers = config.NumLayers;
+        if (shapes is null || layers <= 0) return config;
+        int[]? heads = shapes.IntList("num_attention_heads", layers, "num_hidden_layers");
+        int[]? kvHeads = shapes.IntList("num_key_value_heads", layers, "num_hidden_layers");
+        int[]? ffn = shapes.IntList("intermediate_size", layers, "num_hidden_layers");
+        if (heads is null && kvHeads is null && ffn is null) return config;
+        return config.WithLayerShapes(Enumerable.Range(0, layers).Select(l => new LayerShape(
+            heads?[l] ?? config.NumHeads, kvHeads?[l] ?? config.NumKvHeads, ffn?[l] ?? config.IntermediateSize)).ToArray());
     }
 
     /// <summary>
@@ -170,6 +193,18 @@ public static class HfConfig
             ? (v.ValueKind == JsonValueKind.Object ? new Keys(v, path, $"{prefix}{key}.") : throw WrongType(key, "an object")) : null;
 
         public JsonElement? Array(string key) => Value(key) is { ValueKind: JsonValueKind.Array } v ? v : null;
+
+        /// <summary>A list of exactly <paramref name="count"/> integers (one per <paramref name="countKey"/>), or null when absent.</summary>
+        public int[]? IntList(string key, int count, string countKey)
+        {
+            if (Value(key) is not { } v) return null;
+            if (v.ValueKind != JsonValueKind.Array) throw WrongType(key, "a list of integers");
+            var values = new List<int>();
+            foreach (var item in v.EnumerateArray())
+                values.Add(item.ValueKind == JsonValueKind.Number && item.TryGetInt32(out int i) ? i : throw WrongType(key, "a list of integers"));
+            if (values.Count != count) throw Error($"'{prefix}{key}' has {values.Count} entries for {count} layers ({countKey})");
+            return [.. values];
+        }
 
         public int RequiredInt(string key) => Int(key) ?? throw Error($"missing '{prefix}{key}'");
         public float RequiredFloat(string key) => Float(key) ?? throw Error($"missing '{prefix}{key}'");

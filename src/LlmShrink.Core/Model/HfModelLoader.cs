@@ -44,8 +44,8 @@ public static class HfModelLoader
 
     /// <summary>
     /// Every tensor the forward pass reads exists with the shape <paramref name="config"/> implies (canonical names,
-    /// [out, in] for linear weights). Done once at load so a mismatched checkpoint fails here with the tensor's
-    /// name instead of deep inside a matrix multiply. Extra tensors are ignored.
+    /// [out, in] for linear weights, each block by its own widths). Done once at load so a mismatched checkpoint fails
+    /// here with the tensor's name instead of deep inside a matrix multiply. Extra tensors are ignored.
     /// </summary>
     public static void CheckTensors(ModelConfig config, TensorSet weights, string source)
     {
@@ -57,7 +57,7 @@ public static class HfModelLoader
                     $"tensor '{name}' has shape [{string.Join(", ", t.Shape)}] but the model configuration implies [{string.Join(", ", shape)}]");
         }
 
-        long hidden = config.HiddenSize, inter = config.IntermediateSize, q = config.QDim, kv = config.KvDim;
+        long hidden = config.HiddenSize;
         Expect(TensorNames.Embedding, config.VocabSize, hidden);
         Expect(TensorNames.FinalNorm, hidden);
         if (Representations.LayerRepresentations.Find(weights, TensorNames.LmHeadModule) is not null)
@@ -67,6 +67,7 @@ public static class HfModelLoader
 
         for (int i = 0; i < config.NumLayers; i++)
         {
+            long q = config.QDimOf(i), kv = config.KvDimOf(i), inter = config.Layer(i).IntermediateSize;
             string L(string suffix) => TensorNames.Layer(i, suffix);
             void Linear(string suffix, long outFeatures, long inFeatures) =>
                 LinearLoader.Check(weights, L(suffix)[..^".weight".Length], (int)outFeatures, (int)inFeatures, source);

@@ -2,10 +2,11 @@ namespace LlmShrink.Model;
 
 /// <summary>
 /// Keys and values of past positions for every layer (keys after RoPE), each layer a [kvHeads, Capacity, headDim]
-/// array for keys and one for values. Head-major, so that the positions one head attends to are contiguous: decode
-/// streams them, where position-major rows left 256-byte pieces at a 2 KB stride that the hardware prefetchers did not
-/// follow (attention over 600 positions of a Llama-3.2-1B shape took 3.3× as long). A layer's storage is allocated when
-/// its first keys are stored, so a cache that only ever sees one block (the calibration pipeline's) holds one layer.
+/// array for keys and one for values, kvHeads being that layer's own (the blocks of a pruned model may differ).
+/// Head-major, so that the positions one head attends to are contiguous: decode streams them, where position-major rows
+/// left 256-byte pieces at a 2 KB stride that the hardware prefetchers did not follow (attention over 600 positions of a
+/// Llama-3.2-1B shape took 3.3× as long). A layer's storage is allocated when its first keys are stored, so a cache that
+/// only ever sees one block (the calibration pipeline's) holds one layer.
 /// </summary>
 public sealed class KvCache
 {
@@ -22,7 +23,8 @@ public sealed class KvCache
     }
 
     private float[]?[] _keys = [], _values = [];
-    private int _kvHeads, _headDim;
+    private int[] _kvHeads = [];
+    private int _headDim;
 
     /// <summary>Bytes of key and value storage allocated so far (layers that have stored nothing take none).</summary>
     public long AllocatedBytes => _keys.Concat(_values).Sum(a => a?.LongLength ?? 0) * sizeof(float);
@@ -35,20 +37,31 @@ public sealed class KvCache
 
     public void Clear() => Length = 0;
 
-    internal void EnsureStorage(int layers, int kvHeads, int headDim)
+    /// <summary>Sets the cache up for <paramref name="config"/>'s layers on first use; a cache serves one model's dimensions.</summary>
+    internal void EnsureStorage(ModelConfig config)
     {
-        if (_keys.Length == layers && _kvHeads == kvHeads && _headDim == headDim) return;
+        if (Fits(config)) return;
         if (_keys.Length != 0) throw new InvalidOperationException("this cache belongs to a model of other dimensions");
-        if ((long)Capacity * kvHeads * headDim > Array.MaxLength) throw new ArgumentOutOfRangeException(nameof(Capacity), $"a cache of {Capacity} positions is too large");
-        _keys = new float[layers][];
-        _values = new float[layers][];
-        (_kvHeads, _headDim) = (kvHeads, headDim);
+        if ((long)Capacity * config.NumKvHeads * config.HeadDim > Array.MaxLength) throw new ArgumentOutOfRangeException(nameof(Capacity), $"a cache of {Capacity} positions is too large");
+        _kvHeads = new int[config.NumLayers];
+        for (int l = 0; l < _kvHeads.Length; l++) _kvHeads[l] = config.Layer(l).KvHeads;
+        _headDim = config.HeadDim;
+        _keys = new float[config.NumLayers][];
+        _values = new float[config.NumLayers][];
+    }
+
+    private bool Fits(ModelConfig config)
+    {
+        if (_kvHeads.Length != config.NumLayers || _headDim != config.HeadDim) return false;
+        for (int l = 0; l < _kvHeads.Length; l++)
+            if (_kvHeads[l] != config.Layer(l).KvHeads) return false;
+        return true;
     }
 
     /// <summary>Layer <paramref name="layer"/>'s keys and values, [kvHeads, Capacity, headDim] each, allocated on first use.</summary>
     internal (float[] Keys, float[] Values) Layer(int layer)
     {
-        int floats = Capacity * _kvHeads * _headDim;
+        int floats = Capacity * _kvHeads[layer] * _headDim;
         return (_keys[layer] ??= new float[floats], _values[layer] ??= new float[floats]);
     }
 
@@ -56,8 +69,8 @@ public sealed class KvCache
     internal void Store(int layer, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int first, int n)
     {
         var (layerKeys, layerValues) = Layer(layer);
-        int kvDim = _kvHeads * _headDim;
-        for (int head = 0; head < _kvHeads; head++)
+        int kvHeads = _kvHeads[layer], kvDim = kvHeads * _headDim;
+        for (int head = 0; head < kvHeads; head++)
             for (int i = 0; i < n; i++)
             {
                 int from = i * kvDim + head * _headDim, to = (head * Capacity + first + i) * _headDim;

@@ -44,8 +44,53 @@ public sealed record ModelConfig
     public int BosTokenId { get; init; } = 1;
     public int EosTokenId { get; init; } = 2;
 
+    private ShapeList? _layerShapes;
+
+    /// <summary>
+    /// Each block's widths when they differ from block to block (structurally pruned models); null when every block
+    /// has <see cref="NumHeads"/>, <see cref="NumKvHeads"/> and <see cref="IntermediateSize"/>. When set, it has
+    /// <see cref="NumLayers"/> entries and those three are the largest over the blocks: scratch buffers are sized by
+    /// them and config.json's scalar keys say them. <see cref="WithLayerShapes"/> builds such a configuration.
+    /// </summary>
+    public IReadOnlyList<LayerShape>? LayerShapes
+    {
+        get => _layerShapes;
+        init => _layerShapes = value is null ? null : new ShapeList([.. value]);
+    }
+
+    /// <summary>Whether every block has the same widths (an ordinary Llama-family model).</summary>
+    public bool IsUniform => _layerShapes is null || _layerShapes.Uniform;
+
+    /// <summary>Block <paramref name="layer"/>'s widths.</summary>
+    public LayerShape Layer(int layer)
+    {
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual((uint)layer, (uint)NumLayers, nameof(layer));
+        return _layerShapes?[layer] ?? new LayerShape(NumHeads, NumKvHeads, IntermediateSize);
+    }
+
+    /// <summary>Query width of every block, or with per-block shapes of the widest (what scratch buffers hold).</summary>
     public int QDim => NumHeads * HeadDim;
+    /// <summary>Key/value width of every block, or with per-block shapes of the widest.</summary>
     public int KvDim => NumKvHeads * HeadDim;
+    public int QDimOf(int layer) => Layer(layer).Heads * HeadDim;
+    public int KvDimOf(int layer) => Layer(layer).KvHeads * HeadDim;
+
+    /// <summary>
+    /// This configuration with one block per entry of <paramref name="layers"/> (so removing blocks is leaving them
+    /// out), the model-wide widths set to the largest; widths that are all equal give an ordinary uniform configuration.
+    /// </summary>
+    public ModelConfig WithLayerShapes(IReadOnlyList<LayerShape> layers)
+    {
+        if (layers.Count == 0) throw new ArgumentException("a model needs at least one block", nameof(layers));
+        return this with
+        {
+            NumLayers = layers.Count,
+            NumHeads = layers.Max(s => s.Heads),
+            NumKvHeads = layers.Max(s => s.KvHeads),
+            IntermediateSize = layers.Max(s => s.IntermediateSize),
+            LayerShapes = layers.All(s => s == layers[0]) ? null : layers,
+        };
+    }
 
     /// <summary>Checks the numbers are consistent; <paramref name="source"/> names the file in the error.</summary>
     public void Validate(string source)
@@ -56,9 +101,37 @@ public sealed record ModelConfig
             "model dimensions must all be positive");
         Require(HiddenSize <= 1 << 16 && IntermediateSize <= 1 << 18 && NumLayers <= 1024 && NumHeads <= 1024 && HeadDim <= 1024 && VocabSize <= 1 << 22,
             "model dimensions are implausibly large");
-        Require(NumHeads % NumKvHeads == 0, $"{NumHeads} attention heads is not a multiple of {NumKvHeads} key/value heads");
+        if (_layerShapes is null)
+            Require(NumHeads % NumKvHeads == 0, $"{NumHeads} attention heads is not a multiple of {NumKvHeads} key/value heads");
+        else
+        {
+            Require(_layerShapes.Count == NumLayers, $"{_layerShapes.Count} per-layer shapes for {NumLayers} layers");
+            for (int i = 0; i < _layerShapes.Count; i++)
+            {
+                var s = _layerShapes[i];
+                Require(s.Heads > 0 && s.KvHeads > 0 && s.IntermediateSize > 0, $"layer {i}: attention heads, key/value heads and intermediate size must all be positive");
+                Require(s.Heads % s.KvHeads == 0, $"layer {i}: {s.Heads} attention heads is not a multiple of {s.KvHeads} key/value heads");
+            }
+            var widest = (_layerShapes.Max(s => s.Heads), _layerShapes.Max(s => s.KvHeads), _layerShapes.Max(s => s.IntermediateSize));
+            Require((NumHeads, NumKvHeads, IntermediateSize) == widest,
+                $"the model-wide widths ({NumHeads} heads, {NumKvHeads} key/value heads, intermediate size {IntermediateSize}) must be the largest of the per-layer ones {widest}");
+        }
         Require(HeadDim % 2 == 0, $"head dimension {HeadDim} must be even for rotary embeddings");
         Require(RmsNormEps > 0 && float.IsFinite(RmsNormEps), "rms_norm_eps must be positive");
         Require(RopeTheta > 0 && float.IsFinite(RopeTheta), "rope_theta must be positive");
+    }
+
+    /// <summary>The per-block widths with value equality, so two configurations of the same shapes compare equal as records.</summary>
+    private sealed class ShapeList(LayerShape[] shapes) : IReadOnlyList<LayerShape>, IEquatable<ShapeList>
+    {
+        private readonly LayerShape[] _shapes = shapes;
+        public bool Uniform { get; } = shapes.All(s => s == shapes[0]);
+        public int Count => _shapes.Length;
+        public LayerShape this[int index] => _shapes[index];
+        public IEnumerator<LayerShape> GetEnumerator() => ((IEnumerable<LayerShape>)_shapes).GetEnumerator();
+        System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+        public bool Equals(ShapeList? other) => other is not null && _shapes.AsSpan().SequenceEqual(other._shapes);
+        public override bool Equals(object? obj) => Equals(obj as ShapeList);
+        public override int GetHashCode() => _shapes.Aggregate(_shapes.Length, HashCode.Combine);
     }
 }

@@ -8,7 +8,9 @@ namespace LlmShrink.Model;
 /// The float32 forward pass of a Llama-family decoder (llama, mistral, qwen2, qwen3). Per block:
 /// h = x + o_proj(attention(rope(q(norm(x))), rope(k(norm(x))), v(norm(x)))); out = h + down(SiLU(gate(norm(h))) · up(norm(h))).
 /// A prompt of n tokens runs as matrix×matrix products, decode as matrix×vector — the same code with n = 1.
-/// Scratch buffers grow to the largest batch seen and are then reused, so steady-state calls allocate nothing.
+/// Each block has its own head counts and FFN width (<see cref="ModelConfig.Layer"/>; equal in an unpruned model).
+/// Scratch buffers are sized for the widest block and grow to the largest batch seen, then are reused, so
+/// steady-state calls allocate nothing.
 /// Not thread-safe: one forward pass at a time per instance.
 /// </summary>
 public sealed class Transformer : IDisposable
@@ -21,7 +23,7 @@ public sealed class Transformer : IDisposable
     private readonly WorkerPool _pool = WorkerPool.Shared;
     private readonly int _threads;
 
-    // Scratch, [batch, width] row-major; sized for _batch tokens.
+    // Scratch, [batch, width] row-major; sized for _batch tokens of the widest block.
     private int _batch;
     private bool _disposed;
     private float[] _x = [], _xNorm = [], _q = [], _k = [], _v = [], _attnOut = [], _gate = [], _up = [], _cos = [], _sin = [];
@@ -56,6 +58,7 @@ public sealed class Transformer : IDisposable
         _blocks = new TransformerBlock[c.NumLayers];
         for (int l = 0; l < c.NumLayers; l++)
         {
+            int q = c.QDimOf(l), kv = c.KvDimOf(l), ffn = c.Layer(l).IntermediateSize;
             StoredTensor? Bias(string suffix) => c.AttentionBias ? w.Get(TensorNames.Layer(l, suffix)) : null;
             Linear L(string suffix, StoredTensor? bias, int outFeatures, int inFeatures) =>
                 LinearLoader.Load(w, TensorNames.Layer(l, suffix)[..^".weight".Length], outFeatures, inFeatures, bias);
@@ -65,13 +68,13 @@ public sealed class Transformer : IDisposable
                 FfnNorm = Vector(w, TensorNames.Layer(l, TensorNames.FfnNorm), c.HiddenSize),
                 QNorm = c.QkNorm ? Vector(w, TensorNames.Layer(l, TensorNames.QNorm), c.HeadDim) : null,
                 KNorm = c.QkNorm ? Vector(w, TensorNames.Layer(l, TensorNames.KNorm), c.HeadDim) : null,
-                Q = L(TensorNames.Q, Bias(TensorNames.QBias), c.QDim, c.HiddenSize),
-                K = L(TensorNames.K, Bias(TensorNames.KBias), c.KvDim, c.HiddenSize),
-                V = L(TensorNames.V, Bias(TensorNames.VBias), c.KvDim, c.HiddenSize),
-                O = L(TensorNames.O, null, c.HiddenSize, c.QDim),
-                Gate = L(TensorNames.Gate, null, c.IntermediateSize, c.HiddenSize),
-                Up = L(TensorNames.Up, null, c.IntermediateSize, c.HiddenSize),
-                Down = L(TensorNames.Down, null, c.HiddenSize, c.IntermediateSize),
+                Q = L(TensorNames.Q, Bias(TensorNames.QBias), q, c.HiddenSize),
+                K = L(TensorNames.K, Bias(TensorNames.KBias), kv, c.HiddenSize),
+                V = L(TensorNames.V, Bias(TensorNames.VBias), kv, c.HiddenSize),
+                O = L(TensorNames.O, null, c.HiddenSize, q),
+                Gate = L(TensorNames.Gate, null, ffn, c.HiddenSize),
+                Up = L(TensorNames.Up, null, ffn, c.HiddenSize),
+                Down = L(TensorNames.Down, null, c.HiddenSize, ffn),
             };
         }
 
@@ -106,7 +109,7 @@ public sealed class Transformer : IDisposable
         if (!allLogits && logits.Length != vocab)
             throw new ArgumentException($"logits must hold {n}×{vocab} or {vocab} floats, not {logits.Length}", nameof(logits));
 
-        cache.EnsureStorage(c.NumLayers, c.NumKvHeads, c.HeadDim);
+        cache.EnsureStorage(c);
         EnsureScratch(n, cache.Capacity);
         int first = cache.Length;
 
@@ -149,7 +152,7 @@ public sealed class Transformer : IDisposable
         var c = Config;
         if (hidden.Length != n * c.HiddenSize) throw new ArgumentException($"hidden must hold {n}×{c.HiddenSize} floats", nameof(hidden));
         if (cache.Length + n > cache.Capacity) throw new ArgumentException($"{n} tokens do not fit in the KV cache", nameof(cache));
-        cache.EnsureStorage(c.NumLayers, c.NumKvHeads, c.HeadDim);
+        cache.EnsureStorage(c);
         EnsureScratch(n, cache.Capacity);
         int first = cache.Length;
         ComputeAngles(first, n);
@@ -169,40 +172,41 @@ public sealed class Transformer : IDisposable
     {
         var c = Config;
         var b = _blocks[layer];
-        int d = c.HiddenSize, hd = c.HeadDim, half = hd / 2;
+        var shape = c.Layer(layer);
+        int d = c.HiddenSize, hd = c.HeadDim, half = hd / 2, qDim = shape.Heads * hd, kvDim = shape.KvHeads * hd;
         var x = _x.AsSpan(0, n * d);
         var xNorm = _xNorm.AsSpan(0, n * d);
 
         // Attention.
         RmsNorm.ApplyRows(x, b.AttnNorm, xNorm, n, c.RmsNormEps);
-        var q = _q.AsSpan(0, n * c.QDim);
-        var k = _k.AsSpan(0, n * c.KvDim);
-        var v = _v.AsSpan(0, n * c.KvDim);
+        var q = _q.AsSpan(0, n * qDim);
+        var k = _k.AsSpan(0, n * kvDim);
+        var v = _v.AsSpan(0, n * kvDim);
         b.Q.Apply(xNorm, q, n, _pool, _threads);
         b.K.Apply(xNorm, k, n, _pool, _threads);
         b.V.Apply(xNorm, v, n, _pool, _threads);
         if (b.QNorm is not null && b.KNorm is not null)
         {
-            RmsNorm.ApplyRows(q, b.QNorm, q, n * c.NumHeads, c.RmsNormEps);
-            RmsNorm.ApplyRows(k, b.KNorm, k, n * c.NumKvHeads, c.RmsNormEps);
+            RmsNorm.ApplyRows(q, b.QNorm, q, n * shape.Heads, c.RmsNormEps);
+            RmsNorm.ApplyRows(k, b.KNorm, k, n * shape.KvHeads, c.RmsNormEps);
         }
         for (int i = 0; i < n; i++)
         {
             var cos = _cos.AsSpan(i * half, half);
             var sin = _sin.AsSpan(i * half, half);
-            _rope.Rotate(q.Slice(i * c.QDim, c.QDim), cos, sin);
-            _rope.Rotate(k.Slice(i * c.KvDim, c.KvDim), cos, sin);
+            _rope.Rotate(q.Slice(i * qDim, qDim), cos, sin);
+            _rope.Rotate(k.Slice(i * kvDim, kvDim), cos, sin);
         }
         cache.Store(layer, k, v, first, n);
         var (keys, values) = cache.Layer(layer);
-        _attention.Run(_q, _attnOut, keys, values, first, n, cache.Capacity, _scores, _scores.Length / _pool.Threads, _pool, _threads);
-        b.O.Apply(_attnOut.AsSpan(0, n * c.QDim), xNorm, n, _pool, _threads);
+        _attention.Run(shape.Heads, shape.KvHeads, _q, _attnOut, keys, values, first, n, cache.Capacity, _scores, _scores.Length / _pool.Threads, _pool, _threads);
+        b.O.Apply(_attnOut.AsSpan(0, n * qDim), xNorm, n, _pool, _threads);
         TensorPrimitives.Add(x, xNorm, x);
 
         // Gated MLP.
         RmsNorm.ApplyRows(x, b.FfnNorm, xNorm, n, c.RmsNormEps);
-        var gate = _gate.AsSpan(0, n * c.IntermediateSize);
-        var up = _up.AsSpan(0, n * c.IntermediateSize);
+        var gate = _gate.AsSpan(0, n * shape.IntermediateSize);
+        var up = _up.AsSpan(0, n * shape.IntermediateSize);
         b.Gate.Apply(xNorm, gate, n, _pool, _threads);
         b.Up.Apply(xNorm, up, n, _pool, _threads);
         SwiGlu.Apply(gate, up);
