@@ -165,7 +165,7 @@ public class Sparse24MatMulTests
     {
         var cases = new TheoryData<int, int, int, int, int>();
         foreach (var shape in Shapes)
-            foreach (int n in new[] { 1, 3 })
+            foreach (int n in new[] { 1, 3, Sparse24MatMul.MaxDecodeRows })
                 foreach (int threads in new[] { 1, 2 })
                     cases.Add((int)shape[0], (int)shape[1], (int)shape[2], n, threads);
         return cases;
@@ -244,7 +244,7 @@ public class Sparse24MatMulTests
             foreach (int n in new[] { 17, 64 })
                 foreach (int threads in new[] { 1, 2 })
                     cases.Add((int)shape[0], (int)shape[1], (int)shape[2], n, threads);
-        cases.Add(1100 / 8 * 8, 70, 32, 9, 2); // several 1024-input slices of the tiled GEMM, a slice ending inside a block
+        cases.Add(1100 / 8 * 8, 70, 32, Sparse24MatMul.MaxDecodeRows + 1, 2); // several 1024-input slices of the tiled GEMM, a slice ending inside a block
         return cases;
     }
 
@@ -303,6 +303,7 @@ public class Sparse24MatMulTests
     [Theory]
     [InlineData(1)]
     [InlineData(3)]
+    [InlineData(8)]
     [InlineData(17)]
     public void One_and_two_threads_give_the_same_result(int n)
     {
