@@ -113,7 +113,7 @@ public class Sparse24MatMulTests
         var error = Assert.Throws<ArgumentException>(() => s.Build());
         Assert.Contains("row 2", error.Message);
         Assert.Contains("inputs 12..15", error.Message);
-        Assert.Contains($"keep {keptInQuad}", error.Message);
+        Assert.Contains($"{keptInQuad} kept", error.Message);
     }
 
     [Fact]
@@ -125,7 +125,7 @@ public class Sparse24MatMulTests
         var positions = (byte[])t.Positions.Clone();
         positions[1 * 8 + 2] = (byte)((positions[1 * 8 + 2] & 0xF0) | (3 | 1 << 2)); // row 1, quad 4: places (3, 1), out of order
         var error = Assert.Throws<ArgumentException>(() => Sparse24Int4Matrix.FromTensors(64, 4, 32, t.Codes, positions, t.Scales, t.Zeros));
-        Assert.Contains("row 1, inputs 16..19", error.Message);
+        Assert.Contains("row 1, quad of inputs 16..19", error.Message);
         positions[1 * 8 + 2] = (byte)((positions[1 * 8 + 2] & 0xF0) | (2 | 2 << 2)); // the same place twice
         Assert.Throws<ArgumentException>(() => Sparse24Int4Matrix.FromTensors(64, 4, 32, t.Codes, positions, t.Scales, t.Zeros));
         Assert.Throws<ArgumentException>(() => Sparse24Int4Matrix.FromTensors(64, 4, 32, t.Codes[1..], t.Positions, t.Scales, t.Zeros));

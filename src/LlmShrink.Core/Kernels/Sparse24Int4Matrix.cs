@@ -115,7 +115,7 @@ public sealed class Sparse24Int4Matrix
                     kept++;
                 }
                 if (kept != 2)
-                    throw new ArgumentException($"row {o}, inputs {4 * k}..{4 * k + 3} keep {kept} weights: 2:4 sparsity keeps exactly 2 of every 4", nameof(keep));
+                    throw new ArgumentException($"row {o}, quad of inputs {4 * k}..{4 * k + 3}: {kept} kept, but 2:4 sparsity keeps exactly 2 of every 4", nameof(keep));
                 packedCodes[(long)o * quads + k] = (byte)code;
                 positions[(long)o * (inDim / 8) + k / 2] |= (byte)(nibble << (4 * (k % 2)));
             }
@@ -165,7 +165,7 @@ public sealed class Sparse24Int4Matrix
             {
                 int nibble = positions[o * (inDim / 8) + k / 2] >> (4 * (k % 2)) & 15;
                 if ((nibble & 3) >= nibble >> 2)
-                    throw new ArgumentException($"row {o}, inputs {4 * k}..{4 * k + 3}: places {nibble & 3} and {nibble >> 2} are not two kept weights in order", nameof(positions));
+                    throw new ArgumentException($"row {o}, quad of inputs {4 * k}..{4 * k + 3}: places {nibble & 3} and {nibble >> 2} are not two kept weights in order", nameof(positions));
             }
         matrix.Store(codes, positions, scales, zeros);
         return matrix;
