@@ -11,7 +11,7 @@ using LlmShrink.LinearAlgebra;
 // decode token goes. Plain Stopwatch timing: one warm-up run, then the best of N (the minimum is the run least
 // disturbed by other processes on a shared machine).
 //
-//   dotnet bench/LlmShrink.Bench/bin/Release/net10.0/LlmShrink.Bench.dll gemm|hessian|gptq|sparsegpt|gemv|all [--key value ...]
+//   dotnet bench/LlmShrink.Bench/bin/Release/net10.0/LlmShrink.Bench.dll gemm|hessian|gptq|sparsegpt|gemv|gemv24|all [--key value ...]
 //   dotnet bench/LlmShrink.Bench/bin/Release/net10.0/LlmShrink.Bench.dll decode --model DIR [--threads 2 --prompt 512 --rounds 4]
 
 var command = args.Length > 0 ? args[0] : "all";
@@ -24,10 +24,12 @@ switch (command)
     case "gptq": Benchmarks.GptqLayer(options); break;
     case "sparsegpt": Benchmarks.SparseGptLayer(options); break;
     case "gemv": Benchmarks.GptqGemv(options); break;
+    case "gemv24": Benchmarks.Sparse24Gemv(options); break;
     case "decode": Benchmarks.Decode(options); break;
     case "all": Benchmarks.Hessian(options, Benchmarks.Gemm(options)); Benchmarks.GptqLayer(options); Benchmarks.SparseGptLayer(options); break;
     default:
         Console.Error.WriteLine("usage: LlmShrink.Bench gemm|hessian|gptq|sparsegpt|gemv|all [--n 512 --in 4096 --out 4096 --tokens 8192 --width 4096 --rows 4096 --bits 4 --group 128 --reps N]");
+        Console.Error.WriteLine("       LlmShrink.Bench gemv24 [--in 2048 --out 8192 --group 128 --reps 30 --copies 1|8 --n 1]");
         Console.Error.WriteLine("       LlmShrink.Bench decode --model DIR [--threads 2 --prompt 512 --rounds 4]");
         return 2;
 }
@@ -186,6 +188,84 @@ static class Benchmarks
                 Console.WriteLine($"| {outDim}×{inDim} | {packed / 1e6:F1} | {threads} | {best * 1e6:F0} | {rate:F1} | {100 * rate / limits[threads - 1].ReadGBps:F0}% |");
             }
         }
+    }
+
+    /// <summary>
+    /// Decode's matrix × vector for a 2:4-sparse 4-bit matrix (Kernels/Sparse24MatMul) against the dense 4-bit GPTQ kernel
+    /// (GptqMatMul, the same group size, no act-order) on the same shape: by default the Llama-3.2-1B MLP shapes out×in
+    /// 8192×2048 and 2048×8192. The two kernels are timed alternately, one call each in turn, so that both see the same
+    /// drift of a shared machine; each figure is the best of --reps calls. With --copies 1 both matrices stay in L3
+    /// (8.4 + 6.0 MB); with --copies 8 the calls cycle through 8 different matrices of each kind (115 MB), so every call
+    /// streams its matrix from DRAM, as decoding a whole model does. GB/s counts the bytes each kernel reads
+    /// (WeightBytes: codes, places, scales, zeros as stored); "byte ratio" is the speed-up that reading fewer bytes alone
+    /// would give, the ceiling of a bandwidth-bound kernel.
+    /// </summary>
+    public static void Sparse24Gemv(Options o)
+    {
+        int groupSize = o.Int("group", 128), reps = o.Int("reps", 30), n = o.Int("n", 1);
+        var shapes = o.Int("out", 0) > 0 ? [(o.Int("out", 0), o.Int("in", 2048))] : new[] { (8192, 2048), (2048, 8192) };
+        var regimes = o.Int("copies", 0) > 0 ? [o.Int("copies", 0)] : new[] { 1, 8 };
+        var limits = new[] { HardwareLimits.Measure(1), HardwareLimits.Measure(2) };
+        Console.WriteLine($"\n## gemv24: n = {n}, dense 4-bit g{groupSize} (GptqMatMul) against 2:4 + 4-bit g{groupSize} (Sparse24MatMul), alternating, best of {reps}; " +
+            $"read bandwidth 1 thread {limits[0].ReadGBps:F1} GB/s, 2 threads {limits[1].ReadGBps:F1} GB/s");
+        Console.WriteLine("| out×in | matrices | threads | dense MB | dense µs | dense GB/s | 2:4 MB | 2:4 µs | 2:4 GB/s | byte ratio | speed ratio | of byte ratio |");
+        Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        foreach ((int outDim, int inDim) in shapes)
+            foreach (int copies in regimes)
+            {
+                var dense = new GptqMatMul[copies];
+                var sparse = new Sparse24Int4Matrix[copies];
+                for (int c = 0; c < copies; c++) (dense[c], sparse[c]) = RandomLayers(inDim, outDim, groupSize, seed: 100 * c + outDim + inDim);
+                var x = RandomFloats(n * inDim, 7);
+                var y = new float[n * outDim];
+                double denseBytes = dense[0].WeightBytes, sparseBytes = sparse[0].WeightBytes;
+                foreach (int threads in new[] { 1, 2 })
+                {
+                    for (int c = 0; c < copies; c++) // warm-up: the JIT's optimized code, pages touched
+                        for (int i = 0; i < 3; i++)
+                        {
+                            dense[c].Multiply(x, y, n, threads: threads);
+                            Sparse24MatMul.Multiply(sparse[c], x, y, n, threads: threads);
+                        }
+                    double bestDense = double.MaxValue, bestSparse = double.MaxValue;
+                    for (int i = 0; i < reps; i++)
+                    {
+                        var layer = dense[i % copies];
+                        var clock = Stopwatch.StartNew();
+                        layer.Multiply(x, y, n, threads: threads);
+                        bestDense = Math.Min(bestDense, clock.Elapsed.TotalSeconds);
+                        var matrix = sparse[i % copies];
+                        clock.Restart();
+                        Sparse24MatMul.Multiply(matrix, x, y, n, threads: threads);
+                        bestSparse = Math.Min(bestSparse, clock.Elapsed.TotalSeconds);
+                    }
+                    double byteRatio = denseBytes / sparseBytes, speedRatio = bestDense / bestSparse;
+                    Console.WriteLine($"| {outDim}×{inDim} | {copies} | {threads} | {denseBytes / 1e6:F2} | {bestDense * 1e6:F1} | {denseBytes / bestDense / 1e9:F1} | " +
+                        $"{sparseBytes / 1e6:F2} | {bestSparse * 1e6:F1} | {sparseBytes / bestSparse / 1e9:F1} | {byteRatio:F3} | {speedRatio:F3} | {100 * speedRatio / byteRatio:F0}% |");
+                }
+            }
+    }
+
+    /// <summary>A dense 4-bit GPTQ layer and a 2:4-sparse one of the same shape and group size, random codes and scales.</summary>
+    static (GptqMatMul Dense, Sparse24Int4Matrix Sparse) RandomLayers(int inDim, int outDim, int groupSize, int seed)
+    {
+        var random = new Random(seed);
+        var codes = new byte[(long)outDim * inDim];
+        random.NextBytes(codes);
+        for (long i = 0; i < codes.LongLength; i++) codes[i] &= 15;
+        int groups = (inDim + groupSize - 1) / groupSize;
+        var scales = RandomFloats(groups * outDim, seed);
+        for (int i = 0; i < scales.Length; i++) scales[i] = (float)(Half)scales[i];
+        var zeros = new int[groups * outDim];
+        for (int i = 0; i < zeros.Length; i++) zeros[i] = random.Next(1, 17);
+        var dense = new GptqMatMul(4, inDim, outDim, codes, scales, zeros, GptqMatMul.SequentialGroups(inDim, groupSize));
+        var keep = new bool[codes.LongLength];
+        for (long quad = 0; quad < codes.LongLength / 4; quad++)
+        {
+            int first = random.Next(4), second = (first + 1 + random.Next(3)) % 4;
+            keep[4 * quad + first] = keep[4 * quad + second] = true;
+        }
+        return (dense, new Sparse24Int4Matrix(inDim, outDim, groupSize, codes, keep, scales, zeros));
     }
 
     /// <summary>One warm-up run (JIT, page faults), then the fastest of <paramref name="reps"/> timed runs.</summary>

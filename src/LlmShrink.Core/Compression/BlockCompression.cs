@@ -27,10 +27,14 @@ public sealed class BlockCompression
     private readonly List<LayerReport> _reports = new();
     private readonly Transformer? _head;
     private readonly BlockCompression? _trialOf; // a trial's weights and biases start as copies of this context's
+    private readonly HashSet<LinearRole> _reshaped = new();
+    private readonly Action<LayerShape>? _reshape; // tells the transformer the block's new widths (not in a trial)
 
     /// <summary>The block's index; in the head stage, the number of blocks (lm_head comes after the last one).</summary>
     public int Layer { get; }
-    public ModelConfig Config { get; }
+    public ModelConfig Config { get; private set; }
+    /// <summary>This block's widths as they are now (structured pruning shrinks them).</summary>
+    public LayerShape BlockShape => Config.Layer(Layer);
     /// <summary>The block; null in the head stage, whose one layer is lm_head (<see cref="LinearRole.LmHead"/>).</summary>
     public TransformerBlock? Block { get; }
     /// <summary>The layers of this block the current modifier targets.</summary>
@@ -40,9 +44,11 @@ public sealed class BlockCompression
     internal string MethodName { get; set; } = "";
 
     /// <param name="head">For the head stage (block null): the transformer whose lm_head and final norm are compressed and rescaled.</param>
+    /// <param name="reshape">Receives the block's new widths when a method removes heads or channels.</param>
     internal BlockCompression(int layer, ModelConfig config, TransformerBlock? block, TensorSet checkpoint,
-        IReadOnlyDictionary<InputSite, SiteStatistics> statistics, Transformer? head = null)
+        IReadOnlyDictionary<InputSite, SiteStatistics> statistics, Transformer? head = null, Action<LayerShape>? reshape = null)
     {
+        _reshape = reshape;
         if ((block is null) == (head is null)) throw new ArgumentException("a stage is either a block or the head");
         _head = head;
         Layer = layer;
@@ -150,7 +156,54 @@ public sealed class BlockCompression
     /// has its own V head: with grouped-query attention the channels of o_proj's input and of v_proj's output differ
     /// (llm-awq skips the v→o pair then too).
     /// </summary>
-    public bool CanScaleInput(InputSite site) => site != InputSite.AttentionOutput || Config.Layer(Layer) is var s && s.Heads == s.KvHeads;
+    public bool CanScaleInput(InputSite site) => site != InputSite.AttentionOutput || BlockShape.Heads == BlockShape.KvHeads;
+
+    /// <summary>
+    /// Removes key/value heads <paramref name="kvHeads"/> with the query heads that read them: their rows of q/k/v (and
+    /// biases), their columns of o_proj, and o_proj's input statistics for those columns. The layers become smaller dense
+    /// layers that later modifiers take over; call it before any modifier quantizes them.
+    /// </summary>
+    public void RemoveKvGroups(IReadOnlyCollection<int> kvHeads)
+    {
+        var shape = BlockShape;
+        if (kvHeads.Count >= shape.KvHeads) throw new ShrinkException($"recipe conflict: {MethodName} would remove all {shape.KvHeads} key/value heads of block {Layer}");
+        var (w, newShape) = StructuredSlicing.RemoveKvGroups(new StructuredSlicing.AttentionWeights(Weights(LinearRole.Q), Weights(LinearRole.K),
+            Weights(LinearRole.V), Weights(LinearRole.O), Bias(LinearRole.Q), Bias(LinearRole.K), Bias(LinearRole.V)), shape, Config.HeadDim, kvHeads);
+        int group = shape.Heads / shape.KvHeads;
+        var keptColumns = Enumerable.Range(0, shape.KvHeads).Where(h => !kvHeads.Contains(h))
+            .SelectMany(h => Enumerable.Range(h * group * Config.HeadDim, group * Config.HeadDim)).ToArray();
+        Reshape(newShape, [(LinearRole.Q, w.Q, w.QBias), (LinearRole.K, w.K, w.KBias), (LinearRole.V, w.V, w.VBias), (LinearRole.O, w.O, null)],
+            InputSite.AttentionOutput, keptColumns);
+    }
+
+    /// <summary>Removes MLP channels: rows of gate/up, columns of down_proj and of down_proj's input statistics (see <see cref="RemoveKvGroups"/>).</summary>
+    public void RemoveFfnChannels(IReadOnlyCollection<int> channels)
+    {
+        var shape = BlockShape;
+        if (channels.Count >= shape.IntermediateSize) throw new ShrinkException($"recipe conflict: {MethodName} would remove every MLP channel of block {Layer}");
+        var (w, newShape) = StructuredSlicing.RemoveChannels(new StructuredSlicing.MlpWeights(Weights(LinearRole.Gate), Weights(LinearRole.Up), Weights(LinearRole.Down)),
+            shape, channels);
+        var kept = Enumerable.Range(0, shape.IntermediateSize).Where(c => !channels.Contains(c)).ToArray();
+        Reshape(newShape, [(LinearRole.Gate, w.Gate, null), (LinearRole.Up, w.Up, null), (LinearRole.Down, w.Down, null)], InputSite.MlpHidden, kept);
+    }
+
+    private void Reshape(LayerShape shape, (LinearRole Role, float[] Weights, float[]? Bias)[] layers, InputSite narrowed, int[] keptColumns)
+    {
+        foreach (var (role, _, _) in layers)
+            if (_masks.ContainsKey(role)) throw new ShrinkException($"recipe conflict: {MethodName} reshapes {LinearRoles.ModulePath(Layer, role)}, which an earlier modifier pruned; remove heads or channels first");
+        Config = Config.WithLayerShapes([.. Enumerable.Range(0, Config.NumLayers).Select(l => l == Layer ? shape : Config.Layer(l))]);
+        foreach (var (role, weights, bias) in layers)
+        {
+            int rows = role == LinearRole.Q ? shape.Heads * Config.HeadDim : role is LinearRole.K or LinearRole.V ? shape.KvHeads * Config.HeadDim
+                : role is LinearRole.Gate or LinearRole.Up ? shape.IntermediateSize : Config.HiddenSize;
+            _weights[role] = weights;
+            _biases[role] = bias;
+            _reshaped.Add(role);
+            Replace(role, new DenseLinear(weights, rows, weights.Length / rows, bias));
+        }
+        if (_statistics.TryGetValue(narrowed, out var statistics)) statistics.KeepChannels(keptColumns);
+        _reshape?.Invoke(shape);
+    }
 
     /// <summary>
     /// Multiplies input channel j of every layer reading <paramref name="site"/> by s_j (W ← W·diag(s)) and divides
@@ -322,7 +375,7 @@ public sealed class BlockCompression
     /// </summary>
     internal (IReadOnlyList<CompressedLayer> Layers, IReadOnlyList<LayerReport> Reports) Finish()
     {
-        foreach (var role in _rescaled.Union(_masks.Keys).Where(r => !_results.ContainsKey(r)).ToList())
+        foreach (var role in _rescaled.Union(_masks.Keys).Union(_reshaped).Where(r => !_results.ContainsKey(r)).ToList())
         {
             var (rows, columns) = Shape(role);
             var dense = new DenseLayer(Layer, role, _weights[role], rows, columns, Bias(role)) { StoredType = DenseType(role), Sparsity = _masks.GetValueOrDefault(role).Pattern };

@@ -14,4 +14,7 @@ public interface ICompressionMethod
     StatisticsNeeds Needs { get; }
 
     void CompressBlock(BlockCompression block);
+
+    /// <summary>Whether a recipe may point the method at lm_head (structured pruning has no head groups or channels there).</summary>
+    bool CanTargetLmHead => true;
 }

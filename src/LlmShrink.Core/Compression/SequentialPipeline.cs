@@ -3,6 +3,7 @@ using LlmShrink.Compression.Recipes;
 using LlmShrink.Kernels;
 using LlmShrink.Model;
 using LlmShrink.Representations;
+using LlmShrink.Compression.Pruning;
 
 namespace LlmShrink.Compression;
 
@@ -10,6 +11,9 @@ namespace LlmShrink.Compression;
 public interface IBlockSink
 {
     void BlockDone(int layer, TransformerBlock block, IReadOnlyList<CompressedLayer> layers);
+
+    /// <summary>Told before the first block when the recipe removes whole blocks (they get no <see cref="BlockDone"/>).</summary>
+    void BlocksRemoved(IReadOnlyCollection<int> layers) { }
 
     /// <summary>Receives lm_head once compressed (only when the recipe targets it), with the final norm weight as the methods left it.</summary>
     void HeadDone(CompressedLayer head, float[] finalNorm) { }
@@ -22,7 +26,9 @@ public sealed record PipelineProgress(int Layer, int Layers, string Stage);
 /// The outcome of a pipeline run: a report line per modifier and layer (a layer that several modifiers target has several),
 /// the parameters and stored bits of the layers as finally written, and resource figures.
 /// </summary>
-public sealed record PipelineResult(IReadOnlyList<LayerReport> Layers, long CompressedParameters, double CompressedBits, TimeSpan Elapsed, long PeakWorkingSetBytes, int CalibrationTokens)
+/// <param name="Config">The model's configuration as compressed: block shapes after structured pruning, removed blocks left out.</param>
+public sealed record PipelineResult(IReadOnlyList<LayerReport> Layers, long CompressedParameters, double CompressedBits, TimeSpan Elapsed, long PeakWorkingSetBytes,
+    int CalibrationTokens, ModelConfig Config, IReadOnlyCollection<int> RemovedBlocks)
 {
     /// <summary>Bits per weight of the changed linear layers as stored (scales, zeros and positions included); 32 when none changed.</summary>
     public double BitsPerWeight => CompressedParameters == 0 ? 32 : CompressedBits / CompressedParameters;
@@ -74,12 +80,15 @@ public sealed class SequentialPipeline
         }
         ReleaseMapped(_model.Weights.Get(TensorNames.Embedding)); // only the sampled tokens' rows were read
         var scratch = new float[length * d];
+        var removed = BlocksToRemove(hidden, scratch, progress, cancel);
+        if (removed.Count > 0) sink?.BlocksRemoved(removed);
         var reports = new List<LayerReport>();
         var written = new List<CompressedLayer>();
         long peak = 0;
 
         for (int layer = 0; layer < c.NumLayers; layer++)
         {
+            if (removed.Contains(layer)) continue; // the residual stream passes the block by
             var block = _transformer.Blocks[layer];
             var plan = Plan(layer);
             var cache = _transformer.NewCache(length); // one block's keys and values, not every block's
@@ -91,8 +100,9 @@ public sealed class SequentialPipeline
             written.AddRange(layers);
             peak = Math.Max(peak, CurrentWorkingSet());
 
-            // (3) This block's outputs with its compressed layers feed the next block.
+            // (3) This block's outputs with its compressed layers feed the next block (a fresh cache: structured pruning may have changed its widths).
             progress?.Report(new PipelineProgress(layer, stages, "propagating"));
+            cache = _transformer.NewCache(length);
             foreach (var h in hidden)
             {
                 cancel.ThrowIfCancellationRequested();
@@ -121,7 +131,11 @@ public sealed class SequentialPipeline
             peak = Math.Max(peak, CurrentWorkingSet());
         }
         peak = Math.Max(peak, Process.GetCurrentProcess().PeakWorkingSet64);
-        return new PipelineResult(reports, written.Sum(l => (long)l.Rows * l.Columns), written.Sum(l => l.StoredBits), clock.Elapsed, peak, calibration.TokenCount);
+        var kept = Enumerable.Range(0, c.NumLayers).Where(l => !removed.Contains(l)).ToList();
+        bool reshaped = removed.Count > 0 || Enumerable.Range(0, c.NumLayers).Any(l => _transformer.Config.Layer(l) != c.Layer(l));
+        var config = reshaped ? c.WithLayerShapes([.. kept.Select(_transformer.Config.Layer)]) : c;
+        return new PipelineResult(reports, written.Sum(l => (long)l.Rows * l.Columns), written.Sum(l => l.StoredBits), clock.Elapsed, peak, calibration.TokenCount,
+            config, removed);
     }
 
     private (IReadOnlyList<CompressedLayer> Layers, IReadOnlyList<LayerReport> Reports) CalibrateAndCompress(int layer, int stages, List<(Modifier Modifier, IReadOnlyList<LinearRole> Roles)> plan,
@@ -144,13 +158,54 @@ public sealed class SequentialPipeline
 
         // (2) Compress.
         progress?.Report(new PipelineProgress(layer, stages, "compressing"));
-        var context = new BlockCompression(layer, c, block, _model.Weights, statistics);
+        var context = new BlockCompression(layer, _transformer.Config, block, _model.Weights, statistics, reshape: shape => _transformer.Reshape(layer, shape));
         ApplyModifiers(context, plan, cancel);
         var (finished, blockReports) = context.Finish();
         // Each layer carries its site's mean x² (after any folding) so the writer can store the importance the GGUF re-fits weight by.
         var layers = finished.Select(l => statistics.TryGetValue(LinearRoles.Site(l.Role), out var site) ? l with { InputImportance = site.SquareMean() } : l).ToList();
         sink?.BlockDone(layer, block, layers);
         return (layers, blockReports);
+    }
+
+    /// <summary>
+    /// The blocks the recipe's drop-blocks modifiers remove. When one chooses by Block Influence, the calibration set
+    /// first runs through every block of the uncompressed model (one extra pass, one block's cache at a time) and each
+    /// block's BI is measured from its input and output hidden states.
+    /// </summary>
+    private IReadOnlySet<int> BlocksToRemove(float[][] hidden, float[] scratch, IProgress<PipelineProgress>? progress, CancellationToken cancel)
+    {
+        var droppers = _recipe.Modifiers.Where(m => m.Method is Methods.DropBlocksMethod).ToList();
+        if (droppers.Count == 0) return new HashSet<int>();
+        var c = _model.Config;
+        int length = scratch.Length / c.HiddenSize;
+        double[]? influence = null;
+        if (droppers.Any(m => ((Methods.DropBlocksMethod)m.Method).NeedsInfluence))
+        {
+            var bi = new BlockInfluence(c.NumLayers);
+            var input = new float[scratch.Length];
+            var cache = _transformer.NewCache(length);
+            foreach (var h in hidden)
+            {
+                h.CopyTo(scratch, 0);
+                for (int layer = 0; layer < c.NumLayers; layer++)
+                {
+                    cancel.ThrowIfCancellationRequested();
+                    progress?.Report(new PipelineProgress(layer, c.NumLayers, "measuring block influence"));
+                    scratch.CopyTo(input, 0);
+                    cache.Clear();
+                    _transformer.ForwardBlock(layer, scratch, length, cache);
+                    bi.Add(layer, input, scratch, length);
+                }
+            }
+            influence = bi.Scores();
+        }
+        var removed = new HashSet<int>();
+        foreach (var modifier in droppers)
+        {
+            var candidates = Enumerable.Range(0, c.NumLayers).Where(l => !removed.Contains(l) && LinearRoles.All.Any(r => modifier.Targets.Matches(l, r))).ToList();
+            removed.UnionWith(((Methods.DropBlocksMethod)modifier.Method).Choose(c.NumLayers - removed.Count, candidates, influence));
+        }
+        return removed;
     }
 
     /// <summary>

@@ -23,18 +23,18 @@ public enum StatisticsNeeds
 public sealed class SiteStatistics
 {
     private HessianAccumulator? _hessian;
-    private readonly double[] _absSum;
-    private readonly double[] _squareSum;
+    private double[] _absSum;
+    private double[] _squareSum;
     private double[]? _hessianMatrix;
     private bool _hessianTaken;
     private float[]? _joinedSamples;
     private readonly List<float[]> _samples = new();
     private readonly int _maxSampleTokens;
 
-    public int Columns { get; }
+    public int Columns { get; private set; }
     public long Tokens { get; private set; }
     /// <summary>Per input channel max |x| over all calibration tokens.</summary>
-    public float[] AbsMax { get; }
+    public float[] AbsMax { get; private set; }
     public int SampleTokens { get; private set; }
 
     private SiteStatistics(SiteStatistics source)
@@ -113,6 +113,35 @@ public sealed class SiteStatistics
             for (int i = 0; i < Columns; i++)
                 for (int j = 0; j < Columns; j++) h[(long)i * Columns + j] /= (double)s[i] * s[j];
         }
+    }
+
+    /// <summary>
+    /// Keeps only input channels <paramref name="kept"/> (in that order), after structured pruning removed the others
+    /// from the layers reading this input: magnitudes, samples and the Hessian's rows and columns.
+    /// </summary>
+    public void KeepChannels(int[] kept)
+    {
+        int columns = Columns, n = kept.Length;
+        float[] Pick(float[] v) => [.. kept.Select(j => v[j])];
+        var samples = Samples();
+        var narrowed = new float[(long)SampleTokens * n];
+        for (int t = 0; t < SampleTokens; t++)
+            for (int j = 0; j < n; j++) narrowed[(long)t * n + j] = samples[(long)t * columns + kept[j]];
+        _samples.Clear();
+        _samples.Add(_joinedSamples = narrowed);
+        var absMax = Pick(AbsMax);
+        AbsMax = absMax;
+        _absSum = [.. kept.Select(j => _absSum[j])];
+        _squareSum = [.. kept.Select(j => _squareSum[j])];
+        if (_hessian is not null || _hessianMatrix is not null)
+        {
+            var h = Hessian();
+            var sub = new double[(long)n * n];
+            for (int i = 0; i < n; i++)
+                for (int j = 0; j < n; j++) sub[(long)i * n + j] = h[(long)kept[i] * columns + kept[j]];
+            _hessianMatrix = sub;
+        }
+        Columns = n;
     }
 
     /// <summary>Per input channel mean |x| (AWQ's activation salience s_x).</summary>

@@ -24,8 +24,9 @@ public sealed class CompressedCheckpointWriter : IBlockSink, IDisposable
 {
     private readonly LoadedModel _model;
     private readonly OutputFolder _output;
-    private readonly int _shards;
-    private readonly JsonObject _weightMap = new();
+    private readonly List<(string Tensor, int Shard)> _tensors = new();
+    private readonly SortedSet<int> _removed = new();
+    private readonly SortedDictionary<int, LayerShape> _shapes = new(); // each written block's widths, by its index in the folder
     private readonly List<(string Module, CompressedLayer? Layer)> _modules = new();
     private readonly List<SafetensorsWriter.Entry> _importance = new();
     private long _totalBytes;
@@ -38,7 +39,6 @@ public sealed class CompressedCheckpointWriter : IBlockSink, IDisposable
             throw ShrinkException.InFile(model.Source, "compressing a GGUF or llama2.c llama model (permuted Q/K rows) into a Hugging Face folder is not supported yet; export it to safetensors first (llmshrink export --format safetensors)");
         _model = model;
         _output = new OutputFolder(outputFolder, model.Weights.Files.Select(f => f.Path).Append(model.Source));
-        _shards = model.Config.NumLayers + 1;
     }
 
     /// <summary>
@@ -48,29 +48,38 @@ public sealed class CompressedCheckpointWriter : IBlockSink, IDisposable
     public const string ImportanceFile = "importance.safetensors";
     public const string ImportanceSuffix = ".input_importance";
 
-    private string ShardName(int index) => $"model-{index + 1:D5}-of-{_shards:D5}.safetensors";
+    /// <summary>A shard's file while blocks are still coming (the count of shards is known only at the end).</summary>
+    private static string PartName(int index) => $"part-{index:D5}.safetensors";
+    private static string ShardName(int index, int shards) => $"model-{index + 1:D5}-of-{shards:D5}.safetensors";
+
+    /// <summary>Blocks the recipe removes (ShortGPT): the kept ones are renumbered 0, 1, … in the folder.</summary>
+    public void BlocksRemoved(IReadOnlyCollection<int> layers) => _removed.UnionWith(layers);
+
+    private int OutputLayer(int layer) => layer - _removed.Count(r => r < layer);
 
     public void BlockDone(int layer, TransformerBlock block, IReadOnlyList<CompressedLayer> layers)
     {
+        int output = OutputLayer(layer);
+        _shapes[output] = ShapeOf(layer, layers);
+        string Out(string suffix) => TensorNames.Layer(output, suffix);
         var entries = new List<SafetensorsWriter.Entry>
         {
-            Entries.Floats(TensorNames.Layer(layer, TensorNames.AttnNorm), block.AttnNorm),
-            Entries.Floats(TensorNames.Layer(layer, TensorNames.FfnNorm), block.FfnNorm),
+            Entries.Floats(Out(TensorNames.AttnNorm), block.AttnNorm),
+            Entries.Floats(Out(TensorNames.FfnNorm), block.FfnNorm),
         };
         if (_model.Config.QkNorm)
         {
-            entries.Add(Copy(TensorNames.Layer(layer, TensorNames.QNorm)));
-            entries.Add(Copy(TensorNames.Layer(layer, TensorNames.KNorm)));
+            entries.Add(Copy(TensorNames.Layer(layer, TensorNames.QNorm), Out(TensorNames.QNorm)));
+            entries.Add(Copy(TensorNames.Layer(layer, TensorNames.KNorm), Out(TensorNames.KNorm)));
         }
         foreach (var role in LinearRoles.All)
         {
-            string module = LinearRoles.ModulePath(layer, role);
             var result = layers.FirstOrDefault(l => l.Role == role);
-            AddModule(entries, module, result);
+            AddModule(entries, LinearRoles.ModulePath(layer, role), LinearRoles.ModulePath(output, role), result);
             if (LinearRoles.BiasSuffix(role) is { } bias && _model.Weights.Contains(TensorNames.Layer(layer, bias)))
-                entries.Add(result?.Bias is { } b ? Entries.Floats(TensorNames.Layer(layer, bias), b) : Copy(TensorNames.Layer(layer, bias)));
+                entries.Add(result?.Bias is { } b ? Entries.Floats(Out(bias), b) : Copy(TensorNames.Layer(layer, bias), Out(bias)));
         }
-        WriteShard(layer, entries);
+        WriteShard(output, entries);
     }
 
     /// <summary>Keeps the compressed lm_head and the final norm (a fold may have rescaled it) for the last shard.</summary>
@@ -80,35 +89,63 @@ public sealed class CompressedCheckpointWriter : IBlockSink, IDisposable
         _finalNorm = finalNorm;
     }
 
-    /// <summary>A linear module's tensors as its representation writes them, or (<paramref name="result"/> null) its stored weight copied.</summary>
-    private void AddModule(List<SafetensorsWriter.Entry> entries, string module, CompressedLayer? result)
+    /// <summary>The block's widths as its layers now have them (structured pruning narrows q/k/v/o or gate/up/down).</summary>
+    private LayerShape ShapeOf(int layer, IReadOnlyList<CompressedLayer> layers)
+    {
+        var shape = _model.Config.Layer(layer);
+        int headDim = _model.Config.HeadDim;
+        foreach (var l in layers)
+            shape = l.Role switch
+            {
+                LinearRole.Q => shape with { Heads = l.Rows / headDim },
+                LinearRole.K => shape with { KvHeads = l.Rows / headDim },
+                LinearRole.Gate => shape with { IntermediateSize = l.Rows },
+                _ => shape,
+            };
+        return shape;
+    }
+
+    /// <summary>
+    /// A linear module's tensors under <paramref name="module"/> (its name in the folder) as its representation writes them,
+    /// or (<paramref name="result"/> null) the stored weight of <paramref name="source"/> copied.
+    /// </summary>
+    private void AddModule(List<SafetensorsWriter.Entry> entries, string source, string module, CompressedLayer? result)
     {
         if (result is { Representation.IsDense: false, InputImportance: { } importance })
             _importance.Add(Entries.Floats(module + ImportanceSuffix, importance));
-        if (result is null) entries.Add(Copy(module + ".weight"));
+        if (result is null) entries.Add(Copy(source + ".weight", module + ".weight"));
         else entries.AddRange(result.Tensors(module));
         _modules.Add((module, result));
     }
 
-    /// <summary>Writes the last shard, index, config, tokenizer, recipe and report, and moves the folder into place.</summary>
+    /// <summary>
+    /// Writes the last shard, index, config (with the blocks' widths as written when structured pruning changed them),
+    /// tokenizer, recipe and report, names the shards model-k-of-N, and moves the folder into place.
+    /// </summary>
     public void Finish(string recipeYaml, string reportMarkdown)
     {
         var rest = new List<SafetensorsWriter.Entry>
         {
-            Copy(TensorNames.Embedding),
-            _finalNorm is null ? Copy(TensorNames.FinalNorm) : Entries.Floats(TensorNames.FinalNorm, _finalNorm),
+            Copy(TensorNames.Embedding, TensorNames.Embedding),
+            _finalNorm is null ? Copy(TensorNames.FinalNorm, TensorNames.FinalNorm) : Entries.Floats(TensorNames.FinalNorm, _finalNorm),
         };
-        if (_head is not null) AddModule(rest, TensorNames.LmHeadModule, _head);
-        else if (_model.Weights.Contains(TensorNames.LmHead)) rest.Add(Copy(TensorNames.LmHead));
-        WriteShard(_shards - 1, rest);
+        if (_head is not null) AddModule(rest, TensorNames.LmHeadModule, TensorNames.LmHeadModule, _head);
+        else if (_model.Weights.Contains(TensorNames.LmHead)) rest.Add(Copy(TensorNames.LmHead, TensorNames.LmHead));
+        int shards = _model.Config.NumLayers - _removed.Count + 1;
+        WriteShard(shards - 1, rest);
 
-        var index = new JsonObject { ["metadata"] = new JsonObject { ["total_size"] = _totalBytes }, ["weight_map"] = _weightMap };
+        var weightMap = new JsonObject();
+        for (int i = 0; i < shards; i++) File.Move(_output.File(PartName(i)), _output.File(ShardName(i, shards)));
+        foreach (var (tensor, shard) in _tensors) weightMap[tensor] = ShardName(shard, shards);
+        var index = new JsonObject { ["metadata"] = new JsonObject { ["total_size"] = _totalBytes }, ["weight_map"] = weightMap };
         var options = new JsonSerializerOptions { WriteIndented = true };
         File.WriteAllText(_output.File(SafetensorsIndex.FileName), index.ToJsonString(options));
-        var config = SafetensorsExporter.ConfigJson(_model);
-        if (_head is not null) config["tie_word_embeddings"] = false; // lm_head now has weights of its own
-        if (QuantizationConfig() is { } quantization) config["quantization_config"] = quantization;
-        File.WriteAllText(_output.File("config.json"), config.ToJsonString(options));
+        var c = _model.Config;
+        bool reshaped = _removed.Count > 0 || _shapes.Any(s => s.Value != c.Layer(s.Key));
+        var json = SafetensorsExporter.ConfigJson(_model, reshaped ? c.WithLayerShapes([.. _shapes.Values]) : c);
+        if (_head is not null) json["tie_word_embeddings"] = false; // lm_head now has weights of its own
+        if (QuantizationConfig() is { } quantization) json["quantization_config"] = quantization;
+        File.WriteAllText(_output.File("config.json"), json.ToJsonString(options));
         SafetensorsExporter.WriteTokenizer(_model, _output.Path);
         if (_importance.Count > 0)
             SafetensorsWriter.Write(_output.File(ImportanceFile), _importance, new Dictionary<string, string> { ["format"] = "pt" });
@@ -141,19 +178,19 @@ public sealed class CompressedCheckpointWriter : IBlockSink, IDisposable
 
     private void WriteShard(int index, List<SafetensorsWriter.Entry> entries)
     {
-        string name = ShardName(index);
-        SafetensorsWriter.Write(_output.File(name), entries, new Dictionary<string, string> { ["format"] = "pt" });
+        SafetensorsWriter.Write(_output.File(PartName(index)), entries, new Dictionary<string, string> { ["format"] = "pt" });
         foreach (var e in entries)
         {
-            _weightMap[e.Name] = name;
+            _tensors.Add((e.Name, index));
             _totalBytes += TensorTypes.ByteCount(e.Type, e.Shape.Aggregate(1L, (a, b) => a * b));
         }
     }
 
-    private SafetensorsWriter.Entry Copy(string name)
+    /// <summary>The source's tensor <paramref name="name"/>, stored bytes unchanged, under <paramref name="outputName"/>.</summary>
+    private SafetensorsWriter.Entry Copy(string name, string outputName)
     {
         var t = _model.Weights.Get(name);
-        return new SafetensorsWriter.Entry(name, t.Type, t.Shape, stream => TensorRowWriter.Write(stream, t, t.Type));
+        return new SafetensorsWriter.Entry(outputName, t.Type, t.Shape, stream => TensorRowWriter.Write(stream, t, t.Type));
     }
 
     public void Dispose() => _output.Dispose();

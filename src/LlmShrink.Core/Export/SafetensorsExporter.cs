@@ -152,17 +152,19 @@ public static class SafetensorsExporter
     /// have the shapes it states (a structurally pruned model), the shape keys, written as <see cref="FromModelConfig"/>
     /// writes them. Otherwise a config written from <see cref="ModelConfig"/> with the keys transformers' config classes read.
     /// </summary>
-    public static JsonObject ConfigJson(LoadedModel model)
+    /// <param name="config">The model's configuration as written (a compression may have changed its block shapes); default the model's own.</param>
+    public static JsonObject ConfigJson(LoadedModel model, ModelConfig? config = null)
     {
+        config ??= model.Config;
         string original = Path.Combine(model.Source, "config.json");
         if (model.Format == "safetensors" && File.Exists(original))
         {
             var json = JsonNode.Parse(File.ReadAllBytes(original), documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }) as JsonObject
                 ?? throw ShrinkException.InFile(original, "not a JSON object");
-            if (!SameShapes(HfConfig.Parse(original), model.Config)) WriteShapes(json, model.Config);
+            if (!SameShapes(HfConfig.Parse(original), config)) WriteShapes(json, config);
             return json;
         }
-        return FromModelConfig(model.Config);
+        return FromModelConfig(config);
     }
 
     private static bool SameShapes(ModelConfig a, ModelConfig b) =>

@@ -29,7 +29,11 @@ public sealed class Transformer : IDisposable
     private float[] _x = [], _xNorm = [], _q = [], _k = [], _v = [], _attnOut = [], _gate = [], _up = [], _cos = [], _sin = [];
     private float[] _scores = [];
 
-    public ModelConfig Config { get; }
+    public ModelConfig Config { get; private set; }
+
+    /// <summary>Block <paramref name="layer"/> now has <paramref name="shape"/>'s widths (structured pruning replaced its layers by smaller ones).</summary>
+    internal void Reshape(int layer, LayerShape shape) =>
+        Config = Config.WithLayerShapes([.. Enumerable.Range(0, Config.NumLayers).Select(l => l == layer ? shape : Config.Layer(l))]);
     public IBlockObserver? Observer { get; set; }
 
     /// <summary>The decoder blocks; compression replaces their linear layers and rescales their norms in place.</summary>

@@ -14,6 +14,9 @@ public static class MethodRegistry
         ["magnitude"] = MagnitudeMethod.FromRecipe,
         ["wanda"] = WandaMethod.FromRecipe,
         ["sparsegpt"] = SparseGptMethod.FromRecipe,
+        ["prune-heads"] = HeadPruningMethod.FromRecipe,
+        ["prune-ffn"] = FfnPruningMethod.FromRecipe,
+        ["drop-blocks"] = DropBlocksMethod.FromRecipe,
     };
 
     public static IEnumerable<string> Names => Factories.Keys;

@@ -1,3 +1,4 @@
+using LlmShrink.Model;
 namespace LlmShrink.Compression.Recipes;
 
 /// <summary>One step of a recipe: a method, the layers it applies to, and the spec it was made from.</summary>
@@ -58,6 +59,8 @@ public sealed class Recipe
             var targets = new TargetSelector(targetList, ignoreList, source);
             var created = MethodRegistry.Create(method, p);
             p.RejectUnknown();
+            if (!created.CanTargetLmHead && targets.Matches(0, LinearRole.LmHead))
+                throw ShrinkException.InFile(source, $"modifier '{method}': cannot target lm_head (it has no heads, channels or block to remove)");
             // Every other parameter is a scalar once the method accepted it.
             var rest = parameters.Where(kv => kv.Key is not ("targets" or "ignore") && kv.Value is string).ToDictionary(kv => kv.Key, kv => (string)kv.Value!);
             modifiers.Add(new Modifier(created, targets, new ModifierSpec(method, targetList, ignoreList, rest)));

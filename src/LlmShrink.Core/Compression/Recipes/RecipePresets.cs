@@ -24,6 +24,13 @@ public static class RecipePresets
             pattern: "{pattern}"{(pattern == "unstructured" ? "\n    sparsity: 0.5" : "")}{extra}
         """;
 
+    private static string Structured(string method, double fraction) => $"""
+        modifiers:
+          - method: {method}
+            targets: [Linear]
+            fraction: {fraction.ToString(System.Globalization.CultureInfo.InvariantCulture)}
+        """;
+
     private static readonly Dictionary<string, string> Presets = new(StringComparer.Ordinal)
     {
         ["w8-rtn"] = $"""
@@ -90,6 +97,11 @@ public static class RecipePresets
         ["sparsegpt-2of4"] = Pruned("sparsegpt", "2:4"),
         // SparseGPT's joint pass: the 2:4 mask and 4-bit g128 codes chosen together (pruned weights at the zero code).
         ["sparsegpt-2of4-w4g128"] = Pruned("sparsegpt", "2:4", "\n    bits: 4\n    group_size: 128\n    symmetric: true"),
+        // Structured: tensors shrink. A quarter of the blocks by ShortGPT's Block Influence, a fifth of every MLP's
+        // channels, a quarter of every block's key/value head groups (with their query heads).
+        ["drop-blocks-25"] = Structured("drop-blocks", 0.25),
+        ["ffn-20"] = Structured("prune-ffn", 0.2),
+        ["heads-25"] = Structured("prune-heads", 0.25),
     };
 
     public static IEnumerable<string> Names => Presets.Keys;
