@@ -73,6 +73,34 @@ public class PruningMethodTests
         Assert.Contains("2:4", File.ReadAllText(dir.File("out/report.md")));
     }
 
+    [Fact]
+    public void A_two_of_four_four_bit_checkpoint_stores_only_kept_codes_and_reloads_identically()
+    {
+        using var dir = new TempDir();
+        using var compressed = TinyLitCompression.Run(Recipe.Load("sparsegpt-2of4-w4g128"), dir.File("out"));
+        Assert.All(compressed.Transformer.Blocks, b => Assert.All(b.Linears, l => Assert.IsType<Sparse24Linear>(l)));
+        // 2 codes of 4 bits and 2 places of 2 bits per 4 inputs, an F16 scale and a U8 zero per 128 inputs of a row.
+        Assert.Equal(3 + 24.0 / 128, compressed.Result.BitsPerWeight, 9);
+        TinyLitCompression.AssertReloadsIdentically(compressed.Transformer, dir.File("out"));
+
+        using var written = ModelLoader.Load(dir.File("out"));
+        Assert.Equal(TensorType.U8, written.Weights.Get("model.layers.2.mlp.down_proj.sparse24_codes").Type);
+        foreach (var role in LinearRoles.All)
+        {
+            string module = LinearRoles.ModulePath(2, role);
+            var (_, keep) = Representations.Sparse24Representation.Read(written.Weights, module).Unpack();
+            var w = Representations.ScaledIntegerMatrix.Read(written.Weights, module).Dequantize();
+            for (int q = 0; q < keep.Length; q += 4)
+            {
+                Assert.Equal(2, keep.AsSpan(q, 4).ToArray().Count(k => k)); // exactly 2 of every 4 consecutive inputs of every row
+                for (int i = q; i < q + 4; i++) if (!keep[i]) Assert.Equal(0f, w[i]);
+            }
+        }
+        // Exports see the same integers: the GGUF's Q4_0 blocks hold the kept codes exactly.
+        var mapped = GgufExporter.Export(written, TensorType.Q4_0, dir.File("out.gguf"))!;
+        Assert.All(mapped, m => Assert.Equal(TensorType.Q4_0, m.Type));
+    }
+
     [Theory]
     [InlineData("pattern: \"unstructured\"\n    sparsity: 1", "sparsity: 1 is outside [0, 1)")]
     [InlineData("pattern: \"unstructured\"", "sparsity: required for unstructured pruning")]

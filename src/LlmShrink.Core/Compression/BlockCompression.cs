@@ -284,8 +284,9 @@ public sealed class BlockCompression
     public void SetQuantized(LinearRole role, QuantizedMatrix matrix, (bool[] Keep, string Pattern)? pruned = null)
     {
         if (pruned is { } p) _masks[role] = p;
-        if (Mask(role) is { } keep) KeepPrunedAtZero(matrix, keep);
-        Set(new QuantizedLayer(Layer, role, matrix, Bias(role)) { Sparsity = _masks.GetValueOrDefault(role).Pattern });
+        var keep = Mask(role);
+        if (keep is not null) KeepPrunedAtZero(matrix, keep);
+        Set(LayerRepresentations.Store(new QuantizedLayer(Layer, role, matrix, Bias(role)) { Sparsity = _masks.GetValueOrDefault(role).Pattern }, keep));
     }
 
     public void SetW8A8(LinearRole role, sbyte[] weights, float[] scales)

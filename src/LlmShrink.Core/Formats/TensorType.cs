@@ -4,6 +4,8 @@ namespace LlmShrink.Formats;
 public enum TensorType
 {
     F32, F16, BF16, I8, I16, I32, I64, F64,
+    /// <summary>Unsigned bytes: packed codes and positions (2:4-sparse layers), not numbers to compute with.</summary>
+    U8,
     Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
     Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
 }
@@ -22,7 +24,7 @@ public static class TensorTypes
     public static int BlockBytes(TensorType t) => t switch
     {
         TensorType.F32 => 4, TensorType.F16 => 2, TensorType.BF16 => 2,
-        TensorType.I8 => 1, TensorType.I16 => 2, TensorType.I32 => 4, TensorType.I64 => 8, TensorType.F64 => 8,
+        TensorType.I8 => 1, TensorType.U8 => 1, TensorType.I16 => 2, TensorType.I32 => 4, TensorType.I64 => 8, TensorType.F64 => 8,
         TensorType.Q4_0 => 2 + 16,          // d, 32 nibbles
         TensorType.Q4_1 => 2 + 2 + 16,      // d, m, 32 nibbles
         TensorType.Q5_0 => 2 + 4 + 16,      // d, high bits, 32 nibbles

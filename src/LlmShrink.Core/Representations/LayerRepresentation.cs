@@ -35,6 +35,12 @@ public abstract class LayerRepresentation
     /// <summary>The weights as integer levels times scales when the representation stores them so (exports keep them exactly); null otherwise.</summary>
     public virtual ScaledIntegerMatrix? Integers(TensorSet weights, string module) => null;
 
+    /// <summary>
+    /// A more compact form of a just-quantized layer this representation can hold (e.g. only the kept codes of a 2:4-pruned
+    /// layer), or null. The context asks every registered representation in turn before storing the GPTQ layout.
+    /// </summary>
+    public virtual CompressedLayer? Compact(QuantizedLayer layer, bool[]? keep) => null;
+
     /// <summary>Checks the module has the shape the model configuration implies.</summary>
     public virtual void Check(TensorSet weights, string module, int outFeatures, int inFeatures, string source)
     {

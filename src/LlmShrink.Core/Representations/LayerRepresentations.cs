@@ -13,8 +13,13 @@ public static class LayerRepresentations
     [
         GptqRepresentation.Instance,
         W8A8Representation.Instance,
+        Sparse24Representation.Instance,
         DenseRepresentation.Instance,
     ];
+
+    /// <summary>The first registered compact form of a quantized layer (<see cref="LayerRepresentation.Compact"/>), else the layer itself.</summary>
+    public static CompressedLayer Store(QuantizedLayer layer, bool[]? keep) =>
+        All.Select(r => r.Compact(layer, keep)).FirstOrDefault(c => c is not null) ?? layer;
 
     /// <summary>Every tensor suffix any representation stores a weight under.</summary>
     public static IEnumerable<string> Suffixes => All.SelectMany(r => r.Suffixes).Distinct();
