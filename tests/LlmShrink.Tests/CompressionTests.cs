@@ -16,18 +16,21 @@ public class CompressionTests
     /// Compresses tinylit-8m in memory (128 calibration samples × 256 tokens, the defaults) and scores it against the
     /// original on the first chunks of the held-out text: (perplexity, original's perplexity, mean KL(original ‖ compressed)).
     /// </summary>
-    internal static (double Ppl, double Reference, double Kl) Compress(string recipe)
+    internal static (double Ppl, double Reference, double Kl) Compress(string recipe) => Compress(recipe, 128, EvalChunks);
+
+    /// <summary>As <see cref="Compress(string)"/> with <paramref name="samples"/> calibration samples and <paramref name="chunks"/> evaluation chunks.</summary>
+    internal static (double Ppl, double Reference, double Kl) Compress(string recipe, int samples, int chunks)
     {
         using var model = ModelLoader.Load(SharedData.TinyLit);
         using var original = ModelLoader.Load(SharedData.TinyLit);
         using var transformer = new Transformer(model);
         using var reference = new Transformer(original);
         var tokenizer = model.RequireTokenizer();
-        var calibration = CalibrationSet.FromFile(SharedData.Corpus("tinylit_calib.txt"), tokenizer, 128, 256, seed: 0);
+        var calibration = CalibrationSet.FromFile(SharedData.Corpus("tinylit_calib.txt"), tokenizer, samples, 256, seed: 0);
         new SequentialPipeline(model, transformer, LoadRecipe(recipe)).Run(calibration);
         var tokens = tokenizer.Encode(File.ReadAllText(SharedData.Corpus("tinylit_eval.txt")), addBos: true);
         var r = Perplexity.Evaluate(tokens, 256, PerplexityProtocol.LlamaCpp, tokenizer.BosId,
-            new TransformerLogitModel(transformer, 256), new TransformerLogitModel(reference, 256), EvalChunks);
+            new TransformerLogitModel(transformer, 256), new TransformerLogitModel(reference, 256), chunks);
         return (r.Perplexity, r.ReferencePerplexity!.Value, r.MeanKlDivergence!.Value);
     }
 

@@ -172,7 +172,7 @@ public class SafetensorsTests
     [InlineData("""{"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}""", null, null)] // control: valid
     [InlineData("""{"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}""", null, "not valid JSON")]
     [InlineData("""[1, 2]""", null, "not a JSON object")]
-    [InlineData("""{"x": {"dtype": "U8", "shape": [8], "data_offsets": [0, 8]}}""", null, "tensor 'x': unsupported dtype U8")]
+    [InlineData("""{"x": {"dtype": "BOOL", "shape": [8], "data_offsets": [0, 8]}}""", null, "tensor 'x': unsupported dtype BOOL")]
     [InlineData("""{"x": {"dtype": "BOOL", "shape": [8], "data_offsets": [0, 8]}}""", null, "unsupported dtype BOOL")]
     [InlineData("""{"x": {"dtype": "F8_E4M3", "shape": [8], "data_offsets": [0, 8]}}""", null, "unsupported dtype F8_E4M3")]
     [InlineData("""{"x": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}""", null, "needs 12")]
