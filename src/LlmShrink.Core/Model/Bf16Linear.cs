@@ -46,8 +46,6 @@ public sealed unsafe class Bf16Linear : Linear
     {
         GC.KeepAlive(_owner);
         Weights.Multiply(x, y, n, pool, threads);
-        if (_bias is null) return;
-        for (int i = 0; i < n; i++)
-            System.Numerics.Tensors.TensorPrimitives.Add(y.Slice(i * OutFeatures, OutFeatures), _bias, y.Slice(i * OutFeatures, OutFeatures));
+        AddBias(y, n, _bias);
     }
 }

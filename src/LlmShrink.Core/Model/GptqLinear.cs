@@ -30,8 +30,6 @@ public sealed class GptqLinear : Linear
     public override void Apply(ReadOnlySpan<float> x, Span<float> y, int n, WorkerPool pool, int threads)
     {
         Weights.Multiply(x, y, n, pool, threads);
-        if (_bias is null) return;
-        for (int i = 0; i < n; i++)
-            System.Numerics.Tensors.TensorPrimitives.Add(y.Slice(i * OutFeatures, OutFeatures), _bias, y.Slice(i * OutFeatures, OutFeatures));
+        AddBias(y, n, _bias);
     }
 }

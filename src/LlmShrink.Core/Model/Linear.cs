@@ -28,6 +28,14 @@ public abstract class Linear
     /// <summary>y[n, out] = x[n, in]·Wᵀ (+ b).</summary>
     public abstract void Apply(ReadOnlySpan<float> x, Span<float> y, int n, WorkerPool pool, int threads);
 
+    /// <summary>y[i, :] += bias for each of the <paramref name="n"/> rows (nothing when the layer has no bias).</summary>
+    protected void AddBias(Span<float> y, int n, float[]? bias)
+    {
+        if (bias is null) return;
+        for (int i = 0; i < n; i++)
+            System.Numerics.Tensors.TensorPrimitives.Add(y.Slice(i * OutFeatures, OutFeatures), bias, y.Slice(i * OutFeatures, OutFeatures));
+    }
+
     /// <summary>A pinned copy of weights a layer was handed in memory, and its address (the copy must be kept alive).</summary>
     protected static unsafe T* PinnedCopy<T>(ReadOnlySpan<T> values, out T[] copy) where T : unmanaged
     {
@@ -79,9 +87,7 @@ public sealed unsafe class DenseLinear : Linear
     {
         if (_weights == null) Decode();
         MatMul.Multiply(x, _weights, y, n, InFeatures, OutFeatures, pool, threads);
-        if (_bias is null) return;
-        for (int i = 0; i < n; i++)
-            System.Numerics.Tensors.TensorPrimitives.Add(y.Slice(i * OutFeatures, OutFeatures), _bias, y.Slice(i * OutFeatures, OutFeatures));
+        AddBias(y, n, _bias);
     }
 
     /// <summary>

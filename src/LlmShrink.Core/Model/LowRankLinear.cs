@@ -44,8 +44,6 @@ public sealed unsafe class LowRankLinear : Linear
         var inner = t_inner.AsSpan(0, n * Rank);
         MatMul.Multiply(x, _vPointer, inner, n, InFeatures, Rank, pool, threads);
         MatMul.Multiply(inner, _uPointer, y, n, Rank, OutFeatures, pool, threads);
-        if (_bias is null) return;
-        for (int i = 0; i < n; i++)
-            System.Numerics.Tensors.TensorPrimitives.Add(y.Slice(i * OutFeatures, OutFeatures), _bias, y.Slice(i * OutFeatures, OutFeatures));
+        AddBias(y, n, _bias);
     }
 }

@@ -20,8 +20,6 @@ public sealed class Sparse24Linear : Linear
     public override void Apply(ReadOnlySpan<float> x, Span<float> y, int n, WorkerPool pool, int threads)
     {
         Sparse24MatMul.Multiply(Weights, x, y, n, pool, threads);
-        if (_bias is null) return;
-        for (int i = 0; i < n; i++)
-            System.Numerics.Tensors.TensorPrimitives.Add(y.Slice(i * OutFeatures, OutFeatures), _bias, y.Slice(i * OutFeatures, OutFeatures));
+        AddBias(y, n, _bias);
     }
 }
