@@ -54,6 +54,10 @@ public class PruningMethodTests
                 bits: 4
                 group_size: 128
             """, Samples, Chunks);
+        // The margin is small against calibration noise: over calibration seeds 0–4 (128 × 256) the held-out KL averaged
+        // 0.0588 joint vs 0.0592 separate with ±0.0015 seed to seed (seed 0 alone had separate ahead), while the layers'
+        // own output errors favour the joint pass in all 56 block linears (summed relative error 2.090 vs 2.208). This
+        // calibration (32 × 256, seed 0) is one draw of that comparison, not tuned to pass it.
         Assert.True(joint.Kl < separate.Kl, $"joint {joint} vs sparsegpt then RTN {separate}");
     }
 
