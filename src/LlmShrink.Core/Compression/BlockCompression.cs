@@ -199,6 +199,10 @@ public sealed class BlockCompression
             _weights[role] = weights;
             _biases[role] = bias;
             _reshaped.Add(role);
+            // A narrower layer has no output error of its own to report (its outputs or inputs are fewer); the block's is in the KL.
+            var (oldRows, oldColumns) = Shape(role);
+            _reports.Add(new LayerReport(LinearRoles.ModulePath(Layer, role), MethodName, $"dense [{rows}, {weights.Length / rows}], was [{oldRows}, {oldColumns}]",
+                double.NaN, 8.0 * TensorTypes.ByteCount(DenseType(role), weights.Length), weights.Length));
             Replace(role, new DenseLinear(weights, rows, weights.Length / rows, bias));
         }
         if (_statistics.TryGetValue(narrowed, out var statistics)) statistics.KeepChannels(keptColumns);

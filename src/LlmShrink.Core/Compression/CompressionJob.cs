@@ -50,7 +50,11 @@ public static class CompressionJob
         s.AppendLine(inv, $"| time | {result.Elapsed.TotalSeconds:F1} s |");
         s.AppendLine(inv, $"| peak memory (working set) | {result.PeakWorkingSetBytes / (1024.0 * 1024):F0} MiB |");
         s.AppendLine(inv, $"| original size | {model.BytesOnDisk:N0} bytes |");
-        s.AppendLine(inv, $"| compressed linear layers | {result.Layers.Count}, {linearBits:F3} bits per weight stored |");
+        s.AppendLine(inv, $"| compressed linear layers | {result.Layers.Select(l => l.Module).Distinct().Count()}, {linearBits:F3} bits per weight stored |");
+        if (result.RemovedBlocks.Count > 0)
+            s.AppendLine($"| removed blocks | {string.Join(", ", result.RemovedBlocks.Order())} of {model.Config.NumLayers} (the rest renumbered) |");
+        if (!result.Config.IsUniform || result.Config.IntermediateSize != model.Config.IntermediateSize || result.Config.NumKvHeads != model.Config.NumKvHeads)
+            s.AppendLine($"| block widths | {string.Join(", ", Enumerable.Range(0, result.Config.NumLayers).Select(l => result.Config.Layer(l)).Distinct().Select(w => $"{w.Heads} heads / {w.KvHeads} KV heads / {w.IntermediateSize} MLP channels"))} |");
         s.AppendLine();
         s.AppendLine("Relative output error = ‖XWᵀ − XŴᵀ‖² / ‖XWᵀ‖² on up to 256 calibration inputs of each layer, against the");
         s.AppendLine("dense weights the method started from. Bits per weight include group scales and zero points.");
@@ -58,7 +62,7 @@ public static class CompressionJob
         s.AppendLine("| module | method | scheme | relative output error | bits/weight |");
         s.AppendLine("|---|---|---|---:|---:|");
         foreach (var l in result.Layers)
-            s.AppendLine(inv, $"| {l.Module} | {l.Method} | {l.Scheme} | {l.RelativeOutputError:E3} | {l.BitsPerWeight:F3} |");
+            s.AppendLine(inv, $"| {l.Module} | {l.Method} | {l.Scheme} | {(double.IsNaN(l.RelativeOutputError) ? "—" : l.RelativeOutputError.ToString("E3", inv))} | {l.BitsPerWeight:F3} |");
         return s.ToString();
     }
 }
