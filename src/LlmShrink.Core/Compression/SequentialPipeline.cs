@@ -83,7 +83,8 @@ public sealed class SequentialPipeline
         var removed = BlocksToRemove(hidden, scratch, progress, cancel);
         if (removed.Count > 0) sink?.BlocksRemoved(removed);
         var reports = new List<LayerReport>();
-        var written = new List<CompressedLayer>();
+        long writtenParameters = 0; // of the layers as finally written (counted, not kept: a block's layers are gigabytes)
+        double writtenBits = 0;
         long peak = 0;
 
         for (int layer = 0; layer < c.NumLayers; layer++)
@@ -97,7 +98,8 @@ public sealed class SequentialPipeline
             // unreachable once it returns, whatever the JIT tier keeps alive in this loop's frame.
             var (layers, blockReports) = CalibrateAndCompress(layer, stages, plan, hidden, scratch, cache, sink, progress, cancel);
             reports.AddRange(blockReports);
-            written.AddRange(layers);
+            writtenParameters += layers.Sum(l => (long)l.Rows * l.Columns);
+            writtenBits += layers.Sum(l => l.StoredBits);
             peak = Math.Max(peak, CurrentWorkingSet());
 
             // (3) This block's outputs with its compressed layers feed the next block (a fresh cache: structured pruning may have changed its widths).
@@ -127,14 +129,15 @@ public sealed class SequentialPipeline
         {
             var (head, headReports) = CompressHead(headPlan, hidden, length, sink, progress, cancel);
             reports.AddRange(headReports);
-            written.Add(head);
+            writtenParameters += (long)head.Rows * head.Columns;
+            writtenBits += head.StoredBits;
             peak = Math.Max(peak, CurrentWorkingSet());
         }
         peak = Math.Max(peak, Process.GetCurrentProcess().PeakWorkingSet64);
         var kept = Enumerable.Range(0, c.NumLayers).Where(l => !removed.Contains(l)).ToList();
         bool reshaped = removed.Count > 0 || Enumerable.Range(0, c.NumLayers).Any(l => _transformer.Config.Layer(l) != c.Layer(l));
         var config = reshaped ? c.WithLayerShapes([.. kept.Select(_transformer.Config.Layer)]) : c;
-        return new PipelineResult(reports, written.Sum(l => (long)l.Rows * l.Columns), written.Sum(l => l.StoredBits), clock.Elapsed, peak, calibration.TokenCount,
+        return new PipelineResult(reports, writtenParameters, writtenBits, clock.Elapsed, peak, calibration.TokenCount,
             config, removed);
     }
 
