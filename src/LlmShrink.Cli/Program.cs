@@ -46,6 +46,7 @@ public static class Program
             RandomModelCommand.Create(cancellation),
             ExportCommand.Create(),
             CompressCommand.Create(cancellation),
+            AutoCommand.Create(cancellation),
         };
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0) return UserError(Describe(parsed.Errors[0]));

@@ -339,13 +339,28 @@ public sealed class BlockCompression
     /// what the method would produce with each layer's report line (output error, stored bits) — what a planner compares
     /// candidates by. Only blocks can be tried (the head stage's lm_head is compressed in place).
     /// </summary>
-    public (IReadOnlyList<CompressedLayer> Layers, IReadOnlyList<LayerReport> Reports) Try(ICompressionMethod method, IReadOnlyList<LinearRole> roles)
+    public (IReadOnlyList<CompressedLayer> Layers, IReadOnlyList<LayerReport> Reports) Try(ICompressionMethod method, IReadOnlyList<LinearRole> roles) =>
+        Try([method], roles);
+
+    /// <summary>Like <see cref="Try(ICompressionMethod, IReadOnlyList{LinearRole})"/> for methods stacked on the same layers in order (e.g. sparsegpt then gptq).</summary>
+    public (IReadOnlyList<CompressedLayer> Layers, IReadOnlyList<LayerReport> Reports) Try(IReadOnlyList<ICompressionMethod> methods, IReadOnlyList<LinearRole> roles)
     {
         if (Block is null) throw new InvalidOperationException("only a block's layers can be tried");
-        var trial = new BlockCompression(this) { Targets = roles, MethodName = method.Name };
-        method.CompressBlock(trial);
+        var trial = new BlockCompression(this) { Targets = roles };
+        for (int i = 0; i < methods.Count; i++)
+        {
+            trial.MethodName = methods[i].Name;
+            trial.TargetedLater = i + 1 < methods.Count ? roles.ToHashSet() : new HashSet<LinearRole>();
+            methods[i].CompressBlock(trial);
+        }
         return trial.Finish();
     }
+
+    /// <summary>
+    /// ‖X Wᵀ − layer(X)‖² / ‖X Wᵀ‖² of a candidate for <paramref name="role"/> against the layer's dense weights as this
+    /// context holds them, on the first calibration inputs of its site (bias excluded): the planner's cheap proxy.
+    /// </summary>
+    internal double RelativeOutputError(LinearRole role, Linear candidate) => RelativeOutputError(role, Weights(role), candidate);
 
     private static TransformerBlock CopyOf(TransformerBlock b) => new()
     {

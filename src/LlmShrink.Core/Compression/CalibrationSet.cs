@@ -47,27 +47,40 @@ public sealed class CalibrationSet
         return new CalibrationSet(result);
     }
 
-    public static CalibrationSet FromFile(string path, ITextTokenizer tokenizer, int samples, int sequenceLength, int seed)
+    public static CalibrationSet FromFile(string path, ITextTokenizer tokenizer, int samples, int sequenceLength, int seed) =>
+        FromTokens(Tokenize(path, tokenizer), tokenizer.BosId, samples, sequenceLength, seed, path);
+
+    /// <summary>The calibration text's tokens (no BOS).</summary>
+    public static int[] Tokenize(string path, ITextTokenizer tokenizer)
     {
-        if (samples <= 0) throw new ShrinkException($"--samples: must be positive, not {samples}");
-        if (sequenceLength < 2) throw new ShrinkException($"--seq-len: must be at least 2, not {sequenceLength}");
         string text;
         try { text = File.ReadAllText(path); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw ShrinkException.InFile(path, "cannot read calibration text: " + e.Message); }
-        int[] tokens = tokenizer.Encode(text, addBos: false);
+        return tokenizer.Encode(text, addBos: false);
+    }
+
+    /// <summary>Samples drawn from <paramref name="tokens"/> (the text of <paramref name="source"/>); <see cref="Starts"/> says where each body begins.</summary>
+    public static CalibrationSet FromTokens(int[] tokens, int bosId, int samples, int sequenceLength, int seed, string source)
+    {
+        if (samples <= 0) throw new ShrinkException($"--samples: must be positive, not {samples}");
+        if (sequenceLength < 2) throw new ShrinkException($"--seq-len: must be at least 2, not {sequenceLength}");
         int body = sequenceLength - 1;
         if (tokens.Length < body)
-            throw ShrinkException.InFile(path, $"has {tokens.Length} tokens, fewer than one calibration sample of {sequenceLength}");
+            throw ShrinkException.InFile(source, $"has {tokens.Length} tokens, fewer than one calibration sample of {sequenceLength}");
         var random = new System.Random(seed);
         var result = new int[samples][];
+        var starts = new int[samples];
         for (int s = 0; s < samples; s++)
         {
-            int start = random.Next(tokens.Length - body + 1);
+            int start = starts[s] = random.Next(tokens.Length - body + 1);
             var sample = new int[sequenceLength];
-            sample[0] = tokenizer.BosId;
+            sample[0] = bosId;
             tokens.AsSpan(start, body).CopyTo(sample.AsSpan(1));
             result[s] = sample;
         }
-        return new CalibrationSet(result);
+        return new CalibrationSet(result) { Starts = starts };
     }
+
+    /// <summary>Where each sample's tokens after BOS begin in the text's tokens, when drawn from a text.</summary>
+    public int[]? Starts { get; private init; }
 }

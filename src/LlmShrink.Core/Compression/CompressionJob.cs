@@ -18,9 +18,12 @@ public sealed record CompressionSummary(PipelineResult Pipeline, long OriginalBy
 /// </summary>
 public static class CompressionJob
 {
-    public static CompressionSummary Run(CompressionRequest request, IProgress<PipelineProgress>? progress = null, CancellationToken cancel = default)
+    public static CompressionSummary Run(CompressionRequest request, IProgress<PipelineProgress>? progress = null, CancellationToken cancel = default) =>
+        Run(request, Recipe.Load(request.Recipe), progress, cancel);
+
+    /// <summary>Compresses with <paramref name="recipe"/> (built in code, e.g. a plan) instead of <see cref="CompressionRequest.Recipe"/>, which only names it in the report.</summary>
+    public static CompressionSummary Run(CompressionRequest request, Recipe recipe, IProgress<PipelineProgress>? progress = null, CancellationToken cancel = default)
     {
-        var recipe = Recipe.Load(request.Recipe);
         using var model = ModelLoader.Load(request.Model);
         var calibration = request.CalibrationFile == CalibrationSet.RandomSource
             ? CalibrationSet.Random(model.Config.VocabSize, model.Config.BosTokenId, request.Samples, request.SequenceLength, request.Seed)

@@ -149,7 +149,7 @@ public sealed class SequentialPipeline
         int length = scratch.Length / c.HiddenSize;
         // (1) Statistics of the targeted layers' real inputs.
         progress?.Report(new PipelineProgress(layer, stages, "calibrating"));
-        var statistics = RecordStatistics(block, plan);
+        var statistics = RecordStatistics(block, plan.Select(p => (p.Modifier.Method.Needs, p.Roles)));
         foreach (var h in hidden)
         {
             cancel.ThrowIfCancellationRequested();
@@ -270,15 +270,18 @@ public sealed class SequentialPipeline
         }
     }
 
-    /// <summary>Wraps the first layer reading each needed input site so its inputs are recorded on the way through.</summary>
-    private static Dictionary<InputSite, SiteStatistics> RecordStatistics(TransformerBlock block, List<(Modifier Modifier, IReadOnlyList<LinearRole> Roles)> plan)
+    /// <summary>
+    /// Wraps the first layer reading each needed input site so its inputs are recorded on the way through: for each
+    /// (needs, roles) pair, what a method targeting those roles reads.
+    /// </summary>
+    internal static Dictionary<InputSite, SiteStatistics> RecordStatistics(TransformerBlock block, IEnumerable<(StatisticsNeeds Needs, IReadOnlyList<LinearRole> Roles)> plan)
     {
         var needs = new Dictionary<InputSite, StatisticsNeeds>();
-        foreach (var (modifier, roles) in plan)
+        foreach (var (need, roles) in plan)
             foreach (var role in roles)
             {
                 var site = LinearRoles.Site(role);
-                needs[site] = needs.GetValueOrDefault(site) | modifier.Method.Needs;
+                needs[site] = needs.GetValueOrDefault(site) | need;
             }
         var statistics = new Dictionary<InputSite, SiteStatistics>();
         foreach (var (site, need) in needs)
@@ -295,7 +298,7 @@ public sealed class SequentialPipeline
         return statistics;
     }
 
-    private static void StopRecording(TransformerBlock block)
+    internal static void StopRecording(TransformerBlock block)
     {
         foreach (var role in LinearRoles.All)
             if (LinearRoles.Get(block, role) is RecordingLinear recording) LinearRoles.Set(block, role, recording.Inner);

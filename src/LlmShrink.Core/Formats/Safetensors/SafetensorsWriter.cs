@@ -65,6 +65,45 @@ public static class SafetensorsWriter
         return checked(elements * TensorTypes.BlockBytes(entry.Type));
     }
 
+    /// <summary>
+    /// The bytes <paramref name="entries"/> add to a file: their data and their header entries, as <see cref="Write"/>
+    /// writes them. The offsets are written as if the entries began the file's data; further into a file they have more
+    /// digits (at most 18 more bytes per tensor), and the header's padding to 8 bytes adds up to 7 once per file.
+    /// </summary>
+    public static long StoredBytes(IReadOnlyList<Entry> entries)
+    {
+        var byteCounts = entries.Select(ByteCount).ToArray();
+        using var buffer = new MemoryStream();
+        using (var json = new Utf8JsonWriter(buffer))
+        {
+            json.WriteStartObject();
+            long offset = 0;
+            for (int i = 0; i < entries.Count; i++)
+            {
+                WriteEntry(json, entries[i], offset, byteCounts[i]);
+                offset = checked(offset + byteCounts[i]);
+            }
+            json.WriteEndObject();
+        }
+        if (entries.Count == 0) return 0;
+        // The braces belong to the file; one comma joins these entries to the file's others.
+        return byteCounts.Sum() + buffer.Length - 2 + 1;
+    }
+
+    private static void WriteEntry(Utf8JsonWriter json, Entry e, long offset, long byteCount)
+    {
+        json.WriteStartObject(e.Name);
+        json.WriteString("dtype", SafetensorsDTypes.Name(e.Type));
+        json.WriteStartArray("shape");
+        foreach (long d in e.Shape) json.WriteNumberValue(d);
+        json.WriteEndArray();
+        json.WriteStartArray("data_offsets");
+        json.WriteNumberValue(offset);
+        json.WriteNumberValue(offset + byteCount);
+        json.WriteEndArray();
+        json.WriteEndObject();
+    }
+
     /// <summary>JSON header padded with spaces so the data starts at a multiple of 8 bytes (the format's recommendation).</summary>
     private static byte[] BuildHeader(IReadOnlyList<Entry> entries, long[] byteCounts, IReadOnlyDictionary<string, string>? metadata)
     {
@@ -84,16 +123,7 @@ public static class SafetensorsWriter
             {
                 var e = entries[i];
                 if (e.Name == "__metadata__" || !names.Add(e.Name)) throw new ArgumentException($"tensor name '{e.Name}' is reserved or repeated");
-                json.WriteStartObject(e.Name);
-                json.WriteString("dtype", SafetensorsDTypes.Name(e.Type));
-                json.WriteStartArray("shape");
-                foreach (long d in e.Shape) json.WriteNumberValue(d);
-                json.WriteEndArray();
-                json.WriteStartArray("data_offsets");
-                json.WriteNumberValue(offset);
-                json.WriteNumberValue(offset + byteCounts[i]);
-                json.WriteEndArray();
-                json.WriteEndObject();
+                WriteEntry(json, e, offset, byteCounts[i]);
                 offset = checked(offset + byteCounts[i]);
             }
             json.WriteEndObject();

@@ -1,0 +1,72 @@
+using System.CommandLine;
+using System.Diagnostics;
+using LlmShrink.Compression;
+using LlmShrink.Planning;
+
+namespace LlmShrink.Cli.Commands;
+
+/// <summary>
+/// <c>llmshrink auto MODEL --calib FILE (--target-bpw B | --target-size BYTES | --max-kl K) --out DIR</c>: measure every
+/// candidate on every layer group, plan per group under the budget, write the compressed folder with the plan as its
+/// recipe and plan.md explaining it.
+/// </summary>
+internal static class AutoCommand
+{
+    public static Command Create(CancellationToken cancellation)
+    {
+        var model = new Argument<string>("model") { Description = "Model to compress (Hugging Face folder or id)" };
+        var calib = new Option<string>("--calib") { Description = "Calibration text; samples are drawn as compress draws them and KL is measured on the text no sample covers", Required = true };
+        var targetBpw = new Option<double?>("--target-bpw") { Description = "Budget: bits per weight of the planned layers as written" };
+        var targetSize = new Option<long?>("--target-size") { Description = "Budget: bytes of the written safetensors files" };
+        var maxKl = new Option<double?>("--max-kl") { Description = "Budget: mean KL per token to the original on held-back text (the smallest plan that meets it)" };
+        var minSpeed = new Option<double?>("--min-tokens-per-s") { Description = "Budget by decode speed (not available yet)" };
+        var format = new Option<string>("--format") { Description = "Output: folder (Hugging Face, GPTQ layout)", DefaultValueFactory = _ => "folder" };
+        var candidates = new Option<string?>("--candidates") { Description = "YAML candidate menu (default: keep, RTN and GPTQ at 2/3/4/8 bits, groups 32/64/128, sym/asym)" };
+        var cache = new Option<string?>("--cache") { Description = "Folder keeping measurements: another budget on the same model, calibration and menu re-plans without measuring" };
+        var samples = new Option<int>("--samples") { Description = "Calibration samples", DefaultValueFactory = _ => 128 };
+        var seqLen = new Option<int>("--seq-len") { Description = "Tokens per calibration sample and per held-back window", DefaultValueFactory = _ => 256 };
+        var seed = new Option<int>("--seed") { Description = "Seed for drawing calibration samples", DefaultValueFactory = _ => 0 };
+        var klSamples = new Option<int>("--kl-samples") { Description = "Held-back windows to measure KL on", DefaultValueFactory = _ => 8 };
+        var anchors = new Option<int>("--anchors") { Description = "Candidates per group whose end-to-end KL is measured", DefaultValueFactory = _ => 4 };
+        var output = new Option<string>("--out") { Description = "Output folder (must not exist or be empty)", Required = true };
+        var threads = new Option<int>("--threads") { Description = "Worker threads (0 = all cores)", DefaultValueFactory = _ => 0 };
+        var command = new Command("auto", "Plan per-layer compression under a budget from measured sensitivities, and apply it")
+        {
+            model, calib, targetBpw, targetSize, maxKl, minSpeed, format, candidates, cache, samples, seqLen, seed, klSamples, anchors, output, threads,
+        };
+        command.SetAction(parse =>
+        {
+            if (parse.GetValue(minSpeed) is not null) throw new ShrinkException("--min-tokens-per-s: planning by speed is not available yet; use --target-bpw, --target-size or --max-kl");
+            if (parse.GetValue(format) != "folder") throw new ShrinkException($"--format {parse.GetValue(format)}: only 'folder' is available yet");
+            var request = new AutoRequest(parse.GetValue(model)!, parse.GetValue(calib)!, parse.GetValue(output)!)
+            {
+                TargetBitsPerWeight = parse.GetValue(targetBpw), TargetSize = parse.GetValue(targetSize), MaxKl = parse.GetValue(maxKl),
+                CandidatesFile = parse.GetValue(candidates), CacheFolder = parse.GetValue(cache),
+                Samples = parse.GetValue(samples), SequenceLength = parse.GetValue(seqLen), Seed = parse.GetValue(seed),
+                KlSamples = parse.GetValue(klSamples), Anchors = parse.GetValue(anchors), Threads = parse.GetValue(threads),
+            };
+            if (request.Threads < 0) throw new ShrinkException($"--threads: must not be negative (got {request.Threads})");
+            bool applying = false;
+            var summary = Terminal.WithProgress("planning", 1, report => AutoCompressionJob.Run(request, new Progress<PipelineProgress>(p =>
+            {
+                applying |= p.Stage.StartsWith("applying", StringComparison.Ordinal);
+                double fraction = (p.Layer + 0.5) / p.Layers;
+                report(applying ? 0.7 + 0.3 * fraction : 0.7 * fraction);
+            }), cancellation));
+            var c = summary.Chosen;
+            var table = Terminal.KeyValueTable("planned")
+                .AddText("output", request.Output)
+                .AddText("plan", $"{summary.Groups.Count} groups, {c.Selection.Choices.Distinct().Count()} distinct choices (recipe.yaml, plan.md)")
+                .AddText("bits per weight (planned layers)", $"{summary.BitsPerWeight:F3}")
+                .AddText("size on disk", Terminal.Bytes(c.TotalBytes))
+                .AddText("KL on held-back text", $"predicted {c.Selection.Loss:E3}, measured {c.MeasuredKl:E3}")
+                .AddText("plans written", summary.Attempts.Count.ToString())
+                .AddText("measurement", summary.FromCache ? "from the cache" : $"{summary.Table.MeasurementSeconds:F1} s")
+                .AddText("time", $"{summary.Elapsed.TotalSeconds:F1} s")
+                .AddText("peak memory", Terminal.Bytes(Process.GetCurrentProcess().PeakWorkingSet64));
+            Terminal.Stdout().Write(table);
+            return 0;
+        });
+        return command;
+    }
+}

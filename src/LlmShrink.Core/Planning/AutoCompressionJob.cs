@@ -1,0 +1,193 @@
+using System.Diagnostics;
+using System.Security.Cryptography;
+using System.Text;
+using LlmShrink.Compression;
+using LlmShrink.Compression.Recipes;
+using LlmShrink.Formats;
+using LlmShrink.Model;
+
+namespace LlmShrink.Planning;
+
+/// <summary>What <c>llmshrink auto</c> was asked: the model, calibration drawn as <c>compress</c> draws it, exactly one budget, the menu.</summary>
+public sealed record AutoRequest(string Model, string CalibrationFile, string Output)
+{
+    public int Samples { get; init; } = 128;
+    public int SequenceLength { get; init; } = 256;
+    public int Seed { get; init; }
+    /// <summary>Bits per weight of the planned layers as written (every tensor they store, header entries included).</summary>
+    public double? TargetBitsPerWeight { get; init; }
+    /// <summary>Bytes of the written safetensors files.</summary>
+    public long? TargetSize { get; init; }
+    /// <summary>Mean KL per token to the original on the held-back calibration text.</summary>
+    public double? MaxKl { get; init; }
+    public string? CandidatesFile { get; init; }
+    public string? CacheFolder { get; init; }
+    /// <summary>Held-back windows (of <see cref="SequenceLength"/> tokens) the KL is measured on.</summary>
+    public int KlSamples { get; init; } = 8;
+    /// <summary>Candidates per group whose end-to-end KL is measured.</summary>
+    public int Anchors { get; init; } = 4;
+    public int Threads { get; init; }
+}
+
+/// <summary>One applied plan: what the solver predicted and what the written model measured.</summary>
+public sealed record PlanAttempt(Selection Selection, long TotalBytes, double MeasuredKl);
+
+public sealed record AutoSummary(MeasurementTable Table, IReadOnlyList<LayerGroup> Groups, IReadOnlyList<Candidate> Candidates, Recipe Plan,
+    IReadOnlyList<PlanAttempt> Attempts, PlanAttempt Chosen, bool FromCache, int HeldBackTokens, TimeSpan Elapsed)
+{
+    public double BitsPerWeight => Chosen.Selection.Cost * 8.0 / Table.Parameters;
+}
+
+/// <summary>
+/// <c>llmshrink auto</c>: measure (or read from the cache) every candidate on every group, solve for the budget on the
+/// Pareto front, write the plan as a recipe and apply it with the compression pipeline — the same run
+/// <c>llmshrink compress --recipe plan.yaml</c> makes — then measure what was written and close the loop: a size over
+/// budget (header bytes the prices could not know) lowers the budget by the excess; a KL over <c>--max-kl</c> rescales
+/// the predictions by measured / predicted and asks for less loss. At most <see cref="MaxAttempts"/> plans are written;
+/// the best one that meets the budget is kept, with plan.md explaining it.
+/// </summary>
+public static class AutoCompressionJob
+{
+    public const int MaxAttempts = 4;
+
+    public static AutoSummary Run(AutoRequest request, IProgress<PipelineProgress>? progress = null, CancellationToken cancel = default)
+    {
+        var clock = Stopwatch.StartNew();
+        CheckBudget(request);
+        var candidates = request.CandidatesFile is null ? CandidateMenu.Default : CandidateMenu.Load(request.CandidatesFile);
+        using var model = ModelLoader.Load(request.Model);
+        using var output = new OutputFolder(request.Output, model.Weights.Files.Select(f => f.Path).Append(model.Source));
+        var tokenizer = model.RequireTokenizer();
+        var tokens = CalibrationSet.Tokenize(request.CalibrationFile, tokenizer);
+        var calibration = CalibrationSet.FromTokens(tokens, tokenizer.BosId, request.Samples, request.SequenceLength, request.Seed, request.CalibrationFile);
+        var held = HeldBackSplit.Windows(tokens, calibration, tokenizer.BosId, request.KlSamples, request.SequenceLength, request.CalibrationFile);
+        var groups = LayerGroup.Of(model.Config, fused: true);
+        var cost = FolderStorageCost.Instance;
+
+        using var transformer = new Transformer(model, request.Threads);
+        var kl = new HeldBackKl(held, transformer);
+        string key = CacheKey(request, model, candidates, held.Length);
+        string? cachePath = request.CacheFolder is null ? null : Path.Combine(CacheFolder(request.CacheFolder), $"measurements-{key[..16]}.json");
+        var table = cachePath is null ? null : MeasurementTable.Load(cachePath, key);
+        bool fromCache = table is not null;
+        if (table is null)
+        {
+            table = new SensitivityMeasurement(model, transformer, groups, candidates, cost, request.Anchors).Measure(calibration, held, key, progress, cancel);
+            if (cachePath is not null) table.Save(cachePath);
+        }
+
+        var options = Enumerable.Range(0, groups.Count)
+            .Select(g => (IReadOnlyList<Option>)[.. table.Entries[g].Zip(table.PredictedKl(g), (m, loss) => new Option(m.Bytes, loss))]).ToList();
+        var knapsack = new MultipleChoiceKnapsack(options);
+        long keepAll = groups.Sum(g => g.Roles.Sum(r => cost.KeptBytes(model.Weights, g.Layer, r)));
+        long fixedBytes = model.BytesOnDisk - keepAll; // embeddings, norms, lm_head, headers: what no plan changes
+        long cheapest = knapsack.Front[0].Cost;
+
+        long budget = request.TargetSize is { } size ? size - fixedBytes
+            : request.TargetBitsPerWeight is { } bpw ? (long)Math.Floor(bpw * table.Parameters / 8) : long.MaxValue;
+        if (request.MaxKl is null)
+        {
+            string asked = request.TargetSize is { } s ? $"--target-size {s}" : $"--target-bpw {request.TargetBitsPerWeight}";
+            if (budget < cheapest)
+                throw new ShrinkException($"{asked}: below the smallest plan the menu allows ({Describe(cheapest + (request.TargetSize is null ? 0 : fixedBytes), table.Parameters, cheapest)})");
+            if (budget >= keepAll)
+                throw new ShrinkException($"{asked}: at or above keeping every layer as stored ({Describe(keepAll + (request.TargetSize is null ? 0 : fixedBytes), table.Parameters, keepAll)}); nothing to compress");
+        }
+
+        var attempts = new List<(PlanAttempt Attempt, string Folder, Recipe Plan)>();
+        double allowedLoss = request.MaxKl ?? double.PositiveInfinity;
+        for (int k = 0; k < MaxAttempts; k++)
+        {
+            var selection = request.MaxKl is null ? knapsack.WithinCost(budget) : knapsack.WithinLoss(allowedLoss);
+            if (selection is null) break;
+            if (attempts.Any(a => a.Attempt.Selection.Choices.SequenceEqual(selection.Choices))) break; // the loop would repeat itself
+            var plan = PlanRecipe(selection, groups, candidates, Path.GetFileName(Path.GetFullPath(request.Output)));
+            string folder = Path.Combine(output.Path, $"attempt-{k + 1}");
+            progress?.Report(new PipelineProgress(0, model.Config.NumLayers, $"applying plan {k + 1}"));
+            CompressionJob.Run(new CompressionRequest(request.Model, "plan.yaml", request.CalibrationFile, request.Samples, request.SequenceLength, request.Seed, folder, request.Threads),
+                plan, progress, cancel);
+            long total = Directory.EnumerateFiles(folder, "*.safetensors").Where(f => Path.GetFileName(f) != Export.CompressedCheckpointWriter.ImportanceFile).Sum(f => new FileInfo(f).Length);
+            double measured;
+            using (var written = ModelLoader.Load(folder))
+            using (var run = new Transformer(written, request.Threads))
+                measured = kl.Measure(run, cancel);
+            var attempt = new PlanAttempt(selection, total, measured);
+            attempts.Add((attempt, folder, plan));
+
+            if (request.TargetSize is { } target && total > target) { budget -= total - target; continue; }
+            if (request.MaxKl is { } maxKl && measured > maxKl)
+            {
+                // The additive prediction was optimistic by measured / predicted: ask the solver for that much less.
+                allowedLoss = selection.Loss > 0 ? allowedLoss * selection.Loss / measured * 0.95 : allowedLoss / 2;
+                continue;
+            }
+            break;
+        }
+
+        var valid = attempts.Where(a => (request.TargetSize is not { } t || a.Attempt.TotalBytes <= t) && (request.MaxKl is not { } m || a.Attempt.MeasuredKl <= m)).ToList();
+        if (valid.Count == 0)
+            throw new ShrinkException(request.MaxKl is { } mk
+                ? $"--max-kl {mk}: no plan the menu allows met it on the held-back text (best measured {attempts.Select(a => a.Attempt.MeasuredKl).DefaultIfEmpty(double.NaN).Min():G4}); allow more bits or keep"
+                : $"--target-size {request.TargetSize}: no plan fits once written (smallest written {attempts.Min(a => a.Attempt.TotalBytes)} bytes)");
+        var chosen = request.MaxKl is null ? valid.MinBy(a => a.Attempt.MeasuredKl) : valid.MinBy(a => a.Attempt.TotalBytes);
+        foreach (var file in Directory.EnumerateFileSystemEntries(chosen.Folder)) Move(file, Path.Combine(output.Path, Path.GetFileName(file)));
+        foreach (var a in attempts) Directory.Delete(a.Folder, recursive: true);
+        var summary = new AutoSummary(table, groups, candidates, chosen.Plan, [.. attempts.Select(a => a.Attempt)], chosen.Attempt, fromCache, kl.Tokens, clock.Elapsed);
+        File.WriteAllText(output.File("plan.md"), PlanReport.Write(request, summary, knapsack));
+        output.Commit();
+        return summary;
+    }
+
+    private static void CheckBudget(AutoRequest r)
+    {
+        int given = (r.TargetBitsPerWeight is null ? 0 : 1) + (r.TargetSize is null ? 0 : 1) + (r.MaxKl is null ? 0 : 1);
+        if (given == 0) throw new ShrinkException("give one budget: --target-bpw B, --target-size BYTES or --max-kl K");
+        if (given > 1) throw new ShrinkException("give only one budget: --target-bpw, --target-size and --max-kl contradict each other");
+        if (r.TargetBitsPerWeight is { } b && !(b > 0 && b < 32)) throw new ShrinkException($"--target-bpw: must be in (0, 32), not {b}");
+        if (r.TargetSize is { } s && s <= 0) throw new ShrinkException($"--target-size: must be positive, not {s}");
+        if (r.MaxKl is { } k && !(k > 0 && double.IsFinite(k))) throw new ShrinkException($"--max-kl: must be a positive number, not {k}");
+    }
+
+    private static string Describe(long bytes, long parameters, long plannedBytes) =>
+        FormattableString.Invariant($"{bytes:N0} bytes, {plannedBytes * 8.0 / parameters:F3} bits per planned weight");
+
+    /// <summary>The plan as a recipe: one modifier per chosen candidate and step, targeting the groups that chose it.</summary>
+    public static Recipe PlanRecipe(Selection selection, IReadOnlyList<LayerGroup> groups, IReadOnlyList<Candidate> candidates, string name)
+    {
+        var specs = new List<ModifierSpec>();
+        foreach (var chosen in selection.Choices.Distinct().Order())
+        {
+            var candidate = candidates[chosen];
+            if (candidate.IsKeep) continue;
+            var targets = groups.Where((_, g) => selection.Choices[g] == chosen).Select(g => g.Target).ToList();
+            specs.AddRange(candidate.Steps.Select(step => step with { Targets = targets, Ignore = [] }));
+        }
+        if (specs.Count == 0) throw new ShrinkException("the plan keeps every layer as stored; nothing to compress");
+        return Recipe.From(name, specs);
+    }
+
+    /// <summary>What the measurements depend on: model bytes, calibration text and drawing, held-back windows, menu, anchors.</summary>
+    private static string CacheKey(AutoRequest r, LoadedModel model, IReadOnlyList<Candidate> candidates, int heldBack)
+    {
+        var s = new StringBuilder();
+        foreach (var f in model.Weights.Files) s.Append(Path.GetFullPath(f.Path)).Append('|').Append(f.Length).Append('|').Append(File.GetLastWriteTimeUtc(f.Path).Ticks).Append('\n');
+        var calib = new FileInfo(r.CalibrationFile);
+        s.Append(calib.FullName).Append('|').Append(calib.Length).Append('|').Append(calib.LastWriteTimeUtc.Ticks).Append('\n');
+        s.Append(FormattableString.Invariant($"{r.Samples}|{r.SequenceLength}|{r.Seed}|{heldBack}|{r.Anchors}|folder\n"));
+        foreach (var c in candidates) s.Append(c.Name).Append('\n');
+        return Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(s.ToString())));
+    }
+
+    private static string CacheFolder(string path)
+    {
+        if (File.Exists(path)) throw ShrinkException.InFile(path, "--cache must be a folder, not a file");
+        Directory.CreateDirectory(path);
+        return path;
+    }
+
+    private static void Move(string from, string to)
+    {
+        if (Directory.Exists(from)) Directory.Move(from, to);
+        else File.Move(from, to);
+    }
+}

@@ -1,0 +1,202 @@
+using System.Diagnostics;
+using LlmShrink.Compression;
+using LlmShrink.Evaluation;
+using LlmShrink.Kernels;
+using LlmShrink.Model;
+using LlmShrink.Representations;
+
+namespace LlmShrink.Planning;
+
+/// <summary>
+/// Measures every candidate on every group, streaming block by block through the uncompressed model as the
+/// compression pipeline does: for block l, the calibration samples' inputs give the statistics the candidates' methods
+/// read; each candidate is tried on each group without being committed (<see cref="BlockCompression.Try(IReadOnlyList{ICompressionMethod}, IReadOnlyList{LinearRole})"/>)
+/// and priced in the output format's exact bytes; its proxy is its relative output error. Then, for the candidates
+/// that matter — the lower convex hull of (bytes, proxy) in the group, which is where a budgeted choice lands — the
+/// end-to-end KL is measured on the held-back text with only that group swapped (EXL3's measurement): the held-back
+/// hidden states entering block l are kept from the float model, so only blocks l…L−1 and the head run again. Only
+/// one block's statistics and the held-back reference logits are held at a time.
+/// </summary>
+public sealed class SensitivityMeasurement
+{
+    private readonly LoadedModel _model;
+    private readonly Transformer _transformer;
+    private readonly IReadOnlyList<LayerGroup> _groups;
+    private readonly IReadOnlyList<Candidate> _candidates;
+    private readonly IStorageCost _cost;
+    private readonly int _anchors;
+
+    /// <param name="anchors">Candidates per group whose end-to-end KL is measured (the rest are predicted from their proxy).</param>
+    public SensitivityMeasurement(LoadedModel model, Transformer transformer, IReadOnlyList<LayerGroup> groups, IReadOnlyList<Candidate> candidates,
+        IStorageCost cost, int anchors)
+    {
+        if (candidates.Count == 0) throw new ShrinkException("the candidate menu is empty");
+        if (anchors < 1) throw new ShrinkException($"--anchors: must be at least 1, not {anchors}");
+        _model = model;
+        _transformer = transformer;
+        _groups = groups;
+        _candidates = candidates;
+        _cost = cost;
+        _anchors = anchors;
+    }
+
+    public MeasurementTable Measure(CalibrationSet calibration, int[][] heldBack, string key, IProgress<PipelineProgress>? progress = null, CancellationToken cancel = default)
+    {
+        var clock = Stopwatch.StartNew();
+        var c = _model.Config;
+        var methods = _candidates.Select(candidate => candidate.Methods()).ToList();
+        var needs = methods.SelectMany(m => m).Aggregate(StatisticsNeeds.None, (n, m) => n | m.Needs);
+        var hidden = Embed(calibration.Samples);
+        var held = Embed(heldBack);
+        var reference = ReferenceLogits(held, cancel);
+        var entries = new CandidateMeasurement[_groups.Count][];
+
+        for (int layer = 0; layer < c.NumLayers; layer++)
+        {
+            var block = _transformer.Blocks[layer];
+            var groups = Enumerable.Range(0, _groups.Count).Where(g => _groups[g].Layer == layer).ToList();
+            progress?.Report(new PipelineProgress(layer, c.NumLayers, "calibrating"));
+            var statistics = SequentialPipeline.RecordStatistics(block, groups.Select(g => (needs, _groups[g].Roles)));
+            RunBlock(layer, hidden, copy: true, cancel);
+            SequentialPipeline.StopRecording(block);
+            var context = new BlockCompression(layer, c, block, _model.Weights, statistics);
+
+            foreach (int g in groups)
+            {
+                progress?.Report(new PipelineProgress(layer, c.NumLayers, $"trying {_candidates.Count} candidates on {_groups[g].Name}"));
+                entries[g] = [.. _candidates.Select((candidate, i) => Price(context, _groups[g], candidate, methods[i], cancel))];
+                progress?.Report(new PipelineProgress(layer, c.NumLayers, $"measuring KL of {_groups[g].Name}"));
+                foreach (int i in Anchors(entries[g]))
+                    entries[g][i] = entries[g][i] with { MeasuredKl = SwappedKl(context, _groups[g], methods[i], held, reference, cancel) };
+            }
+            progress?.Report(new PipelineProgress(layer, c.NumLayers, "propagating"));
+            RunBlock(layer, hidden, copy: false, cancel);
+            RunBlock(layer, held, copy: false, cancel);
+        }
+        long parameters = _groups.Sum(g => g.Roles.Sum(r => (long)LinearRoles.Get(_transformer.Blocks[g.Layer], r).InFeatures * LinearRoles.Get(_transformer.Blocks[g.Layer], r).OutFeatures));
+        return new MeasurementTable(key, [.. _groups.Select(g => g.Label)], [.. _candidates.Select(x => x.Name)], entries, parameters, clock.Elapsed.TotalSeconds);
+    }
+
+    /// <summary>Bytes and proxy of one candidate on one group, from a trial that commits nothing.</summary>
+    private CandidateMeasurement Price(BlockCompression context, LayerGroup group, Candidate candidate, IReadOnlyList<ICompressionMethod> methods, CancellationToken cancel)
+    {
+        cancel.ThrowIfCancellationRequested();
+        if (candidate.IsKeep) return new CandidateMeasurement(group.Roles.Sum(r => _cost.KeptBytes(_model.Weights, group.Layer, r)), 0, 0);
+        var (layers, _) = context.Try(methods, group.Roles);
+        long bytes = 0;
+        double weightedError = 0, parameters = 0;
+        foreach (var role in group.Roles)
+        {
+            var layer = layers.FirstOrDefault(l => l.Role == role);
+            if (layer is null) { bytes += _cost.KeptBytes(_model.Weights, group.Layer, role); continue; }
+            bytes += _cost.Bytes(layer);
+            double n = (double)layer.Rows * layer.Columns;
+            weightedError += n * context.RelativeOutputError(role, layer.Build());
+            parameters += n;
+        }
+        return new CandidateMeasurement(bytes, parameters > 0 ? weightedError / parameters : 0, null);
+    }
+
+    /// <summary>
+    /// Up to <see cref="_anchors"/> candidates on the lower convex hull of (bytes, proxy), evenly spread along it: the
+    /// choices a byte budget prices against each other. Keep is measured already (ΔKL 0).
+    /// </summary>
+    private IEnumerable<int> Anchors(CandidateMeasurement[] row)
+    {
+        var order = Enumerable.Range(0, row.Length).Where(i => row[i].MeasuredKl is null)
+            .OrderBy(i => row[i].Bytes).ThenBy(i => row[i].Proxy).ToList();
+        var hull = new List<int>();
+        foreach (int i in order)
+        {
+            if (hull.Count > 0 && row[i].Proxy >= row[hull[^1]].Proxy) continue; // dominated by a cheaper candidate
+            while (hull.Count >= 2 && !Convex(row[hull[^2]], row[hull[^1]], row[i])) hull.RemoveAt(hull.Count - 1);
+            hull.Add(i);
+        }
+        if (hull.Count <= _anchors) return hull;
+        if (_anchors == 1) return [hull[hull.Count / 2]];
+        return Enumerable.Range(0, _anchors).Select(k => hull[(int)Math.Round(k * (hull.Count - 1.0) / (_anchors - 1))]).Distinct();
+    }
+
+    /// <summary>Whether b lies strictly below the segment from a to c (so it stays on the lower hull).</summary>
+    private static bool Convex(CandidateMeasurement a, CandidateMeasurement b, CandidateMeasurement c) =>
+        (b.Proxy - a.Proxy) * (c.Bytes - a.Bytes) < (c.Proxy - a.Proxy) * (b.Bytes - a.Bytes);
+
+    /// <summary>Mean KL per held-back token with the group's layers replaced by the candidate's, the rest of the model float.</summary>
+    private double SwappedKl(BlockCompression context, LayerGroup group, IReadOnlyList<ICompressionMethod> methods, float[][] held, float[][] reference, CancellationToken cancel)
+    {
+        var (layers, _) = context.Try(methods, group.Roles);
+        var block = _transformer.Blocks[group.Layer];
+        var original = group.Roles.ToDictionary(r => r, r => LinearRoles.Get(block, r));
+        try
+        {
+            foreach (var layer in layers) LinearRoles.Set(block, layer.Role, layer.Build());
+            return MeanKl(group.Layer, held, reference, cancel);
+        }
+        finally
+        {
+            foreach (var (role, linear) in original) LinearRoles.Set(block, role, linear);
+        }
+    }
+
+    private float[][] Embed(int[][] sequences)
+    {
+        int d = _model.Config.HiddenSize;
+        return [.. sequences.Select(s =>
+        {
+            var h = new float[s.Length * d];
+            _transformer.Embed(s, h);
+            return h;
+        })];
+    }
+
+    /// <summary>Runs block <paramref name="layer"/> on every sequence: on a copy (to record statistics) or in place (to advance).</summary>
+    private void RunBlock(int layer, float[][] hidden, bool copy, CancellationToken cancel)
+    {
+        int d = _model.Config.HiddenSize;
+        foreach (var h in hidden)
+        {
+            cancel.ThrowIfCancellationRequested();
+            int n = h.Length / d;
+            var cache = _transformer.NewCache(n);
+            _transformer.ForwardBlock(layer, copy ? (float[])h.Clone() : h, n, cache);
+        }
+    }
+
+    /// <summary>The float model's logits on the held-back windows, computed block by block like every swapped run.</summary>
+    private float[][] ReferenceLogits(float[][] held, CancellationToken cancel) =>
+        [.. held.Select(h => Logits(0, h, cancel))];
+
+    /// <summary>Runs blocks <paramref name="first"/>… and the head on a copy of one sequence's hidden states.</summary>
+    private float[] Logits(int first, float[] input, CancellationToken cancel)
+    {
+        var c = _model.Config;
+        int n = input.Length / c.HiddenSize;
+        var h = (float[])input.Clone();
+        var cache = _transformer.NewCache(n);
+        for (int layer = first; layer < c.NumLayers; layer++)
+        {
+            cancel.ThrowIfCancellationRequested();
+            cache.Clear();
+            _transformer.ForwardBlock(layer, h, n, cache);
+        }
+        var normed = new float[h.Length];
+        RmsNorm.ApplyRows(h, _transformer.FinalNorm, normed, n, c.RmsNormEps);
+        var logits = new float[n * c.VocabSize];
+        _transformer.LmHead.Apply(normed, logits, n, WorkerPool.Shared, 0);
+        return logits;
+    }
+
+    private double MeanKl(int first, float[][] held, float[][] reference, CancellationToken cancel)
+    {
+        int vocab = _model.Config.VocabSize;
+        double sum = 0;
+        long tokens = 0;
+        for (int s = 0; s < held.Length; s++)
+        {
+            var logits = Logits(first, held[s], cancel);
+            for (int t = 0; t < logits.Length / vocab; t++, tokens++)
+                sum += KlDivergence.Compute(reference[s].AsSpan(t * vocab, vocab), logits.AsSpan(t * vocab, vocab));
+        }
+        return sum / tokens;
+    }
+}

@@ -1,0 +1,98 @@
+using LlmShrink.Compression;
+using LlmShrink.Formats;
+using LlmShrink.Formats.Safetensors;
+using LlmShrink.Planning;
+using Xunit;
+
+namespace LlmShrink.Tests;
+
+/// <summary>The planner's inputs: the candidate menu, the held-back split, the byte prices.</summary>
+public class PlanningInputTests
+{
+    [Fact]
+    public void DefaultMenuIsKeepAndEveryRtnAndGptqScheme()
+    {
+        var menu = CandidateMenu.Default;
+        Assert.Equal(1 + 2 * 4 * 3 * 2, menu.Count);
+        Assert.Equal("keep", menu[0].Name);
+        Assert.Contains(menu, c => c.Name == "gptq bits=3 group_size=64 symmetric=false");
+        Assert.Equal(menu.Count, menu.Select(c => c.Name).Distinct().Count());
+    }
+
+    [Fact]
+    public void ListsExpandAndStepsStack()
+    {
+        var menu = CandidateMenu.Parse("""
+            candidates:
+              - method: rtn
+                bits: [4, 8]
+                granularity: channel
+              - steps:
+                  - method: sparsegpt
+                    pattern: ["2:4", "4:8"]
+                  - method: gptq
+                    bits: 4
+            """, "menu.yaml");
+        Assert.Equal(["rtn bits=4 granularity=channel", "rtn bits=8 granularity=channel",
+            "sparsegpt pattern=2:4 → gptq bits=4", "sparsegpt pattern=4:8 → gptq bits=4"], menu.Select(c => c.Name));
+        Assert.Equal(2, menu[2].Methods().Count);
+        Assert.Equal(StatisticsNeeds.Hessian, menu[2].Needs & StatisticsNeeds.Hessian);
+    }
+
+    [Theory]
+    [InlineData("candidates: []", "the candidate list is empty")]
+    [InlineData("candidates:\n  - method: drop-blocks\n", "cannot be a per-layer candidate")]
+    [InlineData("candidates:\n  - method: nope\n", "unknown method 'nope'")]
+    [InlineData("candidates:\n  - method: gptq\n    targets: [q_proj]\n", "'targets' is chosen by the planner")]
+    [InlineData("candidates:\n  - method: gptq\n    bits: [4, 5]\n", "bits")]
+    [InlineData("modifiers:\n  - method: gptq\n", "a candidate menu is a mapping with a 'candidates' list")]
+    public void BadMenusAreOneLineErrorsNamingTheFile(string yaml, string problem)
+    {
+        var e = Assert.Throws<ShrinkException>(() => CandidateMenu.Parse(yaml, "menu.yaml"));
+        Assert.Contains("menu.yaml", e.Message);
+        Assert.Contains(problem, e.Message);
+        Assert.DoesNotContain('\n', e.Message);
+    }
+
+    [Fact]
+    public void HeldBackWindowsAvoidEveryCalibrationSample()
+    {
+        var tokens = Enumerable.Range(10, 2000).ToArray();
+        var calibration = CalibrationSet.FromTokens(tokens, 1, 12, 64, seed: 3, "text");
+        var windows = HeldBackSplit.Windows(tokens, calibration, 1, 100, 64, "text");
+        Assert.NotEmpty(windows);
+        var drawn = calibration.Samples.SelectMany(s => s.Skip(1)).ToHashSet();
+        foreach (var w in windows)
+        {
+            Assert.Equal(64, w.Length);
+            Assert.Equal(1, w[0]);
+            Assert.DoesNotContain(w.Skip(1), drawn.Contains); // tokens are unique here, so no shared token = no overlap
+            Assert.Equal(Enumerable.Range(w[1], 63), w.Skip(1)); // consecutive text
+        }
+        // Calibration drawn from tokens is the same as drawn from the file: same seed, same samples.
+        Assert.Equal(calibration.Samples, CalibrationSet.FromTokens(tokens, 1, 12, 64, seed: 3, "text").Samples);
+        var all = CalibrationSet.FromTokens(tokens, 1, 400, 64, seed: 3, "text");
+        var e = Assert.Throws<ShrinkException>(() => HeldBackSplit.Windows(tokens, all, 1, 4, 64, "text"));
+        Assert.Contains("no stretch of 63 tokens", e.Message);
+    }
+
+    /// <summary>A file of one tensor is its price plus the 8-byte length, the header's braces less the joining comma, and padding.</summary>
+    [Theory]
+    [InlineData(TensorType.F32, new long[] { 3, 5 })]
+    [InlineData(TensorType.I32, new long[] { 128, 32 })]
+    [InlineData(TensorType.F16, new long[] { 7 })]
+    public void PricesAreTheWritersBytes(TensorType type, long[] shape)
+    {
+        using var dir = new TempDir();
+        long bytes = shape.Aggregate(1L, (a, b) => a * b) * TensorTypes.BlockBytes(type);
+        var entry = new SafetensorsWriter.Entry("model.layers.0.mlp.down_proj.qweight", type, shape, s => s.Write(new byte[bytes]));
+        SafetensorsWriter.Write(dir.File("one.safetensors"), [entry]);
+        long file = new FileInfo(dir.File("one.safetensors")).Length;
+        Assert.InRange(file - SafetensorsWriter.StoredBytes([entry]) - 8 - 1, 0, 7);
+        // Two tensors: the second's offsets have more digits in the file than when priced alone.
+        var second = entry with { Name = "other" };
+        SafetensorsWriter.Write(dir.File("two.safetensors"), [entry, second]);
+        long two = new FileInfo(dir.File("two.safetensors")).Length;
+        Assert.InRange(two - SafetensorsWriter.StoredBytes([entry]) - SafetensorsWriter.StoredBytes([second]) - 9, 0, 7 + 2 * 18);
+    }
+}
