@@ -36,6 +36,12 @@ public abstract class LayerRepresentation
     public virtual ScaledIntegerMatrix? Integers(TensorSet weights, string module) => null;
 
     /// <summary>
+    /// The weight as ggml blocks, a tensor [out, in] of its block type, when the representation stores it so (a GGUF export
+    /// copies those bytes unchanged, with their own type); null otherwise.
+    /// </summary>
+    public virtual StoredTensor? StoredBlocks(TensorSet weights, string module) => null;
+
+    /// <summary>
     /// A more compact form of a just-quantized layer this representation can hold (e.g. only the kept codes of a 2:4-pruned
     /// layer), or null. The context asks every registered representation in turn before storing the GPTQ layout.
     /// </summary>

@@ -14,6 +14,7 @@ public static class LayerRepresentations
         GptqRepresentation.Instance,
         W8A8Representation.Instance,
         Sparse24Representation.Instance,
+        GgmlTypeRepresentation.Instance,
         DenseRepresentation.Instance,
     ];
 
