@@ -302,6 +302,26 @@ public sealed class BlockCompression
         Set(new W8A8Layer(Layer, role, weights, scales, rows, columns, Bias(role)) { Sparsity = _masks.GetValueOrDefault(role).Pattern });
     }
 
+    /// <summary>
+    /// Stores the layer as ggml blocks of <paramref name="type"/>: <paramref name="blocks"/> holds its rows, each a whole number
+    /// of blocks as <see cref="GgmlQuantizers.Quantize"/> wrote them. When an earlier modifier pruned the layer, every pruned
+    /// weight must decode to exactly 0, and the blocks are checked rather than patched. Types whose blocks are symmetric,
+    /// w = d·(q − offset) (Q8_0, Q5_0, Q4_0, Q3_K, Q6_K), have a level at exactly 0 and their quantizers round a 0 weight to
+    /// it (llama.cpp's quantize_row_*_ref and the imatrix searches all take the nearest level), so a pruned layer keeps its
+    /// zeros unchanged. Types with an offset, w = d·q − m (Q4_1, Q5_1, Q2_K, Q4_K, Q5_K), have 0 among their levels only when
+    /// m happens to be a multiple of d: a pruned weight would come back as a small nonzero value, silently un-pruning the
+    /// layer, and forcing it to 0 would need blocks llama.cpp's format has no way to express. Such a stacking is refused.
+    /// </summary>
+    public void SetGgml(LinearRole role, TensorType type, byte[] blocks)
+    {
+        var (rows, columns) = Shape(role);
+        var layer = new GgmlTypeLayer(Layer, role, type, blocks, rows, columns, Bias(role)) { Sparsity = _masks.GetValueOrDefault(role).Pattern };
+        if (Mask(role) is { } keep && layer.PrunedNonzero(keep) is var (row, column, value))
+            throw new ShrinkException($"recipe conflict: {MethodName} {type} cannot keep {layer.ModulePath}'s pruned weights at 0 (weight [{row}, {column}] decodes to {value.ToString("E2", System.Globalization.CultureInfo.InvariantCulture)}): " +
+                $"{type} blocks have an offset, so 0 need not be a level; quantize pruned layers to a type without one (Q8_0, Q6_K, Q5_0, Q4_0, Q3_K)");
+        Set(layer);
+    }
+
     /// <summary>Pruned weights take their group's zero code (value exactly 0): a quantizer that moved them would undo the pruning.</summary>
     private static void KeepPrunedAtZero(QuantizedMatrix m, bool[] keep)
     {

@@ -17,6 +17,7 @@ public static class MethodRegistry
         ["prune-heads"] = HeadPruningMethod.FromRecipe,
         ["prune-ffn"] = FfnPruningMethod.FromRecipe,
         ["drop-blocks"] = DropBlocksMethod.FromRecipe,
+        ["ggml"] = GgmlTypeMethod.FromRecipe,
     };
 
     public static IEnumerable<string> Names => Factories.Keys;
