@@ -155,7 +155,8 @@ public sealed class CompressedCheckpointWriter : IBlockSink, IDisposable
     }
 
     /// <summary>
-    /// The quantization_config loaders read: W8A8 layers → LlmShrink's own "llmshrink-w8a8" description; GPTQ layers →
+    /// The quantization_config loaders read: W8A8 layers → LlmShrink's own "llmshrink-w8a8" description; layers stored as
+    /// ggml blocks → "llmshrink-ggml" with the block types used (no GPTQ loader could read those modules); GPTQ layers →
     /// GPTQ's config for the most common scheme, as transformers/optimum and vLLM read it, with layers of another scheme
     /// or left float listed in GPTQModel's "dynamic" overrides ("+:regex" / "-:regex") and "lm_head" saying whether the
     /// output projection is quantized (<see cref="GptqSafetensorsExporter.QuantizationConfig"/>); float layers only
@@ -169,6 +170,14 @@ public sealed class CompressedCheckpointWriter : IBlockSink, IDisposable
             {
                 ["quant_method"] = "llmshrink-w8a8", ["weights"] = "int8 per output channel, symmetric", ["activations"] = "int8 per token, dynamic, symmetric",
                 ["lm_head"] = w8a8.Contains(TensorNames.LmHeadModule),
+            };
+        var ggml = _modules.Where(m => m.Layer is GgmlTypeLayer).ToList();
+        if (ggml.Count > 0)
+            return new JsonObject
+            {
+                ["quant_method"] = "llmshrink-ggml", ["weights"] = "llama.cpp block types, each module's in its ggml_type tensor",
+                ["types"] = new JsonArray([.. ggml.Select(m => ((GgmlTypeLayer)m.Layer!).Type.ToString()).Distinct().Order(StringComparer.Ordinal).Select(t => (JsonNode)t)]),
+                ["lm_head"] = ggml.Any(m => m.Module == TensorNames.LmHeadModule),
             };
         var gptq = _modules.Where(m => m.Layer is QuantizedLayer).Select(m => GptqSafetensorsExporter.Describe(m.Module, ((QuantizedLayer)m.Layer!).Matrix)).ToList();
         if (gptq.Count == 0) return null;

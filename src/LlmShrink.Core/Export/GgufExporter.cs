@@ -23,8 +23,9 @@ public static class GgufExporter
     /// <summary>
     /// Writes the GGUF file. Matrices take <paramref name="type"/>, or <paramref name="denseType"/> when given for those a
     /// compression left unquantized (embeddings, lm_head, skipped layers). Compressed modules (GPTQ-packed, W8A8) keep
-    /// the method's integers where the type can hold them (<see cref="GptqGgufMapping"/>); for those the result says
-    /// which layers went over exactly and which were re-fit, and is null for a model without compressed modules.
+    /// the method's integers where the type can hold them (<see cref="GptqGgufMapping"/>); modules already stored as ggml
+    /// blocks keep those blocks and their type. For compressed modules the result says which layers went over exactly and
+    /// which were re-fit, and is null for a model without compressed modules.
     /// </summary>
     public static IReadOnlyList<MappedLayer>? Export(LoadedModel model, TensorType type, string outputPath, TensorType? denseType = null)
     {
@@ -78,6 +79,17 @@ public static class GgufExporter
             string module = canonicalName.EndsWith(".weight", StringComparison.Ordinal) ? canonicalName[..^".weight".Length] : canonicalName;
             if (LayerRepresentations.Find(model.Weights, module) is { IsDense: false } representation)
             {
+                if (representation.StoredBlocks(model.Weights, module) is { } blocks)
+                {
+                    // Blocks a method already chose (the ggml method) are what llama.cpp runs: they go over byte for byte in
+                    // their own type, whatever --type is, since re-encoding could only lose. The Q/K permutation moves whole
+                    // rows, and each row is a whole number of blocks, so permuting rows of blocks permutes the weights' rows.
+                    var copied = new MappedLayer(module, blocks.Type) { From = $"{representation.Name} {blocks.Type}" };
+                    copied.Counts.AddBlock(exact: true, refit: false, count: blocks.ElementCount / TensorTypes.BlockElements(blocks.Type));
+                    mapped.Add(copied);
+                    writer.AddTensor(ggufName, [blocks.Rows, blocks.Columns], blocks.Type, stream => TensorRowWriter.Write(stream, blocks, blocks.Type, rows));
+                    continue;
+                }
                 // Compressed modules store integers times scales (GPTQ, W8A8); they are unpacked when written, one module at a time.
                 var (outFeatures, inFeatures) = representation.Shape(model.Weights, module);
                 long[] shape = [outFeatures, inFeatures];

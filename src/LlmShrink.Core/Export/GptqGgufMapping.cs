@@ -192,7 +192,7 @@ public sealed class MappedLayer(string module, TensorType type)
     public string Module { get; } = module;
     /// <summary>The GGUF type written (see <see cref="GptqGgufMapping.TargetType"/>).</summary>
     public TensorType Type { get; } = type;
-    /// <summary>How the module was stored (<see cref="ScaledIntegerMatrix.Description"/>), known once written.</summary>
+    /// <summary>How the module was stored (<see cref="ScaledIntegerMatrix.Description"/>, or e.g. "ggml Q4_K" for blocks copied unchanged), known once written.</summary>
     public string From { get; internal set; } = "";
     public Tally Counts { get; } = new();
     /// <summary>Whether re-fits minimised the activation-weighted error (the layer's importance was recorded).</summary>
@@ -223,11 +223,11 @@ public sealed class MappedLayer(string module, TensorType type)
             WeightedSquaredError += importance * delta * delta;
         }
 
-        public void AddBlock(bool exact, bool refit)
+        public void AddBlock(bool exact, bool refit, long count = 1)
         {
-            Blocks++;
-            if (exact) ExactBlocks++;
-            if (refit) RefitBlocks++;
+            Blocks += count;
+            if (exact) ExactBlocks += count;
+            if (refit) RefitBlocks += count;
         }
 
         public void Add(Tally other)
