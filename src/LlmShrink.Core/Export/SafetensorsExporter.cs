@@ -79,12 +79,15 @@ public static class SafetensorsExporter
     }
 
     /// <summary>
-    /// A compressed module as <c>module.weight</c> [out, in] in <paramref name="dtype"/>: w = scale · level, row by row (a
-    /// compressed folder is already in rotate-half order, so Q/K rows stay where they are).
+    /// A compressed module as <c>module.weight</c> [out, in] in <paramref name="dtype"/>: w = scale · level, or the decoded
+    /// ggml blocks, row by row (a compressed folder is already in rotate-half order, so Q/K rows stay where they are).
     /// </summary>
     private static SafetensorsWriter.Entry Dequantized(TensorSet weights, string module, TensorType dtype)
     {
-        var (outFeatures, inFeatures) = LayerRepresentations.Of(weights, module, module).Shape(weights, module);
+        var representation = LayerRepresentations.Of(weights, module, module);
+        var (outFeatures, inFeatures) = representation.Shape(weights, module);
+        if (representation.StoredBlocks(weights, module) is { } blocks)
+            return new SafetensorsWriter.Entry(module + ".weight", dtype, [outFeatures, inFeatures], stream => TensorRowWriter.Write(stream, blocks, dtype));
         return new SafetensorsWriter.Entry(module + ".weight", dtype, [outFeatures, inFeatures], stream =>
         {
             var matrix = ScaledIntegerMatrix.Read(weights, module);
