@@ -17,7 +17,7 @@ namespace LlmShrink.Export;
 /// block linear; when the source ties it to the embeddings they are untied (embed_tokens kept as stored,
 /// <c>tie_word_embeddings: false</c>). Quantized layers use the GPTQ v1
 /// layout (qweight/qzeros/scales/g_idx); W8A8 layers an int8 <c>weight</c> with an F32 <c>weight_scale</c> [out, 1];
-/// unchanged layers keep their stored bytes. Everything goes to a temporary folder renamed into place at the end.
+/// ggml-typed layers their blocks (<c>ggml_blocks</c>, <c>ggml_type</c>); unchanged layers keep their stored bytes. Everything goes to a temporary folder renamed into place at the end.
 /// See docs/FORMAT.md.
 /// </summary>
 public sealed class CompressedCheckpointWriter : IBlockSink, IDisposable
