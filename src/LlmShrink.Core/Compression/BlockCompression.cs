@@ -310,7 +310,9 @@ public sealed class BlockCompression
     /// it (llama.cpp's quantize_row_*_ref and the imatrix searches all take the nearest level), so a pruned layer keeps its
     /// zeros unchanged. Types with an offset, w = d·q − m (Q4_1, Q5_1, Q2_K, Q4_K, Q5_K), have 0 among their levels only when
     /// m happens to be a multiple of d: a pruned weight would come back as a small nonzero value, silently un-pruning the
-    /// layer, and forcing it to 0 would need blocks llama.cpp's format has no way to express. Such a stacking is refused.
+    /// layer, and forcing it to 0 would need blocks llama.cpp's format has no way to express. Such a stacking is refused at
+    /// the first pruned weight that does not decode to 0 (in practice in the first layer); a layer whose pruned weights all
+    /// happen to land on 0 is exact and kept.
     /// </summary>
     public void SetGgml(LinearRole role, TensorType type, byte[] blocks)
     {
