@@ -131,6 +131,8 @@ public class GgmlEncoderTests
     }
 
     [Theory]
+    [InlineData(TensorType.Q2_K)]
+    [InlineData(TensorType.Q3_K)]
     [InlineData(TensorType.Q4_K)]
     [InlineData(TensorType.Q5_K)]
     [InlineData(TensorType.Q6_K)]
@@ -147,6 +149,83 @@ public class GgmlEncoderTests
         var (bytes, y) = RoundTrip(TensorType.Q4_K, x);
         for (int j = 0; j < 4; j++) Assert.Equal(63, bytes[4 + j] & 63); // every sub-block scale is the maximum
         Assert.All(y, v => Assert.InRange(v, 1 - 1e-3f, 1 + 1e-3f));
+    }
+
+    [Fact]
+    public void Q2_K_values_on_its_grid_decode_exactly()
+    {
+        // Group g holds a_g·L − m_g with every L ∈ [0, 3] present, a_g = s_g/8 and m_g = t_g/16 for 4-bit s_g, t_g whose
+        // largest are 15. make_qkx2_quants fits each group exactly (error 0 from the start), so the largest scale 15/8 and
+        // min 15/16 give d = 1/8 and dmin = 1/16, and group g stores s_g | t_g << 4.
+        var s = Enumerable.Range(0, 16).Select(g => 1 + 7 * g % 15).ToArray();
+        var t = Enumerable.Range(0, 16).Select(g => 15 - g).ToArray();
+        var x = new float[256];
+        for (int e = 0; e < 256; e++) x[e] = s[e / 16] / 8f * ((3 * e + e / 16) % 4) - t[e / 16] / 16f;
+        var (bytes, y) = RoundTrip(TensorType.Q2_K, x);
+        Assert.Equal(x, y);
+        Assert.Equal(Enumerable.Range(0, 16).Select(g => (byte)(s[g] | t[g] << 4)).ToArray(), bytes[..16]);
+        Assert.Equal(new byte[] { 0x00, 0x30, 0x00, 0x2C }, bytes[80..84]); // d = 2⁻³, dmin = 2⁻⁴ as fp16
+    }
+
+    [Fact]
+    public void Q3_K_values_on_its_grid_decode_exactly()
+    {
+        // Group g holds (g + 1)·q with q ∈ [−4, 3], −4 included: make_q3_quants finds scale g + 1, the largest (16) maps to
+        // −32, so d = 16/−32 = −0.5 and group g stores −2(g + 1) + 32 = 30 − 2g.
+        var x = new float[256];
+        for (int e = 0; e < 256; e++) x[e] = (e / 16 + 1) * ((7 * e + 3) % 8 - 4);
+        var (bytes, y) = RoundTrip(TensorType.Q3_K, x);
+        Assert.Equal(x, y);
+        Assert.Equal(new byte[] { 0x00, 0xB8 }, bytes[108..110]); // d = −0.5 as fp16
+        // Low nibbles of 30 − 2g: groups g and g + 8 share byte g (low, high nibble); the top 2 bits (1 for g < 8, 0 after)
+        // go to bits 2·(g/4) of byte 8 + g % 4.
+        Assert.Equal(new byte[] { 0xEE, 0xCC, 0xAA, 0x88, 0x66, 0x44, 0x22, 0x00, 0x05, 0x05, 0x05, 0x05 }, bytes[96..108]);
+    }
+
+    /// <summary>Group g's grid as the decoder reads it: step·q − offset for q ∈ [lowest, highest].</summary>
+    private static (float Step, float Offset, int Lowest, int Highest) GroupGrid(TensorType type, ReadOnlySpan<byte> block, int g)
+    {
+        if (type == TensorType.Q2_K) return (GgmlBlocks.Fp16(block, 80) * (block[g] & 0xF), GgmlBlocks.Fp16(block, 82) * (block[g] >> 4), 0, 3);
+        var scales = block.Slice(96, 12);
+        int scale = (scales[g % 8] >> (g < 8 ? 0 : 4) & 0xF) | (scales[8 + g % 4] >> (2 * (g / 4)) & 3) << 4;
+        return (GgmlBlocks.Fp16(block, 108) * (scale - 32), 0, -4, 3);
+    }
+
+    /// <summary>
+    /// Q2_K/Q3_K round trips. Every element decodes to the point of its group's stored grid nearest to it (the re-rounding
+    /// against the stored 4-/6-bit scales, and a packing the decoder agrees with). And each super-block's RMS error is
+    /// below range/(2^bits − 1)/√12, the error of rounding values spread evenly over the block's range to one grid of
+    /// 2^bits levels spanning it: sixteen group grids must beat one. Measured worst/bound on this data: Q2_K 0.66,
+    /// Q3_K 0.78; the RMS error over all blocks is 0.30σ (Q2_K) and 0.15σ (Q3_K).
+    /// </summary>
+    [Theory]
+    [InlineData(TensorType.Q2_K, 2, 0.32)]
+    [InlineData(TensorType.Q3_K, 3, 0.16)]
+    public void Low_bit_K_quants_round_to_their_stored_grids_and_beat_one_grid_per_block(TensorType type, int bits, double sigmas)
+    {
+        const int blocks = 64;
+        var x = Gaussian(256 * blocks, seed: 6);
+        var (bytes, y) = RoundTrip(type, x);
+        int blockBytes = TensorTypes.BlockBytes(type);
+        for (int b = 0; b < blocks; b++)
+        {
+            var block = bytes.AsSpan(b * blockBytes, blockBytes);
+            for (int g = 0; g < 16; g++)
+            {
+                var (step, offset, lowest, highest) = GroupGrid(type, block, g);
+                for (int i = 256 * b + 16 * g; i < 256 * b + 16 * g + 16; i++)
+                {
+                    float nearest = float.MaxValue;
+                    for (int q = lowest; q <= highest; q++) nearest = Math.Min(nearest, Math.Abs(x[i] - (step * q - offset)));
+                    Assert.True(Math.Abs(x[i] - y[i]) <= nearest + 1e-6f, $"{type} element {i}: {x[i]} → {y[i]}, nearest grid point {nearest} away");
+                }
+            }
+            var xs = x[(256 * b)..(256 * b + 256)];
+            double bound = (xs.Max() - xs.Min()) / ((1 << bits) - 1) / Math.Sqrt(12);
+            double rmse = Rmse(xs, y[(256 * b)..(256 * b + 256)]);
+            Assert.True(rmse < bound, $"{type} block {b}: RMSE {rmse:G4} vs one-grid {bound:G4}");
+        }
+        Assert.True(Rmse(x, y) < sigmas, $"{type} RMSE {Rmse(x, y):G4}");
     }
 
     /// <summary>
@@ -179,6 +258,8 @@ public class GgmlEncoderTests
     }
 
     [Theory]
+    [InlineData(TensorType.Q2_K, 16, 3, false)]
+    [InlineData(TensorType.Q3_K, 16, 8, true)]
     [InlineData(TensorType.Q4_K, 32, 15, false)]
     [InlineData(TensorType.Q5_K, 32, 31, false)]
     [InlineData(TensorType.Q6_K, 16, 64, true)]

@@ -8,7 +8,8 @@ namespace LlmShrink.Tests;
 public class ImatrixEncoderTests
 {
     private static readonly TensorType[] Covered =
-        [TensorType.Q4_0, TensorType.Q4_1, TensorType.Q5_0, TensorType.Q5_1, TensorType.Q8_0, TensorType.Q4_K, TensorType.Q5_K, TensorType.Q6_K];
+        [TensorType.Q4_0, TensorType.Q4_1, TensorType.Q5_0, TensorType.Q5_1, TensorType.Q8_0, TensorType.Q2_K, TensorType.Q3_K, TensorType.Q4_K,
+            TensorType.Q5_K, TensorType.Q6_K];
     public static readonly TheoryData<TensorType> Types = new(Covered);
 
     /// <summary>Gaussian-ish rows with a few outliers, 4 rows of 512, reproducible.</summary>
@@ -36,9 +37,11 @@ public class ImatrixEncoderTests
     {
         var x = Rows(7, 2048);
         var hashes = Covered.Select(t => $"{t}:{Convert.ToHexString(SHA256.HashData(Encode(t, x)))[..16]}");
-        // Hashes of the encoders' output before the weighted paths were added: no importance, no change.
+        // Hashes of the encoders' output before the weighted paths were added: no importance, no change. Q2_K's and Q3_K's
+        // are those of llama.cpp's own quantize_q2_K / quantize_q3_K without an imatrix (commit c392e50, ggml-base built
+        // without -march, so no fused multiply-adds) on these rows: the reference paths are bit-exact ports.
         Assert.Equal("Q4_0:5F66662357ED7A8E Q4_1:A599B6F371E690A1 Q5_0:3378D0652E3B2E10 Q5_1:80C84826908C4F19 Q8_0:4F987B549579FAE1 " +
-            "Q4_K:EBA6CB0BFD6B38D2 Q5_K:BED3C80FAC7DF9F0 Q6_K:30998C616AC71683", string.Join(" ", hashes));
+            "Q2_K:74E55FE11A25F25B Q3_K:4BAB581460085984 Q4_K:EBA6CB0BFD6B38D2 Q5_K:BED3C80FAC7DF9F0 Q6_K:30998C616AC71683", string.Join(" ", hashes));
     }
 
     /// <summary>Importance spread over three orders of magnitude (log-normal), as activation energies of real layers are.</summary>

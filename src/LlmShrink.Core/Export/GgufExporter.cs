@@ -17,7 +17,7 @@ public static class GgufExporter
     public static readonly TensorType[] Types =
     [
         TensorType.F32, TensorType.F16, TensorType.BF16, TensorType.Q8_0, TensorType.Q4_0, TensorType.Q4_1,
-        TensorType.Q5_0, TensorType.Q4_K, TensorType.Q5_K, TensorType.Q6_K,
+        TensorType.Q5_0, TensorType.Q2_K, TensorType.Q3_K, TensorType.Q4_K, TensorType.Q5_K, TensorType.Q6_K,
     ];
 
     /// <summary>
@@ -185,7 +185,9 @@ public static class GgufExporter
     /// The type a tensor of this shape is stored as. As in llama.cpp: 1-D tensors (norms, biases, rope factors) stay F32;
     /// matrices take the requested type. A row length that is not a whole number of blocks falls back the way
     /// llama-quantize does — Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0 (32-element blocks), and F16 when even those do not
-    /// fit; the 32-element types, which llama-quantize would refuse, go straight to F16.
+    /// fit; the 32-element types, which llama-quantize would refuse, go straight to F16. For Q2_K and Q3_K llama-quantize
+    /// falls back to IQ4_NL, which this project cannot write; Q4_0 takes its place (the same 4.5 bits per weight, on a
+    /// uniform grid instead of IQ4_NL's non-linear one).
     /// </summary>
     public static TensorType ChooseType(long[] shape, TensorType requested)
     {
@@ -194,6 +196,7 @@ public static class GgufExporter
         if (columns % TensorTypes.BlockElements(requested) == 0) return requested;
         var fallback = requested switch
         {
+            TensorType.Q2_K or TensorType.Q3_K => TensorType.Q4_0,
             TensorType.Q4_K => TensorType.Q5_0,
             TensorType.Q5_K => TensorType.Q5_1,
             TensorType.Q6_K => TensorType.Q8_0,
@@ -202,7 +205,8 @@ public static class GgufExporter
         return columns % TensorTypes.BlockElements(fallback) == 0 ? fallback : TensorType.F16;
     }
 
-    /// <summary>llama.cpp's llama_ftype number for a file whose matrices are mostly <paramref name="type"/> (K-quants: the _S variants).</summary>
+    /// <summary>llama.cpp's llama_ftype number for a file whose matrices are mostly <paramref name="type"/> (K-quants: Q2_K's
+    /// own, the _S variants of the others).</summary>
     public static uint FileType(TensorType type) => type switch
     {
         TensorType.F32 => 0,
@@ -212,6 +216,8 @@ public static class GgufExporter
         TensorType.Q8_0 => 7,
         TensorType.Q5_0 => 8,
         TensorType.Q5_1 => 9,
+        TensorType.Q2_K => 10,
+        TensorType.Q3_K => 11,
         TensorType.Q4_K => 14,
         TensorType.Q5_K => 16,
         TensorType.Q6_K => 18,

@@ -2,8 +2,12 @@ namespace LlmShrink.Formats;
 
 /// <summary>
 /// Encoders for the K-quant super-blocks (256 elements), following llama.cpp's reference quantizers
-/// (<c>quantize_row_q4_K_ref</c>, <c>quantize_row_q5_K_ref</c>, <c>quantize_row_q6_K_ref</c> in ggml-quants.c):
+/// (<c>quantize_row_q2_K_ref</c> … <c>quantize_row_q6_K_ref</c> in ggml-quants.c):
 /// <list type="bullet">
+/// <item>Q2_K: groups of 16 with an affine scale and min each (make_qkx2_quants), both stored as 4 bits against fp16 d
+/// and dmin — see <see cref="EncodeQ2_K"/>.</item>
+/// <item>Q3_K: groups of 16 with a symmetric scale each (make_q3_quants), stored as signed 6 bits against fp16 d — see
+/// <see cref="EncodeQ3_K"/>.</item>
 /// <item>Q4_K/Q5_K: each sub-block of 32 gets an affine scale and min from <see cref="SearchScaleMin"/> (make_qkx2_quants,
 /// a grid search over the scale that refits scale and min by weighted least squares at each step); the eight scales and
 /// eight mins are then quantized to 6 bits against the super-block's largest (d = max scale / 63, dmin = max min / 63),
@@ -182,10 +186,12 @@ public static class GgmlKQuantizers
     /// Starts from the plain min/max fit (min clipped to ≤ 0), then tries the scales (maxLevel + rmin + rdelta·k)/(max − min)
     /// for k = 0..steps: for each, rounds the levels and solves the 2×2 weighted least-squares system for scale and min
     /// (keeping min ≤ 0), and keeps whichever candidate has the smallest error. Returns the scale; <paramref name="negatedMin"/>
-    /// is −min (≥ 0), the value the block stores.
+    /// is −min (≥ 0), the value the block stores. With <paramref name="absoluteError"/> the candidates are compared by
+    /// Σ w·|x − x̂| instead (make_qkx2_quants' use_mad, which quantize_row_q2_K_ref asks for, so that the few largest
+    /// residuals of a 2-bit grid do not dominate the choice); each candidate is still fitted by least squares.
     /// </summary>
     internal static float SearchScaleMin(ReadOnlySpan<float> x, ReadOnlySpan<float> weights, int maxLevel, Span<byte> levels,
-        out float negatedMin, float rmin, float rdelta, int steps)
+        out float negatedMin, float rmin, float rdelta, int steps, bool absoluteError = false)
     {
         int n = x.Length;
         float min = x[0], max = x[0];
@@ -211,8 +217,7 @@ public static class GgmlKQuantizers
         for (int i = 0; i < n; i++)
         {
             levels[i] = (byte)Math.Clamp(NearestInt(inverseScale * (x[i] - min)), 0, maxLevel);
-            float diff = scale * levels[i] + min - x[i];
-            bestError += weights[i] * diff * diff;
+            bestError += weights[i] * Loss(scale * levels[i] + min - x[i], absoluteError);
         }
 
         Span<byte> trial = stackalloc byte[n];
@@ -239,11 +244,7 @@ public static class GgmlKQuantizers
                 trialScale = sumXL / sumL2;
             }
             float error = 0;
-            for (int i = 0; i < n; i++)
-            {
-                float diff = trialScale * trial[i] + trialMin - x[i];
-                error += weights[i] * diff * diff;
-            }
+            for (int i = 0; i < n; i++) error += weights[i] * Loss(trialScale * trial[i] + trialMin - x[i], absoluteError);
             if (error < bestError)
             {
                 trial.CopyTo(levels);
@@ -255,6 +256,8 @@ public static class GgmlKQuantizers
         negatedMin = -min;
         return scale;
     }
+
+    private static float Loss(float diff, bool absolute) => absolute ? MathF.Abs(diff) : diff * diff;
 
     /// <summary>block_q6_K = { u8 ql[128]; u8 qh[64]; i8 scales[16]; fp16 d }.</summary>
     internal static void EncodeQ6_K(ReadOnlySpan<float> x, Span<byte> block, ReadOnlySpan<float> importance = default)
@@ -353,5 +356,212 @@ public static class GgmlKQuantizers
             }
         }
         return scale;
+    }
+
+    /// <summary>
+    /// block_q2_K = { u8 scales[16]; u8 qs[64]; fp16 d; fp16 dmin }, after quantize_row_q2_K_ref: each group of 16 gets an
+    /// affine fit x ≈ scale·L − min, L ∈ [0, 3], from <see cref="SearchScaleMin"/> (make_qkx2_quants weighted by |x|, scale
+    /// grid (3 − 0.5 + 0.1·k)/(max − min) for k ≤ 15, candidates compared by weighted absolute error); the sixteen scales
+    /// and sixteen mins become 4-bit multiples of d = max scale / 15 and dmin = max min / 15, stored as scale | min &lt;&lt; 4,
+    /// and every element is re-rounded against the stored pair.
+    /// With an importance per element, as quantize_row_q2_K_impl: each group is fitted by make_qkx3_quants (squared error
+    /// weighted by the importance, over the grid (3 − 0.9 + 0.05·k)/(max − min), k ≤ 36), and the 4-bit scales and mins
+    /// are fitted with each group weighted by its summed importance. llama.cpp does that with make_qp_quants; this uses
+    /// <see cref="SearchUnsignedScale"/>, as Q4_K/Q5_K here do, which gave a slightly lower weighted error (by 0.7–2.4 % on
+    /// the rows tried) than a port of make_qp_quants, its level-by-level refinement included.
+    /// </summary>
+    internal static void EncodeQ2_K(ReadOnlySpan<float> x, Span<byte> block, ReadOnlySpan<float> importance = default)
+    {
+        Span<byte> levels = stackalloc byte[SuperBlock];
+        Span<float> scales = stackalloc float[16];
+        Span<float> mins = stackalloc float[16];
+        Span<float> weights = stackalloc float[16];
+        Span<float> groupWeights = stackalloc float[16];
+        float maxScale = 0, maxMin = 0; // scales are positive because the min is subtracted
+        for (int g = 0; g < 16; g++)
+        {
+            var sub = x.Slice(16 * g, 16);
+            var groupLevels = levels.Slice(16 * g, 16);
+            if (importance.IsEmpty)
+            {
+                for (int l = 0; l < 16; l++) weights[l] = MathF.Abs(sub[l]);
+                scales[g] = SearchScaleMin(sub, weights, 3, groupLevels, out mins[g], -0.5f, 0.1f, 15, absoluteError: true);
+            }
+            else
+            {
+                var w = importance.Slice(16 * g, 16);
+                scales[g] = SearchScaleMin(sub, w, 3, groupLevels, out mins[g], -0.9f, 0.05f, 36);
+                groupWeights[g] = System.Numerics.Tensors.TensorPrimitives.Sum(w);
+            }
+            maxScale = Math.Max(maxScale, scales[g]);
+            maxMin = Math.Max(maxMin, mins[g]);
+        }
+
+        var packed = block[..16];
+        float d, dmin;
+        if (importance.IsEmpty)
+        {
+            float inverseScale = maxScale > 0 ? 15f / maxScale : 0f;
+            float inverseMin = maxMin > 0 ? 15f / maxMin : 0f;
+            for (int g = 0; g < 16; g++)
+                packed[g] = (byte)(Math.Min(15, NearestInt(inverseScale * scales[g])) | Math.Min(15, NearestInt(inverseMin * mins[g])) << 4);
+            d = GgmlQuantizers.WriteFp16(block, 80, maxScale / 15f);
+            dmin = GgmlQuantizers.WriteFp16(block, 82, maxMin / 15f);
+        }
+        else
+        {
+            d = GgmlQuantizers.WriteFp16(block, 80, SearchUnsignedScale(scales, groupWeights, 15));
+            dmin = GgmlQuantizers.WriteFp16(block, 82, SearchUnsignedScale(mins, groupWeights, 15));
+            for (int g = 0; g < 16; g++)
+                packed[g] = (byte)((d > 0 ? Math.Clamp(NearestInt(scales[g] / d), 0, 15) : 0) | (dmin > 0 ? Math.Clamp(NearestInt(mins[g] / dmin), 0, 15) : 0) << 4);
+        }
+
+        for (int g = 0; g < 16; g++)
+        {
+            float dg = d * (packed[g] & 0xF);
+            if (dg == 0) continue; // keeps the search's levels, as the reference does
+            float mg = dmin * (packed[g] >> 4);
+            for (int l = 0; l < 16; l++)
+                levels[16 * g + l] = (byte)Math.Clamp(NearestInt((x[16 * g + l] + mg) / dg), 0, 3);
+        }
+
+        // Per half of 128, element 32·j + l of the half is bits 2j..2j+1 of byte l of the half's 32 bytes (DecodeQ2_K).
+        var qs = block.Slice(16, 64);
+        for (int half = 0; half < 2; half++)
+            for (int l = 0; l < 32; l++)
+            {
+                int e = 128 * half + l;
+                qs[32 * half + l] = (byte)(levels[e] | levels[e + 32] << 2 | levels[e + 64] << 4 | levels[e + 96] << 6);
+            }
+    }
+
+    /// <summary>
+    /// block_q3_K = { u8 hmask[32]; u8 qs[64]; u8 scales[12]; fp16 d }, after quantize_row_q3_K_ref: each group of 16 gets
+    /// a symmetric scale and levels L ∈ [−4, 3] from <see cref="RefineSymmetricLevels"/> (make_q3_quants); the group scale
+    /// of largest magnitude fixes d = −scale / 32, so that group stores −32 and the rest signed 6-bit multiples in
+    /// [−32, 31] (kept with +32); every element is then re-rounded against its stored group scale.
+    /// With an importance per element, as quantize_row_q3_K_impl: each group's scale is make_qx_quants' search weighted
+    /// by the importance (<see cref="SearchSymmetricScale"/>, levels [−4, 3]), and the sixteen 6-bit scales come from
+    /// the same search over them ([−32, 31]) with each group weighted by its summed importance, its levels kept as found.
+    /// </summary>
+    internal static void EncodeQ3_K(ReadOnlySpan<float> x, Span<byte> block, ReadOnlySpan<float> importance = default)
+    {
+        Span<int> levels = stackalloc int[SuperBlock];
+        Span<float> scales = stackalloc float[16];
+        Span<int> scaleLevels = stackalloc int[16]; // the stored 6-bit scales, group scale / d + 32
+        block.Clear();
+        float d = 0;
+        if (importance.IsEmpty)
+        {
+            float maxScale = 0, maxAbsScale = 0;
+            for (int g = 0; g < 16; g++)
+            {
+                scales[g] = RefineSymmetricLevels(x.Slice(16 * g, 16), levels.Slice(16 * g, 16), maxLevel: 4);
+                if (MathF.Abs(scales[g]) > maxAbsScale) { maxAbsScale = MathF.Abs(scales[g]); maxScale = scales[g]; }
+            }
+            if (maxScale != 0) // else every group is zero: d = 0 and the scales stay 0
+            {
+                float inverseScale = -32f / maxScale;
+                for (int g = 0; g < 16; g++) scaleLevels[g] = Math.Clamp(NearestInt(inverseScale * scales[g]), -32, 31) + 32;
+                d = GgmlQuantizers.WriteFp16(block, 108, 1 / inverseScale);
+            }
+        }
+        else
+        {
+            Span<float> groupWeights = stackalloc float[16];
+            for (int g = 0; g < 16; g++)
+            {
+                var w = importance.Slice(16 * g, 16);
+                scales[g] = SearchSymmetricScale(x.Slice(16 * g, 16), w, levels.Slice(16 * g, 16), maxLevel: 4);
+                groupWeights[g] = System.Numerics.Tensors.TensorPrimitives.Sum(w);
+            }
+            d = GgmlQuantizers.WriteFp16(block, 108, SearchSymmetricScale(scales, groupWeights, scaleLevels, maxLevel: 32));
+        }
+
+        // The low nibble of scale g sits in byte g % 8 (low nibble for g < 8, high for g ≥ 8) and its top 2 bits in bits
+        // 2·(g/4)..2·(g/4)+1 of byte 8 + g % 4: the layout GgmlBlocks' Q3KScale reads.
+        var packedScales = block.Slice(96, 12);
+        for (int g = 0; g < 16; g++)
+        {
+            packedScales[g % 8] |= (byte)((scaleLevels[g] & 0xF) << (g < 8 ? 0 : 4));
+            packedScales[8 + g % 4] |= (byte)((scaleLevels[g] >> 4) << (2 * (g / 4)));
+        }
+
+        for (int g = 0; g < 16; g++)
+        {
+            float dg = d * (scaleLevels[g] - 32);
+            if (dg == 0) continue; // keeps the search's levels, as the reference does
+            for (int l = 0; l < 16; l++)
+                levels[16 * g + l] = Math.Clamp(NearestInt(x[16 * g + l] / dg), -4, 3) + 4;
+        }
+
+        // A stored level L = q + 4 ∈ [0, 7] splits into its low 2 bits, packed as Q2_K's, and its bit 2 (set exactly when
+        // q ≥ 0, i.e. "do not subtract 4"), which for element e goes to bit e / 32 of hmask[e % 32] (DecodeQ3_K).
+        var hmask = block[..32];
+        var qs = block.Slice(32, 64);
+        for (int e = 0; e < SuperBlock; e++) hmask[e % 32] |= (byte)((levels[e] >> 2) << (e / 32));
+        for (int half = 0; half < 2; half++)
+            for (int l = 0; l < 32; l++)
+            {
+                int e = 128 * half + l;
+                qs[32 * half + l] = (byte)((levels[e] & 3) | (levels[e + 32] & 3) << 2 | (levels[e + 64] & 3) << 4 | (levels[e + 96] & 3) << 6);
+            }
+    }
+
+    /// <summary>
+    /// make_q3_quants with do_rmse, Q3_K's reference group fit: symmetric levels L ∈ [−maxLevel, maxLevel − 1] (returned
+    /// as L + maxLevel), starting from the rounding that maps the element of largest magnitude to −maxLevel. Then up to five
+    /// sweeps of coordinate descent under x²-weighted least squares: each element in turn is offered the level nearest to
+    /// x_i / s, s the least-squares scale of the other elements (Σ'w·x·L / Σ'w·L²), and takes it when that raises
+    /// (Σw·x·L)² / Σw·L² — the weighted energy the least-squares scale explains, so the weighted error falls. A sweep
+    /// that changes nothing ends the search. Returns that scale, Σw·x·L / Σw·L².
+    /// </summary>
+    internal static float RefineSymmetricLevels(ReadOnlySpan<float> x, Span<int> levels, int maxLevel)
+    {
+        int n = x.Length;
+        float amax = 0, max = 0;
+        foreach (float v in x)
+            if (MathF.Abs(v) > amax) { amax = MathF.Abs(v); max = v; }
+        if (amax < GroupMaxEps)
+        {
+            levels.Clear();
+            return 0;
+        }
+
+        float inverseScale = -maxLevel / max;
+        float sumLX = 0, sumL2 = 0;
+        for (int i = 0; i < n; i++)
+        {
+            int l = Math.Clamp(NearestInt(inverseScale * x[i]), -maxLevel, maxLevel - 1);
+            levels[i] = l;
+            float w = x[i] * x[i];
+            sumLX += w * x[i] * l;
+            sumL2 += w * l * l;
+        }
+        for (int sweep = 0; sweep < 5; sweep++)
+        {
+            bool changed = false;
+            for (int i = 0; i < n; i++)
+            {
+                float w = x[i] * x[i];
+                float othersLX = sumLX - w * x[i] * levels[i];
+                if (!(othersLX > 0)) continue;
+                float othersL2 = sumL2 - w * levels[i] * levels[i];
+                int l = Math.Clamp(NearestInt(x[i] * othersL2 / othersLX), -maxLevel, maxLevel - 1);
+                if (l == levels[i]) continue;
+                float trialLX = othersLX + w * x[i] * l, trialL2 = othersL2 + w * l * l;
+                // (trialLX)²/trialL2 > (sumLX)²/sumL2, cross-multiplied as the reference does.
+                if (trialL2 > 0 && trialLX * trialLX * sumL2 > sumLX * sumLX * trialL2)
+                {
+                    levels[i] = l;
+                    sumLX = trialLX;
+                    sumL2 = trialL2;
+                    changed = true;
+                }
+            }
+            if (!changed) break;
+        }
+        for (int i = 0; i < n; i++) levels[i] += maxLevel;
+        return sumLX / sumL2;
     }
 }

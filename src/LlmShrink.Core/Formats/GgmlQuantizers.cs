@@ -43,6 +43,8 @@ public static class GgmlQuantizers
                 case TensorType.Q4_1: EncodeQ4_1(x, block); break;
                 case TensorType.Q5_0: EncodeQ5_0(x, block); break;
                 case TensorType.Q5_1: EncodeQ5_1(x, block); break;
+                case TensorType.Q2_K: GgmlKQuantizers.EncodeQ2_K(x, block); break;
+                case TensorType.Q3_K: GgmlKQuantizers.EncodeQ3_K(x, block); break;
                 case TensorType.Q4_K: GgmlKQuantizers.EncodeQ4_K(x, block); break;
                 case TensorType.Q5_K: GgmlKQuantizers.EncodeQ5_K(x, block); break;
                 case TensorType.Q6_K: GgmlKQuantizers.EncodeQ6_K(x, block); break;
@@ -112,6 +114,8 @@ public static class GgmlQuantizers
                     else PackFiveBits(q, block.Slice(4, 4), block.Slice(8, 16));
                     break;
                 }
+            case TensorType.Q2_K: GgmlKQuantizers.EncodeQ2_K(x, block, w); break;
+            case TensorType.Q3_K: GgmlKQuantizers.EncodeQ3_K(x, block, w); break;
             case TensorType.Q4_K: GgmlKQuantizers.EncodeQ4_K(x, block, w); break;
             case TensorType.Q5_K: GgmlKQuantizers.EncodeQ5_K(x, block, w); break;
             case TensorType.Q6_K: GgmlKQuantizers.EncodeQ6_K(x, block, w); break;
@@ -137,7 +141,7 @@ public static class GgmlQuantizers
     /// <summary>Block types this project can write.</summary>
     public static bool CanEncode(TensorType type) => type is
         TensorType.Q8_0 or TensorType.Q4_0 or TensorType.Q4_1 or TensorType.Q5_0 or TensorType.Q5_1 or
-        TensorType.Q4_K or TensorType.Q5_K or TensorType.Q6_K;
+        TensorType.Q2_K or TensorType.Q3_K or TensorType.Q4_K or TensorType.Q5_K or TensorType.Q6_K;
 
     /// <summary>Stores <paramref name="value"/> as fp16 (round to nearest even) and returns the float32 the decoder will see.</summary>
     internal static float WriteFp16(Span<byte> bytes, int offset, float value)
