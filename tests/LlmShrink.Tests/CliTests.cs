@@ -25,7 +25,7 @@ public class CliTests
     private static string[] Lines(string text) => text.Split('\n', StringSplitOptions.RemoveEmptyEntries);
 
     /// <summary>A user error: exit code 2 and exactly one stderr line, "llmshrink: ..." containing <paramref name="mention"/>.</summary>
-    private static void AssertUserError((int ExitCode, string Stdout, string Stderr) result, string mention)
+    internal static void AssertUserError((int ExitCode, string Stdout, string Stderr) result, string mention)
     {
         Assert.True(result.ExitCode == 2, $"exit code {result.ExitCode}, stderr: {result.Stderr}");
         var line = Assert.Single(Lines(result.Stderr));
