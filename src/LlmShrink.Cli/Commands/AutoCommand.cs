@@ -20,8 +20,9 @@ internal static class AutoCommand
         var targetSize = new Option<long?>("--target-size") { Description = "Budget: bytes of the written safetensors files" };
         var maxKl = new Option<double?>("--max-kl") { Description = "Budget: mean KL per token to the original on held-back text (the smallest plan that meets it)" };
         var minSpeed = new Option<double?>("--min-tokens-per-s") { Description = "Budget by decode speed (not available yet)" };
-        var format = new Option<string>("--format") { Description = "Output: folder (Hugging Face, GPTQ layout)", DefaultValueFactory = _ => "folder" };
-        var candidates = new Option<string?>("--candidates") { Description = "YAML candidate menu (default: keep, RTN and GPTQ at 2/3/4/8 bits, groups 32/64/128, sym/asym)" };
+        var format = new Option<string>("--format") { Description = "Output: folder (Hugging Face, GPTQ layout) or gguf (a folder holding model.gguf for llama.cpp)", DefaultValueFactory = _ => "folder" };
+        var embeddingType = new Option<string>("--embedding-type") { Description = "gguf: type of the token embeddings (not planned)", DefaultValueFactory = _ => "Q4_K" };
+        var candidates = new Option<string?>("--candidates") { Description = "YAML candidate menu (default folder: keep, RTN and GPTQ at 2/3/4/8 bits, groups 32/64/128, sym/asym; gguf: Q2_K…Q6_K, Q8_0)" };
         var cache = new Option<string?>("--cache") { Description = "Folder keeping measurements: another budget on the same model, calibration and menu re-plans without measuring" };
         var samples = new Option<int>("--samples") { Description = "Calibration samples", DefaultValueFactory = _ => 128 };
         var seqLen = new Option<int>("--seq-len") { Description = "Tokens per calibration sample and per held-back window", DefaultValueFactory = _ => 256 };
@@ -32,18 +33,26 @@ internal static class AutoCommand
         var threads = new Option<int>("--threads") { Description = "Worker threads (0 = all cores)", DefaultValueFactory = _ => 0 };
         var command = new Command("auto", "Plan per-layer compression under a budget from measured sensitivities, and apply it")
         {
-            model, calib, targetBpw, targetSize, maxKl, minSpeed, format, candidates, cache, samples, seqLen, seed, klSamples, anchors, output, threads,
+            model, calib, targetBpw, targetSize, maxKl, minSpeed, format, embeddingType, candidates, cache, samples, seqLen, seed, klSamples, anchors, output, threads,
         };
         command.SetAction(parse =>
         {
             if (parse.GetValue(minSpeed) is not null) throw new ShrinkException("--min-tokens-per-s: planning by speed is not available yet; use --target-bpw, --target-size or --max-kl");
-            if (parse.GetValue(format) != "folder") throw new ShrinkException($"--format {parse.GetValue(format)}: only 'folder' is available yet");
+            var planFormat = parse.GetValue(format) switch
+            {
+                "folder" => PlanFormat.Folder,
+                "gguf" => PlanFormat.Gguf,
+                var other => throw new ShrinkException($"--format {other}: not folder or gguf"),
+            };
+            var embedding = Enum.TryParse<Formats.TensorType>(parse.GetValue(embeddingType), ignoreCase: true, out var t) && Export.GgufExporter.Types.Contains(t) ? t
+                : throw new ShrinkException($"--embedding-type {parse.GetValue(embeddingType)}: not a GGUF export type ({string.Join(", ", Export.GgufExporter.Types)})");
             var request = new AutoRequest(parse.GetValue(model)!, parse.GetValue(calib)!, parse.GetValue(output)!)
             {
                 TargetBitsPerWeight = parse.GetValue(targetBpw), TargetSize = parse.GetValue(targetSize), MaxKl = parse.GetValue(maxKl),
                 CandidatesFile = parse.GetValue(candidates), CacheFolder = parse.GetValue(cache),
                 Samples = parse.GetValue(samples), SequenceLength = parse.GetValue(seqLen), Seed = parse.GetValue(seed),
                 KlSamples = parse.GetValue(klSamples), Anchors = parse.GetValue(anchors), Threads = parse.GetValue(threads),
+                Format = planFormat, EmbeddingType = embedding,
             };
             if (request.Threads < 0) throw new ShrinkException($"--threads: must not be negative (got {request.Threads})");
             bool applying = false;

@@ -25,7 +25,7 @@ public sealed class BlockCompression
     private readonly HashSet<LinearRole> _rescaled = new();
     private readonly Dictionary<LinearRole, (bool[] Keep, string Pattern)> _masks = new();
     private readonly List<LayerReport> _reports = new();
-    private readonly Transformer? _head;
+    private readonly HeadParts? _head;
     private readonly BlockCompression? _trialOf; // a trial's weights and biases start as copies of this context's
     private readonly HashSet<LinearRole> _reshaped = new();
     private readonly Action<LayerShape>? _reshape; // tells the transformer the block's new widths (not in a trial)
@@ -50,7 +50,7 @@ public sealed class BlockCompression
     {
         _reshape = reshape;
         if ((block is null) == (head is null)) throw new ArgumentException("a stage is either a block or the head");
-        _head = head;
+        _head = head is null ? null : new HeadParts(head.LmHead, head.FinalNorm, head);
         Layer = layer;
         Config = config;
         Block = block;
@@ -58,11 +58,18 @@ public sealed class BlockCompression
         _statistics = statistics;
     }
 
-    /// <summary>A trial of <paramref name="parent"/>: its own copy of the block's norms, weights, biases, masks and statistics.</summary>
+    /// <summary>
+    /// A trial of <paramref name="parent"/>: its own copy of the block's norms (or of the final norm), weights, biases,
+    /// masks and statistics.
+    /// </summary>
     private BlockCompression(BlockCompression parent)
-        : this(parent.Layer, parent.Config, CopyOf(parent.Block!), parent._checkpoint,
-            parent._statistics.ToDictionary(kv => kv.Key, kv => kv.Value.Copy()))
     {
+        Layer = parent.Layer;
+        Config = parent.Config;
+        Block = parent.Block is null ? null : CopyOf(parent.Block);
+        _head = parent._head is null ? null : new HeadParts(parent._head.LmHead, (float[])parent._head.FinalNorm.Clone(), null);
+        _checkpoint = parent._checkpoint;
+        _statistics = parent._statistics.ToDictionary(kv => kv.Key, kv => kv.Value.Copy());
         _trialOf = parent;
         foreach (var (role, mask) in parent._masks) _masks[role] = ((bool[])mask.Keep.Clone(), mask.Pattern);
     }
@@ -125,9 +132,22 @@ public sealed class BlockCompression
 
     private Linear Current(LinearRole role) => role == LinearRole.LmHead ? _head!.LmHead : LinearRoles.Get(Block!, role);
 
+    /// <summary>The head stage's lm_head and final norm weight: the transformer's own (<paramref name="Owner"/> gets every new lm_head), or a trial's copies.</summary>
+    private sealed class HeadParts(Linear lmHead, float[] finalNorm, Transformer? owner)
+    {
+        public Linear LmHead { get; private set; } = lmHead;
+        public float[] FinalNorm { get; } = finalNorm;
+
+        public void Replace(Linear linear)
+        {
+            LmHead = linear;
+            if (owner is not null) owner.LmHead = linear;
+        }
+    }
+
     private void Replace(LinearRole role, Linear linear)
     {
-        if (role == LinearRole.LmHead) _head!.LmHead = linear;
+        if (role == LinearRole.LmHead) _head!.Replace(linear);
         else LinearRoles.Set(Block!, role, linear);
     }
 
@@ -359,7 +379,7 @@ public sealed class BlockCompression
     /// Runs <paramref name="method"/> on <paramref name="roles"/> of this block without committing anything: on copies of
     /// the block's norms, weights, masks and statistics, so the block, its layers and later modifiers see no change. Returns
     /// what the method would produce with each layer's report line (output error, stored bits) — what a planner compares
-    /// candidates by. Only blocks can be tried (the head stage's lm_head is compressed in place).
+    /// candidates by. In the head stage, lm_head is tried against a copy of the final norm.
     /// </summary>
     public (IReadOnlyList<CompressedLayer> Layers, IReadOnlyList<LayerReport> Reports) Try(ICompressionMethod method, IReadOnlyList<LinearRole> roles) =>
         Try([method], roles);
@@ -367,7 +387,6 @@ public sealed class BlockCompression
     /// <summary>Like <see cref="Try(ICompressionMethod, IReadOnlyList{LinearRole})"/> for methods stacked on the same layers in order (e.g. sparsegpt then gptq).</summary>
     public (IReadOnlyList<CompressedLayer> Layers, IReadOnlyList<LayerReport> Reports) Try(IReadOnlyList<ICompressionMethod> methods, IReadOnlyList<LinearRole> roles)
     {
-        if (Block is null) throw new InvalidOperationException("only a block's layers can be tried");
         var trial = new BlockCompression(this) { Targets = roles };
         for (int i = 0; i < methods.Count; i++)
         {

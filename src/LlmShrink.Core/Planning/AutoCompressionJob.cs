@@ -27,7 +27,13 @@ public sealed record AutoRequest(string Model, string CalibrationFile, string Ou
     /// <summary>Candidates per group whose end-to-end KL is measured.</summary>
     public int Anchors { get; init; } = 4;
     public int Threads { get; init; }
+    public PlanFormat Format { get; init; } = PlanFormat.Folder;
+    /// <summary>GGUF: the type of the token embeddings (not planned yet; llama.cpp's mixes give them the mix's base type).</summary>
+    public TensorType EmbeddingType { get; init; } = TensorType.Q4_K;
 }
+
+/// <summary>What <c>auto</c> writes: a Hugging Face folder (GPTQ layout), or a folder holding a GGUF file for llama.cpp.</summary>
+public enum PlanFormat { Folder, Gguf }
 
 /// <summary>One applied plan: what the solver predicted and what the written model measured.</summary>
 public sealed record PlanAttempt(Selection Selection, long TotalBytes, double MeasuredKl);
@@ -54,15 +60,18 @@ public static class AutoCompressionJob
     {
         var clock = Stopwatch.StartNew();
         CheckBudget(request);
-        var candidates = request.CandidatesFile is null ? CandidateMenu.Default : CandidateMenu.Load(request.CandidatesFile);
+        bool gguf = request.Format == PlanFormat.Gguf;
+        var candidates = request.CandidatesFile is not null ? CandidateMenu.Load(request.CandidatesFile) : gguf ? CandidateMenu.DefaultGguf : CandidateMenu.Default;
         using var model = ModelLoader.Load(request.Model);
         using var output = new OutputFolder(request.Output, model.Weights.Files.Select(f => f.Path).Append(model.Source));
         var tokenizer = model.RequireTokenizer();
         var tokens = CalibrationSet.Tokenize(request.CalibrationFile, tokenizer);
         var calibration = CalibrationSet.FromTokens(tokens, tokenizer.BosId, request.Samples, request.SequenceLength, request.Seed, request.CalibrationFile);
         var held = HeldBackSplit.Windows(tokens, calibration, tokenizer.BosId, request.KlSamples, request.SequenceLength, request.CalibrationFile);
-        var groups = LayerGroup.Of(model.Config, fused: true);
-        var cost = FolderStorageCost.Instance;
+        // A folder fuses q/k/v and gate/up (one scheme each) and keeps lm_head as stored, like the presets; a GGUF file
+        // types every tensor on its own, lm_head included (llama.cpp's mixes give it Q6_K).
+        var groups = LayerGroup.Of(model.Config, fused: !gguf, head: gguf);
+        IStorageCost cost = gguf ? GgufStorageCost.Instance : FolderStorageCost.Instance;
 
         using var transformer = new Transformer(model, request.Threads);
         var kl = new HeldBackKl(held, transformer);
@@ -79,49 +88,45 @@ public static class AutoCompressionJob
         var options = Enumerable.Range(0, groups.Count)
             .Select(g => (IReadOnlyList<Option>)[.. table.Entries[g].Zip(table.PredictedKl(g), (m, loss) => new Option(m.Bytes, loss))]).ToList();
         var knapsack = new MultipleChoiceKnapsack(options);
-        long keepAll = groups.Sum(g => g.Roles.Sum(r => cost.KeptBytes(model.Weights, g.Layer, r)));
-        long fixedBytes = model.BytesOnDisk - keepAll; // embeddings, norms, lm_head, headers: what no plan changes
+        // The most the planned layers can take: as stored (folder), or every group's dearest candidate (GGUF has no "keep").
+        long ceiling = gguf ? knapsack.Front[^1].Cost : groups.Sum(g => g.Roles.Sum(r => cost.KeptBytes(model.Weights, g.Layer, r)));
+        // What no plan changes — embeddings, norms, headers, tokenizer — first estimated, then read off each written file.
+        long fixedBytes = gguf ? EmbeddingBytes(model, request.EmbeddingType) + (1 << 16) : model.BytesOnDisk - ceiling;
         long cheapest = knapsack.Front[0].Cost;
-
-        long budget = request.TargetSize is { } size ? size - fixedBytes
+        long Budget() => request.TargetSize is { } size ? size - fixedBytes
             : request.TargetBitsPerWeight is { } bpw ? (long)Math.Floor(bpw * table.Parameters / 8) : long.MaxValue;
         if (request.MaxKl is null)
         {
             string asked = request.TargetSize is { } s ? $"--target-size {s}" : $"--target-bpw {request.TargetBitsPerWeight}";
-            if (budget < cheapest)
-                throw new ShrinkException($"{asked}: below the smallest plan the menu allows ({Describe(cheapest + (request.TargetSize is null ? 0 : fixedBytes), table.Parameters, cheapest)})");
-            if (budget >= keepAll)
-                throw new ShrinkException($"{asked}: at or above keeping every layer as stored ({Describe(keepAll + (request.TargetSize is null ? 0 : fixedBytes), table.Parameters, keepAll)}); nothing to compress");
+            long shown = request.TargetSize is null ? 0 : fixedBytes;
+            if (Budget() < cheapest)
+                throw new ShrinkException($"{asked}: below the smallest plan the menu allows ({Describe(cheapest + shown, table.Parameters, cheapest)})");
+            if (Budget() >= ceiling)
+                throw new ShrinkException($"{asked}: at or above {(gguf ? "the largest plan the menu allows" : "keeping every layer as stored")} ({Describe(ceiling + shown, table.Parameters, ceiling)}); nothing to trade off");
         }
 
         var attempts = new List<(PlanAttempt Attempt, string Folder, Recipe Plan)>();
         double allowedLoss = request.MaxKl ?? double.PositiveInfinity;
         for (int k = 0; k < MaxAttempts; k++)
         {
-            var selection = request.MaxKl is null ? knapsack.WithinCost(budget) : knapsack.WithinLoss(allowedLoss);
-            if (selection is null) break;
-            if (attempts.Any(a => a.Attempt.Selection.Choices.SequenceEqual(selection.Choices))) break; // the loop would repeat itself
+            var selection = request.MaxKl is null ? knapsack.WithinCost(Budget()) : knapsack.WithinLoss(allowedLoss);
+            if (selection is null || attempts.Any(a => a.Attempt.Selection.Choices.SequenceEqual(selection.Choices))) break; // nothing new to try
             var plan = PlanRecipe(selection, groups, candidates, Path.GetFileName(Path.GetFullPath(request.Output)));
             string folder = Path.Combine(output.Path, $"attempt-{k + 1}");
             progress?.Report(new PipelineProgress(0, model.Config.NumLayers, $"applying plan {k + 1}"));
-            CompressionJob.Run(new CompressionRequest(request.Model, "plan.yaml", request.CalibrationFile, request.Samples, request.SequenceLength, request.Seed, folder, request.Threads),
-                plan, progress, cancel);
-            long total = Directory.EnumerateFiles(folder, "*.safetensors").Where(f => Path.GetFileName(f) != Export.CompressedCheckpointWriter.ImportanceFile).Sum(f => new FileInfo(f).Length);
-            double measured;
-            using (var written = ModelLoader.Load(folder))
-            using (var run = new Transformer(written, request.Threads))
-                measured = kl.Measure(run, cancel);
-            var attempt = new PlanAttempt(selection, total, measured);
+            var attempt = Apply(request, plan, selection, folder, kl, progress, cancel);
             attempts.Add((attempt, folder, plan));
+            fixedBytes = attempt.TotalBytes - selection.Cost;
 
-            if (request.TargetSize is { } target && total > target) { budget -= total - target; continue; }
-            if (request.MaxKl is { } maxKl && measured > maxKl)
+            if (request.MaxKl is { } maxKl)
             {
+                if (attempt.MeasuredKl <= maxKl) break;
                 // The additive prediction was optimistic by measured / predicted: ask the solver for that much less.
-                allowedLoss = selection.Loss > 0 ? allowedLoss * selection.Loss / measured * 0.95 : allowedLoss / 2;
-                continue;
+                allowedLoss = selection.Loss > 0 ? allowedLoss * selection.Loss / attempt.MeasuredKl * 0.95 : allowedLoss / 2;
             }
-            break;
+            else if (request.TargetSize is { } target && attempt.TotalBytes <= target && knapsack.WithinCost(Budget()) is { } better && better.Cost <= selection.Cost)
+                break; // fits, and the exact fixed bytes leave no room for a better plan
+            else if (request.TargetSize is null) break;
         }
 
         var valid = attempts.Where(a => (request.TargetSize is not { } t || a.Attempt.TotalBytes <= t) && (request.MaxKl is not { } m || a.Attempt.MeasuredKl <= m)).ToList();
@@ -130,12 +135,54 @@ public static class AutoCompressionJob
                 ? $"--max-kl {mk}: no plan the menu allows met it on the held-back text (best measured {attempts.Select(a => a.Attempt.MeasuredKl).DefaultIfEmpty(double.NaN).Min():G4}); allow more bits or keep"
                 : $"--target-size {request.TargetSize}: no plan fits once written (smallest written {attempts.Min(a => a.Attempt.TotalBytes)} bytes)");
         var chosen = request.MaxKl is null ? valid.MinBy(a => a.Attempt.MeasuredKl) : valid.MinBy(a => a.Attempt.TotalBytes);
-        foreach (var file in Directory.EnumerateFileSystemEntries(chosen.Folder)) Move(file, Path.Combine(output.Path, Path.GetFileName(file)));
-        foreach (var a in attempts) Directory.Delete(a.Folder, recursive: true);
+        if (gguf)
+        {
+            File.Move(chosen.Folder + ".gguf", output.File(GgufFileName));
+            foreach (var name in new[] { "recipe.yaml", "report.md" }) File.Move(Path.Combine(chosen.Folder, name), output.File(name));
+        }
+        else foreach (var file in Directory.EnumerateFileSystemEntries(chosen.Folder)) Move(file, Path.Combine(output.Path, Path.GetFileName(file)));
+        foreach (var a in attempts)
+        {
+            if (Directory.Exists(a.Folder)) Directory.Delete(a.Folder, recursive: true);
+            File.Delete(a.Folder + ".gguf");
+        }
         var summary = new AutoSummary(table, groups, candidates, chosen.Plan, [.. attempts.Select(a => a.Attempt)], chosen.Attempt, fromCache, kl.Tokens, clock.Elapsed);
         File.WriteAllText(output.File("plan.md"), PlanReport.Write(request, summary, knapsack));
         output.Commit();
         return summary;
+    }
+
+    /// <summary>The GGUF file's name in the output folder of <c>--format gguf</c>.</summary>
+    public const string GgufFileName = "model.gguf";
+
+    /// <summary>
+    /// Writes one plan exactly as <c>llmshrink compress --recipe plan.yaml</c> would (and, for GGUF, exports it as
+    /// <c>llmshrink export --format gguf --type EMBEDDING-TYPE</c> would), then measures its size and held-back KL.
+    /// </summary>
+    private static PlanAttempt Apply(AutoRequest request, Recipe plan, Selection selection, string folder, HeldBackKl kl, IProgress<PipelineProgress>? progress, CancellationToken cancel)
+    {
+        CompressionJob.Run(new CompressionRequest(request.Model, "plan.yaml", request.CalibrationFile, request.Samples, request.SequenceLength, request.Seed, folder, request.Threads),
+            plan, progress, cancel);
+        string written = folder;
+        long total;
+        if (request.Format == PlanFormat.Gguf)
+        {
+            written = folder + ".gguf";
+            using (var compressed = ModelLoader.Load(folder))
+                Export.GgufExporter.Export(compressed, request.EmbeddingType, written);
+            total = new FileInfo(written).Length;
+        }
+        else total = Directory.EnumerateFiles(folder, "*.safetensors").Where(f => Path.GetFileName(f) != Export.CompressedCheckpointWriter.ImportanceFile).Sum(f => new FileInfo(f).Length);
+        using var model = ModelLoader.Load(written);
+        using var run = new Transformer(model, request.Threads);
+        return new PlanAttempt(selection, total, kl.Measure(run, cancel));
+    }
+
+    /// <summary>The token embeddings' bytes in <paramref name="type"/>.</summary>
+    private static long EmbeddingBytes(LoadedModel model, TensorType type)
+    {
+        var shape = model.Weights.Get(TensorNames.Embedding).Shape;
+        return shape.Aggregate(1L, (a, b) => a * b) / TensorTypes.BlockElements(type) * TensorTypes.BlockBytes(type);
     }
 
     private static void CheckBudget(AutoRequest r)
@@ -173,7 +220,7 @@ public static class AutoCompressionJob
         foreach (var f in model.Weights.Files) s.Append(Path.GetFullPath(f.Path)).Append('|').Append(f.Length).Append('|').Append(File.GetLastWriteTimeUtc(f.Path).Ticks).Append('\n');
         var calib = new FileInfo(r.CalibrationFile);
         s.Append(calib.FullName).Append('|').Append(calib.Length).Append('|').Append(calib.LastWriteTimeUtc.Ticks).Append('\n');
-        s.Append(FormattableString.Invariant($"{r.Samples}|{r.SequenceLength}|{r.Seed}|{heldBack}|{r.Anchors}|folder\n"));
+        s.Append(FormattableString.Invariant($"{r.Samples}|{r.SequenceLength}|{r.Seed}|{heldBack}|{r.Anchors}|{r.Format}\n"));
         foreach (var c in candidates) s.Append(c.Name).Append('\n');
         return Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(s.ToString())));
     }

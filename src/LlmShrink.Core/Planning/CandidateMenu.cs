@@ -25,7 +25,7 @@ namespace LlmShrink.Planning;
 public static class CandidateMenu
 {
     /// <summary>Methods whose effect stays inside the group they target.</summary>
-    private static readonly HashSet<string> PerGroup = new(StringComparer.Ordinal) { "rtn", "gptq", "magnitude", "wanda", "sparsegpt" };
+    private static readonly HashSet<string> PerGroup = new(StringComparer.Ordinal) { "rtn", "gptq", "magnitude", "wanda", "sparsegpt", "ggml" };
 
     /// <summary>
     /// Keep, and RTN and GPTQ at 2, 3, 4 and 8 bits in groups of 32, 64 and 128, symmetric and not: the weight-only
@@ -45,6 +45,18 @@ public static class CandidateMenu
         """;
 
     public static IReadOnlyList<Candidate> Default => Parse(DefaultText, "the default candidate menu");
+
+    /// <summary>
+    /// For <c>--format gguf</c>: the llama.cpp block types from 2.6 to 8.5 bits per weight that llama.cpp's own K-quant
+    /// mixes are made of, each layer quantized with its calibration importance (llama.cpp's imatrix).
+    /// </summary>
+    public const string DefaultGgufText = """
+        candidates:
+          - method: ggml
+            type: [Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_0]
+        """;
+
+    public static IReadOnlyList<Candidate> DefaultGguf => Parse(DefaultGgufText, "the default GGUF candidate menu");
 
     public static IReadOnlyList<Candidate> Load(string path)
     {

@@ -12,12 +12,13 @@ namespace LlmShrink.Planning;
 public sealed record LayerGroup(int Layer, string Name, IReadOnlyList<LinearRole> Roles)
 {
     /// <summary>"model.layers.3.self_attn.qkv" style label for reports.</summary>
-    public string Label => Roles.Count == 1 ? LinearRoles.ModulePath(Layer, Roles[0]) : $"{LinearRoles.ModulePath(Layer, Roles[0])[..^LinearRoles.ModuleName(Roles[0]).Length]}{Name}";
+    public string Label => Roles is [LinearRole.LmHead] ? LinearRoles.LmHeadModule : Roles.Count == 1 ? LinearRoles.ModulePath(Layer, Roles[0]) : $"{LinearRoles.ModulePath(Layer, Roles[0])[..^LinearRoles.ModuleName(Roles[0]).Length]}{Name}";
 
     /// <summary>A recipe target selecting exactly these layers: "re:" and an anchored alternation of their module paths.</summary>
     public string Target => "re:^(" + string.Join("|", Roles.Select(r => Regex.Escape(LinearRoles.ModulePath(Layer, r)))) + ")$";
 
-    public static IReadOnlyList<LayerGroup> Of(ModelConfig config, bool fused) =>
+    /// <param name="head">Plan lm_head too (a group of its own after the last block).</param>
+    public static IReadOnlyList<LayerGroup> Of(ModelConfig config, bool fused, bool head = false) =>
         [.. Enumerable.Range(0, config.NumLayers).SelectMany(layer => fused
             ? new[]
             {
@@ -26,5 +27,6 @@ public sealed record LayerGroup(int Layer, string Name, IReadOnlyList<LinearRole
                 new LayerGroup(layer, "gate_up_proj", [LinearRole.Gate, LinearRole.Up]),
                 new LayerGroup(layer, "down_proj", [LinearRole.Down]),
             }
-            : LinearRoles.All.Select(r => new LayerGroup(layer, LinearRoles.ModuleName(r), [r])))];
+            : LinearRoles.All.Select(r => new LayerGroup(layer, LinearRoles.ModuleName(r), [r]))),
+            .. head ? [new LayerGroup(config.NumLayers, LinearRoles.LmHeadModule, [LinearRole.LmHead])] : Array.Empty<LayerGroup>()];
 }

@@ -73,8 +73,23 @@ public sealed class SensitivityMeasurement
             RunBlock(layer, hidden, copy: false, cancel);
             RunBlock(layer, held, copy: false, cancel);
         }
-        long parameters = _groups.Sum(g => g.Roles.Sum(r => (long)LinearRoles.Get(_transformer.Blocks[g.Layer], r).InFeatures * LinearRoles.Get(_transformer.Blocks[g.Layer], r).OutFeatures));
+        foreach (int g in Enumerable.Range(0, _groups.Count).Where(g => _groups[g].Layer == c.NumLayers))
+        {
+            // lm_head: its inputs are the final norm of the last block's outputs; a swap re-runs only the head.
+            progress?.Report(new PipelineProgress(c.NumLayers - 1, c.NumLayers, "trying candidates on lm_head"));
+            var context = new BlockCompression(c.NumLayers, c, null, _model.Weights, HeadStatistics(hidden, needs), _transformer);
+            entries[g] = [.. _candidates.Select((candidate, i) => Price(context, _groups[g], candidate, methods[i], cancel))];
+            foreach (int i in Anchors(entries[g]))
+                entries[g][i] = entries[g][i] with { MeasuredKl = SwappedHeadKl(context, methods[i], held, reference, cancel) };
+        }
+        long parameters = _groups.Sum(g => g.Roles.Sum(r => Parameters(g.Layer, r)));
         return new MeasurementTable(key, [.. _groups.Select(g => g.Label)], [.. _candidates.Select(x => x.Name)], entries, parameters, clock.Elapsed.TotalSeconds);
+    }
+
+    private long Parameters(int layer, LinearRole role)
+    {
+        var linear = role == LinearRole.LmHead ? _transformer.LmHead : LinearRoles.Get(_transformer.Blocks[layer], role);
+        return (long)linear.InFeatures * linear.OutFeatures;
     }
 
     /// <summary>Bytes and proxy of one candidate on one group, from a trial that commits nothing.</summary>
@@ -136,6 +151,32 @@ public sealed class SensitivityMeasurement
         {
             foreach (var (role, linear) in original) LinearRoles.Set(block, role, linear);
         }
+    }
+
+    private Dictionary<InputSite, SiteStatistics> HeadStatistics(float[][] hidden, StatisticsNeeds needs)
+    {
+        var c = _model.Config;
+        var site = new SiteStatistics(c.HiddenSize, needs | StatisticsNeeds.Samples, SequentialPipeline.SampleTokens);
+        foreach (var h in hidden)
+        {
+            int n = h.Length / c.HiddenSize;
+            var normed = new float[h.Length];
+            RmsNorm.ApplyRows(h, _transformer.FinalNorm, normed, n, c.RmsNormEps);
+            site.Add(normed, n);
+        }
+        return new Dictionary<InputSite, SiteStatistics> { [InputSite.LmHeadInput] = site };
+    }
+
+    private double SwappedHeadKl(BlockCompression context, IReadOnlyList<ICompressionMethod> methods, float[][] held, float[][] reference, CancellationToken cancel)
+    {
+        var (layers, _) = context.Try(methods, [LinearRole.LmHead]);
+        var original = _transformer.LmHead;
+        try
+        {
+            _transformer.LmHead = layers.Single().Build();
+            return MeanKl(_model.Config.NumLayers, held, reference, cancel);
+        }
+        finally { _transformer.LmHead = original; }
     }
 
     private float[][] Embed(int[][] sequences)

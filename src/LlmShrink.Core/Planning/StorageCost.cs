@@ -32,3 +32,39 @@ public sealed class FolderStorageCost : IStorageCost
         return SafetensorsWriter.StoredBytes([new SafetensorsWriter.Entry(LinearRoles.ModulePath(layer, role) + ".weight", t.Type, t.Shape, _ => { })]);
     }
 }
+
+/// <summary>
+/// A GGUF file as <see cref="Export.GgufExporter"/> writes it: a layer stored in a ggml block type is copied block for
+/// block, so it costs its blocks, its tensor-info entry (name, dimensions, type, offset) and the padding that aligns
+/// the next tensor's data to 32 bytes. Only block-typed layers have an exact GGUF price; anything else the export would
+/// re-quantize, so it is refused.
+/// </summary>
+public sealed class GgufStorageCost : IStorageCost
+{
+    public static readonly GgufStorageCost Instance = new();
+
+    private const int Alignment = 32;
+
+    public long Bytes(CompressedLayer layer)
+    {
+        if (layer is not GgmlTypeLayer ggml)
+            throw new ShrinkException($"--format gguf: {layer.ModulePath} would be stored as {layer.Describe()}, which the GGUF export re-quantizes; " +
+                "give --format gguf candidates of method 'ggml' (a llama.cpp block type per layer)");
+        long data = ggml.Blocks.LongLength;
+        return InfoBytes(GgufName(layer.Layer, layer.Role), 2) + (data + Alignment - 1) / Alignment * Alignment;
+    }
+
+    public long KeptBytes(TensorSet weights, int layer, LinearRole role) =>
+        throw new ShrinkException("--format gguf: 'keep' has no GGUF price (the export gives unplanned matrices one type); leave it out of the menu");
+
+    /// <summary>name (u64 length + bytes), n_dims (u32), dims (u64 each), type (u32), data offset (u64) — GGUF v3's tensor info.</summary>
+    private static long InfoBytes(string name, int dimensions) => 8 + System.Text.Encoding.UTF8.GetByteCount(name) + 4 + 8L * dimensions + 4 + 8;
+
+    private static string GgufName(int layer, LinearRole role) => role switch
+    {
+        LinearRole.LmHead => "output.weight",
+        LinearRole.Q => $"blk.{layer}.attn_q.weight", LinearRole.K => $"blk.{layer}.attn_k.weight", LinearRole.V => $"blk.{layer}.attn_v.weight",
+        LinearRole.O => $"blk.{layer}.attn_output.weight", LinearRole.Gate => $"blk.{layer}.ffn_gate.weight",
+        LinearRole.Up => $"blk.{layer}.ffn_up.weight", _ => $"blk.{layer}.ffn_down.weight",
+    };
+}
