@@ -15,7 +15,7 @@ internal static class AutoCommand
     public static Command Create(CancellationToken cancellation)
     {
         var model = new Argument<string>("model") { Description = "Model to compress (Hugging Face folder or id)" };
-        var calib = new Option<string>("--calib") { Description = "Calibration text; samples are drawn as compress draws them and KL is measured on the text no sample covers", Required = true };
+        var calib = new Option<string>("--calib") { Description = "Calibration text (samples drawn as compress draws them; KL measured on the text no sample covers), or 'random' for random token ids (random-weight models)", Required = true };
         var targetBpw = new Option<double?>("--target-bpw") { Description = "Budget: bits per weight of the planned layers as written" };
         var targetSize = new Option<long?>("--target-size") { Description = "Budget: bytes of the written safetensors files" };
         var maxKl = new Option<double?>("--max-kl") { Description = "Budget: mean KL per token to the original on held-back text (the smallest plan that meets it)" };

@@ -17,7 +17,7 @@ namespace LlmShrink.Compression;
 public sealed class BlockCompression
 {
     private readonly TensorSet _checkpoint;
-    private readonly IReadOnlyDictionary<InputSite, SiteStatistics> _statistics;
+    private readonly Dictionary<InputSite, SiteStatistics> _statistics; // a trial's own copies, made as it reads them
     private readonly Dictionary<LinearRole, float[]> _weights = new();
     private readonly Dictionary<LinearRole, float[]?> _biases = new();
     private readonly Dictionary<LinearRole, CompressedLayer> _results = new();
@@ -55,7 +55,7 @@ public sealed class BlockCompression
         Config = config;
         Block = block;
         _checkpoint = checkpoint;
-        _statistics = statistics;
+        _statistics = new(statistics); // the same objects: methods update them in place
     }
 
     /// <summary>
@@ -69,13 +69,23 @@ public sealed class BlockCompression
         Block = parent.Block is null ? null : CopyOf(parent.Block);
         _head = parent._head is null ? null : new HeadParts(parent._head.LmHead, (float[])parent._head.FinalNorm.Clone(), null);
         _checkpoint = parent._checkpoint;
-        _statistics = parent._statistics.ToDictionary(kv => kv.Key, kv => kv.Value.Copy());
+        // Statistics are copied only when the trial reads them: a down_proj Hessian of a 1B model is half a gigabyte,
+        // and a trial of q/k/v never touches it.
+        _statistics = new Dictionary<InputSite, SiteStatistics>();
         _trialOf = parent;
         foreach (var (role, mask) in parent._masks) _masks[role] = ((bool[])mask.Keep.Clone(), mask.Pattern);
     }
 
     public SiteStatistics Statistics(InputSite site) =>
-        _statistics.TryGetValue(site, out var s) ? s : throw new InvalidOperationException($"no statistics were gathered for {site}");
+        TryStatistics(site, out var s) ? s : throw new InvalidOperationException($"no statistics were gathered for {site}");
+
+    private bool TryStatistics(InputSite site, out SiteStatistics statistics)
+    {
+        if (_statistics.TryGetValue(site, out statistics!)) return true;
+        if (_trialOf is null || !_trialOf.TryStatistics(site, out var parent)) return false;
+        statistics = _statistics[site] = parent.Copy();
+        return true;
+    }
 
     /// <summary>The layer's current dense weights, row-major [out, in]: the checkpoint's, or as a method rescaled them.</summary>
     public float[] Weights(LinearRole role)
@@ -225,7 +235,7 @@ public sealed class BlockCompression
                 double.NaN, 8.0 * TensorTypes.ByteCount(DenseType(role), weights.Length), weights.Length));
             Replace(role, new DenseLinear(weights, rows, weights.Length / rows, bias));
         }
-        if (_statistics.TryGetValue(narrowed, out var statistics)) statistics.KeepChannels(keptColumns);
+        if (TryStatistics(narrowed, out var statistics)) statistics.KeepChannels(keptColumns);
         _reshape?.Invoke(shape);
     }
 
@@ -274,7 +284,7 @@ public sealed class BlockCompression
                     break;
                 }
         }
-        if (_statistics.TryGetValue(site, out var statistics)) statistics.DivideChannels(s);
+        if (TryStatistics(site, out var statistics)) statistics.DivideChannels(s);
     }
 
     private static string ReaderNames(InputSite site) => string.Join("/", Readers(site).Select(LinearRoles.ModuleName));

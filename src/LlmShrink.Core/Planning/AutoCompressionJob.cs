@@ -64,10 +64,7 @@ public static class AutoCompressionJob
         var candidates = request.CandidatesFile is not null ? CandidateMenu.Load(request.CandidatesFile) : gguf ? CandidateMenu.DefaultGguf : CandidateMenu.Default;
         using var model = ModelLoader.Load(request.Model);
         using var output = new OutputFolder(request.Output, model.Weights.Files.Select(f => f.Path).Append(model.Source));
-        var tokenizer = model.RequireTokenizer();
-        var tokens = CalibrationSet.Tokenize(request.CalibrationFile, tokenizer);
-        var calibration = CalibrationSet.FromTokens(tokens, tokenizer.BosId, request.Samples, request.SequenceLength, request.Seed, request.CalibrationFile);
-        var held = HeldBackSplit.Windows(tokens, calibration, tokenizer.BosId, request.KlSamples, request.SequenceLength, request.CalibrationFile);
+        var (calibration, held) = Calibration(request, model);
         // A folder fuses q/k/v and gate/up (one scheme each) and keeps lm_head as stored, like the presets; a GGUF file
         // types every tensor on its own, lm_head included (llama.cpp's mixes give it Q6_K).
         var groups = LayerGroup.Of(model.Config, fused: !gguf, head: gguf);
@@ -152,6 +149,22 @@ public static class AutoCompressionJob
         return summary;
     }
 
+    /// <summary>
+    /// The calibration samples exactly as <c>compress</c> draws them, and the held-back windows. With <c>--calib random</c>
+    /// (speed and memory work on random-weight models) both are random token ids, the windows from the next seed.
+    /// </summary>
+    private static (CalibrationSet Calibration, int[][] HeldBack) Calibration(AutoRequest r, LoadedModel model)
+    {
+        var c = model.Config;
+        if (r.CalibrationFile == CalibrationSet.RandomSource)
+            return (CalibrationSet.Random(c.VocabSize, c.BosTokenId, r.Samples, r.SequenceLength, r.Seed),
+                CalibrationSet.Random(c.VocabSize, c.BosTokenId, r.KlSamples, r.SequenceLength, r.Seed + 1).Samples);
+        var tokenizer = model.RequireTokenizer();
+        var tokens = CalibrationSet.Tokenize(r.CalibrationFile, tokenizer);
+        var calibration = CalibrationSet.FromTokens(tokens, tokenizer.BosId, r.Samples, r.SequenceLength, r.Seed, r.CalibrationFile);
+        return (calibration, HeldBackSplit.Windows(tokens, calibration, tokenizer.BosId, r.KlSamples, r.SequenceLength, r.CalibrationFile));
+    }
+
     /// <summary>The GGUF file's name in the output folder of <c>--format gguf</c>.</summary>
     public const string GgufFileName = "model.gguf";
 
@@ -218,8 +231,12 @@ public static class AutoCompressionJob
     {
         var s = new StringBuilder();
         foreach (var f in model.Weights.Files) s.Append(Path.GetFullPath(f.Path)).Append('|').Append(f.Length).Append('|').Append(File.GetLastWriteTimeUtc(f.Path).Ticks).Append('\n');
-        var calib = new FileInfo(r.CalibrationFile);
-        s.Append(calib.FullName).Append('|').Append(calib.Length).Append('|').Append(calib.LastWriteTimeUtc.Ticks).Append('\n');
+        if (r.CalibrationFile == CalibrationSet.RandomSource) s.Append(CalibrationSet.RandomSource).Append('\n');
+        else
+        {
+            var calib = new FileInfo(r.CalibrationFile);
+            s.Append(calib.FullName).Append('|').Append(calib.Length).Append('|').Append(calib.LastWriteTimeUtc.Ticks).Append('\n');
+        }
         s.Append(FormattableString.Invariant($"{r.Samples}|{r.SequenceLength}|{r.Seed}|{heldBack}|{r.Anchors}|{r.Format}\n"));
         foreach (var c in candidates) s.Append(c.Name).Append('\n');
         return Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(s.ToString())));
