@@ -1,4 +1,3 @@
-using LlmShrink.Evaluation;
 using LlmShrink.Formats;
 using LlmShrink.Model;
 using LlmShrink.Planning;
@@ -16,20 +15,6 @@ public class AutoGgufPlanningTests(ITestOutputHelper output)
 {
     private static readonly Lazy<string> Cache = new(() => Directory.CreateTempSubdirectory("llmshrink-auto-gguf-").FullName);
     private static readonly object MeasureLock = new();
-
-    /// <summary>(perplexity, KL to the original) on the first 120 chunks of 256 tokens of the held-out text, as <c>llmshrink eval</c> scores them.</summary>
-    private static (double Ppl, double Kl) Evaluate(string gguf)
-    {
-        using var model = ModelLoader.Load(gguf);
-        using var original = ModelLoader.Load(SharedData.TinyLit);
-        using var transformer = new Transformer(model);
-        using var reference = new Transformer(original);
-        var tokenizer = original.RequireTokenizer();
-        var tokens = tokenizer.Encode(File.ReadAllText(SharedData.Corpus("tinylit_eval.txt")), addBos: true);
-        var r = Perplexity.Evaluate(tokens, 256, PerplexityProtocol.LlamaCpp, tokenizer.BosId,
-            new TransformerLogitModel(transformer, 256), new TransformerLogitModel(reference, 256), 120);
-        return (r.Perplexity, r.MeanKlDivergence!.Value);
-    }
 
     /// <param name="embedding">llama.cpp's own type for token_embd in that mix (the plan does not choose it yet).</param>
     [Theory]
@@ -50,8 +35,8 @@ public class AutoGgufPlanningTests(ITestOutputHelper output)
         string ours = Path.Combine(dir.File("planned"), AutoCompressionJob.GgufFileName);
         Assert.Equal(summary.Chosen.TotalBytes, new FileInfo(ours).Length);
         Assert.True(summary.Chosen.TotalBytes <= size, $"{summary.Chosen.TotalBytes} bytes > llama.cpp's {size}");
-        var (ourPpl, ourKl) = Evaluate(ours);
-        var (theirPpl, theirKl) = Evaluate(theirs);
+        var (ourPpl, ourKl) = HeldOutScore.Of(ours);
+        var (theirPpl, theirKl) = HeldOutScore.Of(theirs);
         output.WriteLine($"{file}: llama.cpp {size} bytes, ppl {theirPpl:F3}, KL {theirKl:E3}; plan {summary.Chosen.TotalBytes} bytes, ppl {ourPpl:F3}, KL {ourKl:E3}");
         Assert.True(ourKl < 0.85 * theirKl, $"{file}: plan KL {ourKl:E3} should beat llama.cpp's {theirKl:E3} by 15 %");
         // Every tensor of the plan is a block type llama.cpp reads; lm_head was planned like the block linears.

@@ -1,5 +1,4 @@
 using LlmShrink.Compression;
-using LlmShrink.Evaluation;
 using LlmShrink.Export;
 using LlmShrink.Model;
 using LlmShrink.Planning;
@@ -54,20 +53,6 @@ public class AutoPlanningTests(ITestOutputHelper output)
     private static long WrittenBytes(string folder) =>
         Directory.EnumerateFiles(folder, "*.safetensors").Where(f => Path.GetFileName(f) != CompressedCheckpointWriter.ImportanceFile).Sum(f => new FileInfo(f).Length);
 
-    /// <summary>(perplexity, KL to the original) on the first 120 chunks of 256 tokens of the held-out text.</summary>
-    private static (double Ppl, double Kl) Evaluate(string folder)
-    {
-        using var model = ModelLoader.Load(folder);
-        using var original = ModelLoader.Load(SharedData.TinyLit);
-        using var transformer = new Transformer(model);
-        using var reference = new Transformer(original);
-        var tokenizer = original.RequireTokenizer();
-        var tokens = tokenizer.Encode(File.ReadAllText(SharedData.Corpus("tinylit_eval.txt")), addBos: true);
-        var r = Perplexity.Evaluate(tokens, 256, PerplexityProtocol.LlamaCpp, tokenizer.BosId,
-            new TransformerLogitModel(transformer, 256), new TransformerLogitModel(reference, 256), 120);
-        return (r.Perplexity, r.MeanKlDivergence!.Value);
-    }
-
     [Theory]
     [InlineData("w4g128-gptq")]
     [InlineData("w3g128-gptq")]
@@ -80,8 +65,8 @@ public class AutoPlanningTests(ITestOutputHelper output)
         long size = WrittenBytes(uniform);
         var summary = Plan(Request(planned) with { TargetSize = size });
         Assert.Equal(summary.Chosen.TotalBytes, WrittenBytes(planned));
-        var (presetPpl, presetKl) = Evaluate(uniform);
-        var (planPpl, planKl) = Evaluate(planned);
+        var (presetPpl, presetKl) = HeldOutScore.Of(uniform);
+        var (planPpl, planKl) = HeldOutScore.Of(planned);
         output.WriteLine($"{preset}: {size} bytes, ppl {presetPpl:F3}, KL {presetKl:E3}; plan {summary.Chosen.TotalBytes} bytes, ppl {planPpl:F3}, " +
             $"KL {planKl:E3} (held-back: predicted {summary.Chosen.Selection.Loss:E3}, measured {summary.Chosen.MeasuredKl:E3})");
         Assert.True(summary.Chosen.TotalBytes <= size, $"plan {summary.Chosen.TotalBytes} bytes > {preset} {size}");

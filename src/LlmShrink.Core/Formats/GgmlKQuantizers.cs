@@ -314,48 +314,58 @@ public static class GgmlKQuantizers
     internal static float SearchSymmetricScale(ReadOnlySpan<float> x, ReadOnlySpan<float> weights, Span<int> levels, int maxLevel)
     {
         int n = x.Length;
-        float amax = 0, max = 0;
-        foreach (float v in x)
-            if (MathF.Abs(v) > amax) { amax = MathF.Abs(v); max = v; }
-        if (amax < GroupMaxEps)
+        float max = SignedLargest(x);
+        if (MathF.Abs(max) < GroupMaxEps)
         {
             levels.Clear();
             return 0;
         }
 
         float inverseScale = -maxLevel / max;
-        float sumLX = 0, sumL2 = 0;
-        for (int i = 0; i < n; i++)
-        {
-            int l = Math.Clamp(NearestInt(inverseScale * x[i]), -maxLevel, maxLevel - 1);
-            levels[i] = l + maxLevel;
-            float w = weights.IsEmpty ? x[i] * x[i] : weights[i];
-            sumLX += w * x[i] * l;
-            sumL2 += w * l * l;
-        }
+        var (sumLX, sumL2) = RoundSymmetric(x, weights, inverseScale, maxLevel, levels);
+        for (int i = 0; i < n; i++) levels[i] += maxLevel;
         float scale = sumL2 > 0 ? sumLX / sumL2 : 1 / inverseScale; // only weights of zero make sumL2 zero
         float best = scale * sumLX;
+        Span<int> trial = stackalloc int[n];
         for (int k = -9; k <= 9; k++)
         {
             if (k == 0) continue;
-            inverseScale = -(maxLevel + 0.1f * k) / max;
-            sumLX = sumL2 = 0;
-            for (int i = 0; i < n; i++)
-            {
-                int l = Math.Clamp(NearestInt(inverseScale * x[i]), -maxLevel, maxLevel - 1);
-                float w = weights.IsEmpty ? x[i] * x[i] : weights[i];
-                sumLX += w * x[i] * l;
-                sumL2 += w * l * l;
-            }
+            (sumLX, sumL2) = RoundSymmetric(x, weights, -(maxLevel + 0.1f * k) / max, maxLevel, trial);
             if (sumL2 > 0 && sumLX * sumLX > best * sumL2)
             {
-                for (int i = 0; i < n; i++)
-                    levels[i] = Math.Clamp(NearestInt(inverseScale * x[i]), -maxLevel, maxLevel - 1) + maxLevel;
+                for (int i = 0; i < n; i++) levels[i] = trial[i] + maxLevel;
                 scale = sumLX / sumL2;
                 best = scale * sumLX;
             }
         }
         return scale;
+    }
+
+    /// <summary>The element of largest magnitude, with its sign (the reference's <c>max</c>; the first one on ties).</summary>
+    private static float SignedLargest(ReadOnlySpan<float> x)
+    {
+        float amax = 0, max = 0;
+        foreach (float v in x)
+            if (MathF.Abs(v) > amax) { amax = MathF.Abs(v); max = v; }
+        return max;
+    }
+
+    /// <summary>
+    /// Rounds x·<paramref name="inverseScale"/> to levels L ∈ [−maxLevel, maxLevel − 1] and returns Σw·x·L and Σw·L², with
+    /// w the given importance or, without one, x² (the reference's weighting).
+    /// </summary>
+    private static (float SumLX, float SumL2) RoundSymmetric(ReadOnlySpan<float> x, ReadOnlySpan<float> weights, float inverseScale, int maxLevel, Span<int> levels)
+    {
+        float sumLX = 0, sumL2 = 0;
+        for (int i = 0; i < x.Length; i++)
+        {
+            int l = Math.Clamp(NearestInt(inverseScale * x[i]), -maxLevel, maxLevel - 1);
+            levels[i] = l;
+            float w = weights.IsEmpty ? x[i] * x[i] : weights[i];
+            sumLX += w * x[i] * l;
+            sumL2 += w * l * l;
+        }
+        return (sumLX, sumL2);
     }
 
     /// <summary>
@@ -519,25 +529,14 @@ public static class GgmlKQuantizers
     internal static float RefineSymmetricLevels(ReadOnlySpan<float> x, Span<int> levels, int maxLevel)
     {
         int n = x.Length;
-        float amax = 0, max = 0;
-        foreach (float v in x)
-            if (MathF.Abs(v) > amax) { amax = MathF.Abs(v); max = v; }
-        if (amax < GroupMaxEps)
+        float max = SignedLargest(x);
+        if (MathF.Abs(max) < GroupMaxEps)
         {
             levels.Clear();
             return 0;
         }
 
-        float inverseScale = -maxLevel / max;
-        float sumLX = 0, sumL2 = 0;
-        for (int i = 0; i < n; i++)
-        {
-            int l = Math.Clamp(NearestInt(inverseScale * x[i]), -maxLevel, maxLevel - 1);
-            levels[i] = l;
-            float w = x[i] * x[i];
-            sumLX += w * x[i] * l;
-            sumL2 += w * l * l;
-        }
+        var (sumLX, sumL2) = RoundSymmetric(x, [], -maxLevel / max, maxLevel, levels);
         for (int sweep = 0; sweep < 5; sweep++)
         {
             bool changed = false;
