@@ -95,4 +95,35 @@ public class PlanningInputTests
         long two = new FileInfo(dir.File("two.safetensors")).Length;
         Assert.InRange(two - SafetensorsWriter.StoredBytes([entry]) - SafetensorsWriter.StoredBytes([second]) - 9, 0, 7 + 2 * 18);
     }
+
+    /// <summary>Unmeasured candidates take the group's least-squares sensitivity (measured KL per unit of proxy) times their proxy.</summary>
+    [Fact]
+    public void PredictionsKeepMeasurementsAndScaleProxiesByTheFittedSensitivity()
+    {
+        CandidateMeasurement[] row = [new(100, 0, 0), new(50, 0.01, 0.002), new(40, 0.02, 0.005), new(30, 0.04, null)];
+        var table = new MeasurementTable("k", ["g"], ["keep", "a", "b", "c"], [row], 1000, 1.5);
+        double slope = (0.002 * 0.01 + 0.005 * 0.02) / (0.01 * 0.01 + 0.02 * 0.02);
+        Assert.Equal(slope, table.Sensitivity(0), 12);
+        Assert.Equal([0, 0.002, 0.005, slope * 0.04], table.PredictedKl(0));
+    }
+
+    [Fact]
+    public void TheCacheRoundTripsAndADamagedOneIsAOneLineError()
+    {
+        using var dir = new TempDir();
+        var table = new MeasurementTable("key", ["g0", "g1"], ["keep", "x"], [[new(8, 0, 0), new(4, 0.5, 0.01)], [new(9, 0, 0), new(3, 0.25, null)]], 17, 2.5);
+        string path = dir.File("m.json");
+        table.Save(path);
+        var loaded = MeasurementTable.Load(path, "key")!;
+        Assert.Equal(table.Groups, loaded.Groups);
+        Assert.Equal(table.Candidates, loaded.Candidates);
+        Assert.Equal(table.Entries.SelectMany(r => r), loaded.Entries.SelectMany(r => r));
+        Assert.Equal(17, loaded.Parameters);
+        Assert.Null(MeasurementTable.Load(path, "another model"));
+        Assert.Null(MeasurementTable.Load(dir.File("absent.json"), "key"));
+        File.WriteAllText(path, "{\"Key\": \"key\", \"Entries\": [[{");
+        var e = Assert.Throws<ShrinkException>(() => MeasurementTable.Load(path, "key"));
+        Assert.StartsWith(path + ": damaged measurement cache", e.Message);
+        Assert.DoesNotContain('\n', e.Message);
+    }
 }
