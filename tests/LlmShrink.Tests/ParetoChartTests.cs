@@ -67,6 +67,14 @@ public class ParetoChartTests
         Assert.True(png.Length > 2 * empty, $"chart {png.Length} bytes, an empty plot {empty}");
     }
 
+    [Fact]
+    public void PlanMdShowsTheChartUnderTheParetoHeading()
+    {
+        var (request, summary, knapsack) = Example();
+        var report = PlanReport.Write(request, summary, knapsack);
+        Assert.Contains("## Pareto front (predicted) and uniform candidates\n\n![Pareto front](pareto.png)\n", report.ReplaceLineEndings("\n"));
+    }
+
     [Theory]
     [InlineData("gptq bits=4 group_size=128 symmetric=false", "gptq b4 g128 asym")]
     [InlineData("rtn bits=8 group_size=32 symmetric=true", "rtn b8 g32 sym")]

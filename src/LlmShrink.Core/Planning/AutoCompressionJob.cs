@@ -145,6 +145,7 @@ public static class AutoCompressionJob
         }
         var summary = new AutoSummary(table, groups, candidates, chosen.Plan, [.. attempts.Select(a => a.Attempt)], chosen.Attempt, fromCache, kl.Tokens, clock.Elapsed);
         File.WriteAllText(output.File("plan.md"), PlanReport.Write(request, summary, knapsack));
+        ParetoChart.Write(output.File("pareto.png"), request, summary, knapsack);
         output.Commit();
         return summary;
     }

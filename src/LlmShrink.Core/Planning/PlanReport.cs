@@ -63,6 +63,8 @@ public static class PlanReport
         s.AppendLine();
         s.AppendLine("## Pareto front (predicted) and uniform candidates");
         s.AppendLine();
+        s.AppendLine("![Pareto front](pareto.png)");
+        s.AppendLine();
         s.AppendLine("The whole front comes from one measurement: any other budget re-plans from the cache in seconds (`--cache`).");
         s.AppendLine("Each uniform candidate (every group the same) is shown with the plan the solver finds within its bytes.");
         s.AppendLine();
