@@ -107,6 +107,7 @@ public class AutoPlanningTests(ITestOutputHelper output)
         Assert.Equal(files, Directory.EnumerateFiles(again, "*.safetensors").Select(Path.GetFileName).Order());
         foreach (var f in files) Assert.True(File.ReadAllBytes(Path.Combine(planned, f!)).AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(again, f!))), $"{f} differs");
         Assert.Contains("# LlmShrink automatic plan", File.ReadAllText(Path.Combine(planned, "plan.md")));
+        Assert.Equal(0x89, File.ReadAllBytes(Path.Combine(planned, "pareto.png"))[0]); // the chart plan.md shows
     }
 
     [Theory]

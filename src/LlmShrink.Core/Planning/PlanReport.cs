@@ -82,7 +82,9 @@ public static class PlanReport
         }
         s.AppendLine();
         s.AppendLine("Re-apply with `llmshrink compress MODEL --recipe recipe.yaml` and the same `--calib`, `--samples`, `--seq-len` and `--seed`:");
-        s.AppendLine("it runs the same pipeline and writes the same bytes.");
+        s.AppendLine(request.Format == PlanFormat.Gguf
+            ? $"it runs the same pipeline; `llmshrink export FOLDER --format gguf --type {request.EmbeddingType}` then writes the same model.gguf (the planned layers' blocks copied, the token embeddings as {request.EmbeddingType})."
+            : "it runs the same pipeline and writes the same bytes.");
         return s.ToString();
     }
 
