@@ -30,7 +30,7 @@ public class AutoGgufPlanningTests(ITestOutputHelper output)
             summary = AutoCompressionJob.Run(new AutoRequest(SharedData.TinyLit, SharedData.Corpus("tinylit_calib.txt"), dir.File("planned"))
             {
                 Format = PlanFormat.Gguf, TargetSize = size, EmbeddingType = Enum.Parse<TensorType>(embedding),
-                CacheFolder = Cache.Value, Samples = 64, KlSamples = 4, Anchors = 3,
+                CacheFolder = Cache.Value, Samples = 32, KlSamples = 4, Anchors = 3,
             });
         string ours = Path.Combine(dir.File("planned"), AutoCompressionJob.GgufFileName);
         Assert.Equal(summary.Chosen.TotalBytes, new FileInfo(ours).Length);

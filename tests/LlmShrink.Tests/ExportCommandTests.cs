@@ -15,7 +15,7 @@ public class ExportCommandTests
     public void Shard_sizes_parse(string text, long bytes) => Assert.Equal(bytes, ExportCommand.ParseSize(text));
 
     [Theory]
-    [InlineData("gguf", "Q3_K", null, null, "--type Q3_K: unsupported")]
+    [InlineData("gguf", "Q5_1", null, null, "--type Q5_1: unsupported")]
     [InlineData("gguf", null, null, null, "--format gguf needs --type")]
     [InlineData("gguf", "F16", "F16", null, "--dtype and --max-shard-size apply to --format safetensors")]
     [InlineData("safetensors", null, "Q8_0", null, "--dtype Q8_0: unsupported")]
