@@ -68,7 +68,7 @@ public static class AutoCompressionJob
         // A folder fuses q/k/v and gate/up (one scheme each) and keeps lm_head as stored, like the presets; a GGUF file
         // types every tensor on its own, lm_head included (llama.cpp's mixes give it Q6_K).
         var groups = LayerGroup.Of(model.Config, fused: !gguf, head: gguf);
-        IStorageCost cost = gguf ? GgufStorageCost.Instance : FolderStorageCost.Instance;
+        IStorageCost cost = gguf ? new GgufStorageCost(model.Config, model.Weights) : FolderStorageCost.Instance;
 
         using var transformer = new Transformer(model, request.Threads);
         var kl = new HeldBackKl(held, transformer);

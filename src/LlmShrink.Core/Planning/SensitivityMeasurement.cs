@@ -194,12 +194,12 @@ public sealed class SensitivityMeasurement
     private void RunBlock(int layer, float[][] hidden, bool copy, CancellationToken cancel)
     {
         int d = _model.Config.HiddenSize;
+        var cache = _transformer.NewCache(hidden.Max(h => h.Length) / d);
         foreach (var h in hidden)
         {
             cancel.ThrowIfCancellationRequested();
-            int n = h.Length / d;
-            var cache = _transformer.NewCache(n);
-            _transformer.ForwardBlock(layer, copy ? (float[])h.Clone() : h, n, cache);
+            cache.Clear();
+            _transformer.ForwardBlock(layer, copy ? (float[])h.Clone() : h, h.Length / d, cache);
         }
     }
 

@@ -41,17 +41,22 @@ public sealed class FolderStorageCost : IStorageCost
 /// </summary>
 public sealed class GgufStorageCost : IStorageCost
 {
-    public static readonly GgufStorageCost Instance = new();
-
     private const int Alignment = 32;
+
+    /// <summary>Canonical weight name → the GGUF name the exporter gives it (its own map).</summary>
+    private readonly Dictionary<string, string> _names;
+
+    public GgufStorageCost(ModelConfig config, TensorSet weights) =>
+        _names = Export.GgufExporter.TensorMap(config, weights).ToDictionary(m => m.Canonical, m => m.Gguf);
 
     public long Bytes(CompressedLayer layer)
     {
         if (layer is not GgmlTypeLayer ggml)
             throw new ShrinkException($"--format gguf: {layer.ModulePath} would be stored as {layer.Describe()}, which the GGUF export re-quantizes; " +
                 "give --format gguf candidates of method 'ggml' (a llama.cpp block type per layer)");
+        string canonical = layer.Role == LinearRole.LmHead ? TensorNames.LmHead : TensorNames.Layer(layer.Layer, LinearRoles.WeightSuffix(layer.Role));
         long data = ggml.Blocks.LongLength;
-        return InfoBytes(GgufName(layer.Layer, layer.Role), 2) + (data + Alignment - 1) / Alignment * Alignment;
+        return InfoBytes(_names[canonical], 2) + (data + Alignment - 1) / Alignment * Alignment;
     }
 
     public long KeptBytes(TensorSet weights, int layer, LinearRole role) =>
@@ -59,12 +64,4 @@ public sealed class GgufStorageCost : IStorageCost
 
     /// <summary>name (u64 length + bytes), n_dims (u32), dims (u64 each), type (u32), data offset (u64) — GGUF v3's tensor info.</summary>
     private static long InfoBytes(string name, int dimensions) => 8 + System.Text.Encoding.UTF8.GetByteCount(name) + 4 + 8L * dimensions + 4 + 8;
-
-    private static string GgufName(int layer, LinearRole role) => role switch
-    {
-        LinearRole.LmHead => "output.weight",
-        LinearRole.Q => $"blk.{layer}.attn_q.weight", LinearRole.K => $"blk.{layer}.attn_k.weight", LinearRole.V => $"blk.{layer}.attn_v.weight",
-        LinearRole.O => $"blk.{layer}.attn_output.weight", LinearRole.Gate => $"blk.{layer}.ffn_gate.weight",
-        LinearRole.Up => $"blk.{layer}.ffn_up.weight", _ => $"blk.{layer}.ffn_down.weight",
-    };
 }
