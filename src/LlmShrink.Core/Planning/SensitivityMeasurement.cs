@@ -194,12 +194,16 @@ public sealed class SensitivityMeasurement
     private void RunBlock(int layer, float[][] hidden, bool copy, CancellationToken cancel)
     {
         int d = _model.Config.HiddenSize;
-        var cache = _transformer.NewCache(hidden.Max(h => h.Length) / d);
+        int longest = hidden.Max(h => h.Length);
+        var cache = _transformer.NewCache(longest / d);
+        var scratch = copy ? new float[longest] : null; // one buffer for every sequence, as the pipeline records
         foreach (var h in hidden)
         {
             cancel.ThrowIfCancellationRequested();
             cache.Clear();
-            _transformer.ForwardBlock(layer, copy ? (float[])h.Clone() : h, h.Length / d, cache);
+            var run = scratch is null ? h.AsSpan() : scratch.AsSpan(0, h.Length);
+            if (scratch is not null) h.CopyTo(run);
+            _transformer.ForwardBlock(layer, run, h.Length / d, cache);
         }
     }
 
