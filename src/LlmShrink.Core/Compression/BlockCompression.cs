@@ -107,6 +107,9 @@ public sealed class BlockCompression
         return !_rescaled.Contains(role) && stored is TensorType.F16 or TensorType.BF16 ? stored : TensorType.F32;
     }
 
+    /// <summary>The type the checkpoint stores the layer's weight in (F32, F16, BF16, or a ggml block type).</summary>
+    public TensorType SourceType(LinearRole role) => StoredWeight(role).Type;
+
     private StoredTensor StoredWeight(LinearRole role) =>
         _checkpoint.Get(role != LinearRole.LmHead ? TensorNames.Layer(Layer, LinearRoles.WeightSuffix(role))
             : Config.TiedEmbeddings ? TensorNames.Embedding : TensorNames.LmHead);
@@ -352,6 +355,25 @@ public sealed class BlockCompression
             throw new ShrinkException($"recipe conflict: {MethodName} {type} cannot keep {layer.ModulePath}'s pruned weights at 0 (weight [{row}, {column}] decodes to {value.ToString("E2", System.Globalization.CultureInfo.InvariantCulture)}): " +
                 $"{type} blocks have an offset, so 0 need not be a level; quantize pruned layers to a type without one (Q8_0, Q6_K, Q5_0, Q4_0, Q3_K)");
         Set(layer);
+    }
+
+    /// <summary>
+    /// Stores the layer as two factors (a low-rank method). A pruned layer cannot be factored without losing its zeros, so
+    /// a low-rank modifier after a pruning one is refused.
+    /// </summary>
+    public void SetLowRank(LinearRole role, LowRank.LowRankFactors factors, TensorType storedType)
+    {
+        if (_masks.ContainsKey(role))
+            throw new ShrinkException($"recipe conflict: {MethodName} would factor {LinearRoles.ModulePath(Layer, role)}, which an earlier modifier pruned; factors have no zeros to keep");
+        Set(new LowRankLayer(Layer, role, factors, storedType, Bias(role)));
+    }
+
+    /// <summary>Records in the report that the current method leaves the layer as it is, and why (e.g. a rank that would not save anything).</summary>
+    public void KeepDense(LinearRole role, string reason)
+    {
+        var (rows, columns) = Shape(role);
+        _reports.Add(new LayerReport(LinearRoles.ModulePath(Layer, role), MethodName, $"kept dense: {reason}", 0,
+            8.0 * TensorTypes.ByteCount(SourceType(role), (long)rows * columns), (long)rows * columns));
     }
 
     /// <summary>Pruned weights take their group's zero code (value exactly 0): a quantizer that moved them would undo the pruning.</summary>

@@ -72,10 +72,11 @@ public sealed class ModelStatistics
             Count(tensor, group);
         }
         // A linear layer (lm_head included) may be stored in any registered representation (dense .weight, GPTQ .qweight/…,
-        // W8A8 .weight/.weight_scale, …): its parameters are out × in whatever the layout, its bytes all of its tensors.
+        // W8A8 .weight/.weight_scale, …): its parameters are out × in whatever the layout (the values of the factors when it is
+        // low-rank), its bytes all of its tensors.
         foreach (var (module, group, outFeatures, inFeatures) in LinearModules(config))
         {
-            long layerParameters = (long)outFeatures * inFeatures;
+            long layerParameters = LayerRepresentations.Find(weights, module)?.Parameters(weights, module) ?? (long)outFeatures * inFeatures;
             bool first = true;
             foreach (string suffix in LinearSuffixes)
             {

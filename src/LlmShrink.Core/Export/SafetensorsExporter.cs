@@ -79,8 +79,8 @@ public static class SafetensorsExporter
     }
 
     /// <summary>
-    /// A compressed module as <c>module.weight</c> [out, in] in <paramref name="dtype"/>: w = scale · level, or the decoded
-    /// ggml blocks, row by row (a compressed folder is already in rotate-half order, so Q/K rows stay where they are).
+    /// A compressed module as <c>module.weight</c> [out, in] in <paramref name="dtype"/>: w = scale · level, the decoded
+    /// ggml blocks, or the product of low-rank factors, row by row (a compressed folder is already in rotate-half order, so Q/K rows stay where they are).
     /// </summary>
     private static SafetensorsWriter.Entry Dequantized(TensorSet weights, string module, TensorType dtype)
     {
@@ -88,6 +88,8 @@ public static class SafetensorsExporter
         var (outFeatures, inFeatures) = representation.Shape(weights, module);
         if (representation.StoredBlocks(weights, module) is { } blocks)
             return new SafetensorsWriter.Entry(module + ".weight", dtype, [outFeatures, inFeatures], stream => TensorRowWriter.Write(stream, blocks, dtype));
+        if (representation.Multiplied(weights, module) is { } product)
+            return Entries.Encoded(module + ".weight", dtype, product, outFeatures, inFeatures);
         return new SafetensorsWriter.Entry(module + ".weight", dtype, [outFeatures, inFeatures], stream =>
         {
             var matrix = ScaledIntegerMatrix.Read(weights, module);

@@ -32,6 +32,17 @@ public static class TensorEncoding
         }
     }
 
+    /// <summary>The values as a reader of them stored as <paramref name="type"/> sees them (encoded, then decoded); F32 returns them as they are.</summary>
+    public static float[] Round(TensorType type, float[] values)
+    {
+        if (type == TensorType.F32) return values;
+        var bytes = new byte[TensorTypes.ByteCount(type, values.Length)];
+        EncodeRow(type, values, bytes);
+        var rounded = new float[values.Length];
+        TensorDecoding.DecodeRow(type, bytes, rounded);
+        return rounded;
+    }
+
     /// <summary>
     /// float32 → bfloat16 rounded to nearest, ties to even (as PyTorch and ggml's ggml_compute_fp32_to_bf16 do): add
     /// 0x7FFF plus the lowest kept bit, then keep the top 16 bits. NaN stays NaN (quiet bit set) instead of rounding

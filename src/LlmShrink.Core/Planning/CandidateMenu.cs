@@ -24,8 +24,8 @@ namespace LlmShrink.Planning;
 /// </summary>
 public static class CandidateMenu
 {
-    /// <summary>Methods whose effect stays inside the group they target.</summary>
-    private static readonly HashSet<string> PerGroup = new(StringComparer.Ordinal) { "rtn", "gptq", "magnitude", "wanda", "sparsegpt", "ggml" };
+    /// <summary>Methods whose effect stays inside the group they target (<see cref="MethodRegistry.PerLayer"/>).</summary>
+    private static readonly HashSet<string> PerGroup = new(MethodRegistry.PerLayer, StringComparer.Ordinal);
 
     /// <summary>
     /// Keep, and RTN and GPTQ at 2, 3, 4 and 8 bits in groups of 32, 64 and 128, symmetric and not: the weight-only

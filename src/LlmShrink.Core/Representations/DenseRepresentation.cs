@@ -53,21 +53,7 @@ public sealed record DenseLayer(int Layer, LinearRole Role, float[] Weights, int
     public override int Rows { get; } = Rows;
     public override int Columns { get; } = Columns;
 
-    /// <summary>The weights as a reader of the stored tensor sees them (rounded to <see cref="StoredType"/>).</summary>
-    private float[] AsStored()
-    {
-        if (StoredType == TensorType.F32) return Weights;
-        var rounded = new float[Weights.Length];
-        var bytes = new byte[TensorTypes.ByteCount(StoredType, Columns)];
-        for (int r = 0; r < Rows; r++)
-        {
-            TensorEncoding.EncodeRow(StoredType, Weights.AsSpan(r * Columns, Columns), bytes);
-            TensorDecoding.DecodeRow(StoredType, bytes, rounded.AsSpan(r * Columns, Columns));
-        }
-        return rounded;
-    }
-
-    public override Linear Build() => new DenseLinear(AsStored(), Rows, Columns, Bias);
+    public override Linear Build() => new DenseLinear(TensorEncoding.Round(StoredType, Weights), Rows, Columns, Bias);
 
     public override double StoredBits => (double)Rows * Columns * 8 * TensorTypes.ByteCount(StoredType, 1);
 
@@ -75,18 +61,6 @@ public sealed record DenseLayer(int Layer, LinearRole Role, float[] Weights, int
 
     public override IEnumerable<SafetensorsWriter.Entry> Tensors(string module)
     {
-        var weights = Weights;
-        var type = StoredType;
-        int rows = Rows, columns = Columns;
-        yield return new SafetensorsWriter.Entry(module + ".weight", type, [rows, columns], stream =>
-        {
-            if (type == TensorType.F32) { stream.Write(MemoryMarshal.AsBytes(weights.AsSpan())); return; }
-            var bytes = new byte[TensorTypes.ByteCount(type, columns)];
-            for (int r = 0; r < rows; r++)
-            {
-                TensorEncoding.EncodeRow(type, weights.AsSpan(r * columns, columns), bytes);
-                stream.Write(bytes);
-            }
-        });
+        yield return Entries.Encoded(module + ".weight", StoredType, Weights, Rows, Columns);
     }
 }

@@ -29,6 +29,13 @@ public abstract class LayerRepresentation
     /// <summary>Bits of each stored weight value (the code width; scales and other side data not counted), e.g. 4 for a 4-bit GPTQ module.</summary>
     public abstract int Bits(TensorSet weights, string module);
 
+    /// <summary>The values the module stores for its weight: out × in, except where the representation stores fewer (low-rank factors).</summary>
+    public virtual long Parameters(TensorSet weights, string module)
+    {
+        var (o, i) = Shape(weights, module);
+        return (long)o * i;
+    }
+
     /// <summary>The runnable layer (packed kernels run on the stored form; nothing is widened that need not be).</summary>
     public abstract Linear Load(TensorSet weights, string module, float[]? bias);
 
@@ -40,6 +47,12 @@ public abstract class LayerRepresentation
     /// copies those bytes unchanged, with their own type); null otherwise.
     /// </summary>
     public virtual StoredTensor? StoredBlocks(TensorSet weights, string module) => null;
+
+    /// <summary>
+    /// The weight multiplied back to a float matrix [out, in] when the representation stores neither integer levels nor
+    /// ggml blocks (low-rank factors): exports write it as a plain tensor. Null otherwise.
+    /// </summary>
+    public virtual float[]? Multiplied(TensorSet weights, string module) => null;
 
     /// <summary>
     /// A more compact form of a just-quantized layer this representation can hold (e.g. only the kept codes of a 2:4-pruned

@@ -15,6 +15,7 @@ public static class LayerRepresentations
         W8A8Representation.Instance,
         Sparse24Representation.Instance,
         GgmlTypeRepresentation.Instance,
+        LowRankRepresentation.Instance,
         DenseRepresentation.Instance,
     ];
 

@@ -31,6 +31,15 @@ public static class RecipePresets
             fraction: {fraction.ToString(System.Globalization.CultureInfo.InvariantCulture)}
         """;
 
+    /// <summary>Block linears factored (lm_head kept) so that each stores at most (1 − ratio) of its values.</summary>
+    private static string LowRank(string method, double ratio) => $"""
+        modifiers:
+          - method: {method}
+            targets: [Linear]
+            ignore: [lm_head]
+            ratio: {ratio.ToString(System.Globalization.CultureInfo.InvariantCulture)}
+        """;
+
     private static readonly Dictionary<string, string> Presets = new(StringComparer.Ordinal)
     {
         ["w8-rtn"] = $"""
@@ -102,6 +111,12 @@ public static class RecipePresets
         ["drop-blocks-25"] = Structured("drop-blocks", 0.25),
         ["ffn-20"] = Structured("prune-ffn", 0.2),
         ["heads-25"] = Structured("prune-heads", 0.25),
+        // Low-rank: a fifth (or two fifths) of every block linear's parameters removed by truncating its SVD — of W itself,
+        // of W·diag(mean|x|)^½ (ASVD), or of W·chol(XXᵀ) (SVD-LLM's whitening).
+        ["svd-20"] = LowRank("svd", 0.2),
+        ["asvd-20"] = LowRank("asvd", 0.2),
+        ["svd-llm-20"] = LowRank("svd-llm", 0.2),
+        ["svd-llm-40"] = LowRank("svd-llm", 0.4),
     };
 
     public static IEnumerable<string> Names => Presets.Keys;

@@ -1,0 +1,130 @@
+using LlmShrink.Compression.LowRank;
+using LlmShrink.Compression.Recipes;
+using LlmShrink.Formats;
+using LlmShrink.Model;
+
+namespace LlmShrink.Compression.Methods;
+
+/// <summary>The coordinates a low-rank method truncates in (<see cref="InputTransform"/>).</summary>
+public enum LowRankKind
+{
+    /// <summary><c>svd</c>: the weight itself, T = I.</summary>
+    Svd,
+    /// <summary><c>asvd</c> (Yuan et al. 2023, §3.2): T = diag(mean|x_j|)^α, so channels that carry large activations are kept first.</summary>
+    Asvd,
+    /// <summary><c>svd-llm</c> (Wang et al. 2024, §3.1): T = chol(XXᵀ), so each dropped singular value is exactly its output loss.</summary>
+    SvdLlm,
+}
+
+/// <summary>
+/// Replaces each targeted linear by two factors U·V (<see cref="LowRankFactors"/>) from the truncated SVD of W·T.
+/// The rank comes from <c>rank</c> (explicit) or <c>ratio</c> (the fraction of the parameters removed); with
+/// <c>allocation: spectrum</c> the block's targets share one budget of (1 − ratio)·Σ mn values, spent where the
+/// transformed spectra say it removes the most relative error (<see cref="RankAllocation.FromSpectra"/>). A rank that
+/// does not pay (r ≥ mn/(m + n)) leaves the layer dense, and its report line says so. The factors are stored in
+/// <c>dtype</c>: by default the checkpoint's own 16-bit type, F16 for a float32 checkpoint.
+/// </summary>
+public sealed class LowRankMethod(LowRankKind kind, LowRankParameters parameters) : ICompressionMethod
+{
+    public string Name => kind switch { LowRankKind.Svd => "svd", LowRankKind.Asvd => "asvd", _ => "svd-llm" };
+    public StatisticsNeeds Needs => kind switch
+    {
+        LowRankKind.Asvd => StatisticsNeeds.ChannelMagnitudes,
+        LowRankKind.SvdLlm => StatisticsNeeds.Hessian,
+        _ => StatisticsNeeds.None,
+    };
+
+    public static Func<RecipeParameters, ICompressionMethod> FromRecipe(LowRankKind kind) =>
+        p => new LowRankMethod(kind, LowRankParameters.Read(p, kind));
+
+    public void CompressBlock(BlockCompression block)
+    {
+        var targets = block.Targets;
+        foreach (var role in targets)
+        {
+            var (rows, columns) = block.Shape(role);
+            if (parameters.Rank is { } r && r > Math.Min(rows, columns))
+                throw new ShrinkException($"{Name}: rank {r} is larger than min(m, n) = {Math.Min(rows, columns)} of {LinearRoles.ModulePath(block.Layer, role)} [{rows}, {columns}]");
+        }
+        if (parameters.Allocation == RankAllocationKind.Spectrum)
+        {
+            var spectra = targets.Select(role => Spectrum(block, role)).ToList();
+            var ranks = RankAllocation.FromSpectra(spectra, parameters.Ratio!.Value);
+            for (int i = 0; i < targets.Count; i++)
+            {
+                if (ranks[i] is { } rank) Store(block, targets[i], spectra[i], rank);
+                else block.KeepDense(targets[i], "the block's budget keeps it whole");
+            }
+            return;
+        }
+        foreach (var role in targets)
+        {
+            var (rows, columns) = block.Shape(role);
+            int rank = parameters.Rank ?? RankAllocation.Uniform(rows, columns, parameters.Ratio!.Value);
+            if (!LowRankFactors.Pays(rank, rows, columns))
+            {
+                block.KeepDense(role, $"rank {rank} ≥ mn/(m + n) = {LowRankFactors.BreakEvenRank(rows, columns):0.#} would store more than the matrix");
+                continue;
+            }
+            Store(block, role, Spectrum(block, role), rank);
+        }
+    }
+
+    private void Store(BlockCompression block, LinearRole role, WeightSpectrum spectrum, int rank)
+    {
+        var source = block.SourceType(role);
+        var type = parameters.StoredType ?? (source is TensorType.F16 or TensorType.BF16 ? source : TensorType.F16);
+        block.SetLowRank(role, spectrum.Truncate(rank), type);
+    }
+
+    private WeightSpectrum Spectrum(BlockCompression block, LinearRole role)
+    {
+        var (rows, columns) = block.Shape(role);
+        var site = LinearRoles.Site(role);
+        InputTransform transform = kind switch
+        {
+            LowRankKind.Svd => InputTransform.Identity(columns),
+            LowRankKind.Asvd => InputTransform.Diagonal(ActivationScales(block.Statistics(site).AbsMean(), parameters.Alpha)),
+            _ => InputTransform.Whitening(block.Statistics(site).Hessian(), columns, parameters.Dampening),
+        };
+        return WeightSpectrum.Of(block.Weights(role), rows, columns, transform);
+    }
+
+    /// <summary>
+    /// ASVD's S_jj = (mean|x_j|)^α. A channel never active in calibration gets the smallest active channel's scale, so
+    /// S stays invertible and such channels are simply weighted least.
+    /// </summary>
+    public static double[] ActivationScales(float[] absMean, double alpha)
+    {
+        double floor = absMean.Where(a => a > 0).DefaultIfEmpty(1f).Min();
+        return Array.ConvertAll(absMean, a => Math.Pow(a > 0 ? a : floor, alpha));
+    }
+}
+
+/// <summary>Whether a low-rank method's ratio applies to each matrix alike or to the block's targets together.</summary>
+public enum RankAllocationKind { Uniform, Spectrum }
+
+/// <summary>
+/// The keys of the low-rank methods: <c>ratio</c> in (0, 1) or <c>rank</c> ≥ 1 (one of them), <c>allocation</c>
+/// (uniform | spectrum; spectrum needs a ratio), <c>dtype</c> (f16 | bf16 | f32) of the stored factors, and per method
+/// <c>alpha</c> (asvd, default 0.5 as in the paper) and <c>dampening</c> (svd-llm: λ/mean(diag H) added before the
+/// Cholesky factorization, default 1e-6; raised tenfold while XXᵀ stays singular).
+/// </summary>
+public sealed record LowRankParameters(double? Ratio, int? Rank, RankAllocationKind Allocation, TensorType? StoredType, double Alpha, double Dampening)
+{
+    public static LowRankParameters Read(RecipeParameters p, LowRankKind kind)
+    {
+        ShrinkException Bad(string message) => ShrinkException.InFile(p.Source, $"modifier '{p.Modifier}': {message}");
+        double? ratio = p.Has("ratio") ? p.Double("ratio", 0, double.MinValue, double.MaxValue) : null;
+        int? rank = p.Has("rank") ? p.Int("rank", 0) : null;
+        if (ratio is null == rank is null) throw Bad("give either ratio (the fraction of parameters removed) or rank");
+        if (ratio is { } r && !(r > 0 && r < 1)) throw Bad($"ratio: {r} is outside (0, 1)");
+        if (rank is <= 0) throw Bad($"rank: {rank} must be positive");
+        var allocation = p.String("allocation", "uniform", "uniform", "spectrum") == "spectrum" ? RankAllocationKind.Spectrum : RankAllocationKind.Uniform;
+        if (allocation == RankAllocationKind.Spectrum && ratio is null) throw Bad("allocation: spectrum shares a parameter budget: give ratio, not rank");
+        TensorType? type = p.Has("dtype") ? p.String("dtype", "", "f16", "bf16", "f32") switch { "f16" => TensorType.F16, "bf16" => TensorType.BF16, _ => TensorType.F32 } : null;
+        double alpha = kind == LowRankKind.Asvd ? p.Double("alpha", 0.5, 0, 4) : 0;
+        double dampening = kind == LowRankKind.SvdLlm ? p.Double("dampening", 1e-6, 0, 1) : 0;
+        return new LowRankParameters(ratio, rank, allocation, type, alpha, dampening);
+    }
+}
