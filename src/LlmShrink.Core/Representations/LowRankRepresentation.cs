@@ -37,7 +37,8 @@ public sealed class LowRankRepresentation : LayerRepresentation
     public override Linear Load(TensorSet weights, string module, float[]? bias)
     {
         var (u, v) = Factors(weights, module);
-        return new LowRankLinear((int)v.Shape[1], (int)u.Shape[0], (int)u.Shape[1], u.ToFloatArray(), v.ToFloatArray(), bias);
+        int rank = (int)u.Shape[1];
+        return new LowRankLinear(Linear.FromStored(v, null, rank, (int)v.Shape[1]), Linear.FromStored(u, null, (int)u.Shape[0], rank), bias);
     }
 
     /// <summary>U·V [out, in], one output row at a time (row r = Σ_k U[r, k]·V[k, ·]).</summary>
