@@ -184,7 +184,7 @@ public class LowRankTests
         long lmHead = (long)model.Config.VocabSize * model.Config.HiddenSize;
         double kept = (double)(statistics.MatmulParameters - lmHead) / (reference.MatmulParameters - lmHead);
         Assert.InRange(kept, 0.78, 0.8); // ⌊0.8·mn/(m + n)⌋ per matrix: at most 80 %, a rank's rounding below it
-        var q = model.Weights.Get("model.layers.0.self_attn.q_proj.lowrank_u");
+        var q = model.Weights.Get("model.layers.0.self_attn.q_proj.lowrank_u.weight");
         Assert.Equal(TensorType.F16, q.Type); // a float32 checkpoint's factors are stored F16
         Assert.Equal(new long[] { 256, 102 }, q.Shape);
 
@@ -193,7 +193,7 @@ public class LowRankTests
         SafetensorsExporter.Export(model, TensorType.F32, exported);
         using var dense = ModelLoader.Load(exported);
         const string module = "model.layers.3.mlp.down_proj";
-        var product = LowRankRepresentation.Instance.Multiplied(model.Weights, module);
+        var product = LowRankRepresentation.Instance.Multiplied(model.Weights, module)();
         Assert.Equal(product, dense.Weights.Get(module + ".weight").ToFloatArray());
         string gguf = dir.File("model.gguf");
         GgufExporter.Export(model, TensorType.F32, gguf);
@@ -206,6 +206,47 @@ public class LowRankTests
         lowRank.Forward(tokens, lowRank.NewCache(tokens.Length), expected);
         multiplied.Forward(tokens, multiplied.NewCache(tokens.Length), actual);
         for (int i = 0; i < expected.Length; i++) Assert.Equal(expected[i], actual[i], 2e-3);
+    }
+
+    private static string FactorRecipe(string extra) => $"""
+        modifiers:
+          - method: svd-llm
+            targets: [Linear]
+            ignore: [lm_head]
+            rank: 64{extra}
+        """;
+
+    /// <summary>
+    /// Factors quantized by GPTQ (V against XXᵀ, U refitted to W·X given V̂·X, then against V̂·H·V̂ᵀ): 8-bit factors lose
+    /// next to nothing against F16 ones at the same rank, 4-bit ones more; both reload to the same function and export
+    /// their product.
+    /// </summary>
+    [Fact]
+    public void Quantized_factors_cost_little_at_eight_bits_and_reload_identically()
+    {
+        using var dir = new TempDir();
+        double SummedError(TinyLitCompression c) => c.Result.Layers.Sum(l => l.RelativeOutputError);
+        using var float16 = TinyLitCompression.Run(Recipe.Parse(FactorRecipe(""), "f16", "test.yaml"), output: null);
+        using var eight = TinyLitCompression.Run(Recipe.Parse(FactorRecipe("\n    bits: 8\n    group_size: 32"), "q8", "test.yaml"), output: null);
+        string folder = dir.File("q4");
+        using (var four = TinyLitCompression.Run(Recipe.Parse(FactorRecipe("\n    bits: 4\n    group_size: 32"), "q4", "test.yaml"), folder))
+        {
+            Assert.All(four.Result.Layers, l => Assert.Equal("low-rank r=64, factors 4-bit sym g32", l.Scheme));
+            // Codes, one F16 scale and one packed 4-bit zero per 32 values: 4 + 20/32 bits per factor value.
+            var q = four.Result.Layers.First(l => l.Module == "model.layers.0.self_attn.q_proj");
+            Assert.Equal(64.0 * (256 + 256) * (4 + 20.0 / 32), q.StoredBits);
+            Assert.True(SummedError(four) > SummedError(eight), $"4-bit {SummedError(four)} vs 8-bit {SummedError(eight)}");
+            TinyLitCompression.AssertReloadsIdentically(four.Transformer, folder);
+        }
+        Assert.True(SummedError(eight) < 1.02 * SummedError(float16), $"8-bit {SummedError(eight)} vs F16 {SummedError(float16)}");
+
+        using var model = ModelLoader.Load(folder);
+        Assert.Equal(TensorType.I32, model.Weights.Get("model.layers.0.mlp.up_proj.lowrank_v.qweight").Type);
+        string exported = dir.File("dense");
+        SafetensorsExporter.Export(model, TensorType.F32, exported);
+        using var dense = ModelLoader.Load(exported);
+        const string module = "model.layers.5.self_attn.o_proj";
+        Assert.Equal(LowRankRepresentation.Instance.Multiplied(model.Weights, module)(), dense.Weights.Get(module + ".weight").ToFloatArray());
     }
 
     [Fact]

@@ -358,14 +358,15 @@ public sealed class BlockCompression
     }
 
     /// <summary>
-    /// Stores the layer as two factors (a low-rank method). A pruned layer cannot be factored without losing its zeros, so
+    /// Stores the layer as two factors U [out, rank] and V [rank, in] (a low-rank method), each a compressed layer of its own
+    /// (float, or quantized). A pruned layer cannot be factored without losing its zeros, so
     /// a low-rank modifier after a pruning one is refused.
     /// </summary>
-    public void SetLowRank(LinearRole role, LowRank.LowRankFactors factors, TensorType storedType)
+    public void SetLowRank(LinearRole role, CompressedLayer u, CompressedLayer v)
     {
         if (_masks.ContainsKey(role))
             throw new ShrinkException($"recipe conflict: {MethodName} would factor {LinearRoles.ModulePath(Layer, role)}, which an earlier modifier pruned; factors have no zeros to keep");
-        Set(new LowRankLayer(Layer, role, factors, storedType, Bias(role)));
+        Set(new LowRankLayer(Layer, role, u, v, Bias(role)));
     }
 
     /// <summary>Records in the report that the current method leaves the layer as it is, and why (e.g. a rank that would not save anything).</summary>

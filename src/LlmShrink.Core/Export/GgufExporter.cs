@@ -95,7 +95,7 @@ public static class GgufExporter
                     // Low-rank factors have no block form: their product is written like a float weight of the source.
                     var (productRows, productColumns) = representation.Shape(model.Weights, module);
                     var productType = ChooseType([productRows, productColumns], denseType ?? type);
-                    writer.AddTensor(ggufName, [productRows, productColumns], productType, stream => TensorRowWriter.Write(stream, product, productColumns, productType, rows));
+                    writer.AddTensor(ggufName, [productRows, productColumns], productType, stream => TensorRowWriter.Write(stream, product(), productColumns, productType, rows));
                     continue;
                 }
                 // Compressed modules store integers times scales (GPTQ, W8A8); they are unpacked when written, one module at a time.

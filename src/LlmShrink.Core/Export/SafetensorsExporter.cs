@@ -50,16 +50,17 @@ public static class SafetensorsExporter
     {
         var c = model.Config;
         var entries = new List<SafetensorsWriter.Entry>();
+        var written = new HashSet<string>(StringComparer.Ordinal);
         foreach (string name in model.Weights.Names.Order(StringComparer.Ordinal))
         {
             var tensor = model.Weights.Get(name);
             if (name == TensorNames.RopeFrequencyFactors) continue; // expressed by config.json's rope_scaling
             Func<long, long>? rows = name.EndsWith(TensorNames.Q, StringComparison.Ordinal) || name.EndsWith(TensorNames.K, StringComparison.Ordinal)
                 ? RopeRowOrder.SourceRow(c.RopeStyle, RopeStyle.RotateHalf, c.HeadDim) : null;
-            if (CompressedModule(model.Weights, name) is var (module, first))
+            if (CompressedModule(model.Weights, name) is { } module)
             {
                 // One entry per module, at its first tensor; the scales, zeros and the rest are folded into it.
-                if (first) entries.Add(Dequantized(model.Weights, module, dtype));
+                if (written.Add(module)) entries.Add(Dequantized(model.Weights, module, dtype));
                 continue;
             }
             entries.Add(new SafetensorsWriter.Entry(name, dtype, tensor.Shape, stream => TensorRowWriter.Write(stream, tensor, dtype, rows)));
@@ -68,13 +69,13 @@ public static class SafetensorsExporter
         WriteSharded(folder, entries, maxShardBytes);
     }
 
-    /// <summary>The module a tensor belongs to when that module is stored in a compressed representation, and the first tensor of it, else null.</summary>
-    private static (string Module, bool First)? CompressedModule(TensorSet weights, string name)
+    /// <summary>The module a tensor belongs to when that module is stored in a compressed representation, else null.</summary>
+    private static string? CompressedModule(TensorSet weights, string name)
     {
         foreach (var representation in LayerRepresentations.All.Where(r => !r.IsDense))
             foreach (string suffix in representation.Suffixes)
                 if (name.EndsWith(suffix, StringComparison.Ordinal) && representation.Detect(weights, name[..^suffix.Length]))
-                    return (name[..^suffix.Length], suffix == representation.Suffixes[0]);
+                    return name[..^suffix.Length];
         return null;
     }
 
@@ -89,7 +90,7 @@ public static class SafetensorsExporter
         if (representation.StoredBlocks(weights, module) is { } blocks)
             return new SafetensorsWriter.Entry(module + ".weight", dtype, [outFeatures, inFeatures], stream => TensorRowWriter.Write(stream, blocks, dtype));
         if (representation.Multiplied(weights, module) is { } product)
-            return Entries.Encoded(module + ".weight", dtype, product, outFeatures, inFeatures);
+            return new SafetensorsWriter.Entry(module + ".weight", dtype, [outFeatures, inFeatures], stream => TensorRowWriter.Write(stream, product(), inFeatures, dtype));
         return new SafetensorsWriter.Entry(module + ".weight", dtype, [outFeatures, inFeatures], stream =>
         {
             var matrix = ScaledIntegerMatrix.Read(weights, module);

@@ -49,10 +49,11 @@ public abstract class LayerRepresentation
     public virtual StoredTensor? StoredBlocks(TensorSet weights, string module) => null;
 
     /// <summary>
-    /// The weight multiplied back to a float matrix [out, in] when the representation stores neither integer levels nor
-    /// ggml blocks (low-rank factors): exports write it as a plain tensor. Null otherwise.
+    /// When the representation stores neither integer levels nor ggml blocks (low-rank factors): how to multiply the weight
+    /// back to a float matrix [out, in], which exports write as a plain tensor. Deferred, so an export holds one module's
+    /// product at a time. Null otherwise.
     /// </summary>
-    public virtual float[]? Multiplied(TensorSet weights, string module) => null;
+    public virtual Func<float[]>? Multiplied(TensorSet weights, string module) => null;
 
     /// <summary>
     /// A more compact form of a just-quantized layer this representation can hold (e.g. only the kept codes of a 2:4-pruned

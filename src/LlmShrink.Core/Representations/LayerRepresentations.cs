@@ -8,14 +8,18 @@ namespace LlmShrink.Representations;
 /// </summary>
 public static class LayerRepresentations
 {
-    /// <summary>In detection order: the first whose tensors are present wins; dense (a plain float <c>.weight</c>) comes last.</summary>
+    /// <summary>
+    /// In detection order: the first whose tensors are present wins; dense (a plain float <c>.weight</c>) comes last. Low-rank
+    /// comes first: its factors are modules of their own in any other representation, so their tensor names end in the
+    /// others' suffixes (<c>q_proj.lowrank_v.qweight</c>) and must be claimed by the whole layer, not by the factor.
+    /// </summary>
     public static readonly IReadOnlyList<LayerRepresentation> All =
     [
+        LowRankRepresentation.Instance,
         GptqRepresentation.Instance,
         W8A8Representation.Instance,
         Sparse24Representation.Instance,
         GgmlTypeRepresentation.Instance,
-        LowRankRepresentation.Instance,
         DenseRepresentation.Instance,
     ];
 
@@ -25,6 +29,20 @@ public static class LayerRepresentations
 
     /// <summary>Every tensor suffix any representation stores a weight under.</summary>
     public static IEnumerable<string> Suffixes => All.SelectMany(r => r.Suffixes).Distinct();
+
+    /// <summary>
+    /// The module's weight [out, in] as the model computes it, in float32, whatever its representation: the plain tensor
+    /// decoded, integers times scales, ggml blocks decoded, or factors multiplied.
+    /// </summary>
+    public static float[] Dequantize(TensorSet weights, string module, string source)
+    {
+        var representation = Of(weights, module, source);
+        if (representation.IsDense) return weights.Get(module + ".weight").ToFloatArray();
+        if (representation.Integers(weights, module) is { } integers) return integers.Dequantize();
+        if (representation.StoredBlocks(weights, module) is { } blocks) return blocks.ToFloatArray();
+        return representation.Multiplied(weights, module)?.Invoke()
+            ?? throw ShrinkException.InFile(source, $"module '{module}' ({representation.Name}) has no float form");
+    }
 
     /// <summary>The module's representation, or null when it has no weight tensors at all.</summary>
     public static LayerRepresentation? Find(TensorSet weights, string module) => All.FirstOrDefault(r => r.Detect(weights, module));

@@ -6,46 +6,55 @@ using LlmShrink.Model;
 namespace LlmShrink.Representations;
 
 /// <summary>
-/// A weight stored as two factors, W ≈ U·V: <c>lowrank_u</c> [out, rank] and <c>lowrank_v</c> [rank, in], each F16, BF16 or
-/// F32 (docs/FORMAT.md). It runs as two thin matmuls (<see cref="LowRankLinear"/>); exports that need a plain matrix
-/// (safetensors, GGUF) multiply it back (<see cref="Multiplied"/>).
+/// A weight stored as two factors, W ≈ U·V with U [out, rank] and V [rank, in]. Each factor is a module of its own,
+/// <c>&lt;module&gt;.lowrank_u</c> and <c>&lt;module&gt;.lowrank_v</c>, in any other registered representation: a plain
+/// <c>.weight</c> (F16/BF16/F32), or GPTQ-packed when the method quantized the factors (docs/FORMAT.md). It runs as two thin
+/// matmuls, each on its factor's own kernel (<see cref="LowRankLinear"/>); exports that need a plain matrix (safetensors,
+/// GGUF) multiply it back (<see cref="Multiplied"/>).
 /// </summary>
 public sealed class LowRankRepresentation : LayerRepresentation
 {
     public static readonly LowRankRepresentation Instance = new();
-    public override string Name => "low-rank";
-    public override IReadOnlyList<string> Suffixes { get; } = [".lowrank_u", ".lowrank_v"];
+    public const string U = ".lowrank_u", V = ".lowrank_v";
 
-    public override bool Detect(TensorSet weights, string module) => weights.Contains(module + ".lowrank_u");
+    public override string Name => "low-rank";
+
+    /// <summary>Every other representation's suffixes under each factor (e.g. <c>.lowrank_u.weight</c>, <c>.lowrank_v.qweight</c>).</summary>
+    public override IReadOnlyList<string> Suffixes => _suffixes.Value;
+    private readonly Lazy<IReadOnlyList<string>> _suffixes = new(() =>
+        [.. new[] { U, V }.SelectMany(factor => LayerRepresentations.All.Where(r => r is not LowRankRepresentation).SelectMany(r => r.Suffixes).Distinct().Select(s => factor + s))]);
+
+    public override bool Detect(TensorSet weights, string module) => Factor(weights, module + U) is not null;
 
     public override (int Out, int In) Shape(TensorSet weights, string module)
     {
         var (u, v) = Factors(weights, module);
-        return ((int)u.Shape[0], (int)v.Shape[1]);
+        return (u.Shape.Out, v.Shape.In);
     }
 
-    /// <summary>The factors' element width (16 for F16/BF16 factors).</summary>
-    public override int Bits(TensorSet weights, string module) => (int)TensorTypes.ByteCount(Factors(weights, module).U.Type, 1) * 8;
+    /// <summary>The code width of the factors (16 for F16/BF16 factors, 4 for 4-bit ones).</summary>
+    public override int Bits(TensorSet weights, string module) => Factors(weights, module).V.Representation.Bits(weights, module + V);
 
     /// <summary>The values stored: rank·(out + in).</summary>
     public override long Parameters(TensorSet weights, string module)
     {
         var (u, v) = Factors(weights, module);
-        return u.ElementCount + v.ElementCount;
+        return u.Representation.Parameters(weights, module + U) + v.Representation.Parameters(weights, module + V);
     }
 
     public override Linear Load(TensorSet weights, string module, float[]? bias)
     {
         var (u, v) = Factors(weights, module);
-        int rank = (int)u.Shape[1];
-        return new LowRankLinear(Linear.FromStored(v, null, rank, (int)v.Shape[1]), Linear.FromStored(u, null, (int)u.Shape[0], rank), bias);
+        return new LowRankLinear(v.Representation.Load(weights, module + V, null), u.Representation.Load(weights, module + U, null), bias);
     }
 
-    /// <summary>U·V [out, in], one output row at a time (row r = Σ_k U[r, k]·V[k, ·]).</summary>
-    public override float[] Multiplied(TensorSet weights, string module)
+    /// <summary>U·V [out, in], one output row at a time (row r = Σ_k U[r, k]·V[k, ·]), from the factors as the model computes them.</summary>
+    public override Func<float[]> Multiplied(TensorSet weights, string module)
     {
         var (u, v) = Factors(weights, module);
-        return Multiply(u.ToFloatArray(), v.ToFloatArray(), (int)u.Shape[0], (int)u.Shape[1], (int)v.Shape[1]);
+        string source = weights.Files.FirstOrDefault()?.Path ?? module;
+        return () => Multiply(LayerRepresentations.Dequantize(weights, module + U, source), LayerRepresentations.Dequantize(weights, module + V, source),
+            u.Shape.Out, u.Shape.In, v.Shape.In);
     }
 
     internal static float[] Multiply(float[] u, float[] v, int rows, int rank, int columns)
@@ -60,39 +69,45 @@ public sealed class LowRankRepresentation : LayerRepresentation
         return w;
     }
 
-    /// <summary>The two factor tensors, checked: 2-D, one float type, inner dimensions equal.</summary>
-    private static (StoredTensor U, StoredTensor V) Factors(TensorSet weights, string module)
+    private static (LayerRepresentation Representation, (int Out, int In) Shape)? Factor(TensorSet weights, string factor) =>
+        LayerRepresentations.All.Where(r => r is not LowRankRepresentation).FirstOrDefault(r => r.Detect(weights, factor)) is { } representation
+            ? (representation, representation.Shape(weights, factor)) : null;
+
+    /// <summary>Both factors, found and checked: inner dimensions equal.</summary>
+    private static ((LayerRepresentation Representation, (int Out, int In) Shape) U, (LayerRepresentation Representation, (int Out, int In) Shape) V) Factors(TensorSet weights, string module)
     {
-        var u = weights.Get(module + ".lowrank_u");
-        var v = weights.Get(module + ".lowrank_v");
-        foreach (var t in new[] { u, v })
-            if (t.Type is not (TensorType.F16 or TensorType.BF16 or TensorType.F32) || t.Shape.Length != 2 || t.Shape[0] is <= 0 or > int.MaxValue || t.Shape[1] is <= 0 or > int.MaxValue)
-                throw ShrinkException.InFile(t.File.Path, $"tensor '{t.Name}' is {t.Type} [{string.Join(", ", t.Shape)}], expected an F16, BF16 or F32 matrix");
-        if (u.Shape[1] != v.Shape[0])
-            throw ShrinkException.InFile(u.File.Path, $"module '{module}': lowrank_u is [{string.Join(", ", u.Shape)}] but lowrank_v is [{string.Join(", ", v.Shape)}]; their ranks differ");
+        string source = weights.Files.FirstOrDefault()?.Path ?? module;
+        var u = Factor(weights, module + U) ?? throw ShrinkException.InFile(source, $"module '{module}': factor '{module + U}' has no weight tensors");
+        var v = Factor(weights, module + V) ?? throw ShrinkException.InFile(source, $"module '{module}': factor '{module + V}' has no weight tensors");
+        if (u.Shape.In != v.Shape.Out)
+            throw ShrinkException.InFile(source, $"module '{module}': lowrank_u is [{u.Shape.Out}, {u.Shape.In}] but lowrank_v is [{v.Shape.Out}, {v.Shape.In}]; their ranks differ");
         return (u, v);
     }
 }
 
-/// <summary>A layer a low-rank method factored (<see cref="LowRankFactors"/>), its factors stored as <see cref="StoredType"/>.</summary>
-public sealed record LowRankLayer(int Layer, LinearRole Role, LowRankFactors Factors, TensorType StoredType, float[]? Bias) : CompressedLayer(Layer, Role, Bias)
+/// <summary>
+/// A layer a low-rank method factored: <see cref="UFactor"/> [Rows, rank] and <see cref="VFactor"/> [rank, Columns] are
+/// compressed layers of their own (dense in a float type, or quantized), written under the module's factor names.
+/// </summary>
+public sealed record LowRankLayer(int Layer, LinearRole Role, CompressedLayer UFactor, CompressedLayer VFactor, float[]? Bias) : CompressedLayer(Layer, Role, Bias)
 {
     public override LayerRepresentation Representation => LowRankRepresentation.Instance;
-    public override int Rows => Factors.Rows;
-    public override int Columns => Factors.Columns;
+    public override int Rows => UFactor.Rows;
+    public override int Columns => VFactor.Columns;
+    public int Rank => VFactor.Rows;
 
-    /// <summary>The factors as a reader of the stored tensors sees them (rounded to <see cref="StoredType"/>).</summary>
-    private float[] Stored(float[] values) => StoredType == TensorType.F32 ? values : TensorEncoding.Round(StoredType, values);
+    /// <summary>Float factors stored as <paramref name="type"/> (F16, BF16 or F32).</summary>
+    public static LowRankLayer Dense(int layer, LinearRole role, LowRankFactors factors, TensorType type, float[]? bias) =>
+        new(layer, role, new DenseLayer(layer, role, factors.U, factors.Rows, factors.Rank, null) { StoredType = type },
+            new DenseLayer(layer, role, factors.V, factors.Rank, factors.Columns, null) { StoredType = type }, bias);
 
-    public override Linear Build() => new LowRankLinear(Columns, Rows, Factors.Rank, Stored(Factors.U), Stored(Factors.V), Bias);
+    public override Linear Build() => new LowRankLinear(VFactor.Build(), UFactor.Build(), Bias);
 
-    public override double StoredBits => 8.0 * TensorTypes.ByteCount(StoredType, (long)Factors.Rank * (Rows + Columns));
+    public override double StoredBits => UFactor.StoredBits + VFactor.StoredBits;
 
-    protected override string Scheme => $"low-rank r={Factors.Rank} {StoredType}";
+    /// <summary>"low-rank r=102 F16", or with quantized factors "low-rank r=96, factors 4-bit sym g32".</summary>
+    protected override string Scheme => VFactor is DenseLayer dense ? $"low-rank r={Rank} {dense.StoredType}" : $"low-rank r={Rank}, factors {VFactor.Describe()}";
 
-    public override IEnumerable<SafetensorsWriter.Entry> Tensors(string module)
-    {
-        yield return Entries.Encoded(module + ".lowrank_u", StoredType, Factors.U, Rows, Factors.Rank);
-        yield return Entries.Encoded(module + ".lowrank_v", StoredType, Factors.V, Factors.Rank, Columns);
-    }
+    public override IEnumerable<SafetensorsWriter.Entry> Tensors(string module) =>
+        UFactor.Tensors(module + LowRankRepresentation.U).Concat(VFactor.Tensors(module + LowRankRepresentation.V));
 }

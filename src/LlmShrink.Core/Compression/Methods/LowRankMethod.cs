@@ -1,7 +1,9 @@
 using LlmShrink.Compression.LowRank;
+using LlmShrink.Compression.Quantization;
 using LlmShrink.Compression.Recipes;
 using LlmShrink.Formats;
 using LlmShrink.Model;
+using LlmShrink.Representations;
 
 namespace LlmShrink.Compression.Methods;
 
@@ -22,12 +24,13 @@ public enum LowRankKind
 /// <c>allocation: spectrum</c> the block's targets share one budget of (1 − ratio)·Σ mn values, spent where the
 /// transformed spectra say it removes the most relative error (<see cref="RankAllocation.FromSpectra"/>). A rank that
 /// does not pay (r ≥ mn/(m + n)) leaves the layer dense, and its report line says so. The factors are stored in
-/// <c>dtype</c>: by default the checkpoint's own 16-bit type, F16 for a float32 checkpoint.
+/// <c>dtype</c>: by default the checkpoint's own 16-bit type, F16 for a float32 checkpoint — or, with <c>bits</c> (and
+/// <c>group_size</c>, <c>symmetric</c>, as for GPTQ), quantized themselves (<see cref="QuantizedFactors"/>).
 /// </summary>
 public sealed class LowRankMethod(LowRankKind kind, LowRankParameters parameters) : ICompressionMethod
 {
     public string Name => kind switch { LowRankKind.Svd => "svd", LowRankKind.Asvd => "asvd", _ => "svd-llm" };
-    public StatisticsNeeds Needs => kind switch
+    public StatisticsNeeds Needs => (parameters.FactorScheme is null ? StatisticsNeeds.None : StatisticsNeeds.Hessian) | kind switch
     {
         LowRankKind.Asvd => StatisticsNeeds.ChannelMagnitudes,
         LowRankKind.SvdLlm => StatisticsNeeds.Hessian,
@@ -52,7 +55,8 @@ public sealed class LowRankMethod(LowRankKind kind, LowRankParameters parameters
             var ranks = RankAllocation.FromSpectra(spectra, parameters.Ratio!.Value);
             for (int i = 0; i < targets.Count; i++)
             {
-                if (ranks[i] is { } rank) Store(block, targets[i], spectra[i], rank);
+                var spectrum = spectra[i];
+                if (ranks[i] is { } rank) StoreIfItPays(block, targets[i], rank, () => spectrum);
                 else block.KeepDense(targets[i], "the block's budget keeps it whole");
             }
             return;
@@ -60,21 +64,46 @@ public sealed class LowRankMethod(LowRankKind kind, LowRankParameters parameters
         foreach (var role in targets)
         {
             var (rows, columns) = block.Shape(role);
-            int rank = parameters.Rank ?? RankAllocation.Uniform(rows, columns, parameters.Ratio!.Value);
-            if (!LowRankFactors.Pays(rank, rows, columns))
-            {
-                block.KeepDense(role, $"rank {rank} ≥ mn/(m + n) = {LowRankFactors.BreakEvenRank(rows, columns):0.#} would store more than the matrix");
-                continue;
-            }
-            Store(block, role, Spectrum(block, role), rank);
+            StoreIfItPays(block, role, parameters.Rank ?? RankAllocation.Uniform(rows, columns, parameters.Ratio!.Value), () => Spectrum(block, role));
         }
+    }
+
+    private void StoreIfItPays(BlockCompression block, LinearRole role, int rank, Func<WeightSpectrum> spectrum)
+    {
+        var (rows, columns) = block.Shape(role);
+        if (parameters.FactorScheme is { } scheme) rank = WholeGroups(rank, scheme);
+        if (!LowRankFactors.Pays(rank, rows, columns))
+        {
+            block.KeepDense(role, $"rank {rank} ≥ mn/(m + n) = {LowRankFactors.BreakEvenRank(rows, columns):0.#} would store more than the matrix");
+            return;
+        }
+        Store(block, role, spectrum(), rank);
     }
 
     private void Store(BlockCompression block, LinearRole role, WeightSpectrum spectrum, int rank)
     {
+        var factors = spectrum.Truncate(rank);
+        if (parameters.FactorScheme is { } scheme)
+        {
+            var (u, v) = QuantizedFactors.Quantize(block.Weights(role), factors, block.Statistics(LinearRoles.Site(role)).Hessian(), scheme, new GptqOptions());
+            block.SetLowRank(role, new QuantizedLayer(block.Layer, role, u, null), new QuantizedLayer(block.Layer, role, v, null));
+            return;
+        }
         var source = block.SourceType(role);
         var type = parameters.StoredType ?? (source is TensorType.F16 or TensorType.BF16 ? source : TensorType.F16);
-        block.SetLowRank(role, spectrum.Truncate(rank), type);
+        var dense = LowRankLayer.Dense(block.Layer, role, factors, type, null);
+        block.SetLowRank(role, dense.UFactor, dense.VFactor);
+    }
+
+    /// <summary>
+    /// Quantized factors need whole groups along U's inputs, which are the rank (the GPTQ layout states a group width of
+    /// in / groups): the rank is rounded to the nearest multiple of the group width (32 for per-channel grids, whose 4-bit
+    /// codes pack 8 to a word), at least one group.
+    /// </summary>
+    private static int WholeGroups(int rank, QuantScheme scheme)
+    {
+        int width = scheme.Granularity == QuantGranularity.PerGroup ? scheme.GroupSize : 32;
+        return Math.Max(width, (int)Math.Round((double)rank / width, MidpointRounding.AwayFromZero) * width);
     }
 
     private WeightSpectrum Spectrum(BlockCompression block, LinearRole role)
@@ -108,9 +137,10 @@ public enum RankAllocationKind { Uniform, Spectrum }
 /// The keys of the low-rank methods: <c>ratio</c> in (0, 1) or <c>rank</c> ≥ 1 (one of them), <c>allocation</c>
 /// (uniform | spectrum; spectrum needs a ratio), <c>dtype</c> (f16 | bf16 | f32) of the stored factors, and per method
 /// <c>alpha</c> (asvd, default 0.5 as in the paper) and <c>dampening</c> (svd-llm: λ/mean(diag H) added before the
-/// Cholesky factorization, default 1e-6; raised tenfold while XXᵀ stays singular).
+/// Cholesky factorization, default 1e-6; raised tenfold while XXᵀ stays singular); <c>bits</c> (4 or 8), <c>group_size</c>,
+/// <c>symmetric</c> quantize the factors.
 /// </summary>
-public sealed record LowRankParameters(double? Ratio, int? Rank, RankAllocationKind Allocation, TensorType? StoredType, double Alpha, double Dampening)
+public sealed record LowRankParameters(double? Ratio, int? Rank, RankAllocationKind Allocation, TensorType? StoredType, double Alpha, double Dampening, QuantScheme? FactorScheme)
 {
     public static LowRankParameters Read(RecipeParameters p, LowRankKind kind)
     {
@@ -125,6 +155,9 @@ public sealed record LowRankParameters(double? Ratio, int? Rank, RankAllocationK
         TensorType? type = p.Has("dtype") ? p.String("dtype", "", "f16", "bf16", "f32") switch { "f16" => TensorType.F16, "bf16" => TensorType.BF16, _ => TensorType.F32 } : null;
         double alpha = kind == LowRankKind.Asvd ? p.Double("alpha", 0.5, 0, 4) : 0;
         double dampening = kind == LowRankKind.SvdLlm ? p.Double("dampening", 1e-6, 0, 1) : 0;
-        return new LowRankParameters(ratio, rank, allocation, type, alpha, dampening);
+        var scheme = p.Has("bits") ? SchemeParameters.Read(p) : null;
+        if (scheme is not null && type is not null) throw Bad("dtype applies to float factors; quantized factors (bits) are stored as GPTQ codes and scales");
+        if (scheme is { Bits: not (4 or 8) }) throw Bad($"bits: factors are quantized to 4 or 8 bits, not {scheme.Bits}");
+        return new LowRankParameters(ratio, rank, allocation, type, alpha, dampening, scheme);
     }
 }
