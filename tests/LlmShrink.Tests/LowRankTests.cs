@@ -122,7 +122,7 @@ public class LowRankTests
     }
 
     [Fact]
-    public void Spectrum_allocation_keeps_the_budget_and_loses_less_relative_energy_than_uniform_ranks()
+    public void Spectrum_allocation_keeps_the_budget_and_loses_less_weighted_relative_energy_than_uniform_ranks()
     {
         var random = new Random(11);
         // Three matrices whose spectra decay at different speeds: a fast-decaying one needs few directions.
@@ -146,7 +146,8 @@ public class LowRankTests
         double budget = (1 - ratio) * spectra.Sum(s => s.Rows * s.Columns);
         double stored = spectra.Select((s, i) => ranks[i] is { } r ? r * (s.Rows + s.Columns) : (double)s.Rows * s.Columns).Sum();
         Assert.True(stored <= budget, $"{stored} values stored for a budget of {budget}");
-        double RelativeLoss(int i, int? rank) => rank is { } r ? spectra[i].TruncationLoss(r) / spectra[i].Energy : 0;
+        // The objective: each matrix's relative truncation loss weighted by its size mn.
+        double RelativeLoss(int i, int? rank) => rank is { } r ? spectra[i].TruncationLoss(r) / spectra[i].Energy * spectra[i].Rows * spectra[i].Columns : 0;
         double allocated = Enumerable.Range(0, 3).Sum(i => RelativeLoss(i, ranks[i]));
         double uniform = Enumerable.Range(0, 3).Sum(i => RelativeLoss(i, RankAllocation.Uniform(spectra[i].Rows, spectra[i].Columns, ratio)));
         Assert.True(allocated < 0.8 * uniform, $"allocated {allocated} vs uniform {uniform} (ranks {string.Join(", ", ranks)})");
