@@ -39,6 +39,24 @@ public class PlanningInputTests
         Assert.Equal(StatisticsNeeds.Hessian, menu[2].Needs & StatisticsNeeds.Hessian);
     }
 
+    [Fact]
+    public void LowRankMethodsArePerLayerCandidatesAndShapeChangingOnesAreNot()
+    {
+        var menu = CandidateMenu.Parse("""
+            candidates:
+              - keep
+              - method: svd-llm
+                ratio: [0.2, 0.4]
+                bits: 4
+                group_size: 32
+            """, "menu.yaml");
+        Assert.Equal(["keep", "svd-llm bits=4 group_size=32 ratio=0.2", "svd-llm bits=4 group_size=32 ratio=0.4"], menu.Select(c => c.Name));
+        Assert.Equal(StatisticsNeeds.Hessian, menu[1].Needs & StatisticsNeeds.Hessian);
+        var e = Assert.Throws<ShrinkException>(() => CandidateMenu.Parse("candidates:\n  - method: awq\n", "menu.yaml"));
+        Assert.Contains("svd-llm", e.Message); // the message lists the per-layer methods, low-rank ones among them
+        Assert.DoesNotContain("awq,", e.Message);
+    }
+
     [Theory]
     [InlineData("candidates: []", "the candidate list is empty")]
     [InlineData("candidates:\n  - method: drop-blocks\n", "cannot be a per-layer candidate")]
