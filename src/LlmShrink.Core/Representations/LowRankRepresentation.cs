@@ -87,6 +87,8 @@ public sealed record LowRankLayer(int Layer, LinearRole Role, LowRankFactors Fac
 
     public override double StoredBits => 8.0 * TensorTypes.ByteCount(StoredType, (long)Factors.Rank * (Rows + Columns));
 
+    public override float[] Dequantize() => LowRankRepresentation.Multiply(Stored(Factors.U), Stored(Factors.V), Rows, Factors.Rank, Columns);
+
     protected override string Scheme => $"low-rank r={Factors.Rank} {StoredType}";
 
     public override IEnumerable<SafetensorsWriter.Entry> Tensors(string module)
