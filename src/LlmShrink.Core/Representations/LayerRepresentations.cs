@@ -8,9 +8,13 @@ namespace LlmShrink.Representations;
 /// </summary>
 public static class LayerRepresentations
 {
-    /// <summary>In detection order: the first whose tensors are present wins; dense (a plain float <c>.weight</c>) comes last.</summary>
+    /// <summary>
+    /// In detection order: the first whose tensors are present wins; a compensated module (factors beside another
+    /// representation's tensors) comes first, dense (a plain float <c>.weight</c>) last.
+    /// </summary>
     public static readonly IReadOnlyList<LayerRepresentation> All =
     [
+        CompensatedRepresentation.Instance,
         GptqRepresentation.Instance,
         W8A8Representation.Instance,
         Sparse24Representation.Instance,
