@@ -15,7 +15,8 @@ namespace LlmShrink.Export;
 /// names (Q/K rows in rotate-half order, un-permuted when the source is interleaved, e.g. a GGUF llama file), sharded
 /// with <c>model.safetensors.index.json</c> when they exceed the shard limit, and the tokenizer files. The folder is
 /// built under a temporary name beside the target and renamed into place when complete. A compressed folder's packed
-/// modules (GPTQ, W8A8; lm_head included) are written as the dense weights they compute with, and its
+/// modules (GPTQ, W8A8, ggml blocks, low-rank factors, a compensated base + B·A; lm_head included) are written as the
+/// dense weights they compute with, and its
 /// <c>quantization_config</c> is dropped. See docs/FORMAT.md.
 /// </summary>
 public static class SafetensorsExporter
@@ -50,16 +51,17 @@ public static class SafetensorsExporter
     {
         var c = model.Config;
         var entries = new List<SafetensorsWriter.Entry>();
+        var written = new HashSet<string>(StringComparer.Ordinal); // compressed modules, each written once as its dense weight
         foreach (string name in model.Weights.Names.Order(StringComparer.Ordinal))
         {
             var tensor = model.Weights.Get(name);
             if (name == TensorNames.RopeFrequencyFactors) continue; // expressed by config.json's rope_scaling
             Func<long, long>? rows = name.EndsWith(TensorNames.Q, StringComparison.Ordinal) || name.EndsWith(TensorNames.K, StringComparison.Ordinal)
                 ? RopeRowOrder.SourceRow(c.RopeStyle, RopeStyle.RotateHalf, c.HeadDim) : null;
-            if (CompressedModule(model.Weights, name) is var (module, first))
+            if (CompressedModule(model.Weights, name) is { } module)
             {
-                // One entry per module, at its first tensor; the scales, zeros and the rest are folded into it.
-                if (first) entries.Add(Dequantized(model.Weights, module, dtype));
+                // One entry per module, at its first tensor; the scales, zeros, factors and the rest are folded into it.
+                if (written.Add(module)) entries.Add(Dequantized(model.Weights, module, dtype));
                 continue;
             }
             entries.Add(new SafetensorsWriter.Entry(name, dtype, tensor.Shape, stream => TensorRowWriter.Write(stream, tensor, dtype, rows)));
@@ -68,19 +70,23 @@ public static class SafetensorsExporter
         WriteSharded(folder, entries, maxShardBytes);
     }
 
-    /// <summary>The module a tensor belongs to when that module is stored in a compressed representation, and the first tensor of it, else null.</summary>
-    private static (string Module, bool First)? CompressedModule(TensorSet weights, string name)
+    /// <summary>
+    /// The module a tensor belongs to when that module is stored in a compressed representation, else null. Every suffix is
+    /// tried, since one tensor name may end in several (<c>q_proj.lora_A.weight</c> ends in <c>.weight</c> too) and a
+    /// compensated module holds its base's tensors beside its factors.
+    /// </summary>
+    private static string? CompressedModule(TensorSet weights, string name)
     {
-        foreach (var representation in LayerRepresentations.All.Where(r => !r.IsDense))
-            foreach (string suffix in representation.Suffixes)
-                if (name.EndsWith(suffix, StringComparison.Ordinal) && representation.Detect(weights, name[..^suffix.Length]))
-                    return (name[..^suffix.Length], suffix == representation.Suffixes[0]);
+        foreach (string suffix in LayerRepresentations.Suffixes)
+            if (name.EndsWith(suffix, StringComparison.Ordinal) && LayerRepresentations.Find(weights, name[..^suffix.Length]) is { IsDense: false })
+                return name[..^suffix.Length];
         return null;
     }
 
     /// <summary>
     /// A compressed module as <c>module.weight</c> [out, in] in <paramref name="dtype"/>: w = scale · level, the decoded
-    /// ggml blocks, or the product of low-rank factors, row by row (a compressed folder is already in rotate-half order, so Q/K rows stay where they are).
+    /// ggml blocks, the product of low-rank factors, or a compensated module's base plus B·A, row by row (a compressed
+    /// folder is already in rotate-half order, so Q/K rows stay where they are).
     /// </summary>
     private static SafetensorsWriter.Entry Dequantized(TensorSet weights, string module, TensorType dtype)
     {
