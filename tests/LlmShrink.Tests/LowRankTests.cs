@@ -16,7 +16,7 @@ namespace LlmShrink.Tests;
 /// </summary>
 public class LowRankTests
 {
-    private static float[] RandomMatrix(Random random, int rows, int columns, double scale = 1)
+    internal static float[] RandomMatrix(Random random, int rows, int columns, double scale = 1)
     {
         var a = new float[rows * columns];
         for (int i = 0; i < a.Length; i++) a[i] = (float)((random.NextDouble() * 2 - 1) * scale);
@@ -27,7 +27,7 @@ public class LowRankTests
     /// Calibration-like inputs [tokens, n] whose channels differ in scale by two orders of magnitude and are correlated
     /// (a shared component), as activations are: the case where weighting the truncation by X matters.
     /// </summary>
-    private static float[] CorrelatedInputs(Random random, int tokens, int n)
+    internal static float[] CorrelatedInputs(Random random, int tokens, int n)
     {
         var x = new float[tokens * n];
         var channelScale = Enumerable.Range(0, n).Select(j => Math.Pow(10, 2.0 * j / n - 1)).ToArray();
@@ -40,7 +40,7 @@ public class LowRankTests
     }
 
     /// <summary>H = XᵀX for X [tokens, n] (the Gram matrix of the input rows), in float64.</summary>
-    private static double[] Gram(float[] x, int tokens, int n)
+    internal static double[] Gram(float[] x, int tokens, int n)
     {
         var h = new double[n * n];
         for (int t = 0; t < tokens; t++)
@@ -50,7 +50,7 @@ public class LowRankTests
     }
 
     /// <summary>‖X·(W − U·V)ᵀ‖_F²: the output error of the factors on the inputs, in float64.</summary>
-    private static double OutputError(float[] w, LowRankFactors f, float[] x, int tokens)
+    internal static double OutputError(float[] w, LowRankFactors f, float[] x, int tokens)
     {
         int m = f.Rows, n = f.Columns, r = f.Rank;
         double error = 0;

@@ -9,37 +9,46 @@ namespace LlmShrink.Cli.Commands;
 /// <summary>
 /// <c>llmshrink export MODEL --format gguf --type T --out FILE.gguf</c> or
 /// <c>llmshrink export MODEL --format safetensors --dtype D --out DIR [--max-shard-size 5GB]</c> or
-/// <c>llmshrink export COMPRESSED_DIR --format safetensors-gptq --out DIR [--max-shard-size 5GB]</c>.
+/// <c>llmshrink export COMPRESSED_DIR --format safetensors-gptq --out DIR [--max-shard-size 5GB]</c> or, for a folder
+/// with a low-rank compensation (eora), its adapter: <c>--format peft-lora --out DIR [--base-model NAME]</c> or
+/// <c>--format gguf-lora --out FILE.gguf [--type F16|BF16|F32]</c>.
 /// </summary>
 public static class ExportCommand
 {
     public static Command Create()
     {
         var model = new Argument<string>("model") { Description = "Hugging Face folder, .gguf file, llama2.c .bin, or Hugging Face id" };
-        var format = new Option<string>("--format") { Description = "gguf, safetensors, or safetensors-gptq (a compressed folder as a GPTQ v1 checkpoint)", Required = true };
-        var type = new Option<string?>("--type") { Description = $"GGUF tensor type: {string.Join("|", GgufExporter.Types)}" };
+        var format = new Option<string>("--format")
+        {
+            Description = "gguf, safetensors, safetensors-gptq (a compressed folder as a GPTQ v1 checkpoint), or a compressed folder's compensation as an adapter: peft-lora (PEFT folder), gguf-lora (llama.cpp --lora file)",
+            Required = true,
+        };
+        var type = new Option<string?>("--type") { Description = $"GGUF tensor type: {string.Join("|", GgufExporter.Types)}; gguf-lora: {string.Join("|", GgufLoraExporter.Types)} (default: as stored)" };
         var dtype = new Option<string?>("--dtype") { Description = "safetensors dtype: F16|BF16|F32" };
         var output = new Option<string>("--out") { Description = "output .gguf file or folder", Required = true };
         var maxShard = new Option<string?>("--max-shard-size") { Description = "largest safetensors shard, e.g. 5GB, 500MB (default 5GB)" };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "tokenizer.bin for a llama2.c checkpoint" };
         var denseType = new Option<string?>("--dense-type") { Description = "GGUF type for matrices a compression left unquantized (embeddings, lm_head); default: --type" };
+        var baseModel = new Option<string?>("--base-model") { Description = "peft-lora: adapter_config.json's base_model_name_or_path (default: the model folder's full path)" };
 
         var command = new Command("export", "write a model as GGUF (llama.cpp), a dense Hugging Face safetensors folder, or a GPTQ checkpoint (transformers, vLLM)");
         command.Arguments.Add(model);
-        foreach (var option in new Option[] { format, type, dtype, output, maxShard, tokenizer, denseType }) command.Options.Add(option);
+        foreach (var option in new Option[] { format, type, dtype, output, maxShard, tokenizer, denseType, baseModel }) command.Options.Add(option);
         command.SetAction(parse =>
         {
             Run(parse.GetValue(model)!, parse.GetValue(format)!, parse.GetValue(type), parse.GetValue(dtype), parse.GetValue(output)!,
-                parse.GetValue(maxShard), parse.GetValue(tokenizer), parse.GetValue(denseType));
+                parse.GetValue(maxShard), parse.GetValue(tokenizer), parse.GetValue(denseType), baseModel: parse.GetValue(baseModel));
             return 0;
         });
         return command;
     }
 
     public static void Run(string modelPath, string format, string? type, string? dtype, string output, string? maxShardSize, string? tokenizer,
-        string? denseType = null, TextWriter? console = null)
+        string? denseType = null, TextWriter? console = null, string? baseModel = null)
     {
+        console ??= Console.Out;
         if (denseType is not null && !format.Equals("gguf", StringComparison.OrdinalIgnoreCase)) throw new ShrinkException("--dense-type applies to --format gguf");
+        if (baseModel is not null && !format.Equals("peft-lora", StringComparison.OrdinalIgnoreCase)) throw new ShrinkException("--base-model applies to --format peft-lora");
         switch (format.ToLowerInvariant())
         {
             case "gguf":
@@ -49,7 +58,8 @@ public static class ExportCommand
                     TensorType? dense = denseType is null ? null : ParseType("--dense-type", denseType, GgufExporter.Types);
                     using var model = ModelLoader.Load(modelPath, tokenizer);
                     var mapped = GgufExporter.Export(model, tensorType, output, dense);
-                    if (mapped is not null) (console ?? Console.Out).WriteLine(MappedLayer.Summary(mapped));
+                    if (mapped is not null) console.WriteLine(MappedLayer.Summary(mapped));
+                    NoteAdapterLeftOut(model, console, "--format gguf-lora --out ADAPTER.gguf, and run llama.cpp with --lora ADAPTER.gguf");
                     break;
                 }
             case "safetensors":
@@ -67,11 +77,35 @@ public static class ExportCommand
                     long shard = maxShardSize is null ? SafetensorsExporter.DefaultMaxShardBytes : ParseSize(maxShardSize);
                     using var model = ModelLoader.Load(modelPath, tokenizer);
                     GptqSafetensorsExporter.Export(model, output, shard);
+                    NoteAdapterLeftOut(model, console, "--format peft-lora --out ADAPTER_DIR --base-model GPTQ_DIR, and load it with PEFT or vLLM on top of this export");
+                    break;
+                }
+            case "peft-lora":
+                {
+                    if (type is not null || dtype is not null || maxShardSize is not null) throw new ShrinkException("--format peft-lora copies the factors as stored; --type, --dtype and --max-shard-size do not apply");
+                    using var model = ModelLoader.Load(modelPath, tokenizer);
+                    PeftLoraExporter.Export(model, output, baseModel);
+                    break;
+                }
+            case "gguf-lora":
+                {
+                    if (dtype is not null || maxShardSize is not null) throw new ShrinkException("--dtype and --max-shard-size do not apply to --format gguf-lora; use --type");
+                    TensorType? factorType = type is null ? null : ParseType("--type", type, GgufLoraExporter.Types);
+                    using var model = ModelLoader.Load(modelPath, tokenizer);
+                    GgufLoraExporter.Export(model, output, factorType);
                     break;
                 }
             default:
-                throw new ShrinkException($"--format {format}: unknown format (supported: gguf, safetensors, safetensors-gptq)");
+                throw new ShrinkException($"--format {format}: unknown format (supported: gguf, safetensors, safetensors-gptq, peft-lora, gguf-lora)");
         }
+    }
+
+    /// <summary>Says that the compensated modules went over as their bases, and how to write their adapter.</summary>
+    private static void NoteAdapterLeftOut(LoadedModel model, TextWriter console, string how)
+    {
+        int compensated = CompensationAdapter.Find(model).Count;
+        if (compensated > 0)
+            console.WriteLine($"note: {compensated} modules are written without their low-rank compensation (EoRA); write it as an adapter with {how}");
     }
 
     private static TensorType ParseType(string option, string text, TensorType[] allowed)

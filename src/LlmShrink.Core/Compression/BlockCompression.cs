@@ -92,7 +92,7 @@ public sealed class BlockCompression
     {
         if (_compressedBy.TryGetValue(role, out var by))
             throw new ShrinkException($"recipe conflict: {MethodName} targets {LinearRoles.ModulePath(Layer, role)}, which {by} already quantized; " +
-                "among the modifiers targeting a layer, the one that quantizes it must come last");
+                "among the modifiers targeting a layer, the one that quantizes it must come last (only a compensation of its error, eora, may follow)");
         // The block's layer usually holds the weights decoded already (it just ran on the calibration inputs): take them over.
         if (!_weights.TryGetValue(role, out var w))
             _weights[role] = w = _trialOf is not null ? (float[])_trialOf.Weights(role).Clone()
@@ -369,6 +369,40 @@ public sealed class BlockCompression
         Set(new LowRankLayer(Layer, role, u, v, Bias(role)));
     }
 
+    /// <summary>
+    /// The layer an earlier modifier of this block stored for <paramref name="role"/>, and the float weights that modifier
+    /// started from (kept for a modifier that targets the layer after it, see <see cref="Set"/>): what a compensation of
+    /// the compression error needs. A layer no earlier modifier stored (untouched, or only pruned or rescaled) is a recipe
+    /// conflict.
+    /// </summary>
+    public (CompressedLayer Layer, float[] Before) Compressed(LinearRole role)
+    {
+        if (!_results.TryGetValue(role, out var layer))
+            throw new ShrinkException($"recipe conflict: {MethodName} targets {LinearRoles.ModulePath(Layer, role)}, which no earlier modifier quantized; " +
+                $"put a quantizing modifier (gptq, rtn, awq, ggml, …) on it before {MethodName}");
+        return (layer, _weights[role]);
+    }
+
+    /// <summary>
+    /// Adds a low-rank compensation B·A of the compression error to the layer an earlier modifier stored: the layer becomes
+    /// a <see cref="CompensatedLayer"/> computing base(x) + B·A·x, and its report line measures it against the weights that
+    /// earlier modifier started from. A layer is compensated at most once.
+    /// </summary>
+    public void SetCompensation(LinearRole role, LowRank.LowRankFactors factors, TensorType storedType)
+    {
+        var (layer, before) = Compressed(role);
+        if (layer is CompensatedLayer)
+            throw new ShrinkException($"recipe conflict: {MethodName} would compensate {layer.ModulePath} twice; one compensation modifier per layer");
+        var compensated = new CompensatedLayer(layer, factors, storedType);
+        var linear = compensated.Build();
+        _reports.Add(new LayerReport(compensated.ModulePath, MethodName, compensated.Describe(), RelativeOutputError(role, before, linear),
+            compensated.StoredBits, (long)compensated.Rows * compensated.Columns));
+        _results[role] = compensated;
+        if (!TargetedLater.Contains(role)) _weights.Remove(role);
+        Replace(role, linear);
+        CollectLayerGarbage();
+    }
+
     /// <summary>Records in the report that the current method leaves the layer as it is, and why (e.g. a rank that would not save anything).</summary>
     public void KeepDense(LinearRole role, string reason)
     {
@@ -394,7 +428,9 @@ public sealed class BlockCompression
             RelativeOutputError(layer.Role, original, linear), layer.StoredBits, (long)rows * columns));
         _results[layer.Role] = layer;
         _compressedBy[layer.Role] = MethodName;
-        _weights.Remove(layer.Role); // only rescaled or pruned layers nobody quantized need their dense weights at the end
+        // Rescaled or pruned layers nobody quantized need their dense weights at the end; a quantized one only while a
+        // later modifier targets it (a compensation of its error starts from them, see Compressed).
+        if (!TargetedLater.Contains(layer.Role)) _weights.Remove(layer.Role);
         Replace(layer.Role, linear);
         CollectLayerGarbage();
     }

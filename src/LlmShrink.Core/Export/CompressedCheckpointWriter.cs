@@ -17,8 +17,9 @@ namespace LlmShrink.Export;
 /// block linear; when the source ties it to the embeddings they are untied (embed_tokens kept as stored,
 /// <c>tie_word_embeddings: false</c>). Quantized layers use the GPTQ v1
 /// layout (qweight/qzeros/scales/g_idx); W8A8 layers an int8 <c>weight</c> with an F32 <c>weight_scale</c> [out, 1];
-/// ggml-typed layers their blocks (<c>ggml_blocks</c>, <c>ggml_type</c>); unchanged layers keep their stored bytes. Everything goes to a temporary folder renamed into place at the end.
-/// See docs/FORMAT.md.
+/// ggml-typed layers their blocks (<c>ggml_blocks</c>, <c>ggml_type</c>); unchanged layers keep their stored bytes; the
+/// factors of compensated layers (EoRA) go to <see cref="CompensatedRepresentation.FileName"/>, outside the shards and the
+/// index. Everything goes to a temporary folder renamed into place at the end. See docs/FORMAT.md.
 /// </summary>
 public sealed class CompressedCheckpointWriter : IBlockSink, IDisposable
 {
@@ -29,6 +30,7 @@ public sealed class CompressedCheckpointWriter : IBlockSink, IDisposable
     private readonly SortedDictionary<int, LayerShape> _shapes = new(); // each written block's widths, by its index in the folder
     private readonly List<(string Module, CompressedLayer? Layer)> _modules = new();
     private readonly List<SafetensorsWriter.Entry> _importance = new();
+    private readonly List<SafetensorsWriter.Entry> _compensation = new();
     private long _totalBytes;
     private CompressedLayer? _head;
     private float[]? _finalNorm;
@@ -114,7 +116,9 @@ public sealed class CompressedCheckpointWriter : IBlockSink, IDisposable
         if (result is { Representation.IsDense: false, InputImportance: { } importance })
             _importance.Add(Entries.Floats(module + ImportanceSuffix, importance));
         if (result is null) entries.Add(Copy(source + ".weight", module + ".weight"));
-        else entries.AddRange(result.Tensors(module));
+        else
+            foreach (var entry in result.Tensors(module))
+                (CompensatedRepresentation.IsFactor(entry.Name) ? _compensation : entries).Add(entry);
         _modules.Add((module, result));
     }
 
@@ -149,6 +153,8 @@ public sealed class CompressedCheckpointWriter : IBlockSink, IDisposable
         SafetensorsExporter.WriteTokenizer(_model, _output.Path);
         if (_importance.Count > 0)
             SafetensorsWriter.Write(_output.File(ImportanceFile), _importance, new Dictionary<string, string> { ["format"] = "pt" });
+        if (_compensation.Count > 0)
+            SafetensorsWriter.Write(_output.File(CompensatedRepresentation.FileName), _compensation, new Dictionary<string, string> { ["format"] = "pt" });
         File.WriteAllText(_output.File("recipe.yaml"), recipeYaml);
         File.WriteAllText(_output.File("report.md"), reportMarkdown);
         _output.Commit();
@@ -160,18 +166,20 @@ public sealed class CompressedCheckpointWriter : IBlockSink, IDisposable
     /// GPTQ's config for the most common scheme, as transformers/optimum and vLLM read it, with layers of another scheme
     /// or left float listed in GPTQModel's "dynamic" overrides ("+:regex" / "-:regex") and "lm_head" saying whether the
     /// output projection is quantized (<see cref="GptqSafetensorsExporter.QuantizationConfig"/>); float layers only
-    /// (pruned or rescaled) → none.
+    /// (pruned or rescaled) → none. A compensated layer counts as its base: the shards hold the base's tensors and GPTQ
+    /// loaders must read them as such (the factors are in <see cref="CompensatedRepresentation.FileName"/>, which they never open).
     /// </summary>
     private JsonObject? QuantizationConfig()
     {
-        var w8a8 = _modules.Where(m => m.Layer is W8A8Layer).Select(m => m.Module).ToList();
+        var modules = _modules.Select(m => (m.Module, Layer: m.Layer is CompensatedLayer c ? c.Base : m.Layer)).ToList();
+        var w8a8 = modules.Where(m => m.Layer is W8A8Layer).Select(m => m.Module).ToList();
         if (w8a8.Count > 0)
             return new JsonObject
             {
                 ["quant_method"] = "llmshrink-w8a8", ["weights"] = "int8 per output channel, symmetric", ["activations"] = "int8 per token, dynamic, symmetric",
                 ["lm_head"] = w8a8.Contains(TensorNames.LmHeadModule),
             };
-        var ggml = _modules.Where(m => m.Layer is GgmlTypeLayer).ToList();
+        var ggml = modules.Where(m => m.Layer is GgmlTypeLayer).ToList();
         if (ggml.Count > 0)
             return new JsonObject
             {
@@ -179,9 +187,9 @@ public sealed class CompressedCheckpointWriter : IBlockSink, IDisposable
                 ["types"] = new JsonArray([.. ggml.Select(m => ((GgmlTypeLayer)m.Layer!).Type.ToString()).Distinct().Order(StringComparer.Ordinal).Select(t => (JsonNode)t)]),
                 ["lm_head"] = ggml.Any(m => m.Module == TensorNames.LmHeadModule),
             };
-        var gptq = _modules.Where(m => m.Layer is QuantizedLayer).Select(m => GptqSafetensorsExporter.Describe(m.Module, ((QuantizedLayer)m.Layer!).Matrix)).ToList();
+        var gptq = modules.Where(m => m.Layer is QuantizedLayer).Select(m => GptqSafetensorsExporter.Describe(m.Module, ((QuantizedLayer)m.Layer!).Matrix)).ToList();
         if (gptq.Count == 0) return null;
-        var dense = _modules.Where(m => m.Layer is null or { Representation.IsDense: true }).Select(m => m.Module).Where(m => m != TensorNames.LmHeadModule).ToList();
+        var dense = modules.Where(m => m.Layer is null or { Representation.IsDense: true }).Select(m => m.Module).Where(m => m != TensorNames.LmHeadModule).ToList();
         return GptqSafetensorsExporter.QuantizationConfig(gptq, dense, _model.Config.NumLayers);
     }
 

@@ -25,7 +25,8 @@ public static class GgufExporter
     /// compression left unquantized (embeddings, lm_head, skipped layers). Compressed modules (GPTQ-packed, W8A8) keep
     /// the method's integers where the type can hold them (<see cref="GptqGgufMapping"/>); modules already stored as ggml
     /// blocks keep those blocks and their type. For compressed modules the result says which layers went over exactly and
-    /// which were re-fit, and is null for a model without compressed modules.
+    /// which were re-fit, and is null for a model without compressed modules. A compensated module (EoRA) is written as its
+    /// base: llama.cpp applies the compensation as a LoRA adapter (<see cref="GgufLoraExporter"/>, <c>--lora FILE</c>).
     /// </summary>
     public static IReadOnlyList<MappedLayer>? Export(LoadedModel model, TensorType type, string outputPath, TensorType? denseType = null)
     {
@@ -34,17 +35,7 @@ public static class GgufExporter
         if (denseType is { } dense && !Types.Contains(dense))
             throw new ShrinkException($"--dense-type {dense}: not a GGUF export type (supported: {string.Join(", ", Types)})");
         var c = model.Config;
-        string arch = c.Architecture switch
-        {
-            // llama.cpp runs Mistral as llama. Its llama blocks all take the first block's widths; "deci" (its Llama with
-            // per-block head counts and FFN widths, written for Nemotron-51B) reads each block's own.
-            "llama" or "mistral" => c.IsUniform ? "llama" : "deci",
-            "qwen2" or "qwen3" when c.IsUniform => c.Architecture,
-            "qwen2" or "qwen3" => throw ShrinkException.InFile(model.Source, $"blocks of different widths cannot be expressed in a GGUF {c.Architecture} file (llama.cpp sizes every {c.Architecture} block like the first)"),
-            _ => throw ShrinkException.InFile(model.Source, $"cannot export architecture '{c.Architecture}' to GGUF"),
-        };
-        if (c.SlidingWindow is { } window && window < c.MaxPositions)
-            throw ShrinkException.InFile(model.Source, $"sliding-window attention ({window} of {c.MaxPositions} positions) cannot be expressed in a GGUF {arch} file");
+        string arch = Architecture(model);
 
         var writer = new GgufWriter();
         writer.AddString("general.architecture", arch);
@@ -69,15 +60,14 @@ public static class GgufExporter
         writer.AddFloat32($"{arch}.attention.layer_norm_rms_epsilon", c.RmsNormEps);
         GgufTokenizerExport.Write(writer, model);
 
-        var ropeStyle = arch is "llama" or "deci" ? RopeStyle.Interleaved : RopeStyle.RotateHalf;
         var mapped = new List<MappedLayer>();
         using var importance = OpenImportance(model.Source);
         foreach (var (ggufName, canonicalName) in TensorMap(c, model.Weights))
         {
-            Func<long, long>? rows = canonicalName.EndsWith(TensorNames.Q, StringComparison.Ordinal) || canonicalName.EndsWith(TensorNames.K, StringComparison.Ordinal)
-                ? RopeRowOrder.SourceRow(c.RopeStyle, ropeStyle, c.HeadDim) : null;
+            var rows = RowOrder(c, arch, canonicalName);
             string module = canonicalName.EndsWith(".weight", StringComparison.Ordinal) ? canonicalName[..^".weight".Length] : canonicalName;
-            if (LayerRepresentations.Find(model.Weights, module) is { IsDense: false } representation)
+            var found = LayerRepresentations.Find(model.Weights, module);
+            if ((found is CompensatedRepresentation compensated ? compensated.Base(model.Weights, module) : found) is { IsDense: false } representation)
             {
                 if (representation.StoredBlocks(model.Weights, module) is { } blocks)
                 {
@@ -104,7 +94,7 @@ public static class GgufExporter
                 var layer = new MappedLayer(module, ChooseType(shape, GptqGgufMapping.TargetType(representation.Bits(model.Weights, module), type)));
                 mapped.Add(layer);
                 string importancePath = Path.Combine(model.Source, CompressedCheckpointWriter.ImportanceFile);
-                writer.AddTensor(ggufName, shape, layer.Type, stream => GptqGgufMapping.Write(stream, ScaledIntegerMatrix.Read(model.Weights, module), rows, layer,
+                writer.AddTensor(ggufName, shape, layer.Type, stream => GptqGgufMapping.Write(stream, ScaledIntegerMatrix.Read(representation, model.Weights, module), rows, layer,
                     Importance(importance, importancePath, module, inFeatures)));
                 continue;
             }
@@ -122,6 +112,35 @@ public static class GgufExporter
         writer.Write(outputPath, model.Weights.Files.Select(f => f.Path));
         return mapped.Count > 0 ? mapped : null;
     }
+
+    /// <summary>
+    /// The llama.cpp architecture a model is written as (its <c>general.architecture</c>); one llama.cpp cannot run as it
+    /// is (sliding windows, qwen blocks of different widths, other architectures) is a one-line error.
+    /// </summary>
+    public static string Architecture(LoadedModel model)
+    {
+        var c = model.Config;
+        string arch = c.Architecture switch
+        {
+            // llama.cpp runs Mistral as llama. Its llama blocks all take the first block's widths; "deci" (its Llama with
+            // per-block head counts and FFN widths, written for Nemotron-51B) reads each block's own.
+            "llama" or "mistral" => c.IsUniform ? "llama" : "deci",
+            "qwen2" or "qwen3" when c.IsUniform => c.Architecture,
+            "qwen2" or "qwen3" => throw ShrinkException.InFile(model.Source, $"blocks of different widths cannot be expressed in a GGUF {c.Architecture} file (llama.cpp sizes every {c.Architecture} block like the first)"),
+            _ => throw ShrinkException.InFile(model.Source, $"cannot export architecture '{c.Architecture}' to GGUF"),
+        };
+        if (c.SlidingWindow is { } window && window < c.MaxPositions)
+            throw ShrinkException.InFile(model.Source, $"sliding-window attention ({window} of {c.MaxPositions} positions) cannot be expressed in a GGUF {arch} file");
+        return arch;
+    }
+
+    /// <summary>
+    /// For a Q or K weight (<paramref name="canonicalName"/>), the source row of each row written for <paramref name="arch"/>
+    /// — llama.cpp's llama graphs rotate interleaved pairs (<see cref="RopeRowOrder"/>) — or null when rows keep their order.
+    /// </summary>
+    public static Func<long, long>? RowOrder(ModelConfig c, string arch, string canonicalName) =>
+        canonicalName.EndsWith(TensorNames.Q, StringComparison.Ordinal) || canonicalName.EndsWith(TensorNames.K, StringComparison.Ordinal)
+            ? RopeRowOrder.SourceRow(c.RopeStyle, arch is "llama" or "deci" ? RopeStyle.Interleaved : RopeStyle.RotateHalf, c.HeadDim) : null;
 
     /// <summary>
     /// A block width as llama.cpp reads it (get_key_or_arr): one uint32 when every block has the same, else an int32 array of

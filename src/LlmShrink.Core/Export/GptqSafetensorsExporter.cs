@@ -15,7 +15,8 @@ namespace LlmShrink.Export;
 /// tensors and biases in their stored dtype) and re-sharded at the size limit, config.json with a
 /// <c>quantization_config</c> read off the tensors themselves (bits and group size from the shapes, sym from the zero
 /// points, desc_act from g_idx), GPTQModel's <c>dynamic</c> overrides for modules that differ, quantize_config.json
-/// for AutoGPTQ, and the tokenizer. A dense model is refused: quantizing is <c>llmshrink compress</c>'s job.
+/// for AutoGPTQ, and the tokenizer. A dense model is refused: quantizing is <c>llmshrink compress</c>'s job. A compensated
+/// module (EoRA) is written as its GPTQ base; its factors are an adapter, exported by <see cref="PeftLoraExporter"/>.
 /// See docs/FORMAT.md, "Export: GPTQ safetensors".
 /// </summary>
 public static class GptqSafetensorsExporter
@@ -32,7 +33,7 @@ public static class GptqSafetensorsExporter
         var (quantized, dense) = Survey(model);
 
         using var output = new OutputFolder(outputFolder, model.Weights.Files.Select(f => f.Path).Append(model.Source));
-        var entries = model.Weights.Names.Order(StringComparer.Ordinal).Select(name =>
+        var entries = model.Weights.Names.Where(name => !CompensatedRepresentation.IsFactor(name)).Order(StringComparer.Ordinal).Select(name =>
         {
             var tensor = model.Weights.Get(name);
             return new SafetensorsWriter.Entry(name, tensor.Type, tensor.Shape, stream => TensorRowWriter.Write(stream, tensor, tensor.Type));
@@ -54,7 +55,8 @@ public static class GptqSafetensorsExporter
 
     /// <summary>
     /// Every decoder linear module as GPTQ-quantized (with its parameters) or dense, and lm_head when it is quantized (a dense
-    /// lm_head is the loaders' default and is not listed); W8A8 and dense-only models are refused.
+    /// lm_head is the loaders' default and is not listed); W8A8 and dense-only models are refused. A compensated module is
+    /// described by its base.
     /// </summary>
     public static (List<GptqModule> Quantized, List<string> Dense) Survey(LoadedModel model)
     {
@@ -65,13 +67,14 @@ public static class GptqSafetensorsExporter
             foreach (var role in LinearRoles.All)
             {
                 string module = LinearRoles.ModulePath(layer, role);
-                var representation = LayerRepresentations.Of(model.Weights, module, model.Source);
+                var representation = BaseOf(LayerRepresentations.Of(model.Weights, module, model.Source), model.Weights, module);
                 if (representation is GptqRepresentation) quantized.Add(Describe(module, GptqRepresentation.Read(model.Weights, module)));
                 else if (representation.IsDense) dense.Add(module);
                 else other.Add((module, representation.Name));
             }
-        if (LayerRepresentations.Find(model.Weights, TensorNames.LmHeadModule) is { } head)
+        if (LayerRepresentations.Find(model.Weights, TensorNames.LmHeadModule) is { } found)
         {
+            var head = BaseOf(found, model.Weights, TensorNames.LmHeadModule);
             if (head is GptqRepresentation) quantized.Add(Describe(TensorNames.LmHeadModule, GptqRepresentation.Read(model.Weights, TensorNames.LmHeadModule)));
             else if (!head.IsDense) other.Add((TensorNames.LmHeadModule, head.Name));
         }
@@ -81,6 +84,10 @@ public static class GptqSafetensorsExporter
             throw ShrinkException.InFile(model.Source, "has no GPTQ-quantized layers; run `llmshrink compress MODEL --recipe w4g128-gptq --calib FILE --out DIR` first and export that folder");
         return (quantized, dense);
     }
+
+    /// <summary>The representation of the module without its compensation (the GPTQ export writes the base alone).</summary>
+    private static LayerRepresentation BaseOf(LayerRepresentation representation, TensorSet weights, string module) =>
+        representation is CompensatedRepresentation compensated ? compensated.Base(weights, module) : representation;
 
     /// <summary>A quantized module's GPTQ parameters as its codes and grids state them.</summary>
     public static GptqModule Describe(string module, QuantizedMatrix m) =>

@@ -15,7 +15,8 @@ namespace LlmShrink.Export;
 /// names (Q/K rows in rotate-half order, un-permuted when the source is interleaved, e.g. a GGUF llama file), sharded
 /// with <c>model.safetensors.index.json</c> when they exceed the shard limit, and the tokenizer files. The folder is
 /// built under a temporary name beside the target and renamed into place when complete. A compressed folder's packed
-/// modules (GPTQ, W8A8; lm_head included) are written as the dense weights they compute with, and its
+/// modules (GPTQ, W8A8, ggml blocks, low-rank factors, a compensated base + B·A; lm_head included) are written as the
+/// dense weights they compute with, and its
 /// <c>quantization_config</c> is dropped. See docs/FORMAT.md.
 /// </summary>
 public static class SafetensorsExporter
@@ -50,7 +51,7 @@ public static class SafetensorsExporter
     {
         var c = model.Config;
         var entries = new List<SafetensorsWriter.Entry>();
-        var written = new HashSet<string>(StringComparer.Ordinal);
+        var written = new HashSet<string>(StringComparer.Ordinal); // compressed modules, each written once as its dense weight
         foreach (string name in model.Weights.Names.Order(StringComparer.Ordinal))
         {
             var tensor = model.Weights.Get(name);
@@ -59,7 +60,7 @@ public static class SafetensorsExporter
                 ? RopeRowOrder.SourceRow(c.RopeStyle, RopeStyle.RotateHalf, c.HeadDim) : null;
             if (CompressedModule(model.Weights, name) is { } module)
             {
-                // One entry per module, at its first tensor; the scales, zeros and the rest are folded into it.
+                // One entry per module, at its first tensor; the scales, zeros, factors and the rest are folded into it.
                 if (written.Add(module)) entries.Add(Dequantized(model.Weights, module, dtype));
                 continue;
             }
@@ -69,19 +70,26 @@ public static class SafetensorsExporter
         WriteSharded(folder, entries, maxShardBytes);
     }
 
-    /// <summary>The module a tensor belongs to when that module is stored in a compressed representation, else null.</summary>
+    /// <summary>
+    /// The module a tensor belongs to when that module is stored in a compressed representation, else null. Every suffix is
+    /// tried, longest first, since one tensor name may end in several (<c>q_proj.lora_A.weight</c> ends in <c>.weight</c> too,
+    /// <c>q_proj.lowrank_v.qweight</c> in <c>.qweight</c>) and the longest names the outermost module; a compensated module
+    /// holds its base's tensors beside its factors.
+    /// </summary>
+    private static readonly string[] SuffixesLongestFirst = [.. LayerRepresentations.Suffixes.OrderByDescending(s => s.Length)];
+
     private static string? CompressedModule(TensorSet weights, string name)
     {
-        foreach (var representation in LayerRepresentations.All.Where(r => !r.IsDense))
-            foreach (string suffix in representation.Suffixes)
-                if (name.EndsWith(suffix, StringComparison.Ordinal) && representation.Detect(weights, name[..^suffix.Length]))
-                    return name[..^suffix.Length];
+        foreach (string suffix in SuffixesLongestFirst)
+            if (name.EndsWith(suffix, StringComparison.Ordinal) && LayerRepresentations.Find(weights, name[..^suffix.Length]) is { IsDense: false })
+                return name[..^suffix.Length];
         return null;
     }
 
     /// <summary>
     /// A compressed module as <c>module.weight</c> [out, in] in <paramref name="dtype"/>: w = scale · level, the decoded
-    /// ggml blocks, or the product of low-rank factors, row by row (a compressed folder is already in rotate-half order, so Q/K rows stay where they are).
+    /// ggml blocks, the product of low-rank factors, or a compensated module's base plus B·A, row by row (a compressed
+    /// folder is already in rotate-half order, so Q/K rows stay where they are).
     /// </summary>
     private static SafetensorsWriter.Entry Dequantized(TensorSet weights, string module, TensorType dtype)
     {

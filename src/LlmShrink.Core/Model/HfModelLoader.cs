@@ -29,17 +29,43 @@ public static class HfModelLoader
         catch { weights.Dispose(); throw; }
     }
 
-    /// <summary>model.safetensors, else a sharded index; a folder holding only PyTorch pickles is refused by name.</summary>
+    /// <summary>
+    /// model.safetensors, else a sharded index, with a compressed folder's compensation factors when it has them; a folder
+    /// holding only PyTorch pickles is refused by name.
+    /// </summary>
     private static TensorSet LoadWeights(string folder)
     {
         string single = Path.Combine(folder, "model.safetensors");
-        if (File.Exists(single)) return SafetensorsFile.LoadSet(single);
+        if (File.Exists(single)) return WithCompensation(SafetensorsFile.LoadSet(single), folder);
         string index = Path.Combine(folder, SafetensorsIndex.FileName);
-        if (File.Exists(index)) return SafetensorsIndex.Load(index);
+        if (File.Exists(index)) return WithCompensation(SafetensorsIndex.Load(index), folder);
 
         var pickle = Directory.EnumerateFiles(folder, "pytorch_model*.bin").Order(StringComparer.Ordinal).FirstOrDefault();
         if (pickle is not null) throw PickleCheckpoint.Refusal(pickle);
         throw ShrinkException.InFile(folder, $"no weights found (expected model.safetensors or {SafetensorsIndex.FileName})");
+    }
+
+    /// <summary>
+    /// Adds the factors of <see cref="Representations.CompensatedRepresentation.FileName"/> when the folder has that file: it
+    /// lies outside the shards' index so that GPTQ loaders never see it, and holds nothing but lora_A/lora_B factors.
+    /// </summary>
+    private static TensorSet WithCompensation(TensorSet weights, string folder)
+    {
+        string path = Path.Combine(folder, Representations.CompensatedRepresentation.FileName);
+        if (!File.Exists(path)) return weights;
+        try
+        {
+            var file = SafetensorsFile.Open(path);
+            weights.AddFile(file.File);
+            foreach (var tensor in file.Tensors)
+            {
+                if (!Representations.CompensatedRepresentation.IsFactor(tensor.Name))
+                    throw ShrinkException.InFile(path, $"tensor '{tensor.Name}' is not a compensation factor (<module>.lora_A.weight or <module>.lora_B.weight)");
+                weights.Add(tensor);
+            }
+            return weights;
+        }
+        catch { weights.Dispose(); throw; }
     }
 
     /// <summary>

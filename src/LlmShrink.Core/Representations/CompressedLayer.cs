@@ -26,6 +26,13 @@ public abstract record CompressedLayer(int Layer, LinearRole Role, float[]? Bias
     /// <summary>Bits stored for the weight: codes, scales, zero points, positions — not the bias.</summary>
     public abstract double StoredBits { get; }
 
+    /// <summary>
+    /// The weight [Rows, Columns], row-major, as the layer computes with it: what its stored tensors decode to (scale ·
+    /// level, decoded blocks, the factors' product). A compensation of the compression error (EoRA) starts from it.
+    /// It may be the layer's own array (a float32 dense layer): read it, do not modify it.
+    /// </summary>
+    public abstract float[] Dequantize();
+
     /// <summary>The report's "scheme" column.</summary>
     public string Describe() => Sparsity is null ? Scheme : $"{Scheme}, {Sparsity}";
 

@@ -57,6 +57,8 @@ public sealed record DenseLayer(int Layer, LinearRole Role, float[] Weights, int
 
     public override double StoredBits => (double)Rows * Columns * 8 * TensorTypes.ByteCount(StoredType, 1);
 
+    public override float[] Dequantize() => TensorEncoding.Round(StoredType, Weights);
+
     protected override string Scheme => StoredType == TensorType.F32 ? "dense" : $"dense {StoredType}";
 
     public override IEnumerable<SafetensorsWriter.Entry> Tensors(string module)

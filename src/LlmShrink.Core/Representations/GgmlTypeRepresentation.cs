@@ -94,6 +94,8 @@ public sealed record GgmlTypeLayer(int Layer, LinearRole Role, TensorType Type, 
     /// <summary>The blocks' bytes — scales, mins and codes, exactly what llama.cpp stores (the 4-byte type id not counted).</summary>
     public override double StoredBits => 8.0 * Blocks.Length;
 
+    public override float[] Dequantize() => GgmlTypeRepresentation.Decode(Type, Blocks, Rows, Columns);
+
     protected override string Scheme => $"ggml {Type}";
 
     public override IEnumerable<SafetensorsWriter.Entry> Tensors(string module)

@@ -128,6 +128,8 @@ public sealed record QuantizedLayer(int Layer, LinearRole Role, QuantizedMatrix 
     /// <summary>Codes + one F16 scale and one packed zero per group and row, as the GPTQ layout stores them (g_idx not counted).</summary>
     public override double StoredBits => (double)Matrix.Rows * Matrix.Columns * Matrix.Scheme.Bits + (double)Matrix.GroupCount * Matrix.Rows * (16 + Matrix.Scheme.Bits);
 
+    public override float[] Dequantize() => ScaledIntegerMatrix.FromGrid(Matrix, Scheme).Dequantize();
+
     protected override string Scheme => Matrix.Scheme.ToString();
 
     public override IEnumerable<SafetensorsWriter.Entry> Tensors(string module)

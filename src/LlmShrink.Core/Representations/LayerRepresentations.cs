@@ -9,12 +9,14 @@ namespace LlmShrink.Representations;
 public static class LayerRepresentations
 {
     /// <summary>
-    /// In detection order: the first whose tensors are present wins; dense (a plain float <c>.weight</c>) comes last. Low-rank
-    /// comes first: its factors are modules of their own in any other representation, so their tensor names end in the
-    /// others' suffixes (<c>q_proj.lowrank_v.qweight</c>) and must be claimed by the whole layer, not by the factor.
+    /// In detection order: the first whose tensors are present wins. A compensated module (factors beside another
+    /// representation's tensors) comes first; low-rank next: its factors are modules of their own in any other
+    /// representation, so their tensor names end in the others' suffixes (<c>q_proj.lowrank_v.qweight</c>) and must be
+    /// claimed by the whole layer, not by the factor; dense (a plain float <c>.weight</c>) last.
     /// </summary>
     public static readonly IReadOnlyList<LayerRepresentation> All =
     [
+        CompensatedRepresentation.Instance,
         LowRankRepresentation.Instance,
         GptqRepresentation.Instance,
         W8A8Representation.Instance,
@@ -34,9 +36,11 @@ public static class LayerRepresentations
     /// The module's weight [out, in] as the model computes it, in float32, whatever its representation: the plain tensor
     /// decoded, integers times scales, ggml blocks decoded, or factors multiplied.
     /// </summary>
-    public static float[] Dequantize(TensorSet weights, string module, string source)
+    public static float[] Dequantize(TensorSet weights, string module, string source) => Dequantize(Of(weights, module, source), weights, module, source);
+
+    /// <summary>As <see cref="Dequantize(TensorSet, string, string)"/>, read as <paramref name="representation"/> (e.g. a compensated module's base).</summary>
+    public static float[] Dequantize(LayerRepresentation representation, TensorSet weights, string module, string source)
     {
-        var representation = Of(weights, module, source);
         if (representation.IsDense) return weights.Get(module + ".weight").ToFloatArray();
         if (representation.Integers(weights, module) is { } integers) return integers.Dequantize();
         if (representation.StoredBlocks(weights, module) is { } blocks) return blocks.ToFloatArray();

@@ -105,6 +105,8 @@ public sealed record LowRankLayer(int Layer, LinearRole Role, CompressedLayer UF
 
     public override double StoredBits => UFactor.StoredBits + VFactor.StoredBits;
 
+    public override float[] Dequantize() => LowRankRepresentation.Multiply(UFactor.Dequantize(), VFactor.Dequantize(), Rows, Rank, Columns);
+
     /// <summary>"low-rank r=102 F16", or with quantized factors "low-rank r=96, factors 4-bit sym g32".</summary>
     protected override string Scheme => VFactor is DenseLayer dense ? $"low-rank r={Rank} {dense.StoredType}" : $"low-rank r={Rank}, factors {VFactor.Describe()}";
 

@@ -44,12 +44,13 @@ public sealed class ScaledIntegerMatrix
     public static ScaledIntegerMatrix FromRows(sbyte[] q, float[] rowScales, int rows, int columns) => new(q, rowScales, rows, columns);
 
     /// <summary>A compressed module as stored in <paramref name="weights"/>; a module stored as plain floats is a one-line error.</summary>
-    public static ScaledIntegerMatrix Read(TensorSet weights, string modulePath)
-    {
-        var representation = LayerRepresentations.Of(weights, modulePath, modulePath);
-        return representation.Integers(weights, modulePath)
+    public static ScaledIntegerMatrix Read(TensorSet weights, string modulePath) =>
+        Read(LayerRepresentations.Of(weights, modulePath, modulePath), weights, modulePath);
+
+    /// <summary>The module as stored in <paramref name="representation"/> (e.g. a compensated module's base).</summary>
+    public static ScaledIntegerMatrix Read(LayerRepresentation representation, TensorSet weights, string modulePath) =>
+        representation.Integers(weights, modulePath)
             ?? throw new ShrinkException($"module '{modulePath}' is stored as {representation.Name}, not as integers with scales");
-    }
 
     /// <summary>Row <paramref name="row"/> as each column's scale and integer level (weight = scale · level).</summary>
     public void Row(int row, Span<float> scale, Span<int> level)

@@ -94,6 +94,8 @@ public sealed record Sparse24Layer(int Layer, LinearRole Role, Sparse24Int4Matri
     /// <summary>Per row: a byte of codes and half a byte of places per 4 inputs; per group and row an F16 scale and a U8 zero.</summary>
     public override double StoredBits => (double)Rows * Columns * 3 + (double)Matrix.Groups * Rows * 24;
 
+    public override float[] Dequantize() => ScaledIntegerMatrix.FromGrid(ToGrid(Matrix), Scheme).Dequantize();
+
     protected override string Scheme => $"4-bit g{Matrix.GroupSize}, 2:4 stored sparse";
 
     public override IEnumerable<SafetensorsWriter.Entry> Tensors(string module)

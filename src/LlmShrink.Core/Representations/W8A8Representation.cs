@@ -59,6 +59,8 @@ public sealed record W8A8Layer(int Layer, LinearRole Role, sbyte[] Weights, floa
     public override int Columns { get; } = Columns;
     public override Linear Build() => new W8A8Linear(Columns, Rows, Weights, Scales, bias: Bias);
     public override double StoredBits => (double)Rows * Columns * 8 + Rows * 32.0;
+    /// <summary>The weights only: activations are quantized at run time, which no weight matrix expresses.</summary>
+    public override float[] Dequantize() => ScaledIntegerMatrix.FromRows(Weights, Scales, Rows, Columns).Dequantize();
     protected override string Scheme => "int8 weights per channel, int8 activations per token";
 
     public override IEnumerable<SafetensorsWriter.Entry> Tensors(string module)

@@ -26,6 +26,7 @@ public static class MethodRegistry
         ["svd"] = (LowRankMethod.FromRecipe(LowRankKind.Svd), true),
         ["asvd"] = (LowRankMethod.FromRecipe(LowRankKind.Asvd), true),
         ["svd-llm"] = (LowRankMethod.FromRecipe(LowRankKind.SvdLlm), true),
+        ["eora"] = (EoraMethod.FromRecipe, true),
     };
 
     public static IEnumerable<string> Names => Methods.Keys;

@@ -40,6 +40,15 @@ public static class RecipePresets
             ratio: {ratio.ToString(System.Globalization.CultureInfo.InvariantCulture)}
         """;
 
+    /// <summary><paramref name="quantized"/>, then an <c>eora</c> modifier of <paramref name="rank"/> on the same layers (block linears, lm_head kept).</summary>
+    private static string Compensated(string quantized, int rank) => $"""
+        {quantized}
+          - method: eora
+            targets: [Linear]
+            ignore: [lm_head]
+            rank: {rank}
+        """;
+
     private static readonly Dictionary<string, string> Presets = new(StringComparer.Ordinal)
     {
         ["w8-rtn"] = $"""
@@ -117,6 +126,8 @@ public static class RecipePresets
         ["asvd-20"] = LowRank("asvd", 0.2),
         ["svd-llm-20"] = LowRank("svd-llm", 0.2),
         ["svd-llm-40"] = LowRank("svd-llm", 0.4),
+        // 3-bit GPTQ, then EoRA: a rank-32 correction of each layer's quantization error in the inputs' eigenspace.
+        ["w3g128-gptq-eora32"] = Compensated(WeightOnly("gptq", 3, 128), 32),
     };
 
     public static IEnumerable<string> Names => Presets.Keys;
