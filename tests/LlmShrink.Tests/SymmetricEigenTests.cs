@@ -49,6 +49,7 @@ public class SymmetricEigenTests
     [InlineData(5)]
     [InlineData(50)]
     [InlineData(257)]
+    [InlineData(450)] // the parallel matrix-vector products of the tridiagonalization
     public void RandomSymmetricMatchesMathNet(int n)
     {
         var a = RandomSymmetric(n, seed: n);

@@ -11,11 +11,11 @@ public static class SymmetricEigen
     public static (double[] Values, double[] Vectors) Decompose(ReadOnlySpan<double> a, int n, int threads = 0)
     {
         var work = Prepare(a, n, threads);
-        var (d, e, tau) = Reduce(work, n);
+        var (d, e, tau) = Reduce(work, n, MatrixArguments.Threads(threads));
         var w = new double[n * n];
         for (int i = 0; i < n; i++) w[i * n + i] = 1;
-        TridiagonalQr.Solve(d, e, n, w);
-        HouseholderTridiagonal.BackTransform(work, n, tau, w, n);
+        TridiagonalQr.Solve(d, e, n, w, MatrixArguments.Threads(threads));
+        HouseholderTridiagonal.BackTransform(work, n, tau, w, n, MatrixArguments.Threads(threads));
         var order = DescendingOrder(d);
         var values = new double[n];
         var vectors = new double[n * n];
@@ -31,26 +31,29 @@ public static class SymmetricEigen
     public static double[] Values(ReadOnlySpan<double> a, int n, int threads = 0)
     {
         var work = Prepare(a, n, threads);
-        var (d, e, _) = Reduce(work, n);
-        TridiagonalQr.Solve(d, e, n, null);
+        var (d, e, _) = Reduce(work, n, MatrixArguments.Threads(threads));
+        TridiagonalQr.Solve(d, e, n, null, 1);
         Array.Sort(d, (x, y) => y.CompareTo(x));
         return d;
     }
 
-    /// <summary>Checks the arguments and returns the full symmetric matrix mirrored from A's lower triangle.</summary>
+    /// <summary>
+    /// Checks the arguments and returns A's lower triangle in the storage <see cref="HouseholderTridiagonal"/> reduces:
+    /// element (r, c), r ≥ c, at [c·n + r].
+    /// </summary>
     static double[] Prepare(ReadOnlySpan<double> a, int n, int threads)
     {
         MatrixArguments.Check(a, n, n, threads, "symmetric eigen-decomposition");
-        var full = a.ToArray();
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j < i; j++) full[j * n + i] = full[i * n + j];
-        return full;
+        var stored = new double[n * n];
+        for (int r = 0; r < n; r++)
+            for (int c = 0; c <= r; c++) stored[c * n + r] = a[r * n + c];
+        return stored;
     }
 
-    static (double[] D, double[] E, double[] Tau) Reduce(double[] a, int n)
+    static (double[] D, double[] E, double[] Tau) Reduce(double[] a, int n, int threads)
     {
         double[] d = new double[n], e = new double[Math.Max(n - 1, 1)], tau = new double[n];
-        HouseholderTridiagonal.Reduce(a, n, d, e, tau);
+        HouseholderTridiagonal.Reduce(a, n, d, e, tau, threads);
         return (d, e, tau);
     }
 
