@@ -97,8 +97,7 @@ public static class Svd
 
         // E: eigenvectors of G as rows, descending; B = E·M (only the tail rows when only values are wanted).
         var w = new double[rows * rows];
-        for (int i = 0; i < rows; i++) w[i * rows + i] = 1;
-        TridiagonalQr.Solve(d, e, rows, w, threads);
+        TridiagonalDivideAndConquer.Solve(d, e, rows, w, threads);
         var order = Enumerable.Range(0, rows).ToArray();
         Array.Sort(order, (x, y) => d[y].CompareTo(d[x]));
         int first = vectors ? 0 : head, count = rows - first;

@@ -13,8 +13,7 @@ public static class SymmetricEigen
         var work = Prepare(a, n, threads);
         var (d, e, tau) = Reduce(work, n, MatrixArguments.Threads(threads));
         var w = new double[n * n];
-        for (int i = 0; i < n; i++) w[i * n + i] = 1;
-        TridiagonalQr.Solve(d, e, n, w, MatrixArguments.Threads(threads));
+        TridiagonalDivideAndConquer.Solve(d, e, n, w, MatrixArguments.Threads(threads));
         HouseholderTridiagonal.BackTransform(work, n, tau, w, n, MatrixArguments.Threads(threads));
         var order = DescendingOrder(d);
         var values = new double[n];
