@@ -16,8 +16,11 @@ sealed unsafe class RotationLog(double[] w, int n, int threads)
     const int StripColumns = 32, Capacity = 1 << 20;
 
     readonly List<(int Lo, int Hi, int Offset)> sweeps = [];
-    readonly double[] cosines = new double[Math.Max(Capacity, n)], sines = new double[Math.Max(Capacity, n)];
+    // Room for a batch: up to 2²⁰ rotations, less for a small matrix (QR needs ~n² rotations in all), at least one sweep.
+    readonly double[] cosines = new double[BatchSize(n)], sines = new double[BatchSize(n)];
     int used;
+
+    static int BatchSize(int n) => (int)Math.Max(Math.Min(Capacity, 4L * n * n), n);
 
     /// <summary>Starts a sweep over [lo, hi]; its rotations follow by <see cref="Record"/>, k = lo…hi−1 in order.</summary>
     public void Sweep(int lo, int hi)

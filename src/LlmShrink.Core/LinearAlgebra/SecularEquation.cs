@@ -1,3 +1,5 @@
+using System.Runtime.Intrinsics;
+
 namespace LlmShrink.LinearAlgebra;
 
 /// <summary>
@@ -70,24 +72,45 @@ static class SecularEquation
     static (double F, double Psi, double PsiSlope, double Phi, double PhiSlope, double Scale) Evaluate(
         ReadOnlySpan<double> d, ReadOnlySpan<double> z, double rho, int origin, int i, double mu, Span<double> differences)
     {
-        double psi = 0, psiSlope = 0, phi = 0, phiSlope = 0, d0 = d[origin];
-        for (int j = 0; j < d.Length; j++)
-        {
-            double delta = (d[j] - d0) - mu, t = z[j] / delta;
-            differences[j] = delta;
-            if (j <= i)
-            {
-                psi += z[j] * t;
-                psiSlope += t * t;
-            }
-            else
-            {
-                phi += z[j] * t;
-                phiSlope += t * t;
-            }
-        }
+        var (psi, psiSlope) = Sums(d[..(i + 1)], z[..(i + 1)], d[origin], mu, differences[..(i + 1)]);
+        var (phi, phiSlope) = Sums(d[(i + 1)..], z[(i + 1)..], d[origin], mu, differences[(i + 1)..]);
         double f = 1 + rho * (psi + phi);
         return (f, psi, psiSlope, phi, phiSlope, 1 + rho * (phi - psi) + Math.Abs(f));
+    }
+
+    /// <summary>Σ z_j²/δ_j and Σ (z_j/δ_j)² with δ_j = (d_j − d₀) − μ, which go into <paramref name="differences"/>.</summary>
+    static unsafe (double Sum, double Slope) Sums(ReadOnlySpan<double> d, ReadOnlySpan<double> z, double d0, double mu, Span<double> differences)
+    {
+        int j = 0, count = d.Length;
+        double sum = 0, slope = 0;
+        fixed (double* pd = d, pz = z, pdiff = differences)
+        {
+            if (Vector512.IsHardwareAccelerated && count >= 8)
+            {
+                Vector512<double> sums = Vector512<double>.Zero, slopes = Vector512<double>.Zero;
+                var origin = Vector512.Create(d0);
+                var shift = Vector512.Create(mu);
+                for (; j + 8 <= count; j += 8)
+                {
+                    var delta = (Vector512.Load(pd + j) - origin) - shift;
+                    delta.Store(pdiff + j);
+                    var zj = Vector512.Load(pz + j);
+                    var t = zj / delta;
+                    sums = Vector512.FusedMultiplyAdd(zj, t, sums);
+                    slopes = Vector512.FusedMultiplyAdd(t, t, slopes);
+                }
+                sum = Vector512.Sum(sums);
+                slope = Vector512.Sum(slopes);
+            }
+            for (; j < count; j++)
+            {
+                double delta = (pd[j] - d0) - mu, t = pz[j] / delta;
+                pdiff[j] = delta;
+                sum += pz[j] * t;
+                slope += t * t;
+            }
+        }
+        return (sum, slope);
     }
 
     /// <summary>

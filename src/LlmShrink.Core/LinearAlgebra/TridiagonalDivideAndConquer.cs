@@ -147,14 +147,18 @@ static unsafe class TridiagonalDivideAndConquer
             i => roots[i] = SecularEquation.Root(i, keptPoles, keptZ, rho, differences.AsSpan(i * count, count)));
 
         // Gu–Eisenstat: the z for which the computed roots are exact eigenvalues of D + ρ·ẑ·ẑᵀ (Löwner's formula).
+        // ẑ_j² = |Π_i (d_j − λ_i) / Π_{i≠j} (d_j − d_i)|, root i's factor paired with pole i's so the running product
+        // stays near 1; taken a row of differences at a time (all j for one root i), so the matrix is read in order.
         var zHat = new double[count];
-        for (int j = 0; j < count; j++)
+        for (int j = 0; j < count; j++) zHat[j] = differences[j * count + j];
+        for (int i = 0; i < count; i++)
         {
-            double product = differences[j * count + j];
-            for (int i = 0; i < count; i++)
-                if (i != j) product *= differences[i * count + j] / (keptPoles[j] - keptPoles[i]);
-            zHat[j] = Math.CopySign(Math.Sqrt(Math.Abs(product)), keptZ[j]);
+            var row = differences.AsSpan(i * count, count);
+            double pole = keptPoles[i];
+            for (int j = 0; j < count; j++)
+                if (j != i) zHat[j] *= row[j] / (keptPoles[j] - pole);
         }
+        for (int j = 0; j < count; j++) zHat[j] = Math.CopySign(Math.Sqrt(Math.Abs(zHat[j])), keptZ[j]);
         // Eigenvector i of D + ρ·ẑ·ẑᵀ: ẑ_j / (d_j − λ_i), normalized; as rows of `vectors` [count, count].
         var vectors = new double[count * count];
         Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = threads }, i =>
