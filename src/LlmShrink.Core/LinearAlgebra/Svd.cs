@@ -16,7 +16,7 @@ namespace LlmShrink.LinearAlgebra;
 /// error of ~ε·(σ₁/σ_i)², and the rows B_i/σ_i of two small σ are orthogonal only to ~ε·σ₁²/(σ_i·σ_j). That is
 /// harmless for σ_i ≥ <see cref="TailRatio"/>·σ₁ (the head: relative error and loss of orthogonality below
 /// ε/TailRatio² ≈ 10⁻¹³) but not below. The tail rows of B, whose singular values are exactly A's tail values, are
-/// therefore made orthogonal to the head's v_i (twice, as Gram–Schmidt needs) and decomposed again by the same method:
+/// therefore made orthogonal to the v_i kept so far and decomposed again by the same method:
 /// their Gram matrix has norm ≤ (TailRatio·σ₁)², so each level gains a factor TailRatio² in accuracy, and U's tail
 /// columns are E's tail rows turned by that decomposition's U. Levels end when the tail is empty or only rounding noise
 /// (below <see cref="NoiseFloor"/>·σ₁), whose v_i are completed to an orthonormal set.
@@ -69,13 +69,16 @@ public static class Svd
 
     static Result Solve(double[] m, int rows, int columns, bool vectors, int threads)
     {
-        var result = Level(m, rows, columns, vectors, 0, MatrixArguments.Threads(threads));
+        var result = Level(m, rows, columns, vectors, 0, [], MatrixArguments.Threads(threads));
         if (vectors) OrthonormalBasis.Complete(result.Vt!, rows, columns, result.Unset!);
         return result;
     }
 
-    /// <summary>One level of the method on the wide M [rows, columns] (rows ≤ columns); <paramref name="scale"/> is σ₁ of the original.</summary>
-    static Result Level(double[] m, int rows, int columns, bool vectors, double scale, int threads)
+    /// <summary>
+    /// One level of the method on the wide M [rows, columns] (rows ≤ columns); <paramref name="scale"/> is σ₁ of the
+    /// original and <paramref name="accepted"/> the v_i (rows of an array, and their count) that the levels above kept.
+    /// </summary>
+    static Result Level(double[] m, int rows, int columns, bool vectors, double scale, List<(double[] Rows, int Count)> accepted, int threads)
     {
         var gram = Gram(m, rows, columns, threads);
         double[] d = new double[rows], e = new double[Math.Max(rows - 1, 1)], tau = new double[rows];
@@ -124,8 +127,13 @@ public static class Svd
         int tail = rows - head;
         var tailRows = vectors ? b.AsSpan(head * columns, tail * columns).ToArray() : b;
         if (vectors)
-            for (int pass = 0; pass < 2; pass++) Orthogonalize(tailRows, tail, b, head, columns, threads);
-        var sub = Level(tailRows, tail, columns, vectors, scale, threads);
+        {
+            // Against every v kept so far, not only this level's: a tail far below this level's head inherits the
+            // rounding of the levels above at their scale. One pass suffices, as the parts removed are at rounding level.
+            accepted = [.. accepted, (b, head)];
+            foreach (var (basis, kept) in accepted) Orthogonalize(tailRows, tail, basis, kept, columns, threads);
+        }
+        var sub = Level(tailRows, tail, columns, vectors, scale, accepted, threads);
         sub.S.CopyTo(s, head);
         if (!vectors) return new Result(Sorted(s), null, null, null);
 
