@@ -20,7 +20,7 @@ namespace LlmShrink.LinearAlgebra;
 /// </summary>
 static unsafe class HouseholderTridiagonal
 {
-    public const int PanelWidth = 32;
+    const int PanelWidth = 32;
     /// <summary>Below this trailing size a matrix-vector product is not worth a second thread.</summary>
     const int ParallelSize = 384;
 
@@ -34,7 +34,7 @@ static unsafe class HouseholderTridiagonal
         // VW holds the panel's V (rows 0…w−1) and W (rows w…2w−1), each row a column of length n; WV the same swapped.
         var vw = new double[2 * PanelWidth * n];
         var wv = new double[2 * PanelWidth * n];
-        var y = new double[threads * n];
+        var y = new double[PartsPerThread * threads * n];
         fixed (double* px = x, pvw = vw, pwv = wv, py = y)
         {
             for (int k = 0; k < n - 2; k += PanelWidth)
@@ -123,29 +123,32 @@ static unsafe class HouseholderTridiagonal
 
     /// <summary>
     /// result = S·v for the trailing matrix S = A[start.., start..] (size <paramref name="size"/>) from its stored triangle.
-    /// Columns are split by equal area over the threads; each thread adds into its own row of <paramref name="scratch"/>.
+    /// The columns are cut into <see cref="PartsPerThread"/> parts per thread of equal area, claimed by whichever thread
+    /// is free (on a shared machine a descheduled thread then delays nobody); each part adds into its own row of
+    /// <paramref name="scratch"/> [parts, n], and the rows are summed in order, so the result does not depend on which
+    /// thread did what.
     /// </summary>
     static void SymmetricProduct(double* x, int n, int start, int size, double* v, double* result, double* scratch, int threads)
     {
-        int parts = size < ParallelSize ? 1 : threads;
-        if (parts == 1)
+        if (size < ParallelSize || threads == 1)
         {
             new Span<double>(result, size).Clear();
             SymmetricColumns(x, n, start, size, v, result, 0, size);
             return;
         }
-        // Part p takes the columns whose trailing triangle holds the p-th share of the area: column c has size − c entries.
-        Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts }, p =>
+        int parts = PartsPerThread * threads;
+        Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = threads }, p =>
         {
-            int c0 = AreaSplit(size, p, parts), c1 = AreaSplit(size, p + 1, parts);
             double* part = scratch + (long)p * n;
             new Span<double>(part, size).Clear();
-            SymmetricColumns(x, n, start, size, v, part, c0, c1);
+            SymmetricColumns(x, n, start, size, v, part, AreaSplit(size, p, parts), AreaSplit(size, p + 1, parts));
         });
         new Span<double>(scratch, size).CopyTo(new Span<double>(result, size));
         for (int p = 1; p < parts; p++)
             TensorPrimitives.Add(new ReadOnlySpan<double>(result, size), new ReadOnlySpan<double>(scratch + (long)p * n, size), new Span<double>(result, size));
     }
+
+    const int PartsPerThread = 4;
 
     /// <summary>The first column of part <paramref name="p"/> of <paramref name="parts"/> when the lower triangle is split by area.</summary>
     static int AreaSplit(int size, int p, int parts) =>

@@ -2,8 +2,9 @@ namespace LlmShrink.LinearAlgebra;
 
 /// <summary>
 /// Eigen-decomposition of a real symmetric matrix, A = Vᵀ·diag(λ)·V with the eigenvectors as the rows of V:
-/// Householder tridiagonalization, the tridiagonal problem, and the reflectors applied back to its eigenvectors
-/// (the path of LAPACK dsyev). Only the lower triangle of A is read. All arithmetic is float64.
+/// blocked Householder tridiagonalization, then the tridiagonal problem — implicit QR for values only, divide and
+/// conquer for vectors — and the reflectors applied back to its eigenvectors by GEMMs (the path of LAPACK dsyevd).
+/// Only the lower triangle of A is read. All arithmetic is float64.
 /// </summary>
 public static class SymmetricEigen
 {

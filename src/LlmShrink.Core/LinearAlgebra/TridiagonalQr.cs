@@ -6,10 +6,10 @@ namespace LlmShrink.LinearAlgebra;
 /// each step chases a bulge down an unreduced block with Givens rotations, and off-diagonals that fall below
 /// ε·(|d_i| + |d_{i+1}|) split the matrix.
 ///
-/// The iteration itself costs O(n²); with eigenvectors, applying its ~n² rotations to the n×n vector matrix costs
-/// O(n³). So the rotations are only logged while the iteration runs, and <see cref="RotationLog"/> applies a batch of
-/// them at a time to column strips of the vector matrix, in parallel (each strip meets every rotation of the batch
-/// while it is in cache).
+/// Eigenvalues alone cost O(n²). With eigenvectors (used for the small blocks of <see cref="TridiagonalDivideAndConquer"/>,
+/// which is far cheaper for large ones), applying the ~n² rotations to the n×n vector matrix costs O(n³), so the
+/// rotations are only logged while the iteration runs, and <see cref="RotationLog"/> applies a batch of them at a time
+/// to column strips of the vector matrix (each strip meets every rotation of the batch while it is in cache).
 /// </summary>
 static class TridiagonalQr
 {
