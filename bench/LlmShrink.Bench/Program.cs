@@ -13,6 +13,7 @@ using LlmShrink.LinearAlgebra;
 //
 //   dotnet bench/LlmShrink.Bench/bin/Release/net10.0/LlmShrink.Bench.dll gemm|hessian|gptq|sparsegpt|gemv|gemv24|all [--key value ...]
 //   dotnet bench/LlmShrink.Bench/bin/Release/net10.0/LlmShrink.Bench.dll decode --model DIR [--threads 2 --prompt 512 --rounds 4]
+//   dotnet bench/LlmShrink.Bench/bin/Release/net10.0/LlmShrink.Bench.dll svd [--rows 4096 --columns 11008 --threads 2 --reps 1 --save MATRIX.f32]
 
 var command = args.Length > 0 ? args[0] : "all";
 var options = Options.Parse(args.Skip(1).ToArray());
@@ -26,11 +27,13 @@ switch (command)
     case "gemv": Benchmarks.GptqGemv(options); break;
     case "gemv24": Benchmarks.Sparse24Gemv(options); break;
     case "decode": Benchmarks.Decode(options); break;
+    case "svd": Benchmarks.SvdTimes(options); break;
     case "all": Benchmarks.Hessian(options, Benchmarks.Gemm(options)); Benchmarks.GptqLayer(options); Benchmarks.SparseGptLayer(options); break;
     default:
         Console.Error.WriteLine("usage: LlmShrink.Bench gemm|hessian|gptq|sparsegpt|gemv|all [--n 512 --in 4096 --out 4096 --tokens 8192 --width 4096 --rows 4096 --bits 4 --group 128 --reps N]");
         Console.Error.WriteLine("       LlmShrink.Bench gemv24 [--in 2048 --out 8192 --group 128 --reps 30 --copies 1|8 --n 1]");
         Console.Error.WriteLine("       LlmShrink.Bench decode --model DIR [--threads 2 --prompt 512 --rounds 4]");
+        Console.Error.WriteLine("       LlmShrink.Bench svd [--rows 4096 --columns 11008 --threads 2 --reps 1 --save MATRIX.f32]");
         return 2;
 }
 return 0;
@@ -267,6 +270,72 @@ static class Benchmarks
         }
         return (dense, new Sparse24Int4Matrix(inDim, outDim, groupSize, codes, keep, scales, zeros));
     }
+
+    /// <summary>
+    /// Svd.SingularValues and Svd.Decompose (thin U·S·Vᵀ) of a random Gaussian float32 matrix (issue 13: 4096×11008 on 2
+    /// threads, against numpy's gesdd; bench/svd_numpy.py times numpy on the matrix saved with --save). Each of --reps
+    /// rounds times both once, with the load average beside it. Accuracy: the relative reconstruction error over
+    /// --check-rows random rows (‖A − U·S·Vᵀ‖_F / ‖A‖_F on those rows), the largest |VᵀV − I| over --check-rows pairs of
+    /// rows of Vᵀ, and how far the values-only S is from the decomposition's. --save also writes S as raw float64 to
+    /// MATRIX.f32.s.f64 for the Python script to compare.
+    /// </summary>
+    public static void SvdTimes(Options o)
+    {
+        int rows = o.Int("rows", 4096), columns = o.Int("columns", 11008), threads = o.Int("threads", 2), reps = o.Int("reps", 1);
+        int checkRows = o.Int("check-rows", 256);
+        var random = new Random(o.Int("seed", 13));
+        var a = new float[(long)rows * columns];
+        for (long i = 0; i < a.LongLength; i++)
+            a[i] = (float)(Math.Sqrt(-2 * Math.Log(1 - random.NextDouble())) * Math.Cos(2 * Math.PI * random.NextDouble()));
+        string? save = o.Text("save");
+        if (save != null) File.WriteAllBytes(save, MemoryMarshal.AsBytes(a.AsSpan()).ToArray());
+        Svd.Decompose(RandomFloats(200 * 600, 7), 200, 600, threads); // JIT warm-up
+
+        Console.WriteLine($"\n## svd: random Gaussian float32 {rows}×{columns}, {threads} threads");
+        Console.WriteLine("| round | load before | singular values s | thin U·S·Vᵀ s | load after |");
+        Console.WriteLine("|---:|---:|---:|---:|---:|");
+        double[] values = [];
+        ThinSvd? svd = null;
+        for (int round = 1; round <= reps; round++)
+        {
+            string before = LoadAverage();
+            var clock = Stopwatch.StartNew();
+            values = Svd.SingularValues(a, rows, columns, threads);
+            double valuesSeconds = clock.Elapsed.TotalSeconds;
+            clock.Restart();
+            svd = Svd.Decompose(a, rows, columns, threads);
+            double svdSeconds = clock.Elapsed.TotalSeconds;
+            Console.WriteLine($"| {round} | {before} | {valuesSeconds:F2} | {svdSeconds:F2} | {LoadAverage()} |");
+        }
+        if (svd is null) return;
+        if (save != null) File.WriteAllBytes(save + ".s.f64", MemoryMarshal.AsBytes(svd.S.AsSpan()).ToArray());
+
+        int k = svd.Rank;
+        var sample = Enumerable.Range(0, checkRows).Select(_ => random.Next(rows)).ToArray();
+        double error = 0, norm = 0;
+        Parallel.For(0, sample.Length, new ParallelOptions { MaxDegreeOfParallelism = threads }, () => (0.0, 0.0), (s, _, sums) =>
+        {
+            int i = sample[s];
+            var residual = new double[columns];
+            for (int j = 0; j < columns; j++) residual[j] = a[(long)i * columns + j];
+            double rowNorm = System.Numerics.Tensors.TensorPrimitives.Dot<double>(residual, residual);
+            for (int t = 0; t < k; t++)
+                System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(svd.Vt.AsSpan(t * columns, columns), -svd.U[(long)i * k + t] * svd.S[t], residual, residual);
+            return (sums.Item1 + System.Numerics.Tensors.TensorPrimitives.Dot<double>(residual, residual), sums.Item2 + rowNorm);
+        }, sums => { lock (sample) { error += sums.Item1; norm += sums.Item2; } });
+        double orthogonality = 0;
+        for (int pair = 0; pair < checkRows; pair++)
+        {
+            int p = random.Next(k), q = pair % 8 == 0 ? p : random.Next(k);
+            double dot = System.Numerics.Tensors.TensorPrimitives.Dot<double>(svd.Vt.AsSpan(p * columns, columns), svd.Vt.AsSpan(q * columns, columns));
+            orthogonality = Math.Max(orthogonality, Math.Abs(dot - (p == q ? 1 : 0)));
+        }
+        double valuesGap = values.Zip(svd.S, (x, y) => Math.Abs(x - y) / y).Max();
+        Console.WriteLine($"σ₁ = {svd.S[0]:F6}, σ_k = {svd.S[k - 1]:F6}; ‖A − U·S·Vᵀ‖_F/‖A‖_F over {checkRows} rows = {Math.Sqrt(error / norm):E2}; " +
+            $"max |VᵀV − I| over {checkRows} pairs = {orthogonality:E2}; values-only S vs decomposition S, max relative difference = {valuesGap:E2}");
+    }
+
+    static string LoadAverage() => File.Exists("/proc/loadavg") ? File.ReadAllText("/proc/loadavg").Split(' ')[0] : "unknown";
 
     /// <summary>One warm-up run (JIT, page faults), then the fastest of <paramref name="reps"/> timed runs.</summary>
     static double BestOf(int reps, Action run)

@@ -113,6 +113,20 @@ public class SvdTests
         for (int t = 0; t < 5; t++) Assert.True(1 - VectorAlignment(svd, reference, t) <= 1e-10, $"singular vectors {t} differ from MathNet's");
     }
 
+    [Theory]
+    [InlineData(50, 130)]
+    [InlineData(130, 50)]
+    public void SpectrumWithJumpsKeepsTheVectorsOrthogonal(int rows, int columns)
+    {
+        // Three refinement levels (1…0.1, 1e-5…, 1e-11…) and exact zeros: every level's vectors must stay orthogonal to all others.
+        var sigma = Geometric(20, 1, 0.1).Concat(Geometric(10, 1e-5, 5e-6)).Concat(Geometric(10, 1e-11, 5e-12)).ToArray();
+        var a = WithSingularValues(rows, columns, sigma, seed: 31);
+        var svd = Svd.Decompose(a, rows, columns);
+        AssertValidDecomposition(svd, a, rows, columns, 1e-12);
+        for (int i = 0; i < 30; i++) Assert.True(Math.Abs(svd.S[i] - sigma[i]) <= 1e-6 * sigma[i], $"S[{i}] = {svd.S[i]:E9} vs {sigma[i]:E9}");
+        for (int i = 40; i < svd.Rank; i++) Assert.True(svd.S[i] <= 1e-14, $"S[{i}] = {svd.S[i]:E3} should be zero");
+    }
+
     [Fact]
     public void TruncationErrorIsTheSumOfDroppedSquares()
     {
@@ -182,7 +196,7 @@ public class SvdTests
         Assert.Equal(fromDouble.S, fromFloat.S);
         Assert.Equal(fromDouble.U, fromFloat.U);
         Assert.Equal(fromDouble.Vt, fromFloat.Vt);
-        Assert.Equal(fromDouble.S, Svd.SingularValues(a, rows, columns));
+        Assert.Equal(Svd.SingularValues(wide, rows, columns), Svd.SingularValues(a, rows, columns));
     }
 
     [Theory]

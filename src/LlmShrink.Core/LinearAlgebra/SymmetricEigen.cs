@@ -2,8 +2,9 @@ namespace LlmShrink.LinearAlgebra;
 
 /// <summary>
 /// Eigen-decomposition of a real symmetric matrix, A = Vᵀ·diag(λ)·V with the eigenvectors as the rows of V:
-/// Householder tridiagonalization, the tridiagonal problem, and the reflectors applied back to its eigenvectors
-/// (the path of LAPACK dsyev). Only the lower triangle of A is read. All arithmetic is float64.
+/// blocked Householder tridiagonalization, then the tridiagonal problem — implicit QR for values only, divide and
+/// conquer for vectors — and the reflectors applied back to its eigenvectors by GEMMs (the path of LAPACK dsyevd).
+/// Only the lower triangle of A is read. All arithmetic is float64.
 /// </summary>
 public static class SymmetricEigen
 {
@@ -11,11 +12,10 @@ public static class SymmetricEigen
     public static (double[] Values, double[] Vectors) Decompose(ReadOnlySpan<double> a, int n, int threads = 0)
     {
         var work = Prepare(a, n, threads);
-        var (d, e, tau) = Reduce(work, n);
+        var (d, e, tau) = Reduce(work, n, MatrixArguments.Threads(threads));
         var w = new double[n * n];
-        for (int i = 0; i < n; i++) w[i * n + i] = 1;
-        TridiagonalQr.Solve(d, e, n, w);
-        HouseholderTridiagonal.BackTransform(work, n, tau, w, n);
+        TridiagonalDivideAndConquer.Solve(d, e, n, w, MatrixArguments.Threads(threads));
+        HouseholderTridiagonal.BackTransform(work, n, tau, w, n, MatrixArguments.Threads(threads));
         var order = DescendingOrder(d);
         var values = new double[n];
         var vectors = new double[n * n];
@@ -31,26 +31,29 @@ public static class SymmetricEigen
     public static double[] Values(ReadOnlySpan<double> a, int n, int threads = 0)
     {
         var work = Prepare(a, n, threads);
-        var (d, e, _) = Reduce(work, n);
-        TridiagonalQr.Solve(d, e, n, null);
+        var (d, e, _) = Reduce(work, n, MatrixArguments.Threads(threads));
+        TridiagonalQr.Solve(d, e, n, null, 1);
         Array.Sort(d, (x, y) => y.CompareTo(x));
         return d;
     }
 
-    /// <summary>Checks the arguments and returns the full symmetric matrix mirrored from A's lower triangle.</summary>
+    /// <summary>
+    /// Checks the arguments and returns A's lower triangle in the storage <see cref="HouseholderTridiagonal"/> reduces:
+    /// element (r, c), r ≥ c, at [c·n + r].
+    /// </summary>
     static double[] Prepare(ReadOnlySpan<double> a, int n, int threads)
     {
         MatrixArguments.Check(a, n, n, threads, "symmetric eigen-decomposition");
-        var full = a.ToArray();
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j < i; j++) full[j * n + i] = full[i * n + j];
-        return full;
+        var stored = new double[n * n];
+        for (int r = 0; r < n; r++)
+            for (int c = 0; c <= r; c++) stored[c * n + r] = a[r * n + c];
+        return stored;
     }
 
-    static (double[] D, double[] E, double[] Tau) Reduce(double[] a, int n)
+    static (double[] D, double[] E, double[] Tau) Reduce(double[] a, int n, int threads)
     {
         double[] d = new double[n], e = new double[Math.Max(n - 1, 1)], tau = new double[n];
-        HouseholderTridiagonal.Reduce(a, n, d, e, tau);
+        HouseholderTridiagonal.Reduce(a, n, d, e, tau, threads);
         return (d, e, tau);
     }
 
