@@ -299,6 +299,52 @@ public class EoraCliTests
         Assert.False(Directory.Exists(dir.File("out")));
     }
 
+    /// <summary>Compresses tinylit-8m with <paramref name="modifiers"/> on a tiny calibration set (errors and layouts only).</summary>
+    private static string Compress(TempDir dir, string modifiers)
+    {
+        string recipe = dir.File("recipe.yaml"), output = dir.File("compressed");
+        File.WriteAllText(recipe, "modifiers:\n" + modifiers);
+        var result = CliTests.Run("compress", SharedData.TinyLit, "--recipe", recipe, "--calib", SharedData.Corpus("tinylit_calib.txt"),
+            "--samples", "2", "--seq-len", "32", "--out", output);
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        return output;
+    }
+
+    [Fact]
+    public void Exports_that_write_the_bases_say_the_compensation_is_left_out_and_how_to_write_it()
+    {
+        using var dir = new TempDir();
+        string folder = Compress(dir, "  - method: gptq\n    bits: 3\n  - method: eora\n    rank: 4\n");
+        var gguf = CliTests.Run("export", folder, "--format", "gguf", "--type", "Q8_0", "--out", dir.File("base.gguf"));
+        Assert.Equal(0, gguf.ExitCode);
+        Assert.Contains("note: 56 modules are written without their low-rank compensation (EoRA); write it as an adapter with --format gguf-lora", gguf.Stdout);
+        var gptq = CliTests.Run("export", folder, "--format", "safetensors-gptq", "--out", dir.File("gptq"));
+        Assert.Equal(0, gptq.ExitCode);
+        Assert.Contains("--format peft-lora", gptq.Stdout);
+        CliTests.AssertUserError(CliTests.Run("export", folder, "--format", "peft-lora", "--type", "F16", "--out", dir.File("adapter")), "--type");
+        CliTests.AssertUserError(CliTests.Run("export", folder, "--format", "gguf-lora", "--type", "Q4_0", "--out", dir.File("adapter.gguf")), "--type Q4_0");
+    }
+
+    [Fact]
+    public void Adapters_name_exactly_the_compensated_modules_and_refuse_several_ranks()
+    {
+        using var dir = new TempDir();
+        string partial = Compress(dir, "  - method: gptq\n  - method: eora\n    targets: ['re:model\\.layers\\.1\\..*', down_proj]\n    rank: 4\n");
+        Assert.Equal(0, CliTests.Run("export", partial, "--format", "peft-lora", "--base-model", "org/base", "--out", dir.File("adapter")).ExitCode);
+        var config = JsonNode.Parse(File.ReadAllText(dir.File("adapter/adapter_config.json")))!;
+        Assert.Equal("org/base", (string)config["base_model_name_or_path"]!);
+        // Block 1's seven modules and every block's down_proj: names alone would adapt every q_proj, so a full-match regex.
+        string targets = (string)config["target_modules"]!;
+        using var model = ModelLoader.Load(partial);
+        var paths = CompensationAdapter.ModulePaths(model.Config).ToList();
+        Assert.Equal(paths.Where(p => p.StartsWith("model.layers.1.", StringComparison.Ordinal) || p.EndsWith("down_proj", StringComparison.Ordinal)),
+            paths.Where(p => System.Text.RegularExpressions.Regex.IsMatch(p, $"^(?:{targets})$")));
+
+        using var mixed = new TempDir();
+        string folder = Compress(mixed, "  - method: gptq\n  - method: eora\n    targets: [q_proj]\n    rank: 4\n  - method: eora\n    targets: [k_proj]\n    rank: 8\n");
+        CliTests.AssertUserError(CliTests.Run("export", folder, "--format", "gguf-lora", "--out", mixed.File("adapter.gguf")), "compensated at ranks 4, 8");
+    }
+
     [Theory]
     [InlineData("peft-lora", "adapter")]
     [InlineData("gguf-lora", "adapter.gguf")]

@@ -15,7 +15,7 @@ public sealed record Modifier(ICompressionMethod Method, TargetSelector Targets,
 ///     group_size: 128
 /// </code>
 /// Modifiers that target the same layer stack in recipe order (smoothquant then gptq, sparsegpt then gptq); the one that
-/// quantizes a layer must come last among them. lm_head is kept unless a modifier names it (see <see cref="TargetSelector"/>);
+/// quantizes a layer must come last among them, followed at most by a compensation of its error (eora). lm_head is kept unless a modifier names it (see <see cref="TargetSelector"/>);
 /// token embeddings are always kept. Recipes can also be built in code (<see cref="From"/>, <see cref="Then"/>).
 /// </summary>
 public sealed class Recipe
