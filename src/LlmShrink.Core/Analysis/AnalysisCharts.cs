@@ -167,7 +167,8 @@ public static class AnalysisCharts
                     text.LabelFontColor = kl > 0 && (Math.Log10(kl) - range.Min) / (range.Max - range.Min) > 0.6 ? Colors.Black : Colors.White;
                 }
             var bar = plot.Add.ColorBar(heatmap, Edge.Right);
-            bar.Label = "log₁₀ KL (nats/token)";
+            bar.Label = "KL (nats/token, log scale)";
+            LogTicks(bar.Axis, range.Min, range.Max);
             bar.LabelStyle.FontSize = LabelSize;
             bar.Axis.TickLabelStyle.FontSize = TickSize;
             plot.Axes.SetLimits(-0.5, blocks - 0.5, -0.5, types.Count - 0.5);
@@ -269,7 +270,7 @@ public static class AnalysisCharts
                 double at = decade + Math.Log10(m);
                 if (at < low - 1e-9 || at > high + 1e-9) continue;
                 double value = m * Math.Pow(10, decade);
-                if (labelled.Contains(m)) ticks.AddMajor(at, value >= 1e-3 && value < 1e4 ? value.ToString("0.###", Inv) : value.ToString("0E+0", Inv));
+                if (labelled.Contains(m)) ticks.AddMajor(at, value >= 1e-2 && value < 1e4 ? value.ToString("0.##", Inv) : value.ToString("0E+0", Inv));
                 else ticks.AddMinor(at);
             }
         axis.TickGenerator = ticks;

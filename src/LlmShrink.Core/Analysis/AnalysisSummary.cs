@@ -94,8 +94,10 @@ public static class AnalysisSummary
         {
             var types = ByType(p);
             var pays = types.Where(x => x.Ratio < 1).Select(x => x.Type).ToList();
-            string verdict = pays.Count == types.Count ? "below it for every type" : pays.Count == 0 ? "above it for every type" : $"below it for {Join(pays)} only";
-            return $"{Join(types.Select(x => $"{Percent(x.Ratio)} ({x.Type})"))} of it — {verdict}";
+            var not = types.Where(x => x.Ratio >= 1).Select(x => x.Type).ToList();
+            string verdict = not.Count == 0 ? "below it for every type" : pays.Count == 0 ? "above it for every type"
+                : pays.Count >= not.Count ? $"below it for every type but {Join(not)}" : $"below it for {Join(pays)} only";
+            return $"{Join(types.Select(x => $"{Percent(x.Ratio)} ({x.Type})"))} of that rank — {verdict}";
         }
         double raw = Median(d.Matrices.Select(m => m.Raw.EffectiveRanks.Single(r => r.Energy == 0.90).OfMinDimension));
         double whitened = Median(d.Matrices.Select(m => m.Whitened.EffectiveRanks.Single(r => r.Energy == 0.90).OfMinDimension));

@@ -21,7 +21,7 @@ public sealed record SensitivityMethod(string Id, string Candidate, string Label
     [
         ("rtn-3bit", new ModifierSpec("rtn").With("bits", 3).With("group_size", 128).With("symmetric", true), "3-bit RTN", "3-bit RTN, symmetric groups of 128"),
         ("wanda-50", new ModifierSpec("wanda").With("sparsity", 0.5), "50 % Wanda", "50 % unstructured Wanda"),
-        ("half-rank", new ModifierSpec("svd-llm").With("ratio", 0.5), "half rank", "half rank: svd-llm keeping half the parameters"),
+        ("half-rank", new ModifierSpec("svd-llm").With("ratio", 0.5), "half rank", "half rank (svd-llm keeping half the parameters)"),
     ];
 
     public static readonly IReadOnlyList<SensitivityMethod> All =
