@@ -47,6 +47,7 @@ public static class Program
             ExportCommand.Create(),
             CompressCommand.Create(cancellation),
             AutoCommand.Create(cancellation),
+            AnalyzeCommand.Create(cancellation),
         };
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0) return UserError(Describe(parsed.Errors[0]));

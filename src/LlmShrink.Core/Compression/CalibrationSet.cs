@@ -56,6 +56,8 @@ public sealed class CalibrationSet
         string text;
         try { text = File.ReadAllText(path); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw ShrinkException.InFile(path, "cannot read calibration text: " + e.Message); }
+        // A model or archive given by mistake decodes to text too; its NUL bytes give it away.
+        if (text.Contains('\0')) throw ShrinkException.InFile(path, "is a binary file, not a calibration text");
         return tokenizer.Encode(text, addBos: false);
     }
 

@@ -20,7 +20,8 @@ public interface IBlockSink
 }
 
 /// <summary>Progress through the stages: blocks 0…NumLayers−1, then lm_head as stage NumLayers when the recipe targets it.</summary>
-public sealed record PipelineProgress(int Layer, int Layers, string Stage);
+/// <param name="Done">How much of block <paramref name="Layer"/>'s work is behind the stage, in [0, 1), where the reporter knows it (the planner's measurement: groups done).</param>
+public sealed record PipelineProgress(int Layer, int Layers, string Stage, double Done = 0);
 
 /// <summary>
 /// The outcome of a pipeline run: a report line per modifier and layer (a layer that several modifiers target has several),

@@ -64,7 +64,7 @@ public static class AutoCompressionJob
         var candidates = request.CandidatesFile is not null ? CandidateMenu.Load(request.CandidatesFile) : gguf ? CandidateMenu.DefaultGguf : CandidateMenu.Default;
         using var model = ModelLoader.Load(request.Model);
         using var output = new OutputFolder(request.Output, model.Weights.Files.Select(f => f.Path).Append(model.Source));
-        var (calibration, held) = Calibration(request, model);
+        var (calibration, held) = HeldBackSplit.Draw(request.CalibrationFile, model, request.Samples, request.SequenceLength, request.Seed, request.KlSamples);
         // A folder fuses q/k/v and gate/up (one scheme each) and keeps lm_head as stored, like the presets; a GGUF file
         // types every tensor on its own, lm_head included (llama.cpp's mixes give it Q6_K).
         var groups = LayerGroup.Of(model.Config, fused: !gguf, head: gguf);
@@ -148,22 +148,6 @@ public static class AutoCompressionJob
         ParetoChart.Write(output.File("pareto.png"), request, summary, knapsack);
         output.Commit();
         return summary;
-    }
-
-    /// <summary>
-    /// The calibration samples exactly as <c>compress</c> draws them, and the held-back windows. With <c>--calib random</c>
-    /// (speed and memory work on random-weight models) both are random token ids, the windows from the next seed.
-    /// </summary>
-    private static (CalibrationSet Calibration, int[][] HeldBack) Calibration(AutoRequest r, LoadedModel model)
-    {
-        var c = model.Config;
-        if (r.CalibrationFile == CalibrationSet.RandomSource)
-            return (CalibrationSet.Random(c.VocabSize, c.BosTokenId, r.Samples, r.SequenceLength, r.Seed),
-                CalibrationSet.Random(c.VocabSize, c.BosTokenId, r.KlSamples, r.SequenceLength, r.Seed + 1).Samples);
-        var tokenizer = model.RequireTokenizer();
-        var tokens = CalibrationSet.Tokenize(r.CalibrationFile, tokenizer);
-        var calibration = CalibrationSet.FromTokens(tokens, tokenizer.BosId, r.Samples, r.SequenceLength, r.Seed, r.CalibrationFile);
-        return (calibration, HeldBackSplit.Windows(tokens, calibration, tokenizer.BosId, r.KlSamples, r.SequenceLength, r.CalibrationFile));
     }
 
     /// <summary>The GGUF file's name in the output folder of <c>--format gguf</c>.</summary>

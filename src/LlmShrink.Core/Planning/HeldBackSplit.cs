@@ -1,4 +1,5 @@
 using LlmShrink.Compression;
+using LlmShrink.Model;
 
 namespace LlmShrink.Planning;
 
@@ -12,6 +13,23 @@ namespace LlmShrink.Planning;
 /// </summary>
 public static class HeldBackSplit
 {
+    /// <summary>
+    /// The calibration samples exactly as <c>compress</c> draws them from <paramref name="calibrationFile"/>, and
+    /// <paramref name="windows"/> held-back windows of the same length. With <c>--calib random</c> (speed and memory work
+    /// on random-weight models) both are random token ids, the windows from the next seed.
+    /// </summary>
+    public static (CalibrationSet Calibration, int[][] HeldBack) Draw(string calibrationFile, LoadedModel model, int samples, int sequenceLength, int seed, int windows)
+    {
+        var c = model.Config;
+        if (calibrationFile == CalibrationSet.RandomSource)
+            return (CalibrationSet.Random(c.VocabSize, c.BosTokenId, samples, sequenceLength, seed),
+                CalibrationSet.Random(c.VocabSize, c.BosTokenId, windows, sequenceLength, seed + 1).Samples);
+        var tokenizer = model.RequireTokenizer();
+        var tokens = CalibrationSet.Tokenize(calibrationFile, tokenizer);
+        var calibration = CalibrationSet.FromTokens(tokens, tokenizer.BosId, samples, sequenceLength, seed, calibrationFile);
+        return (calibration, Windows(tokens, calibration, tokenizer.BosId, windows, sequenceLength, calibrationFile));
+    }
+
     public static int[][] Windows(int[] tokens, CalibrationSet calibration, int bosId, int count, int length, string source)
     {
         if (calibration.Starts is not { } starts) throw new ArgumentException("the calibration set was not drawn from a text", nameof(calibration));

@@ -15,7 +15,9 @@ namespace LlmShrink.Planning;
 /// that matter — the lower convex hull of (bytes, proxy) in the group, which is where a budgeted choice lands — the
 /// end-to-end KL is measured on the held-back text with only that group swapped (EXL3's measurement): the held-back
 /// hidden states entering block l are kept from the float model, so only blocks l…L−1 and the head run again. Only
-/// one block's statistics and the held-back reference logits are held at a time.
+/// one block's statistics and the held-back reference logits are held at a time. <see cref="MeasureEveryCandidate"/>
+/// measures the KL of every candidate instead (<c>llmshrink analyze</c>), and an <see cref="Observer"/> reads the same
+/// pass's statistics and block outputs.
 /// </summary>
 public sealed class SensitivityMeasurement
 {
@@ -40,12 +42,21 @@ public sealed class SensitivityMeasurement
         _anchors = anchors;
     }
 
+    /// <summary>
+    /// Measure the end-to-end KL of every candidate on every group, not only the hull anchors: a sensitivity map rather
+    /// than a plan. Each candidate's trial then serves both its price and its KL, so every method runs once per group.
+    /// </summary>
+    public bool MeasureEveryCandidate { get; init; }
+
+    /// <summary>Sees each block's calibration statistics and float outputs as the measurement streams past them.</summary>
+    public IMeasurementObserver? Observer { get; init; }
+
     public MeasurementTable Measure(CalibrationSet calibration, int[][] heldBack, string key, IProgress<PipelineProgress>? progress = null, CancellationToken cancel = default)
     {
         var clock = Stopwatch.StartNew();
         var c = _model.Config;
         var methods = _candidates.Select(candidate => candidate.Methods()).ToList();
-        var needs = methods.SelectMany(m => m).Aggregate(StatisticsNeeds.None, (n, m) => n | m.Needs);
+        var needs = methods.SelectMany(m => m).Aggregate(Observer?.Needs ?? StatisticsNeeds.None, (n, m) => n | m.Needs);
         var hidden = Embed(calibration.Samples);
         var held = Embed(heldBack);
         var reference = ReferenceLogits(held, cancel);
@@ -60,14 +71,26 @@ public sealed class SensitivityMeasurement
             RunBlock(layer, hidden, copy: true, cancel);
             SequentialPipeline.StopRecording(block);
             var context = new BlockCompression(layer, c, block, _model.Weights, statistics);
+            Observer?.Calibrated(context, statistics, cancel);
 
-            foreach (int g in groups)
+            for (int k = 0; k < groups.Count; k++)
             {
-                progress?.Report(new PipelineProgress(layer, c.NumLayers, $"trying {_candidates.Count} candidates on {_groups[g].Name}"));
-                entries[g] = [.. _candidates.Select((candidate, i) => Price(context, _groups[g], candidate, methods[i], cancel))];
-                progress?.Report(new PipelineProgress(layer, c.NumLayers, $"measuring KL of {_groups[g].Name}"));
+                int g = groups[k];
+                double done = (double)k / groups.Count;
+                progress?.Report(new PipelineProgress(layer, c.NumLayers, $"trying {_candidates.Count} candidates on {_groups[g].Name}", done));
+                if (MeasureEveryCandidate)
+                {
+                    entries[g] = [.. _candidates.Select((candidate, i) =>
+                    {
+                        var (price, layers) = Price(context, _groups[g], candidate, methods[i], cancel);
+                        return price.MeasuredKl is null ? price with { MeasuredKl = SwappedKl(_groups[g], layers, held, reference, cancel) } : price;
+                    })];
+                    continue;
+                }
+                entries[g] = [.. _candidates.Select((candidate, i) => Price(context, _groups[g], candidate, methods[i], cancel).Measurement)];
+                progress?.Report(new PipelineProgress(layer, c.NumLayers, $"measuring KL of {_groups[g].Name}", done));
                 foreach (int i in Anchors(entries[g]))
-                    entries[g][i] = entries[g][i] with { MeasuredKl = SwappedKl(context, _groups[g], methods[i], held, reference, cancel) };
+                    entries[g][i] = entries[g][i] with { MeasuredKl = SwappedKl(_groups[g], context.Try(methods[i], _groups[g].Roles).Layers, held, reference, cancel) };
             }
             progress?.Report(new PipelineProgress(layer, c.NumLayers, "propagating"));
             RunBlock(layer, hidden, copy: false, cancel);
@@ -78,7 +101,7 @@ public sealed class SensitivityMeasurement
             // lm_head: its inputs are the final norm of the last block's outputs; a swap re-runs only the head.
             progress?.Report(new PipelineProgress(c.NumLayers - 1, c.NumLayers, "trying candidates on lm_head"));
             var context = new BlockCompression(c.NumLayers, c, null, _model.Weights, HeadStatistics(hidden, needs), _transformer);
-            entries[g] = [.. _candidates.Select((candidate, i) => Price(context, _groups[g], candidate, methods[i], cancel))];
+            entries[g] = [.. _candidates.Select((candidate, i) => Price(context, _groups[g], candidate, methods[i], cancel).Measurement)];
             foreach (int i in Anchors(entries[g]))
                 entries[g][i] = entries[g][i] with { MeasuredKl = SwappedHeadKl(context, methods[i], held, reference, cancel) };
         }
@@ -92,11 +115,12 @@ public sealed class SensitivityMeasurement
         return (long)linear.InFeatures * linear.OutFeatures;
     }
 
-    /// <summary>Bytes and proxy of one candidate on one group, from a trial that commits nothing.</summary>
-    private CandidateMeasurement Price(BlockCompression context, LayerGroup group, Candidate candidate, IReadOnlyList<ICompressionMethod> methods, CancellationToken cancel)
+    /// <summary>Bytes and proxy of one candidate on one group, from a trial that commits nothing, and the trial's layers.</summary>
+    private (CandidateMeasurement Measurement, IReadOnlyList<CompressedLayer> Layers) Price(BlockCompression context, LayerGroup group, Candidate candidate,
+        IReadOnlyList<ICompressionMethod> methods, CancellationToken cancel)
     {
         cancel.ThrowIfCancellationRequested();
-        if (candidate.IsKeep) return new CandidateMeasurement(group.Roles.Sum(r => _cost.KeptBytes(_model.Weights, group.Layer, r)), 0, 0);
+        if (candidate.IsKeep) return (new CandidateMeasurement(group.Roles.Sum(r => _cost.KeptBytes(_model.Weights, group.Layer, r)), 0, 0), []);
         var (layers, _) = context.Try(methods, group.Roles);
         long bytes = 0;
         double weightedError = 0, parameters = 0;
@@ -109,7 +133,7 @@ public sealed class SensitivityMeasurement
             weightedError += n * context.RelativeOutputError(role, layer.Build());
             parameters += n;
         }
-        return new CandidateMeasurement(bytes, parameters > 0 ? weightedError / parameters : 0, null);
+        return (new CandidateMeasurement(bytes, parameters > 0 ? weightedError / parameters : 0, null), layers);
     }
 
     /// <summary>
@@ -136,10 +160,9 @@ public sealed class SensitivityMeasurement
     private static bool Convex(CandidateMeasurement a, CandidateMeasurement b, CandidateMeasurement c) =>
         (b.Proxy - a.Proxy) * (c.Bytes - a.Bytes) < (c.Proxy - a.Proxy) * (b.Bytes - a.Bytes);
 
-    /// <summary>Mean KL per held-back token with the group's layers replaced by the candidate's, the rest of the model float.</summary>
-    private double SwappedKl(BlockCompression context, LayerGroup group, IReadOnlyList<ICompressionMethod> methods, float[][] held, float[][] reference, CancellationToken cancel)
+    /// <summary>Mean KL per held-back token with the group's layers replaced by a trial's <paramref name="layers"/>, the rest of the model float.</summary>
+    private double SwappedKl(LayerGroup group, IReadOnlyList<CompressedLayer> layers, float[][] held, float[][] reference, CancellationToken cancel)
     {
-        var (layers, _) = context.Try(methods, group.Roles);
         var block = _transformer.Blocks[group.Layer];
         var original = group.Roles.ToDictionary(r => r, r => LinearRoles.Get(block, r));
         try
@@ -190,7 +213,10 @@ public sealed class SensitivityMeasurement
         })];
     }
 
-    /// <summary>Runs block <paramref name="layer"/> on every sequence: on a copy (to record statistics) or in place (to advance).</summary>
+    /// <summary>
+    /// Runs block <paramref name="layer"/> on every sequence: on a copy (to record statistics; the observer sees each
+    /// sequence's input and output) or in place (to advance).
+    /// </summary>
     private void RunBlock(int layer, float[][] hidden, bool copy, CancellationToken cancel)
     {
         int d = _model.Config.HiddenSize;
@@ -204,6 +230,7 @@ public sealed class SensitivityMeasurement
             var run = scratch is null ? h.AsSpan() : scratch.AsSpan(0, h.Length);
             if (scratch is not null) h.CopyTo(run);
             _transformer.ForwardBlock(layer, run, h.Length / d, cache);
+            if (copy) Observer?.BlockRan(layer, h, run, h.Length / d);
         }
     }
 

@@ -142,6 +142,9 @@ public enum RankAllocationKind { Uniform, Spectrum }
 /// </summary>
 public sealed record LowRankParameters(double? Ratio, int? Rank, RankAllocationKind Allocation, TensorType? StoredType, double Alpha, double Dampening, QuantScheme? FactorScheme)
 {
+    /// <summary>svd-llm's default relative dampening of XXᵀ before its Cholesky factorization.</summary>
+    public const double DefaultDampening = 1e-6;
+
     public static LowRankParameters Read(RecipeParameters p, LowRankKind kind)
     {
         ShrinkException Bad(string message) => ShrinkException.InFile(p.Source, $"modifier '{p.Modifier}': {message}");
@@ -154,7 +157,7 @@ public sealed record LowRankParameters(double? Ratio, int? Rank, RankAllocationK
         if (allocation == RankAllocationKind.Spectrum && ratio is null) throw Bad("allocation: spectrum shares a parameter budget: give ratio, not rank");
         TensorType? type = p.Has("dtype") ? p.String("dtype", "", "f16", "bf16", "f32") switch { "f16" => TensorType.F16, "bf16" => TensorType.BF16, _ => TensorType.F32 } : null;
         double alpha = kind == LowRankKind.Asvd ? p.Double("alpha", 0.5, 0, 4) : 0;
-        double dampening = kind == LowRankKind.SvdLlm ? p.Double("dampening", 1e-6, 0, 1) : 0;
+        double dampening = kind == LowRankKind.SvdLlm ? p.Double("dampening", DefaultDampening, 0, 1) : 0;
         var scheme = p.Has("bits") ? SchemeParameters.Read(p) : null;
         if (scheme is not null && type is not null) throw Bad("dtype applies to float factors; quantized factors (bits) are stored as GPTQ codes and scales");
         if (scheme is { Bits: not (4 or 8) }) throw Bad($"bits: factors are quantized to 4 or 8 bits, not {scheme.Bits}");
