@@ -67,7 +67,7 @@ public static class GgufExporter
             var rows = RowOrder(c, arch, canonicalName);
             string module = canonicalName.EndsWith(".weight", StringComparison.Ordinal) ? canonicalName[..^".weight".Length] : canonicalName;
             var found = LayerRepresentations.Find(model.Weights, module);
-            if ((found is CompensatedRepresentation compensated ? compensated.Base(model.Weights, module) : found) is { IsDense: false } representation)
+            if (found?.Base(model.Weights, module) is { IsDense: false } representation)
             {
                 if (representation.StoredBlocks(model.Weights, module) is { } blocks)
                 {

@@ -67,14 +67,14 @@ public static class GptqSafetensorsExporter
             foreach (var role in LinearRoles.All)
             {
                 string module = LinearRoles.ModulePath(layer, role);
-                var representation = BaseOf(LayerRepresentations.Of(model.Weights, module, model.Source), model.Weights, module);
+                var representation = LayerRepresentations.Of(model.Weights, module, model.Source).Base(model.Weights, module);
                 if (representation is GptqRepresentation) quantized.Add(Describe(module, GptqRepresentation.Read(model.Weights, module)));
                 else if (representation.IsDense) dense.Add(module);
                 else other.Add((module, representation.Name));
             }
         if (LayerRepresentations.Find(model.Weights, TensorNames.LmHeadModule) is { } found)
         {
-            var head = BaseOf(found, model.Weights, TensorNames.LmHeadModule);
+            var head = found.Base(model.Weights, TensorNames.LmHeadModule);
             if (head is GptqRepresentation) quantized.Add(Describe(TensorNames.LmHeadModule, GptqRepresentation.Read(model.Weights, TensorNames.LmHeadModule)));
             else if (!head.IsDense) other.Add((TensorNames.LmHeadModule, head.Name));
         }
@@ -84,10 +84,6 @@ public static class GptqSafetensorsExporter
             throw ShrinkException.InFile(model.Source, "has no GPTQ-quantized layers; run `llmshrink compress MODEL --recipe w4g128-gptq --calib FILE --out DIR` first and export that folder");
         return (quantized, dense);
     }
-
-    /// <summary>The representation of the module without its compensation (the GPTQ export writes the base alone).</summary>
-    private static LayerRepresentation BaseOf(LayerRepresentation representation, TensorSet weights, string module) =>
-        representation is CompensatedRepresentation compensated ? compensated.Base(weights, module) : representation;
 
     /// <summary>A quantized module's GPTQ parameters as its codes and grids state them.</summary>
     public static GptqModule Describe(string module, QuantizedMatrix m) =>

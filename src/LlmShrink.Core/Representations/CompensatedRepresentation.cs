@@ -32,7 +32,7 @@ public sealed class CompensatedRepresentation : LayerRepresentation
     public override bool Detect(TensorSet weights, string module) => weights.Contains(module + ASuffix) && FindBase(weights, module) is not null;
 
     /// <summary>The representation of the module without its compensation.</summary>
-    public LayerRepresentation Base(TensorSet weights, string module) =>
+    public override LayerRepresentation Base(TensorSet weights, string module) =>
         FindBase(weights, module) ?? throw ShrinkException.InFile(weights.Get(module + ASuffix).File.Path, $"module '{module}' has compensation factors but no weight");
 
     private static LayerRepresentation? FindBase(TensorSet weights, string module) =>

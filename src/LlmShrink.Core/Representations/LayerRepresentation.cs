@@ -36,6 +36,12 @@ public abstract class LayerRepresentation
         return (long)o * i;
     }
 
+    /// <summary>
+    /// The representation of what the module stores without any adapter beside it: itself, except for a compensated module,
+    /// whose base is what the GGUF and GPTQ exports write (the compensation leaves as an adapter of its own).
+    /// </summary>
+    public virtual LayerRepresentation Base(TensorSet weights, string module) => this;
+
     /// <summary>The runnable layer (packed kernels run on the stored form; nothing is widened that need not be).</summary>
     public abstract Linear Load(TensorSet weights, string module, float[]? bias);
 
