@@ -113,6 +113,7 @@ internal sealed class ByteTokenizer : LlmShrink.Tokenization.ITextTokenizer
     public int EosId => 0;
     public bool AddBos => false;
     public int[] Encode(string text, bool addBos) => System.Text.Encoding.UTF8.GetBytes(text).Select(b => (int)b).ToArray();
+    public int[] EncodeContinuation(string text) => Encode(text, addBos: false);
     public string Decode(ReadOnlySpan<int> ids)
     {
         var bytes = new byte[ids.Length];

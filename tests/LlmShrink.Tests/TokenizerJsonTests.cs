@@ -7,7 +7,7 @@ namespace LlmShrink.Tests;
 /// <summary>Hugging Face tokenizer.json folders built here from hand-made vocabularies.</summary>
 public class TokenizerJsonTests
 {
-    private static ITextTokenizer Load(TempDir dir, object tokenizerJson, object? tokenizerConfig = null)
+    internal static ITextTokenizer Load(TempDir dir, object tokenizerJson, object? tokenizerConfig = null)
     {
         File.WriteAllText(dir.File("tokenizer.json"), JsonSerializer.Serialize(tokenizerJson));
         if (tokenizerConfig is not null) File.WriteAllText(dir.File("tokenizer_config.json"), JsonSerializer.Serialize(tokenizerConfig));
@@ -15,7 +15,7 @@ public class TokenizerJsonTests
     }
 
     /// <summary>Llama 3 layout: 256 byte tokens (id = byte), 256 "Ġt", 257 "he", 258 "Ġthe"; 259 &lt;|begin_of_text|&gt;, 260 &lt;|eot|&gt;.</summary>
-    private static object ByteLevelJson(bool mergesAsPairs) => new
+    internal static object ByteLevelJson(bool mergesAsPairs) => new
     {
         added_tokens = new object[]
         {

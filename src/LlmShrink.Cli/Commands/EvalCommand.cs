@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Diagnostics;
 using LlmShrink.Evaluation;
+using LlmShrink.Formats;
 using LlmShrink.Model;
 using Spectre.Console;
 
@@ -39,18 +40,13 @@ internal static class EvalCommand
             string modelPath = parse.GetValue(model)!;
             string? referencePath = parse.GetValue(reference);
 
-            string text = ReadText(dataPath); // before loading models, so a wrong path fails at once
+            TextFile.EnsureText(dataPath, "evaluation text"); // before loading models, so a wrong file fails at once
             using var evaluated = ModelLoader.Load(modelPath, parse.GetValue(tokenizerFile));
             using var referenceModel = referencePath is null ? null : ModelLoader.Load(referencePath);
             // Both models see exactly the same token ids: the reference's tokenizer (the original model's) when comparing.
             var tokenizer = (referenceModel ?? evaluated).RequireTokenizer();
             if (referenceModel is not null && referenceModel.Config.VocabSize != evaluated.Config.VocabSize)
                 throw ShrinkException.InFile(modelPath, $"vocabulary of {evaluated.Config.VocabSize} tokens differs from the reference's {referenceModel.Config.VocabSize}");
-
-            var tokens = tokenizer.Encode(text, tokenizer.AddBos);
-            var windows = Perplexity.Windows(tokens.Length, ctx, chosen, windowsLimit);
-            if (windows.Length == 0)
-                throw ShrinkException.InFile(dataPath, $"only {tokens.Length} tokens, fewer than one window of --ctx {ctx}");
             // llama.cpp writes BOS over each chunk's first token when the vocabulary adds BOS.
             int? bos = chosen == PerplexityProtocol.LlamaCpp && tokenizer.AddBos ? tokenizer.BosId : null;
 
@@ -59,12 +55,15 @@ internal static class EvalCommand
             using var transformer = new Transformer(evaluated, threadCount);
             using var referenceTransformer = referenceModel is null ? null : new Transformer(referenceModel, threadCount);
             var clock = Stopwatch.StartNew();
-            var result = Terminal.WithProgress("perplexity", windows.Length, report => Perplexity.Evaluate(
-                tokens, ctx, chosen, bos,
+            var evaluation = Terminal.WithProgress("perplexity", 1, report => TextEvaluation.Run(
+                dataPath, tokenizer, ctx, chosen, bos,
                 new TransformerLogitModel(transformer, ctx),
                 referenceTransformer is null ? null : new TransformerLogitModel(referenceTransformer, ctx),
-                windowsLimit, done => report(done), cancellation));
+                windowsLimit, report, cancellation));
+            var result = evaluation.Result;
+            long tokens = evaluation.Tokens;
             double seconds = clock.Elapsed.TotalSeconds;
+            long peakMemory = Process.GetCurrentProcess().PeakWorkingSet64;
 
             if (parse.GetValue(json)) Terminal.WriteJson(new
             {
@@ -73,7 +72,7 @@ internal static class EvalCommand
                 data = dataPath,
                 protocol = parse.GetValue(protocol),
                 context = ctx,
-                tokens = tokens.Length,
+                tokens,
                 windows = result.Windows,
                 scored_positions = result.ScoredPositions,
                 mean_nll = result.MeanNll,
@@ -82,23 +81,15 @@ internal static class EvalCommand
                 mean_kl_divergence = result.MeanKlDivergence,
                 top1_agreement_percent = result.Top1AgreementPercent,
                 seconds,
+                peak_memory_bytes = peakMemory,
             });
-            else Print(modelPath, referencePath, dataPath, tokens.Length, result, seconds);
+            else Print(modelPath, referencePath, dataPath, tokens, result, seconds, peakMemory);
             return 0;
         });
         return command;
     }
 
-    private static string ReadText(string path)
-    {
-        try { return File.ReadAllText(path); }
-        catch (FileNotFoundException) { throw ShrinkException.InFile(path, "file not found"); }
-        catch (DirectoryNotFoundException) { throw ShrinkException.InFile(path, "file not found"); }
-        catch (UnauthorizedAccessException) { throw ShrinkException.InFile(path, "permission denied"); }
-        catch (IOException e) { throw ShrinkException.InFile(path, e.Message); }
-    }
-
-    private static void Print(string model, string? reference, string data, int tokens, PerplexityResult r, double seconds)
+    private static void Print(string model, string? reference, string data, long tokens, PerplexityResult r, double seconds, long peakMemory)
     {
         var table = Terminal.KeyValueTable("perplexity")
             .AddText("model", model)
@@ -114,7 +105,8 @@ internal static class EvalCommand
                 .AddText("mean KL(ref ‖ model) (nats)", $"{r.MeanKlDivergence:F6}")
                 .AddText("top-1 agreement", $"{r.Top1AgreementPercent:F2} %");
         }
-        table.AddText("time", $"{seconds:F1} s ({r.ScoredPositions / seconds:F0} scored tokens/s)");
+        table.AddText("time", $"{seconds:F1} s ({r.ScoredPositions / seconds:F0} scored tokens/s)")
+            .AddText("peak memory", Terminal.Bytes(peakMemory));
         Terminal.Stdout().Write(table);
     }
 }

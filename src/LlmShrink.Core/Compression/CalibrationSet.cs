@@ -47,17 +47,19 @@ public sealed class CalibrationSet
         return new CalibrationSet(result);
     }
 
+    /// <summary>Refuses a calibration file that is not text at once, before a model is loaded (the random source passes).</summary>
+    public static void CheckSource(string path)
+    {
+        if (path != RandomSource) Formats.TextFile.EnsureText(path, "calibration text");
+    }
+
     public static CalibrationSet FromFile(string path, ITextTokenizer tokenizer, int samples, int sequenceLength, int seed) =>
         FromTokens(Tokenize(path, tokenizer), tokenizer.BosId, samples, sequenceLength, seed, path);
 
     /// <summary>The calibration text's tokens (no BOS).</summary>
     public static int[] Tokenize(string path, ITextTokenizer tokenizer)
     {
-        string text;
-        try { text = File.ReadAllText(path); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw ShrinkException.InFile(path, "cannot read calibration text: " + e.Message); }
-        // A model or archive given by mistake decodes to text too; its NUL bytes give it away.
-        if (text.Contains('\0')) throw ShrinkException.InFile(path, "is a binary file, not a calibration text");
+        string text = Formats.TextFile.ReadAll(path, "calibration text");
         return tokenizer.Encode(text, addBos: false);
     }
 

@@ -24,6 +24,7 @@ public static class CompressionJob
     /// <summary>Compresses with <paramref name="recipe"/> (built in code, e.g. a plan) instead of <see cref="CompressionRequest.Recipe"/>, which only names it in the report.</summary>
     public static CompressionSummary Run(CompressionRequest request, Recipe recipe, IProgress<PipelineProgress>? progress = null, CancellationToken cancel = default)
     {
+        CalibrationSet.CheckSource(request.CalibrationFile);
         using var model = ModelLoader.Load(request.Model);
         var calibration = request.CalibrationFile == CalibrationSet.RandomSource
             ? CalibrationSet.Random(model.Config.VocabSize, model.Config.BosTokenId, request.Samples, request.SequenceLength, request.Seed)

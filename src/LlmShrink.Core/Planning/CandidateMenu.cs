@@ -60,11 +60,7 @@ public static class CandidateMenu
 
     public static IReadOnlyList<Candidate> Load(string path)
     {
-        string text;
-        try { text = File.ReadAllText(path); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw ShrinkException.InFile(path, "cannot read the candidate menu: " + e.Message); }
-        if (text.Contains('\0')) throw ShrinkException.InFile(path, "is a binary file, not a YAML candidate menu");
-        return Parse(text, path);
+        return Parse(Formats.TextFile.ReadAll(path, "a YAML candidate menu"), path);
     }
 
     public static IReadOnlyList<Candidate> Parse(string yaml, string source)

@@ -85,6 +85,14 @@ public sealed class ByteLevelBpeTokenizer : ITextTokenizer
         return [.. ids];
     }
 
+    /// <summary>The leading space begins a pre-token in every pattern (none lets a match run from a non-space across a
+    /// single space), so the continuation splits exactly as it does inside the whole text.</summary>
+    public int[] EncodeContinuation(string text)
+    {
+        if (text.Length == 0 || text[0] != ' ') throw new ArgumentException("a continuation starts with a space", nameof(text));
+        return Encode(text, addBos: false);
+    }
+
     private void EncodeOrdinary(string text, List<int> ids)
     {
         if (text.Length == 0) return;

@@ -11,12 +11,13 @@ namespace LlmShrink.Tokenization;
 public sealed class SentencePieceTextTokenizer : ITextTokenizer
 {
     private readonly SentencePieceTokenizer _engine;
+    private readonly bool _addDummyPrefix;
 
     public SentencePieceTextTokenizer(SentencePieceModel model, bool addBos, string sourcePath)
-        : this(model.ToProtobuf(), model.Pieces.Length, model.BosId, model.EosId, addBos, sourcePath) { }
+        : this(model.ToProtobuf(), model, addBos, sourcePath) { }
 
-    /// <summary>Loads a serialized ModelProto (a tokenizer.model file's bytes) with <paramref name="pieceCount"/> pieces.</summary>
-    public SentencePieceTextTokenizer(byte[] modelProto, int pieceCount, int bosId, int eosId, bool addBos, string sourcePath)
+    /// <summary>Loads a serialized ModelProto (a tokenizer.model file's bytes), <paramref name="model"/> being what it holds.</summary>
+    public SentencePieceTextTokenizer(byte[] modelProto, SentencePieceModel model, bool addBos, string sourcePath)
     {
         try
         {
@@ -26,10 +27,11 @@ public sealed class SentencePieceTextTokenizer : ITextTokenizer
         {
             throw ShrinkException.InFile(sourcePath, $"cannot load SentencePiece vocabulary: {e.Message}");
         }
-        VocabSize = pieceCount;
-        BosId = bosId;
-        EosId = eosId;
+        VocabSize = model.Pieces.Length;
+        BosId = model.BosId;
+        EosId = model.EosId;
         AddBos = addBos;
+        _addDummyPrefix = model.AddDummyPrefix;
     }
 
     public int VocabSize { get; }
@@ -43,6 +45,17 @@ public sealed class SentencePieceTextTokenizer : ITextTokenizer
         if (text.Length == 0) return addBos ? [BosId] : [];
         var ids = _engine.EncodeToIds(text, addBos, addEndOfSentence: false);
         return [.. ids];
+    }
+
+    /// <summary>
+    /// The continuation starts with the space that separated it from the earlier text. Its ▁ cannot merge with the
+    /// earlier text's last piece (SentencePiece trains with whitespace splitting, so ▁ only begins pieces); the dummy
+    /// prefix, when the model adds one, stands for that space.
+    /// </summary>
+    public int[] EncodeContinuation(string text)
+    {
+        if (text.Length == 0 || text[0] != ' ') throw new ArgumentException("a continuation starts with a space", nameof(text));
+        return Encode(_addDummyPrefix ? text[1..] : text, addBos: false);
     }
 
     /// <summary>Byte pieces are joined back into UTF-8; control pieces (BOS, EOS) are omitted; the dummy-prefix space

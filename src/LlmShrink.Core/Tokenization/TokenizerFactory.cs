@@ -20,7 +20,7 @@ public static class TokenizerFactory
     {
         byte[] bytes = File.ReadAllBytes(path);
         var model = SentencePieceModel.Read(bytes, path); // validates the file before the engine sees it
-        return new SentencePieceTextTokenizer(bytes, model.Pieces.Length, model.BosId, model.EosId, addBos, path);
+        return new SentencePieceTextTokenizer(bytes, model, addBos, path);
     }
 
     public static ITextTokenizer FromGguf(GgufVocabulary vocabulary, string sourcePath) => vocabulary.Model switch

@@ -38,7 +38,7 @@ public sealed class Recipe
         if (RecipePresets.TryGet(presetOrPath, out var preset)) return Parse(preset, presetOrPath, presetOrPath);
         if (!File.Exists(presetOrPath))
             throw new ShrinkException($"{presetOrPath}: not a recipe file nor a preset (presets: {string.Join(", ", RecipePresets.Names)})");
-        return Parse(File.ReadAllText(presetOrPath), Path.GetFileNameWithoutExtension(presetOrPath), presetOrPath);
+        return Parse(Formats.TextFile.ReadAll(presetOrPath, "a YAML recipe"), Path.GetFileNameWithoutExtension(presetOrPath), presetOrPath);
     }
 
     public static Recipe Parse(string yaml, string name, string source)
