@@ -140,6 +140,6 @@ public class AutoPlanningTests(ITestOutputHelper output)
         using var dir = new TempDir();
         File.WriteAllText(dir.File("menu.yaml"), "candidates: []\n");
         CliTests.AssertUserError(CliTests.Run("auto", SharedData.TinyLit, "--calib", SharedData.Corpus("tinylit_calib.txt"), "--target-bpw", "4",
-            "--candidates", dir.File("menu.yaml"), "--out", dir.File("out")), "menu.yaml: the candidate list is empty");
+            "--candidates", dir.File("menu.yaml"), "--out", dir.File("out")), "menu.yaml: line 1, column 1: the candidate list is empty");
     }
 }

@@ -136,7 +136,11 @@ public class CompressionTests
     [InlineData("modifiers:\n  - method: sparsify\n", "unknown method 'sparsify'")]
     [InlineData("modifiers:\n  - method: rtn\n    targets: ['re:(']\n", "invalid target regex")]
     [InlineData("stages: []\n", "a recipe is a mapping with a 'modifiers' list")]
-    [InlineData("modifiers:\n\t- method: rtn\n", "line 2: tabs are not allowed")]
+    [InlineData("modifiers:\n\t- method: rtn\n", "line 2, column 1: tabs are not allowed")]
+    [InlineData("modifiers:\n  - method: rtn\n    bits: [4\n", "line 4, column 1: While parsing a flow sequence, did not find expected ',' or ']'")]
+    [InlineData("modifiers:\n  - method: rtn\n    bits: 4\n    bits: 8\n", "line 4, column 5: Duplicate key bits")]
+    [InlineData("modifiers:\n  - method: rtn\n  - method: gptq\n    bitz: 4\n", "line 3, column 5: modifier 'gptq': unknown parameter 'bitz'")]
+    [InlineData("modifiers:\n  - method: rtn\n---\nmodifiers: []\n", "line 4, column 1: a recipe is one YAML document, not several")]
     [InlineData("modifiers:\n  - method: gptq\n    dampening: lots\n", "dampening: 'lots' is not a number")]
     public void InvalidRecipesAreRefusedWithTheFileAndTheProblem(string yaml, string problem)
     {
@@ -177,5 +181,29 @@ public class CompressionTests
         Assert.Equal(new List<object?> { "p", "q", "r" }, first["y"]);
         Assert.Equal("plain", b[1]);
         Assert.Equal(new List<object?> { "3" }, root["c"]);
+    }
+
+    [Fact]
+    public void RecipeYamlIsFullYamlWithEscapesAnchorsAndNulls()
+    {
+        var root = Assert.IsType<Dictionary<string, object?>>(RecipeYaml.Parse("""
+            escaped: "re:.*\\.(q|k)_proj\"x"
+            plain_null: null
+            tilde: ~
+            empty:
+            quoted_null: 'null'
+            shared: &layers [q_proj, k_proj]
+            again: *layers
+            flow: {a: 1, b: [2, 3]}
+            """, "t.yaml"));
+        Assert.Equal("re:.*\\.(q|k)_proj\"x", root["escaped"]);
+        Assert.Null(root["plain_null"]);
+        Assert.Null(root["tilde"]);
+        Assert.Null(root["empty"]);
+        Assert.Equal("null", root["quoted_null"]);
+        Assert.Equal(new List<object?> { "q_proj", "k_proj" }, root["again"]);
+        var flow = Assert.IsType<Dictionary<string, object?>>(root["flow"]);
+        Assert.Equal("1", flow["a"]);
+        Assert.Equal(new List<object?> { "2", "3" }, flow["b"]);
     }
 }

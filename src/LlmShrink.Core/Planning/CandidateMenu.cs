@@ -65,25 +65,27 @@ public static class CandidateMenu
 
     public static IReadOnlyList<Candidate> Parse(string yaml, string source)
     {
-        if (RecipeYaml.Parse(yaml, source) is not Dictionary<string, object?> root || !root.TryGetValue("candidates", out var list))
-            throw ShrinkException.InFile(source, "a candidate menu is a mapping with a 'candidates' list");
-        if (root.Keys.FirstOrDefault(k => k != "candidates") is { } extra) throw ShrinkException.InFile(source, $"unknown top-level key '{extra}'");
-        if (list is not List<object?> items || items.Count == 0) throw ShrinkException.InFile(source, "the candidate list is empty");
+        var tree = RecipeYaml.Read(yaml, source);
+        if (tree.Root is not Dictionary<string, object?> root || !root.TryGetValue("candidates", out var list))
+            throw ShrinkException.InFile(tree.Where(tree.Root), "a candidate menu is a mapping with a 'candidates' list");
+        if (root.Keys.FirstOrDefault(k => k != "candidates") is { } extra) throw ShrinkException.InFile(tree.Where(root), $"unknown top-level key '{extra}'");
+        if (list is not List<object?> items || items.Count == 0) throw ShrinkException.InFile(tree.Where(root), "the candidate list is empty");
 
         var candidates = new List<Candidate>();
         foreach (var item in items)
         {
             if (item is "keep") { candidates.Add(Candidate.Keep); continue; }
-            if (item is not Dictionary<string, object?> entry) throw ShrinkException.InFile(source, "each candidate is 'keep', a mapping with 'method', or a mapping with 'steps'");
+            string where = tree.Where(item ?? list);
+            if (item is not Dictionary<string, object?> entry) throw ShrinkException.InFile(where, "each candidate is 'keep', a mapping with 'method', or a mapping with 'steps'");
             var steps = entry.TryGetValue("steps", out var s)
-                ? entry.Count == 1 && s is List<object?> { Count: > 0 } stepList ? stepList : throw ShrinkException.InFile(source, "'steps' must be a non-empty list and the candidate's only key")
+                ? entry.Count == 1 && s is List<object?> { Count: > 0 } stepList ? stepList : throw ShrinkException.InFile(where, "'steps' must be a non-empty list and the candidate's only key")
                 : [entry];
-            foreach (var combination in Expand(steps, source))
+            foreach (var combination in Expand(steps, where))
             {
                 var candidate = new Candidate(Candidate.NameOf(combination), combination);
                 // Validated now, as a recipe is, so a bad value is an error naming the menu rather than a failure mid-plan.
                 try { _ = candidate.Methods(); }
-                catch (ShrinkException e) { throw ShrinkException.InFile(source, $"candidate '{candidate.Name}' is not a valid modifier: {e.Message}"); }
+                catch (ShrinkException e) { throw ShrinkException.InFile(where, $"candidate '{candidate.Name}' is not a valid modifier: {e.Message}"); }
                 candidates.Add(candidate);
             }
         }

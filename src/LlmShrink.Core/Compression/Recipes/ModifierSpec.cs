@@ -37,9 +37,9 @@ public sealed record ModifierSpec(string Method, IReadOnlyList<string> Targets, 
         foreach (var (key, value) in Parameters) s.Append("    ").Append(key).Append(": ").Append(Quote(value)).Append('\n');
     }
 
-    /// <summary>Recipe YAML has no escapes: a value is double-quoted, or single-quoted when it holds a double quote.</summary>
+    /// <summary>Single-quoted YAML: backslashes (in regex targets) stay literal, a quote is doubled (YAML 1.1 §7.3.2). Line breaks
+    /// would fold into spaces, so a value may not hold one.</summary>
     private static string Quote(string value) =>
-        !value.Contains('"') ? $"\"{value}\""
-        : !value.Contains('\'') ? $"'{value}'"
-        : throw new ArgumentException($"a recipe value cannot hold both quote characters: {value}");
+        value.IndexOfAny(['\n', '\r']) < 0 ? $"'{value.Replace("'", "''")}'"
+        : throw new ArgumentException($"a recipe value cannot hold a line break: {value}");
 }

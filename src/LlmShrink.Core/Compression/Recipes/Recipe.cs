@@ -43,24 +43,27 @@ public sealed class Recipe
 
     public static Recipe Parse(string yaml, string name, string source)
     {
-        if (RecipeYaml.Parse(yaml, source) is not Dictionary<string, object?> root || !root.TryGetValue("modifiers", out var list))
-            throw ShrinkException.InFile(source, "a recipe is a mapping with a 'modifiers' list");
-        if (root.Keys.FirstOrDefault(k => k != "modifiers") is { } extra) throw ShrinkException.InFile(source, $"unknown top-level key '{extra}'");
-        if (list is not List<object?> items || items.Count == 0) throw ShrinkException.InFile(source, "'modifiers' must be a non-empty list");
+        var tree = RecipeYaml.Read(yaml, source);
+        if (tree.Root is not Dictionary<string, object?> root || !root.TryGetValue("modifiers", out var list))
+            throw ShrinkException.InFile(tree.Where(tree.Root), "a recipe is a mapping with a 'modifiers' list");
+        if (root.Keys.FirstOrDefault(k => k != "modifiers") is { } extra) throw ShrinkException.InFile(tree.Where(root), $"unknown top-level key '{extra}'");
+        if (list is not List<object?> items || items.Count == 0) throw ShrinkException.InFile(tree.Where(root), "'modifiers' must be a non-empty list");
 
         var modifiers = new List<Modifier>();
         foreach (var item in items)
         {
+            // Problems inside a modifier name the line and column where its mapping starts.
+            string where = tree.Where(item ?? list);
             if (item is not Dictionary<string, object?> entry || !entry.TryGetValue("method", out var m) || m is not string method)
-                throw ShrinkException.InFile(source, "each modifier needs 'method: NAME'");
+                throw ShrinkException.InFile(where, "each modifier needs 'method: NAME'");
             var parameters = new Dictionary<string, object?>(entry.Where(kv => kv.Key != "method"));
-            var p = new RecipeParameters(parameters, source, method);
+            var p = new RecipeParameters(parameters, where, method);
             var (targetList, ignoreList) = (p.List("targets", ["Linear"]), p.List("ignore", []));
-            var targets = new TargetSelector(targetList, ignoreList, source);
+            var targets = new TargetSelector(targetList, ignoreList, where);
             var created = MethodRegistry.Create(method, p);
             p.RejectUnknown();
             if (!created.CanTargetLmHead && targets.Matches(0, LinearRole.LmHead))
-                throw ShrinkException.InFile(source, $"modifier '{method}': cannot target lm_head (it has no heads, channels or block to remove)");
+                throw ShrinkException.InFile(where, $"modifier '{method}': cannot target lm_head (it has no heads, channels or block to remove)");
             // Every other parameter is a scalar once the method accepted it.
             var rest = parameters.Where(kv => kv.Key is not ("targets" or "ignore") && kv.Value is string).ToDictionary(kv => kv.Key, kv => (string)kv.Value!);
             modifiers.Add(new Modifier(created, targets, new ModifierSpec(method, targetList, ignoreList, rest)));

@@ -11,6 +11,7 @@ public sealed class RecipeParameters
     private readonly Dictionary<string, object?> _values;
     private readonly HashSet<string> _read = new(StringComparer.Ordinal);
 
+    /// <summary>Where the modifier is: the recipe file, and its line and column when it came from one.</summary>
     public string Source { get; }
     public string Modifier { get; }
 

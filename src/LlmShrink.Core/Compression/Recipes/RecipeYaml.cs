@@ -1,161 +1,95 @@
-using System.Text;
+using YamlDotNet.Core;
+using YamlDotNet.RepresentationModel;
 
 namespace LlmShrink.Compression.Recipes;
 
+/// <summary>A parsed YAML document as plain values, with where each mapping and sequence began in the text.</summary>
+public sealed class YamlTree
+{
+    private readonly Dictionary<object, Mark> _starts = new(ReferenceEqualityComparer.Instance);
+
+    internal YamlTree(string source) => Source = source;
+
+    public string Source { get; }
+    public object? Root { get; internal set; }
+
+    internal void Remember(object node, Mark start) => _starts[node] = start;
+
+    /// <summary>"source: line L, column C" for a mapping or sequence of this tree, so a problem found later in it (an unknown
+    /// key, a bad value) is reported where it is; just the source for anything else.</summary>
+    public string Where(object? node) =>
+        node is not null && _starts.TryGetValue(node, out var mark) ? $"{Source}: line {mark.Line}, column {mark.Column}" : Source;
+}
+
 /// <summary>
-/// The subset of YAML that recipes use: block mappings, block sequences ("- "), flow sequences ("[a, b]"),
-/// plain and quoted scalars, and comments. Values come back as <see cref="Dictionary{TKey,TValue}"/> (string keys),
-/// <see cref="List{T}"/> and <see cref="string"/>. Anything outside the subset is an error naming the line, so a
-/// recipe never silently means something else.
+/// Recipes and candidate menus are YAML 1.1 read by YamlDotNet. Values come back as <see cref="Dictionary{TKey,TValue}"/>
+/// (string keys, in file order), <see cref="List{T}"/> and <see cref="string"/> (plain null, ~ and empty values are
+/// null), which the recipe code then checks key by key. A syntax error is one line naming the file, line and column.
 /// </summary>
 public static class RecipeYaml
 {
-    private sealed record Line(int Number, int Indent, string Text);
+    public static object? Parse(string text, string source) => Read(text, source).Root;
 
-    public static object? Parse(string text, string source)
+    public static YamlTree Read(string text, string source)
     {
-        var lines = new List<Line>();
-        var raw = text.Replace("\r\n", "\n").Split('\n');
-        for (int i = 0; i < raw.Length; i++)
+        RejectTabIndentation(text, source);
+        var stream = new YamlStream();
+        try { stream.Load(new StringReader(text)); }
+        catch (YamlException e) { throw Error(source, e.Start, Describe(e)); }
+        var tree = new YamlTree(source);
+        if (stream.Documents.Count > 1) throw Error(source, stream.Documents[1].RootNode.Start, "a recipe is one YAML document, not several");
+        if (stream.Documents.Count == 1) tree.Root = Convert(stream.Documents[0].RootNode, tree);
+        return tree;
+    }
+
+    private static object? Convert(YamlNode node, YamlTree tree)
+    {
+        switch (node)
         {
-            string content = StripComment(raw[i], source, i + 1).TrimEnd();
-            if (content.Trim().Length == 0 || content.Trim() == "---") continue;
-            if (content.Contains('\t')) throw Error(source, i + 1, "tabs are not allowed for indentation");
-            int indent = content.Length - content.TrimStart(' ').Length;
-            lines.Add(new Line(i + 1, indent, content.Trim()));
+            case YamlScalarNode scalar:
+                return scalar.Style == ScalarStyle.Plain && scalar.Value is null or "" or "~" or "null" or "Null" or "NULL" ? null : scalar.Value;
+            case YamlSequenceNode sequence:
+                {
+                    var list = sequence.Children.Select(child => Convert(child, tree)).ToList();
+                    tree.Remember(list, sequence.Start);
+                    return list;
+                }
+            case YamlMappingNode mapping:
+                {
+                    var map = new Dictionary<string, object?>(StringComparer.Ordinal);
+                    foreach (var (key, value) in mapping.Children)
+                    {
+                        if (key is not YamlScalarNode { Value: { } name }) throw Error(tree.Source, key.Start, "keys must be plain names");
+                        if (!map.TryAdd(name, Convert(value, tree))) throw Error(tree.Source, key.Start, $"key '{name}' appears twice");
+                    }
+                    tree.Remember(map, mapping.Start);
+                    return map;
+                }
+            default:
+                throw Error(tree.Source, node.Start, $"unsupported YAML node {node.NodeType}");
         }
-        if (lines.Count == 0) return null;
-        int index = 0;
-        var value = ParseBlock(lines, ref index, lines[0].Indent, source);
-        if (index < lines.Count) throw Error(source, lines[index].Number, "unexpected indentation");
-        return value;
     }
 
-    private static object ParseBlock(List<Line> lines, ref int index, int indent, string source) =>
-        lines[index].Text.StartsWith("- ") || lines[index].Text == "-"
-            ? ParseSequence(lines, ref index, indent, source)
-            : ParseMapping(lines, ref index, indent, source);
-
-    private static List<object?> ParseSequence(List<Line> lines, ref int index, int indent, string source)
+    /// <summary>YAML forbids tabs in indentation; YamlDotNet says so at the start of the enclosing mapping, this names the line.</summary>
+    private static void RejectTabIndentation(string text, string source)
     {
-        var items = new List<object?>();
-        while (index < lines.Count && lines[index].Indent == indent && (lines[index].Text.StartsWith("- ") || lines[index].Text == "-"))
+        var lines = text.Split('\n');
+        for (int i = 0; i < lines.Length; i++)
         {
-            var line = lines[index];
-            string rest = line.Text.Length > 1 ? line.Text[2..].TrimStart() : "";
-            if (rest.Length == 0)
-            {
-                index++;
-                items.Add(index < lines.Count && lines[index].Indent > indent ? ParseBlock(lines, ref index, lines[index].Indent, source) : null);
-            }
-            else if (IsMappingEntry(rest))
-            {
-                // "- key: value" starts a mapping whose further keys are indented to the column after "- ".
-                int itemIndent = indent + (line.Text.Length - rest.Length);
-                lines[index] = line with { Indent = itemIndent, Text = rest };
-                items.Add(ParseMapping(lines, ref index, itemIndent, source));
-            }
-            else
-            {
-                items.Add(ParseScalarOrFlow(rest, source, line.Number));
-                index++;
-            }
+            int indent = lines[i].Length - lines[i].TrimStart(' ', '\t').Length;
+            int tab = lines[i].IndexOf('\t', 0, indent);
+            if (tab >= 0 && lines[i].Trim().Length > 0) throw ShrinkException.InFile(source, $"line {i + 1}, column {tab + 1}: tabs are not allowed for indentation");
         }
-        return items;
     }
 
-    private static Dictionary<string, object?> ParseMapping(List<Line> lines, ref int index, int indent, string source)
+    /// <summary>YamlDotNet's message without its own "(Line: …, Col: …)" prefix, which <see cref="Error"/> states once.</summary>
+    private static string Describe(YamlException e)
     {
-        var map = new Dictionary<string, object?>(StringComparer.Ordinal);
-        while (index < lines.Count && lines[index].Indent == indent)
-        {
-            var line = lines[index];
-            if (!IsMappingEntry(line.Text)) throw Error(source, line.Number, $"expected 'key: value', found '{line.Text}'");
-            int colon = KeyEnd(line.Text);
-            string key = Unquote(line.Text[..colon].Trim(), source, line.Number);
-            string rest = line.Text[(colon + 1)..].Trim();
-            if (map.ContainsKey(key)) throw Error(source, line.Number, $"key '{key}' appears twice");
-            index++;
-            if (rest.Length > 0) map[key] = ParseScalarOrFlow(rest, source, line.Number);
-            else if (index < lines.Count && lines[index].Indent > indent) map[key] = ParseBlock(lines, ref index, lines[index].Indent, source);
-            else if (index < lines.Count && lines[index].Indent == indent && lines[index].Text.StartsWith("- "))
-                map[key] = ParseSequence(lines, ref index, indent, source); // a sequence may sit at its key's indentation
-            else map[key] = null;
-        }
-        if (index < lines.Count && lines[index].Indent > indent) throw Error(source, lines[index].Number, "unexpected indentation");
-        return map;
+        string message = (e.InnerException as YamlException)?.Message ?? e.Message;
+        int close = message.IndexOf("): ", StringComparison.Ordinal);
+        return message.StartsWith("(Line:", StringComparison.Ordinal) && close > 0 ? message[(close + 3)..] : message;
     }
 
-    private static bool IsMappingEntry(string text) => KeyEnd(text) > 0;
-
-    /// <summary>Position of the colon that ends a key (outside quotes, followed by a space or the end), or −1.</summary>
-    private static int KeyEnd(string text)
-    {
-        if (text.StartsWith('[') || text.StartsWith('{')) return -1;
-        char quote = '\0';
-        for (int i = 0; i < text.Length; i++)
-        {
-            char ch = text[i];
-            if (quote != '\0') { if (ch == quote) quote = '\0'; continue; }
-            if (i == 0 && ch is '"' or '\'') { quote = ch; continue; }
-            if (ch == ':' && (i + 1 == text.Length || text[i + 1] == ' ')) return i;
-        }
-        return -1;
-    }
-
-    private static object? ParseScalarOrFlow(string text, string source, int line)
-    {
-        if (text.StartsWith('['))
-        {
-            if (!text.EndsWith(']')) throw Error(source, line, "unterminated '['");
-            string inner = text[1..^1].Trim();
-            if (inner.Length == 0) return new List<object?>();
-            return SplitFlow(inner, source, line).Select(item => (object?)Unquote(item.Trim(), source, line)).ToList();
-        }
-        if (text.StartsWith('{')) throw Error(source, line, "flow mappings '{…}' are not supported; use indented 'key: value' lines");
-        if (text is "|" or ">" || text.StartsWith("|") || text.StartsWith(">")) throw Error(source, line, "block scalars are not supported");
-        if (text is "~" or "null") return null;
-        return Unquote(text, source, line);
-    }
-
-    private static List<string> SplitFlow(string inner, string source, int line)
-    {
-        var parts = new List<string>();
-        var current = new StringBuilder();
-        char quote = '\0';
-        foreach (char ch in inner)
-        {
-            if (quote != '\0') { current.Append(ch); if (ch == quote) quote = '\0'; continue; }
-            if (ch is '"' or '\'') { quote = ch; current.Append(ch); continue; }
-            if (ch is '[' or '{') throw Error(source, line, "nested flow collections are not supported");
-            if (ch == ',') { parts.Add(current.ToString()); current.Clear(); continue; }
-            current.Append(ch);
-        }
-        if (quote != '\0') throw Error(source, line, "unterminated quoted string");
-        parts.Add(current.ToString());
-        return parts;
-    }
-
-    private static string Unquote(string text, string source, int line)
-    {
-        if (text.Length >= 2 && (text[0] == '"' && text[^1] == '"' || text[0] == '\'' && text[^1] == '\'')) return text[1..^1];
-        if (text.StartsWith('"') || text.StartsWith('\'')) throw Error(source, line, "unterminated quoted string");
-        if (text.StartsWith('&') || text.StartsWith('*') || text.StartsWith('!')) throw Error(source, line, "anchors, aliases and tags are not supported");
-        return text;
-    }
-
-    private static string StripComment(string line, string source, int number)
-    {
-        char quote = '\0';
-        for (int i = 0; i < line.Length; i++)
-        {
-            char ch = line[i];
-            if (quote != '\0') { if (ch == quote) quote = '\0'; continue; }
-            if (ch is '"' or '\'' && (i == 0 || line[i - 1] is ' ' or '[' or ',' or ':' or '-')) { quote = ch; continue; }
-            if (ch == '#' && (i == 0 || line[i - 1] == ' ')) return line[..i];
-        }
-        return line;
-    }
-
-    private static ShrinkException Error(string source, int line, string problem) => ShrinkException.InFile(source, $"line {line}: {problem}");
+    private static ShrinkException Error(string source, Mark at, string problem) =>
+        ShrinkException.InFile(source, $"line {at.Line}, column {at.Column}: {problem}");
 }
