@@ -4,7 +4,7 @@ namespace LlmShrink.Planning;
 
 /// <summary>
 /// The candidates the planner may give each group, from <c>--candidates FILE</c> or the default menu. The file is the
-/// recipe YAML subset with one list:
+/// YAML, read like a recipe, with one list:
 /// <code>
 /// candidates:
 ///   - keep                       # leave the layers as stored
