@@ -234,7 +234,21 @@ public class ExportCompressedTensorsTests(ExportCompressedTensorsTests.Folders f
         Assert.Equal(TensorType.F16, decoder.Tensors["model.layers.0.mlp.down_proj.weight"].Type); // low-rank product in the model's dtype
         Assert.Contains("2 modules stored as low-rank/ggml", console);
         Assert.Contains("are 3-bit", console);
+        Assert.Contains("lm_head is quantized", console);
         Assert.DoesNotContain("fused", console);
+    }
+
+    [Fact]
+    public void A_compensated_folder_exports_its_quantized_base_and_says_where_the_compensation_goes()
+    {
+        using var dir = new TempDir();
+        string folder = Compressed("eora", "w3g128-gptq-eora32");
+        var (output, console) = Export(folder, dir);
+        AssertDecodesToCompressedWeights(folder, output); // against each module's base, without B·A
+        using var decoder = new CompressedTensorsDecoder(output);
+        Assert.DoesNotContain(decoder.Tensors.Keys, name => name.Contains(".lora_"));
+        Assert.False(File.Exists(Path.Combine(output, CompensatedRepresentation.FileName)));
+        Assert.Contains("without their low-rank compensation (EoRA); write it as an adapter with --format peft-lora", console);
     }
 
     [Fact]

@@ -184,6 +184,8 @@ public static class CompressedTensorsExporter
         var narrow = modules.Where(m => m.Scheme is { Bits: not (4 or 8) }).ToList();
         if (narrow.Count > 0)
             notes.Add($"note: {narrow.Count} modules are {string.Join("/", narrow.Select(m => m.Scheme!.Bits).Distinct().Order())}-bit (e.g. {narrow[0].Module}); compressed-tensors stores and decompresses them, but vLLM's weight-only kernels run 4 and 8 bits only");
+        if (modules.Any(m => m.Module == TensorNames.LmHeadModule && m.Scheme is not null))
+            notes.Add("note: lm_head is quantized; vLLM loads a compressed-tensors lm_head from its 2026-03 fix (PR #37291) on, older versions stop at 'lm_head.weight_packed'");
         // vLLM runs q/k/v and gate/up as one fused module and gives it the scheme of its first part (compressed_tensors/utils.py, find_matched_target).
         var split = modules.Where(m => m.Module != TensorNames.LmHeadModule)
             .GroupBy(m => FusedGroup(m.Module))
