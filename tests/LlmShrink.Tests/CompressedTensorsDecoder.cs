@@ -7,8 +7,8 @@ using LlmShrink.Formats.Safetensors;
 namespace LlmShrink.Tests;
 
 /// <summary>
-/// Reads a compressed-tensors folder as the library's decompressors do (compressed_tensors: compressors/quantized_compressors
-/// pack_quantized.py unpack_from_int32, naive_quantized.py, quantization/lifecycle/forward.py dequantize), written from
+/// Reads a compressed-tensors folder as the library's decompressors do (compressed_tensors 0.18: compressors/pack_quantized
+/// unpack_from_int32, naive_quantized, quantization/lifecycle/forward.py dequantize), written from
 /// that public description and sharing no code with the exporter: config.json's <c>quantization_config</c> decides each
 /// module's scheme (a target is a full module name or <c>re:</c> regex), its tensors give the weight.
 /// </summary>
@@ -71,19 +71,21 @@ internal sealed class CompressedTensorsDecoder : IDisposable
     }
 
     /// <summary>
-    /// pack-quantized: 32/bits values per int32, value k of a word in bits [k·bits, (k+1)·bits), stored as q + 2^(bits−1);
-    /// weights packed along dim 1 (inputs), zero points along dim 0 (outputs); w = scale[r, g] · (q − zp[r, g]) with g the
-    /// column's group: g_idx[c] when given, else c / group_size (0 for strategy channel).
+    /// pack-quantized: values stored as q + 2^(bits−1) in a dense bit stream of int32 words, value i at global bits
+    /// [i·bits, (i+1)·bits) (straddling a word boundary when it must); weights streamed along dim 1 (inputs), zero points
+    /// along dim 0 (outputs, one stream per group column); w = scale[r, g] · (q − zp[r, g]) with g the column's group:
+    /// g_idx[c] when given, else c / group_size (0 for strategy channel).
     /// </summary>
     private float[] Packed(string module, JsonObject args)
     {
         int bits = args["num_bits"]!.GetValue<int>();
-        int perWord = 32 / bits, mask = (1 << bits) - 1, offset = 1 << (bits - 1);
+        int offset = 1 << (bits - 1);
         var shape = MemoryMarshal.Cast<byte, long>(Tensors[module + ".weight_shape"].Bytes());
         int rows = (int)shape[0], columns = (int)shape[1];
-        var packed = MemoryMarshal.Cast<byte, int>(Tensors[module + ".weight_packed"].Bytes());
-        int wordsPerRow = (columns + perWord - 1) / perWord;
-        if (packed.Length != rows * wordsPerRow) throw new InvalidOperationException($"{module}.weight_packed has {packed.Length} words");
+        var packedTensor = Tensors[module + ".weight_packed"];
+        int wordsPerRow = (int)packedTensor.Shape[1];
+        if (wordsPerRow != (columns * bits + 31) / 32) throw new InvalidOperationException($"{module}.weight_packed has {wordsPerRow} words per row");
+        var packed = MemoryMarshal.Cast<byte, int>(packedTensor.Bytes()).ToArray();
         var scaleTensor = Tensors[module + ".weight_scale"];
         var scale = scaleTensor.ToFloatArray();
         int groups = (int)scaleTensor.Shape[1];
@@ -95,19 +97,34 @@ internal sealed class CompressedTensorsDecoder : IDisposable
         var zero = new int[rows * groups];
         if (!args["symmetric"]!.GetValue<bool>())
         {
-            var zp = MemoryMarshal.Cast<byte, int>(Tensors[module + ".weight_zero_point"].Bytes());
-            for (int r = 0; r < rows; r++)
-                for (int k = 0; k < groups; k++) zero[r * groups + k] = ((zp[r / perWord * groups + k] >>> (r % perWord * bits)) & mask) - offset;
+            var zpTensor = Tensors[module + ".weight_zero_point"];
+            var zp = MemoryMarshal.Cast<byte, int>(zpTensor.Bytes()).ToArray();
+            for (int k = 0; k < groups; k++)
+            {
+                var stream = Enumerable.Range(0, (int)zpTensor.Shape[0]).Select(w => zp[w * groups + k]).ToArray(); // column k of [words, groups]
+                for (int r = 0; r < rows; r++) zero[r * groups + k] = Unsigned(stream, r, bits) - offset;
+            }
         }
         var w = new float[(long)rows * columns];
         for (int r = 0; r < rows; r++)
+        {
+            var row = packed.AsSpan(r * wordsPerRow, wordsPerRow).ToArray();
             for (int c = 0; c < columns; c++)
             {
-                int q = ((packed[r * wordsPerRow + c / perWord] >>> (c % perWord * bits)) & mask) - offset;
+                int q = Unsigned(row, c, bits) - offset;
                 int group = gIdx?[c] ?? c / groupSize;
                 w[(long)r * columns + c] = scale[r * groups + group] * (q - zero[r * groups + group]);
             }
+        }
         return w;
+    }
+
+    /// <summary>Value <paramref name="index"/> of a dense little-endian stream of <paramref name="bits"/>-bit values in int32 words.</summary>
+    private static int Unsigned(int[] words, int index, int bits)
+    {
+        long bit = (long)index * bits;
+        ulong pair = (uint)words[bit / 32] | (bit / 32 + 1 < words.Length ? (ulong)(uint)words[bit / 32 + 1] << 32 : 0);
+        return (int)((pair >> (int)(bit % 32)) & ((1UL << bits) - 1));
     }
 
     public void Dispose()

@@ -228,12 +228,14 @@ public class ExportCompressedTensorsTests(ExportCompressedTensorsTests.Folders f
         Assert.Equal(TensorType.I32, decoder.Tensors["model.layers.0.self_attn.k_proj.weight_g_idx"].Type);
         Assert.Equal("int-quantized", decoder.Scheme("model.layers.1.mlp.down_proj")!["format"]!.GetValue<string>());
         Assert.Equal("pack-quantized", decoder.Scheme("lm_head")!["format"]!.GetValue<string>());
-        Assert.Equal(new long[] { 256, 26 }, decoder.Tensors["model.layers.0.self_attn.o_proj.weight_packed"].Shape); // 3-bit: 10 per word, 256 → 26 words
+        Assert.Equal(new long[] { 256, 24 }, decoder.Tensors["model.layers.0.self_attn.o_proj.weight_packed"].Shape); // 3-bit, dense: 256·3/32 words
+        Assert.Equal(new long[] { 24, 8 }, decoder.Tensors["model.layers.0.self_attn.o_proj.weight_zero_point"].Shape); // 256 outputs · 3 bits, 8 groups of 32
         Assert.Equal(["model.layers.0.mlp.down_proj", "model.layers.1.mlp.gate_proj", "model.layers.1.mlp.up_proj"],
             q["ignore"]!.AsArray().Select(n => n!.GetValue<string>()));
         Assert.Equal(TensorType.F16, decoder.Tensors["model.layers.0.mlp.down_proj.weight"].Type); // low-rank product in the model's dtype
         Assert.Contains("2 modules stored as low-rank/ggml", console);
         Assert.Contains("are 3-bit", console);
+        Assert.Contains("from 0.17 on", console);
         Assert.Contains("lm_head is quantized", console);
         Assert.DoesNotContain("fused", console);
     }

@@ -106,28 +106,30 @@ public static class CompressedTensorsExporter
     }
 
     /// <summary>
-    /// pack-quantized tensors (compressors/quantized_compressors/pack_quantized.py): compressed-tensors holds signed levels
-    /// q = code − 2^(bits−1) and zero points zp = zero − 2^(bits−1), so w = scale · (q − zp) = scale · (code − zero), and
-    /// packs each as q + 2^(bits−1) — the GPTQ code and zero themselves — 32/bits values per int32, the first value in the
-    /// lowest bits: weights along the input (<c>weight_packed</c> [out, ⌈in/(32/bits)⌉]), zero points along the output
-    /// (<c>weight_zero_point</c> [⌈out/(32/bits)⌉, groups], asymmetric modules only). Scales [out, groups] stay F16, as
-    /// the grid stores them; <c>weight_shape</c> = [out, in] as I64 (vLLM's parameter dtype); <c>weight_g_idx</c> I32 [in],
-    /// each column's group, with act-order.
+    /// pack-quantized tensors (compressed-tensors ≥ 0.17, compressors/pack_quantized: pack_to_int32): compressed-tensors
+    /// holds signed levels q = code − 2^(bits−1) and zero points zp = zero − 2^(bits−1), so w = scale · (q − zp) =
+    /// scale · (code − zero), and packs each as q + 2^(bits−1) — the GPTQ code and zero themselves — into a dense
+    /// little-endian bit stream of int32 words (value i at bits [i·bits, (i+1)·bits), a 3-bit value may straddle two
+    /// words; 2-, 4- and 8-bit values never do, so for them this is also the older libraries' layout): weights along the
+    /// input (<c>weight_packed</c> [out, ⌈in·bits/32⌉]), zero points along the output (<c>weight_zero_point</c>
+    /// [⌈out·bits/32⌉, groups], asymmetric modules only). Scales [out, groups] stay F16, as the grid stores them;
+    /// <c>weight_shape</c> = [out, in] as I64 (vLLM's parameter dtype); <c>weight_g_idx</c> I32 [in], each column's
+    /// group, with act-order.
     /// </summary>
     private static IEnumerable<SafetensorsWriter.Entry> PackedEntries(string module, LayerRepresentation stored, CompressedTensorsScheme scheme, GridCache grids)
     {
         var (rows, columns) = stored.Shape(grids.Weights, module);
-        int bits = scheme.Bits, perWord = 32 / bits;
+        int bits = scheme.Bits;
         int groups = scheme.GroupSize > 0 ? columns / scheme.GroupSize : 1;
         QuantizedMatrix Grid() => grids.Get(module, stored);
-        yield return new(module + ".weight_packed", TensorType.I32, [rows, Words(columns, perWord)], stream =>
+        yield return new(module + ".weight_packed", TensorType.I32, [rows, Words(columns, bits)], stream =>
         {
             var m = Grid();
-            var row = new int[Words(columns, perWord)];
+            var row = new int[Words(columns, bits)];
             for (int r = 0; r < rows; r++)
             {
                 Array.Clear(row);
-                for (int c = 0; c < columns; c++) row[c / perWord] |= m.Codes[(long)r * columns + c] << (c % perWord * bits);
+                for (int c = 0; c < columns; c++) Put(row, stride: 1, (long)c * bits, bits, m.Codes[(long)r * columns + c]);
                 stream.Write(MemoryMarshal.AsBytes(row.AsSpan()));
             }
         });
@@ -140,12 +142,12 @@ public static class CompressedTensorsExporter
             stream.Write(MemoryMarshal.AsBytes(scales.AsSpan()));
         });
         if (!scheme.Symmetric)
-            yield return new(module + ".weight_zero_point", TensorType.I32, [Words(rows, perWord), groups], stream =>
+            yield return new(module + ".weight_zero_point", TensorType.I32, [Words(rows, bits), groups], stream =>
             {
                 var m = Grid();
-                var packed = new int[(long)Words(rows, perWord) * groups];
-                for (int r = 0; r < rows; r++)
-                    for (int g = 0; g < groups; g++) packed[(long)(r / perWord) * groups + g] |= m.Zeros[(long)g * rows + r] << (r % perWord * bits);
+                var packed = new int[(long)Words(rows, bits) * groups];
+                for (int g = 0; g < groups; g++)
+                    for (int r = 0; r < rows; r++) Put(packed.AsSpan(g), stride: groups, (long)r * bits, bits, m.Zeros[(long)g * rows + r]);
                 stream.Write(MemoryMarshal.AsBytes(packed.AsSpan()));
             });
         if (scheme.ActOrder)
@@ -153,7 +155,19 @@ public static class CompressedTensorsExporter
         yield return new(module + ".weight_shape", TensorType.I64, [2], stream => stream.Write(MemoryMarshal.AsBytes(new long[] { rows, columns }.AsSpan())));
     }
 
-    private static int Words(int values, int perWord) => (values + perWord - 1) / perWord;
+    /// <summary>int32 words holding <paramref name="values"/> values of <paramref name="bits"/> bits, densely.</summary>
+    private static int Words(int values, int bits) => (int)(((long)values * bits + 31) / 32);
+
+    /// <summary>
+    /// ORs <paramref name="value"/> (below 2^bits) into the bit stream at <paramref name="bit"/>, whose k-th word is
+    /// <paramref name="words"/>[k · <paramref name="stride"/>]; the bits past a word's end go to the next word's lowest bits.
+    /// </summary>
+    private static void Put(Span<int> words, int stride, long bit, int bits, int value)
+    {
+        int word = (int)(bit / 32), shift = (int)(bit % 32);
+        words[word * stride] |= value << shift;
+        if (shift + bits > 32) words[(word + 1) * stride] |= value >> (32 - shift);
+    }
 
     /// <summary>
     /// The last module's unpacked grid: the writer streams tensors one after the other and a module's names sort
@@ -183,7 +197,7 @@ public static class CompressedTensorsExporter
             notes.Add($"note: {dequantized.Count} modules stored as {string.Join("/", dequantized.Select(m => m.Stored.Name).Distinct())} (e.g. {dequantized[0].Module}) have no compressed-tensors form; written as their {floatType} weights and listed in ignore");
         var narrow = modules.Where(m => m.Scheme is { Bits: not (4 or 8) }).ToList();
         if (narrow.Count > 0)
-            notes.Add($"note: {narrow.Count} modules are {string.Join("/", narrow.Select(m => m.Scheme!.Bits).Distinct().Order())}-bit (e.g. {narrow[0].Module}); compressed-tensors stores and decompresses them, but vLLM's weight-only kernels run 4 and 8 bits only");
+            notes.Add($"note: {narrow.Count} modules are {string.Join("/", narrow.Select(m => m.Scheme!.Bits).Distinct().Order())}-bit (e.g. {narrow[0].Module}); compressed-tensors reads 1–8-bit pack-quantized from 0.17 on, older versions and vLLM's Marlin kernels take 4 and 8 bits only");
         if (modules.Any(m => m.Module == TensorNames.LmHeadModule && m.Scheme is not null))
             notes.Add("note: lm_head is quantized; vLLM loads a compressed-tensors lm_head from its 2026-03 fix (PR #37291) on, older versions stop at 'lm_head.weight_packed'");
         // vLLM runs q/k/v and gate/up as one fused module and gives it the scheme of its first part (compressed_tensors/utils.py, find_matched_target).

@@ -15,8 +15,8 @@ namespace LlmShrink.Export;
 /// <param name="Int8Activations">W8A8: inputs quantized to int8 per token at run time (<c>input_activations</c> dynamic, strategy token).</param>
 public sealed record CompressedTensorsScheme(int Bits, int GroupSize, bool Symmetric, bool ActOrder, bool Int8Activations)
 {
-    /// <summary>compressed-tensors' release whose layout this export follows (quantization_config's <c>version</c>).</summary>
-    public const string LibraryVersion = "0.12.2";
+    /// <summary>compressed-tensors' release whose layout this export follows (quantization_config's <c>version</c>; loaders ignore it).</summary>
+    public const string LibraryVersion = "0.18.0";
 
     /// <summary>
     /// The compressor that reads the module: int8 weights with int8 activations are stored unpacked (<c>int-quantized</c>, an I8
@@ -36,7 +36,11 @@ public sealed record CompressedTensorsScheme(int Bits, int GroupSize, bool Symme
         ["format"] = Format,
     };
 
-    /// <summary>QuantizationArgs, every field the library's model has (it forbids others), in its order.</summary>
+    /// <summary>
+    /// QuantizationArgs in the library's field order. The model forbids unknown fields, so this writes the ones every
+    /// release since 0.9 knows and leaves out <c>scale_dtype</c>/<c>zp_dtype</c> (added in 0.13; their defaults, the
+    /// weight's dtype and int8, are what the tensors hold) — older releases would refuse them.
+    /// </summary>
     private static JsonObject Arguments(int bits, bool symmetric, int? groupSize, string strategy, bool dynamic, string? actOrder, string? observer) => new()
     {
         ["num_bits"] = bits,
