@@ -241,6 +241,16 @@ public class ExportCompressedTensorsTests(ExportCompressedTensorsTests.Folders f
     }
 
     [Fact]
+    public void Fused_projections_in_different_schemes_are_noted_for_vllm()
+    {
+        using var dir = new TempDir();
+        string folder = Compressed("q-only", "modifiers:\n  - method: rtn\n    targets: [q_proj]\n    bits: 4\n    group_size: 128\n");
+        var (output, console) = Export(folder, dir);
+        AssertDecodesToCompressedWeights(folder, output);
+        Assert.Contains("note: 2 fused projections (model.layers.0.self_attn.qkv, …) mix schemes", console);
+    }
+
+    [Fact]
     public void A_compensated_folder_exports_its_quantized_base_and_says_where_the_compensation_goes()
     {
         using var dir = new TempDir();
