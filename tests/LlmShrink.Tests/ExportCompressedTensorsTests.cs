@@ -292,6 +292,17 @@ public class ExportCompressedTensorsTests(ExportCompressedTensorsTests.Folders f
     }
 
     [Fact]
+    public void An_interrupted_export_leaves_nothing()
+    {
+        using var dir = new TempDir();
+        string folder = Compressed("w4g128-gptq", "w4g128-gptq");
+        using var cancelled = new CancellationTokenSource();
+        cancelled.Cancel();
+        Assert.Throws<OperationCanceledException>(() => ExportCommand.Run(folder, "compressed-tensors", null, null, dir.File("ct"), null, null, cancellation: cancelled.Token));
+        Assert.Empty(Directory.GetFileSystemEntries(dir.Path));
+    }
+
+    [Fact]
     public void A_folder_without_quantized_layers_is_refused_in_one_line()
     {
         using var dir = new TempDir();

@@ -15,7 +15,8 @@ namespace LlmShrink.Cli.Commands;
 /// </summary>
 public static class ExportCommand
 {
-    public static Command Create()
+    /// <param name="cancellation">Ctrl+C, SIGTERM, SIGHUP: the compressed-tensors export stops before its next tensor and deletes its temporary folder.</param>
+    public static Command Create(CancellationToken cancellation = default)
     {
         var model = new Argument<string>("model") { Description = "Hugging Face folder, .gguf file, llama2.c .bin, or Hugging Face id" };
         var format = new Option<string>("--format")
@@ -37,14 +38,14 @@ public static class ExportCommand
         command.SetAction(parse =>
         {
             Run(parse.GetValue(model)!, parse.GetValue(format)!, parse.GetValue(type), parse.GetValue(dtype), parse.GetValue(output)!,
-                parse.GetValue(maxShard), parse.GetValue(tokenizer), parse.GetValue(denseType), baseModel: parse.GetValue(baseModel));
+                parse.GetValue(maxShard), parse.GetValue(tokenizer), parse.GetValue(denseType), baseModel: parse.GetValue(baseModel), cancellation: cancellation);
             return 0;
         });
         return command;
     }
 
     public static void Run(string modelPath, string format, string? type, string? dtype, string output, string? maxShardSize, string? tokenizer,
-        string? denseType = null, TextWriter? console = null, string? baseModel = null)
+        string? denseType = null, TextWriter? console = null, string? baseModel = null, CancellationToken cancellation = default)
     {
         console ??= Console.Out;
         if (denseType is not null && !format.Equals("gguf", StringComparison.OrdinalIgnoreCase)) throw new ShrinkException("--dense-type applies to --format gguf");
@@ -85,7 +86,7 @@ public static class ExportCommand
                     if (type is not null || dtype is not null) throw new ShrinkException("--format compressed-tensors keeps the compressed integers and scales as they are; --type and --dtype do not apply");
                     long shard = maxShardSize is null ? SafetensorsExporter.DefaultMaxShardBytes : ParseSize(maxShardSize);
                     using var model = ModelLoader.Load(modelPath, tokenizer);
-                    foreach (string note in CompressedTensorsExporter.Export(model, output, shard)) console.WriteLine(note);
+                    foreach (string note in CompressedTensorsExporter.Export(model, output, shard, cancellation)) console.WriteLine(note);
                     NoteAdapterLeftOut(model, console, "--format peft-lora --out ADAPTER_DIR --base-model CT_DIR, and load it with PEFT or vLLM on top of this export");
                     break;
                 }

@@ -24,7 +24,9 @@ public static class CompressedTensorsExporter
     private sealed record ModuleExport(string Module, LayerRepresentation Stored, CompressedTensorsScheme? Scheme, bool Dequantized);
 
     /// <summary>Writes the folder; returns the notes the command prints (what was written differently from the source, and why).</summary>
-    public static IReadOnlyList<string> Export(LoadedModel model, string outputFolder, long maxShardBytes = SafetensorsExporter.DefaultMaxShardBytes)
+    /// <param name="cancellation">Checked before every tensor: a cancelled export throws and leaves no folder behind.</param>
+    public static IReadOnlyList<string> Export(LoadedModel model, string outputFolder, long maxShardBytes = SafetensorsExporter.DefaultMaxShardBytes,
+        CancellationToken cancellation = default)
     {
         if (maxShardBytes <= 0) throw new ShrinkException($"--max-shard-size must be positive, not {maxShardBytes}");
         var modules = Survey(model);
@@ -53,7 +55,10 @@ public static class CompressedTensorsExporter
             else if (m.Scheme is { Int8Activations: false } scheme)
                 entries.AddRange(PackedEntries(m.Module, m.Stored, scheme, grids));
         }
-        SafetensorsExporter.WriteSharded(output.Path, [.. entries.OrderBy(e => e.Name, StringComparer.Ordinal)], maxShardBytes);
+        SafetensorsExporter.WriteSharded(output.Path, [.. entries.OrderBy(e => e.Name, StringComparer.Ordinal).Select(e => e with
+        {
+            WriteData = stream => { cancellation.ThrowIfCancellationRequested(); e.WriteData(stream); },
+        })], maxShardBytes);
 
         var quantized = modules.Where(m => m.Scheme is not null).Select(m => (m.Module, m.Scheme!)).ToList();
         var ignore = modules.Where(m => m.Scheme is null).Select(m => m.Module).ToList();
@@ -64,6 +69,7 @@ public static class CompressedTensorsExporter
         File.WriteAllText(output.File("config.json"), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         SafetensorsExporter.WriteTokenizer(model, output.Path);
         SafetensorsExporter.CopyProvenance(model, output.Path);
+        cancellation.ThrowIfCancellationRequested();
         output.Commit();
         return Notes(modules, floatType);
     }
