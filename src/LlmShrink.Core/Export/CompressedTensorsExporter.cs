@@ -84,8 +84,8 @@ public static class CompressedTensorsExporter
         {
             var stored = LayerRepresentations.Of(model.Weights, module, model.Source).Base(model.Weights, module);
             if (stored.IsDense) modules.Add(new(module, stored, null, Dequantized: false));
-            else if (stored is W8A8Representation) modules.Add(new(module, stored, new CompressedTensorsScheme(8, -1, Symmetric: true, ActOrder: false, Int8Activations: true), false));
-            else if (Grid(stored, model.Weights, module) is { } grid) modules.Add(new(module, stored, SchemeOf(grid, module, model.Source), false));
+            else if (stored is W8A8Representation) modules.Add(new(module, stored, CompressedTensorsScheme.W8A8, Dequantized: false));
+            else if (Grid(stored, model.Weights, module) is { } grid) modules.Add(new(module, stored, SchemeOf(grid, module, model.Source), Dequantized: false));
             else modules.Add(new(module, stored, null, Dequantized: true));
         }
         return modules;

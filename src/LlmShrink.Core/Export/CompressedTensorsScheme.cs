@@ -15,6 +15,9 @@ namespace LlmShrink.Export;
 /// <param name="Int8Activations">W8A8: inputs quantized to int8 per token at run time (<c>input_activations</c> dynamic, strategy token).</param>
 public sealed record CompressedTensorsScheme(int Bits, int GroupSize, bool Symmetric, bool ActOrder, bool Int8Activations)
 {
+    /// <summary>W8A8 as LlmShrink stores it: int8 weights with one scale per output channel, symmetric; int8 activations per token.</summary>
+    public static readonly CompressedTensorsScheme W8A8 = new(8, GroupSize: -1, Symmetric: true, ActOrder: false, Int8Activations: true);
+
     /// <summary>compressed-tensors' release whose layout this export follows (quantization_config's <c>version</c>; loaders ignore it).</summary>
     public const string LibraryVersion = "0.18.0";
 
