@@ -125,15 +125,15 @@ public class ExportCompressedTensorsTests(ExportCompressedTensorsTests.Folders f
         using var compressed = ModelLoader.Load(folder);
         using var decoder = new CompressedTensorsDecoder(output);
         var modules = Enumerable.Range(0, compressed.Config.NumLayers).SelectMany(l => LinearRoles.All.Select(r => LinearRoles.ModulePath(l, r))).Append(TensorNames.LmHeadModule);
-        var modelDType = compressed.Weights.Get(TensorNames.Embedding).Type;
+        Assert.Equal(TensorType.F16, compressed.Weights.Get(TensorNames.Embedding).Type); // the model's dtype, which float-written modules take
         foreach (string module in modules)
         {
             var stored = LayerRepresentations.Of(compressed.Weights, module, folder).Base(compressed.Weights, module);
             var expected = LayerRepresentations.Dequantize(stored, compressed.Weights, module, folder);
             bool quantized = decoder.Scheme(module) is not null;
             Assert.True(quantized != decoder.Ignored(module), $"{module}: quantized {quantized}, ignored {decoder.Ignored(module)}");
-            if (!quantized && !stored.IsDense) // re-written as float: the product rounded to the model's dtype
-                expected = [.. expected.Select(v => modelDType == TensorType.F16 ? (float)(Half)v : v)];
+            if (!quantized && !stored.IsDense) // re-written as float: the product rounded to F16
+                expected = [.. expected.Select(v => (float)(Half)v)];
             var actual = decoder.Weight(module);
             Assert.Equal(expected.Length, actual.Length);
             int mismatch = Enumerable.Range(0, expected.Length).FirstOrDefault(i => BitConverter.SingleToInt32Bits(expected[i]) != BitConverter.SingleToInt32Bits(actual[i]), -1);
