@@ -44,7 +44,7 @@ public static class Program
             EvalCommand.Create(cancellation),
             BenchCommand.Create(cancellation),
             RandomModelCommand.Create(cancellation),
-            ExportCommand.Create(),
+            ExportCommand.Create(cancellation),
             CompressCommand.Create(cancellation),
             AutoCommand.Create(cancellation),
             AnalyzeCommand.Create(cancellation),

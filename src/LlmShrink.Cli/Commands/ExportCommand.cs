@@ -9,18 +9,19 @@ namespace LlmShrink.Cli.Commands;
 /// <summary>
 /// <c>llmshrink export MODEL --format gguf --type T --out FILE.gguf</c> or
 /// <c>llmshrink export MODEL --format safetensors --dtype D --out DIR [--max-shard-size 5GB]</c> or
-/// <c>llmshrink export COMPRESSED_DIR --format safetensors-gptq --out DIR [--max-shard-size 5GB]</c> or, for a folder
+/// <c>llmshrink export COMPRESSED_DIR --format safetensors-gptq|compressed-tensors --out DIR [--max-shard-size 5GB]</c> or, for a folder
 /// with a low-rank compensation (eora), its adapter: <c>--format peft-lora --out DIR [--base-model NAME]</c> or
 /// <c>--format gguf-lora --out FILE.gguf [--type F16|BF16|F32]</c>.
 /// </summary>
 public static class ExportCommand
 {
-    public static Command Create()
+    /// <param name="cancellation">Ctrl+C, SIGTERM, SIGHUP: the compressed-tensors export stops before its next tensor and deletes its temporary folder.</param>
+    public static Command Create(CancellationToken cancellation = default)
     {
         var model = new Argument<string>("model") { Description = "Hugging Face folder, .gguf file, llama2.c .bin, or Hugging Face id" };
         var format = new Option<string>("--format")
         {
-            Description = "gguf, safetensors, safetensors-gptq (a compressed folder as a GPTQ v1 checkpoint), or a compressed folder's compensation as an adapter: peft-lora (PEFT folder), gguf-lora (llama.cpp --lora file)",
+            Description = "gguf, safetensors, safetensors-gptq (a compressed folder as a GPTQ v1 checkpoint), compressed-tensors (a compressed folder as llm-compressor's checkpoint for vLLM), or a compressed folder's compensation as an adapter: peft-lora (PEFT folder), gguf-lora (llama.cpp --lora file)",
             Required = true,
         };
         var type = new Option<string?>("--type") { Description = $"GGUF tensor type: {string.Join("|", GgufExporter.Types)}; gguf-lora: {string.Join("|", GgufLoraExporter.Types)} (default: as stored)" };
@@ -31,20 +32,20 @@ public static class ExportCommand
         var denseType = new Option<string?>("--dense-type") { Description = "GGUF type for matrices a compression left unquantized (embeddings, lm_head); default: --type" };
         var baseModel = new Option<string?>("--base-model") { Description = "peft-lora: adapter_config.json's base_model_name_or_path (default: the model folder's full path)" };
 
-        var command = new Command("export", "write a model as GGUF (llama.cpp), a dense Hugging Face safetensors folder, or a GPTQ checkpoint (transformers, vLLM)");
+        var command = new Command("export", "write a model as GGUF (llama.cpp), a dense Hugging Face safetensors folder, or a GPTQ or compressed-tensors checkpoint (transformers, vLLM)");
         command.Arguments.Add(model);
         foreach (var option in new Option[] { format, type, dtype, output, maxShard, tokenizer, denseType, baseModel }) command.Options.Add(option);
         command.SetAction(parse =>
         {
             Run(parse.GetValue(model)!, parse.GetValue(format)!, parse.GetValue(type), parse.GetValue(dtype), parse.GetValue(output)!,
-                parse.GetValue(maxShard), parse.GetValue(tokenizer), parse.GetValue(denseType), baseModel: parse.GetValue(baseModel));
+                parse.GetValue(maxShard), parse.GetValue(tokenizer), parse.GetValue(denseType), baseModel: parse.GetValue(baseModel), cancellation: cancellation);
             return 0;
         });
         return command;
     }
 
     public static void Run(string modelPath, string format, string? type, string? dtype, string output, string? maxShardSize, string? tokenizer,
-        string? denseType = null, TextWriter? console = null, string? baseModel = null)
+        string? denseType = null, TextWriter? console = null, string? baseModel = null, CancellationToken cancellation = default)
     {
         console ??= Console.Out;
         if (denseType is not null && !format.Equals("gguf", StringComparison.OrdinalIgnoreCase)) throw new ShrinkException("--dense-type applies to --format gguf");
@@ -80,6 +81,15 @@ public static class ExportCommand
                     NoteAdapterLeftOut(model, console, "--format peft-lora --out ADAPTER_DIR --base-model GPTQ_DIR, and load it with PEFT or vLLM on top of this export");
                     break;
                 }
+            case "compressed-tensors":
+                {
+                    if (type is not null || dtype is not null) throw new ShrinkException("--format compressed-tensors keeps the compressed integers and scales as they are; --type and --dtype do not apply");
+                    long shard = maxShardSize is null ? SafetensorsExporter.DefaultMaxShardBytes : ParseSize(maxShardSize);
+                    using var model = ModelLoader.Load(modelPath, tokenizer);
+                    foreach (string note in CompressedTensorsExporter.Export(model, output, shard, cancellation)) console.WriteLine(note);
+                    NoteAdapterLeftOut(model, console, "--format peft-lora --out ADAPTER_DIR --base-model CT_DIR, and load it with PEFT or vLLM on top of this export");
+                    break;
+                }
             case "peft-lora":
                 {
                     if (type is not null || dtype is not null || maxShardSize is not null) throw new ShrinkException("--format peft-lora copies the factors as stored; --type, --dtype and --max-shard-size do not apply");
@@ -96,7 +106,7 @@ public static class ExportCommand
                     break;
                 }
             default:
-                throw new ShrinkException($"--format {format}: unknown format (supported: gguf, safetensors, safetensors-gptq, peft-lora, gguf-lora)");
+                throw new ShrinkException($"--format {format}: unknown format (supported: gguf, safetensors, safetensors-gptq, compressed-tensors, peft-lora, gguf-lora)");
         }
     }
 

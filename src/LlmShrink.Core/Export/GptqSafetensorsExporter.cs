@@ -21,9 +21,6 @@ namespace LlmShrink.Export;
 /// </summary>
 public static class GptqSafetensorsExporter
 {
-    /// <summary>LlmShrink's own files kept beside the weights, so the export still says how it was made.</summary>
-    private static readonly string[] ProvenanceFiles = ["recipe.yaml", "report.md"];
-
     /// <summary>One quantized module's GPTQ parameters as its tensors state them.</summary>
     public sealed record GptqModule(string Module, int Bits, int GroupSize, bool Symmetric, bool ActOrder);
 
@@ -47,9 +44,7 @@ public static class GptqSafetensorsExporter
         File.WriteAllText(output.File("config.json"), config.ToJsonString(options));
         File.WriteAllText(output.File("quantize_config.json"), quantization.ToJsonString(options));
         SafetensorsExporter.WriteTokenizer(model, output.Path);
-        foreach (string file in ProvenanceFiles)
-            if (Directory.Exists(model.Source) && File.Exists(Path.Combine(model.Source, file)))
-                File.Copy(Path.Combine(model.Source, file), output.File(file));
+        SafetensorsExporter.CopyProvenance(model, output.Path);
         output.Commit();
     }
 

@@ -253,6 +253,17 @@ public static class SafetensorsExporter
     /// <summary>A float as the shortest decimal that reads back to the same float32 (1e-05, not 9.999999747378752E-06).</summary>
     private static JsonNode JsonNumber(float value) => JsonNode.Parse(value.ToString("R", CultureInfo.InvariantCulture))!;
 
+    /// <summary>LlmShrink's own files kept beside the weights by the exports of a compressed folder, so they still say how it was made.</summary>
+    private static readonly string[] ProvenanceFiles = ["recipe.yaml", "report.md"];
+
+    /// <summary>Copies the compressed folder's <c>recipe.yaml</c> and <c>report.md</c> (when present) into <paramref name="folder"/>.</summary>
+    public static void CopyProvenance(LoadedModel model, string folder)
+    {
+        foreach (string file in ProvenanceFiles)
+            if (Directory.Exists(model.Source) && File.Exists(Path.Combine(model.Source, file)))
+                File.Copy(Path.Combine(model.Source, file), Path.Combine(folder, file));
+    }
+
     /// <summary>
     /// Tokenizer files: copied from a Hugging Face folder; from a GGUF SentencePiece ("llama") vocabulary, a tokenizer.model
     /// rebuilt from its pieces, scores and types, and a tokenizer_config.json with its BOS/EOS and add_bos_token.
