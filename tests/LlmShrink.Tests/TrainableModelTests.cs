@@ -166,6 +166,39 @@ public class TrainableModelTests(ITestOutputHelper output)
         }
     }
 
+    [Theory]
+    [InlineData("llama-gqa")]
+    [InlineData("qwen3-qknorm")]
+    [InlineData("pruned-shapes")]
+    public void Recomputing_block_activations_gives_the_same_gradients_bit_for_bit(string variant)
+    {
+        using var dir = new TempDir();
+        using var model = Variant(dir, variant, Tiny);
+        var c = model.Config;
+        float[][] Gradients(bool recompute, out long activationFloats)
+        {
+            var trainable = TrainableModel.FromLoaded(model);
+            trainable.Recompute = recompute;
+            var logits = trainable.Forward(Tokens, 2, 3);
+            var dLogits = new float[logits.Length];
+            CrossEntropy.Forward(logits, Targets, dLogits, c.VocabSize);
+            trainable.Backward(dLogits);
+            activationFloats = trainable.ActivationFloats;
+            return [.. trainable.Parameters.Select(p => p.Grad)];
+        }
+        var kept = Gradients(false, out long keptFloats);
+        var recomputed = Gradients(true, out long recomputedFloats);
+        for (int i = 0; i < kept.Length; i++) Assert.Equal(kept[i], recomputed[i]);
+
+        // What one block keeps (N = 6 tokens, 2 sequences of 3): norm outputs, 1/rms, q, k, v, probabilities, attention
+        // output, mid residual, gate, up, SwiGLU output, and with qk-norm q and k before it and their 1/rms.
+        long Block(LayerShape s) => 6L * (3 * c.HiddenSize + 2 + 2 * s.Heads * c.HeadDim + 2 * s.KvHeads * c.HeadDim + 3 * s.IntermediateSize)
+            + 2L * s.Heads * 3 * 3 + (c.QkNorm ? 6L * (s.Heads * c.HeadDim + s.KvHeads * c.HeadDim + s.Heads + s.KvHeads) : 0);
+        long common = 6L * c.HiddenSize * (c.NumLayers + 2) + 6 + 6L * c.VocabSize; // block inputs, final norm input/output/1/rms, logits
+        Assert.Equal(common + Block(c.Layer(0)) + Block(c.Layer(1)), keptFloats);
+        Assert.Equal(common + Block(new LayerShape(c.NumHeads, c.NumKvHeads, c.IntermediateSize)), recomputedFloats);
+    }
+
     [Fact]
     public void Masked_weights_stay_exactly_zero_through_adamw_steps()
     {

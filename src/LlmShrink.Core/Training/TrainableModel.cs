@@ -28,9 +28,11 @@ public sealed class TrainableModel
     private readonly Rope _rope;
     private readonly AttentionOp[] _attention;
 
-    // The last forward pass: its shape, tokens, the activations it kept, and the gradient scratch its backward reuses.
+    // The last forward pass: its shape, tokens, each block's input, the activations it kept, and the gradient scratch its backward reuses.
     private int _batch, _seqLen;
+    private bool _recomputing;
     private int[] _tokens = [];
+    private float[][] _inputs = [];
     private BlockActivations[] _layers = [];
     private float[] _finalInput = [], _finalNorm = [], _finalRstd = [], _logits = [], _cos = [], _sin = [], _negativeSin = [];
     private float[] _dx = [], _dNorm = [], _dAct = [], _dGate = [], _dUp = [], _dAttention = [], _dQ = [], _dK = [], _dV = [], _dQRaw = [], _dKRaw = [], _residual = [];
@@ -100,6 +102,19 @@ public sealed class TrainableModel
     }
 
     /// <summary>
+    /// Per-block activation recomputation (gradient checkpointing, Chen et al. 2016): the forward keeps only each
+    /// block's input, and the backward reruns a block's forward just before its backward, into one set of activations
+    /// shared by all blocks. Memory for activations falls from L blocks' worth to L residual streams plus one block's,
+    /// for one more forward pass of the blocks per step. The gradients are the same to the bit.
+    /// Takes effect at the next <see cref="Forward"/>.
+    /// </summary>
+    public bool Recompute { get; set; }
+
+    /// <summary>Floats held for the backward pass by the last <see cref="Forward"/>: block inputs, block activations, final norm, logits.</summary>
+    public long ActivationFloats =>
+        _inputs.Sum(a => (long)a.Length) + _layers.Sum(a => a.Floats) + _finalInput.Length + _finalNorm.Length + _finalRstd.Length + _logits.Length;
+
+    /// <summary>
     /// Logits [batch·seqLen, vocab] of <paramref name="tokens"/> ([batch, seqLen], each sequence from position 0). The
     /// array belongs to the model and is overwritten by the next forward pass.
     /// </summary>
@@ -108,26 +123,29 @@ public sealed class TrainableModel
         var c = Config;
         if (batch <= 0 || seqLen <= 0 || tokens.Length != batch * seqLen) throw new ArgumentException($"tokens must hold {batch}×{seqLen} ids", nameof(tokens));
         EnsureActivations(batch, seqLen);
-        int n = batch * seqLen, d = c.HiddenSize;
+        int n = batch * seqLen;
         _tokens = tokens.ToArray();
-        EmbeddingOp.Forward(tokens, Embedding, _layers[0].Input);
+        EmbeddingOp.Forward(tokens, Embedding, _inputs[0]);
         for (int l = 0; l < c.NumLayers; l++)
-            BlockForward(l, l + 1 < c.NumLayers ? _layers[l + 1].Input : _finalInput);
+            BlockForward(l, _inputs[l], l + 1 < c.NumLayers ? _inputs[l + 1] : _finalInput);
         RmsNormOp.Forward(_finalInput, FinalNorm.Value, _finalNorm, _finalRstd, n, c.RmsNormEps);
         LinearOp.Forward(_finalNorm, LmHead, null, _logits, n);
         return _logits;
     }
 
-    private void BlockForward(int layer, float[] output)
+    /// <summary>Block <paramref name="layer"/>'s activations: its own, or the one shared set when recomputing.</summary>
+    private BlockActivations Kept(int layer) => _layers[_recomputing ? 0 : layer];
+
+    private void BlockForward(int layer, float[] input, Span<float> output)
     {
         var c = Config;
         var b = Blocks[layer];
-        var a = _layers[layer];
+        var a = Kept(layer);
         var shape = c.Layer(layer);
-        int n = _batch * _seqLen, d = c.HiddenSize;
+        int n = _batch * _seqLen, d = c.HiddenSize, qDim = shape.Heads * c.HeadDim, kvDim = shape.KvHeads * c.HeadDim, ffn = shape.IntermediateSize;
         float eps = c.RmsNormEps;
 
-        RmsNormOp.Forward(a.Input, b.AttnNorm.Value, a.Norm1, a.Rstd1, n, eps);
+        RmsNormOp.Forward(input, b.AttnNorm.Value, a.Norm1, a.Rstd1, n, eps);
         bool qkNorm = b.QNorm is not null;
         LinearOp.Forward(a.Norm1, b.Q, b.QBias, qkNorm ? a.QRaw : a.Q, n);
         LinearOp.Forward(a.Norm1, b.K, b.KBias, qkNorm ? a.KRaw : a.K, n);
@@ -137,19 +155,20 @@ public sealed class TrainableModel
             RmsNormOp.Forward(a.QRaw, b.QNorm!.Value, a.Q, a.QRstd, n * shape.Heads, eps);
             RmsNormOp.Forward(a.KRaw, b.KNorm!.Value, a.K, a.KRstd, n * shape.KvHeads, eps);
         }
-        RopeOp.Forward(_rope, a.Q, n, _seqLen, _cos, _sin);
-        RopeOp.Forward(_rope, a.K, n, _seqLen, _cos, _sin);
+        RopeOp.Forward(_rope, a.Q.AsSpan(0, n * qDim), n, _seqLen, _cos, _sin);
+        RopeOp.Forward(_rope, a.K.AsSpan(0, n * kvDim), n, _seqLen, _cos, _sin);
         _attention[layer].Forward(a.Q, a.K, a.V, a.Attention, a.Probabilities, _batch, _seqLen);
         var residual = _residual.AsSpan(0, n * d);
+        var mid = a.Mid.AsSpan(0, n * d);
         LinearOp.Forward(a.Attention, b.O, null, residual, n);
-        TensorPrimitives.Add(a.Input, residual, a.Mid);
+        TensorPrimitives.Add(input, residual, mid);
 
-        RmsNormOp.Forward(a.Mid, b.FfnNorm.Value, a.Norm2, a.Rstd2, n, eps);
+        RmsNormOp.Forward(mid, b.FfnNorm.Value, a.Norm2, a.Rstd2, n, eps);
         LinearOp.Forward(a.Norm2, b.Gate, null, a.Gate, n);
         LinearOp.Forward(a.Norm2, b.Up, null, a.Up, n);
-        SwiGluOp.Forward(a.Gate, a.Up, a.Act);
+        SwiGluOp.Forward(a.Gate.AsSpan(0, n * ffn), a.Up, a.Act);
         LinearOp.Forward(a.Act, b.Down, null, residual, n);
-        TensorPrimitives.Add(a.Mid, residual, output);
+        TensorPrimitives.Add(mid, residual, output[..(n * d)]);
     }
 
     /// <summary>
@@ -166,7 +185,12 @@ public sealed class TrainableModel
         var dNorm = Zeroed(_dNorm, n * d);
         LinearOp.Backward(dLogits, _finalNorm, LmHead, null, dNorm, n);
         RmsNormOp.Backward(dNorm, _finalInput, FinalNorm.Value, _finalRstd, dx, FinalNorm.Grad, n);
-        for (int l = c.NumLayers - 1; l >= 0; l--) BlockBackward(l);
+        for (int l = c.NumLayers - 1; l >= 0; l--)
+        {
+            // The block's output is not needed again (its gradient is in _dx): _dNorm takes it.
+            if (_recomputing) BlockForward(l, _inputs[l], _dNorm);
+            BlockBackward(l);
+        }
         EmbeddingOp.Backward(_tokens, dx, Embedding);
     }
 
@@ -175,7 +199,7 @@ public sealed class TrainableModel
     {
         var c = Config;
         var b = Blocks[layer];
-        var a = _layers[layer];
+        var a = Kept(layer);
         var shape = c.Layer(layer);
         int n = _batch * _seqLen, d = c.HiddenSize, hd = c.HeadDim, qDim = shape.Heads * hd, kvDim = shape.KvHeads * hd, ffn = shape.IntermediateSize;
         var dx = _dx.AsSpan(0, n * d);
@@ -185,7 +209,7 @@ public sealed class TrainableModel
         LinearOp.Backward(dx, a.Act, b.Down, null, dAct, n);
         var dGate = Zeroed(_dGate, n * ffn);
         var dUp = Zeroed(_dUp, n * ffn);
-        SwiGluOp.Backward(dAct, a.Gate, a.Up, dGate, dUp);
+        SwiGluOp.Backward(dAct, a.Gate.AsSpan(0, n * ffn), a.Up, dGate, dUp);
         var dNorm = Zeroed(_dNorm, n * d);
         LinearOp.Backward(dGate, a.Norm2, b.Gate, null, dNorm, n);
         LinearOp.Backward(dUp, a.Norm2, b.Up, null, dNorm, n);
@@ -215,7 +239,7 @@ public sealed class TrainableModel
         LinearOp.Backward(dQ, a.Norm1, b.Q, b.QBias, dNorm, n);
         LinearOp.Backward(dK, a.Norm1, b.K, b.KBias, dNorm, n);
         LinearOp.Backward(_dV.AsSpan(0, n * kvDim), a.Norm1, b.V, b.VBias, dNorm, n);
-        RmsNormOp.Backward(dNorm, a.Input, b.AttnNorm.Value, a.Rstd1, dx, b.AttnNorm.Grad, n);
+        RmsNormOp.Backward(dNorm, _inputs[layer], b.AttnNorm.Value, a.Rstd1, dx, b.AttnNorm.Grad, n);
     }
 
     private static Span<float> Zeroed(float[] buffer, int length)
@@ -227,16 +251,18 @@ public sealed class TrainableModel
 
     private void EnsureActivations(int batch, int seqLen)
     {
-        if (batch == _batch && seqLen == _seqLen) return;
+        if (batch == _batch && seqLen == _seqLen && _recomputing == Recompute) return;
         var c = Config;
         int n = batch * seqLen, d = c.HiddenSize, hd = c.HeadDim;
-        _layers = new BlockActivations[c.NumLayers];
-        for (int l = 0; l < c.NumLayers; l++)
-        {
-            var s = c.Layer(l);
-            _layers[l] = new BlockActivations(n, d, s.Heads * hd, s.KvHeads * hd, s.IntermediateSize,
-                _attention[l].ProbabilityCount(batch, seqLen), s.Heads, s.KvHeads, c.QkNorm);
-        }
+        _inputs = [.. Enumerable.Range(0, c.NumLayers).Select(_ => new float[n * d])];
+        // One set sized for the widest block when recomputing; otherwise one per block, of its own widths.
+        _layers = Recompute
+            ? [new BlockActivations(n, d, c.QDim, c.KvDim, c.IntermediateSize, _attention.Max(a => a.ProbabilityCount(batch, seqLen)), c.NumHeads, c.NumKvHeads, c.QkNorm)]
+            : [.. Enumerable.Range(0, c.NumLayers).Select(l =>
+            {
+                var s = c.Layer(l);
+                return new BlockActivations(n, d, s.Heads * hd, s.KvHeads * hd, s.IntermediateSize, _attention[l].ProbabilityCount(batch, seqLen), s.Heads, s.KvHeads, c.QkNorm);
+            })];
         _finalInput = new float[n * d];
         _finalNorm = new float[n * d];
         _finalRstd = new float[n];
@@ -247,6 +273,6 @@ public sealed class TrainableModel
         _dAct = new float[n * c.IntermediateSize]; _dGate = new float[n * c.IntermediateSize]; _dUp = new float[n * c.IntermediateSize];
         _dAttention = new float[n * c.QDim]; _dQ = new float[n * c.QDim]; _dK = new float[n * c.KvDim]; _dV = new float[n * c.KvDim];
         if (c.QkNorm) { _dQRaw = new float[n * c.QDim]; _dKRaw = new float[n * c.KvDim]; }
-        (_batch, _seqLen) = (batch, seqLen);
+        (_batch, _seqLen, _recomputing) = (batch, seqLen, Recompute);
     }
 }
