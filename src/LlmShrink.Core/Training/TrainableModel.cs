@@ -58,14 +58,22 @@ public sealed class TrainableModel
         var c = model.Config;
         c.Validate(model.Source);
         var w = model.Weights;
-        Parameter P(string name, params int[] shape)
+        var factors = w.Find(TensorNames.RopeFrequencyFactors);
+        if (factors is not null) TensorShapes.Expect(factors, c.HeadDim / 2);
+        return Create(c, (name, shape) =>
         {
             var t = w.Find(name) ?? throw ShrinkException.InFile(model.Source, $"tensor '{name}' is missing (a packed layer has no dense weight to train)");
             if (t.Type is not (TensorType.F32 or TensorType.F16 or TensorType.BF16))
                 throw ShrinkException.InFile(model.Source, $"tensor '{name}' is stored as {t.Type}; training reads dense F32, F16 or BF16 weights");
             TensorShapes.Expect(t, [.. shape.Select(s => (long)s)]);
-            return new Parameter(name, t.ToFloatArray(), shape);
-        }
+            return t.ToFloatArray();
+        }, factors is null ? default : factors.ToFloatArray());
+    }
+
+    /// <summary>The model of configuration <paramref name="c"/> whose tensor of each canonical name and shape holds <paramref name="values"/>(name, shape).</summary>
+    public static TrainableModel Create(ModelConfig c, Func<string, int[], float[]> values, ReadOnlySpan<float> ropeFactors)
+    {
+        Parameter P(string name, params int[] shape) => new(name, values(name, shape), shape);
         int d = c.HiddenSize, hd = c.HeadDim;
         var blocks = new TrainableBlock[c.NumLayers];
         for (int l = 0; l < c.NumLayers; l++)
@@ -90,10 +98,8 @@ public sealed class TrainableModel
                 KNorm = c.QkNorm ? P(L(TensorNames.KNorm), hd) : null,
             };
         }
-        var factors = w.Find(TensorNames.RopeFrequencyFactors);
-        if (factors is not null) TensorShapes.Expect(factors, hd / 2);
         return new TrainableModel(c, P(TensorNames.Embedding, c.VocabSize, d), P(TensorNames.FinalNorm, d),
-            c.TiedEmbeddings ? null : P(TensorNames.LmHead, c.VocabSize, d), blocks, factors is null ? default : factors.ToFloatArray());
+            c.TiedEmbeddings ? null : P(TensorNames.LmHead, c.VocabSize, d), blocks, ropeFactors);
     }
 
     public void ZeroGrad()
