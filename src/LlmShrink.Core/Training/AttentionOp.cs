@@ -1,4 +1,6 @@
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 using LlmShrink.Kernels;
 
 namespace LlmShrink.Training;
@@ -11,8 +13,11 @@ namespace LlmShrink.Training;
 /// dP_ts = dO_t·v_s; dS_ts = P_ts (dP_ts − Σ_u P_tu dP_tu) (the softmax Jacobian); dq_t = Σ_s dS_ts k_s / √d;
 /// dk_s = Σ_t dS_ts q_t / √d; dv_s = Σ_t P_ts dO_t — dk and dv summed over the query heads that share g.
 /// Layouts are the inference ones: q and o [batch·T, heads·d], k and v [batch·T, kvHeads·d], row-major.
+/// <para>The head-sized dot products and multiply-adds are written out over pointers (<see cref="Dot"/>, <see cref="AddScaled"/>):
+/// a library call per 32-float vector cost more than its arithmetic (as in the inference <c>Attention</c>), and
+/// attention took most of a training step's time on tinylit-8m's shape.</para>
 /// </summary>
-public sealed class AttentionOp(int heads, int kvHeads, int headDim, int? window)
+public sealed unsafe class AttentionOp(int heads, int kvHeads, int headDim, int? window)
 {
     private readonly float _scale = 1f / MathF.Sqrt(headDim);
 
@@ -26,19 +31,18 @@ public sealed class AttentionOp(int heads, int kvHeads, int headDim, int? window
         Parallel.For(0, batch * heads, item =>
         {
             int b = item / heads, h = item % heads, g = h / group;
-            for (int t = 0; t < seqLen; t++)
-            {
-                int first = First(t), row = b * seqLen + t;
-                var scores = probabilities.AsSpan(((item * seqLen) + t) * seqLen + first, t - first + 1);
-                var qt = q.AsSpan(row * qDim + h * d, d);
-                for (int s = first; s <= t; s++)
-                    scores[s - first] = TensorPrimitives.Dot(qt, k.AsSpan((b * seqLen + s) * kvDim + g * d, d)) * _scale;
-                Softmax.Apply(scores);
-                var o = output.AsSpan(row * qDim + h * d, d);
-                o.Clear();
-                for (int s = first; s <= t; s++)
-                    TensorPrimitives.MultiplyAdd(v.AsSpan((b * seqLen + s) * kvDim + g * d, d), scores[s - first], o, o);
-            }
+            fixed (float* pq = q, pk = k, pv = v, po = output, pp = probabilities)
+                for (int t = 0; t < seqLen; t++)
+                {
+                    int first = First(t), row = b * seqLen + t, count = t - first + 1;
+                    float* scores = pp + ((long)item * seqLen + t) * seqLen + first;
+                    float* qt = pq + (long)row * qDim + h * d;
+                    for (int s = first; s <= t; s++) scores[s - first] = Dot(qt, pk + (long)(b * seqLen + s) * kvDim + g * d, d) * _scale;
+                    Softmax.Apply(new Span<float>(scores, count));
+                    float* o = po + (long)row * qDim + h * d;
+                    new Span<float>(o, d).Clear();
+                    for (int s = first; s <= t; s++) AddScaled(o, pv + (long)(b * seqLen + s) * kvDim + g * d, scores[s - first], d);
+                }
         });
     }
 
@@ -51,26 +55,49 @@ public sealed class AttentionOp(int heads, int kvHeads, int headDim, int? window
         {
             int b = item / kvHeads, g = item % kvHeads;
             var dS = new float[seqLen];
-            for (int h = g * group; h < (g + 1) * group; h++)
-                for (int t = 0; t < seqLen; t++)
-                {
-                    int first = First(t), row = b * seqLen + t, count = t - first + 1;
-                    var p = probabilities.AsSpan((((b * heads) + h) * seqLen + t) * seqLen + first, count);
-                    var dOt = dOutput.AsSpan(row * qDim + h * d, d);
-                    var ds = dS.AsSpan(0, count);
-                    for (int s = first; s <= t; s++) ds[s - first] = TensorPrimitives.Dot(dOt, v.AsSpan((b * seqLen + s) * kvDim + g * d, d));
-                    float weighted = TensorPrimitives.Dot(p, ds); // Σ_u P_tu dP_tu
-                    for (int i = 0; i < count; i++) ds[i] = p[i] * (ds[i] - weighted) * _scale;
-                    var qt = q.AsSpan(row * qDim + h * d, d);
-                    var dqt = dq.AsSpan(row * qDim + h * d, d);
-                    for (int s = first; s <= t; s++)
+            fixed (float* pdO = dOutput, pq = q, pk = k, pv = v, pp = probabilities, pdq = dq, pdk = dk, pdv = dv, ds = dS)
+                for (int h = g * group; h < (g + 1) * group; h++)
+                    for (int t = 0; t < seqLen; t++)
                     {
-                        int kv = (b * seqLen + s) * kvDim + g * d;
-                        TensorPrimitives.MultiplyAdd(k.AsSpan(kv, d), ds[s - first], dqt, dqt);
-                        TensorPrimitives.MultiplyAdd(qt, ds[s - first], dk.AsSpan(kv, d), dk.AsSpan(kv, d));
-                        TensorPrimitives.MultiplyAdd(dOt, p[s - first], dv.AsSpan(kv, d), dv.AsSpan(kv, d));
+                        int first = First(t), row = b * seqLen + t, count = t - first + 1;
+                        float* p = pp + (((long)b * heads + h) * seqLen + t) * seqLen + first;
+                        float* dOt = pdO + (long)row * qDim + h * d;
+                        long kvFirst = (long)(b * seqLen + first) * kvDim + g * d; // key/value head g of position first
+                        for (int i = 0; i < count; i++) ds[i] = Dot(dOt, pv + kvFirst + (long)i * kvDim, d);
+                        float weighted = TensorPrimitives.Dot(new ReadOnlySpan<float>(p, count), new ReadOnlySpan<float>(ds, count)); // Σ_u P_tu dP_tu
+                        for (int i = 0; i < count; i++) ds[i] = p[i] * (ds[i] - weighted) * _scale;
+                        float* qt = pq + (long)row * qDim + h * d;
+                        float* dqt = pdq + (long)row * qDim + h * d;
+                        for (int i = 0; i < count; i++)
+                        {
+                            long offset = kvFirst + (long)i * kvDim;
+                            AddScaled(dqt, pk + offset, ds[i], d);
+                            AddScaled(pdk + offset, qt, ds[i], d);
+                            AddScaled(pdv + offset, dOt, p[i], d);
+                        }
                     }
-                }
         });
+    }
+
+    /// <summary>a·b over <paramref name="d"/> floats, eight at a time.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Dot(float* a, float* b, int d)
+    {
+        var sum = Vector256<float>.Zero;
+        int i = 0;
+        for (; i + 8 <= d; i += 8) sum = Vector256.FusedMultiplyAdd(Vector256.Load(a + i), Vector256.Load(b + i), sum);
+        float result = Vector256.Sum(sum);
+        for (; i < d; i++) result += a[i] * b[i];
+        return result;
+    }
+
+    /// <summary>y += α·x over <paramref name="d"/> floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AddScaled(float* y, float* x, float alpha, int d)
+    {
+        var a = Vector256.Create(alpha);
+        int i = 0;
+        for (; i + 8 <= d; i += 8) Vector256.FusedMultiplyAdd(Vector256.Load(x + i), a, Vector256.Load(y + i)).Store(y + i);
+        for (; i < d; i++) y[i] += alpha * x[i];
     }
 }

@@ -60,16 +60,25 @@ public static unsafe class LinearOp
         }
     }
 
-    /// <summary>dst[c, r] = src[r, c] for a [rows, cols] matrix, in 32×32 tiles so both sides are read and written in cache lines.</summary>
-    internal static void Transpose(ReadOnlySpan<float> src, int rows, int cols, Span<float> dst)
+    /// <summary>
+    /// dst[c, r] = src[r, c] for a [rows, cols] matrix, in 16×16 tiles: each tile's 16 source rows and 16 destination
+    /// rows stay in L1 while it is copied. Through pointers: with bounds-checked span indexing the transposes of dY and X
+    /// took longer than the product they feed (45 ms against 15 ms for 4096 tokens × 256 → 768, one Zen 4 core; 6 ms now).
+    /// </summary>
+    internal static void Transpose(ReadOnlySpan<float> source, int rows, int cols, Span<float> destination)
     {
-        const int Tile = 32;
-        for (int r0 = 0; r0 < rows; r0 += Tile)
-            for (int c0 = 0; c0 < cols; c0 += Tile)
-            {
-                int r1 = Math.Min(r0 + Tile, rows), c1 = Math.Min(c0 + Tile, cols);
-                for (int r = r0; r < r1; r++)
-                    for (int c = c0; c < c1; c++) dst[c * rows + r] = src[r * cols + c];
-            }
+        const int Tile = 16;
+        if (source.Length < (long)rows * cols || destination.Length < (long)rows * cols) throw new ArgumentException($"transpose of a {rows}×{cols} matrix: buffers too short");
+        fixed (float* src = source, dst = destination)
+            for (int r0 = 0; r0 < rows; r0 += Tile)
+                for (int c0 = 0; c0 < cols; c0 += Tile)
+                {
+                    int r1 = Math.Min(r0 + Tile, rows), c1 = Math.Min(c0 + Tile, cols);
+                    for (int c = c0; c < c1; c++)
+                    {
+                        float* d = dst + (long)c * rows, s = src + c;
+                        for (int r = r0; r < r1; r++) d[r] = s[(long)r * cols];
+                    }
+                }
     }
 }
