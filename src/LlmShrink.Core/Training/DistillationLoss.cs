@@ -1,3 +1,5 @@
+using System.Numerics.Tensors;
+
 namespace LlmShrink.Training;
 
 /// <summary>Which divergence between the teacher's token distribution p and the student's q a <see cref="DistillationLoss"/> minimizes.</summary>
@@ -24,67 +26,95 @@ public enum Divergence
 /// </list>
 /// No τ² factor (Hinton et al.'s gradient-scale correction) is applied; a caller that wants it passes it as the weight.
 /// JSD needs 0 &lt; β &lt; 1 (at β = 0 or 1 the divergence is identically zero; GKD uses the KLs there).
+/// <para>Rows run in parallel, each in float32 with vectorized <see cref="TensorPrimitives"/> over the vocabulary (the
+/// row's sums are float dot products, the total is summed in double in row order, so results do not depend on threads).</para>
 /// </summary>
 public sealed record DistillationLoss(Divergence Kind, float Temperature = 1f, float Beta = 0.5f)
 {
     /// <summary>Returns L and adds <paramref name="weight"/>·∂L/∂z into <paramref name="dStudent"/>.</summary>
-    public double Forward(ReadOnlySpan<float> teacher, ReadOnlySpan<float> student, Span<float> dStudent, int vocab, float weight = 1)
+    public double Forward(float[] teacher, float[] student, float[] dStudent, int vocab, float weight = 1)
     {
         if (!(Temperature > 0)) throw new ArgumentOutOfRangeException(nameof(Temperature), "the temperature must be positive");
         if (Kind == Divergence.Jsd && !(Beta > 0 && Beta < 1)) throw new ArgumentOutOfRangeException(nameof(Beta), "JSD's β must lie strictly between 0 and 1");
         if (teacher.Length != student.Length || dStudent.Length != student.Length || student.Length % vocab != 0)
             throw new ArgumentException("teacher logits, student logits and the gradient must all hold N×vocab floats");
         int n = student.Length / vocab;
-        double[] logP = new double[vocab], logQ = new double[vocab], g = new double[vocab];
-        double total = 0, step = weight / (double)n / Temperature;
-        for (int r = 0; r < n; r++)
+        var rowLoss = new double[n];
+        float step = weight / n / Temperature;
+        Parallel.For(0, n, () => new Row(vocab), (r, _, row) =>
         {
-            LogSoftmax(teacher.Slice(r * vocab, vocab), logP);
-            LogSoftmax(student.Slice(r * vocab, vocab), logQ);
-            var dz = dStudent.Slice(r * vocab, vocab);
-            double d = 0;
-            switch (Kind)
-            {
-                case Divergence.ForwardKl:
-                    for (int i = 0; i < vocab; i++)
-                    {
-                        double p = Math.Exp(logP[i]), q = Math.Exp(logQ[i]);
-                        d += p * (logP[i] - logQ[i]);
-                        dz[i] += (float)(step * (q - p));
-                    }
-                    break;
-                case Divergence.ReverseKl:
-                    for (int i = 0; i < vocab; i++) d += Math.Exp(logQ[i]) * (logQ[i] - logP[i]);
-                    for (int i = 0; i < vocab; i++) dz[i] += (float)(step * Math.Exp(logQ[i]) * (logQ[i] - logP[i] - d));
-                    break;
-                case Divergence.Jsd:
-                    double beta = Beta, logBeta = Math.Log(beta), logRest = Math.Log(1 - beta), mean = 0;
-                    for (int i = 0; i < vocab; i++)
-                    {
-                        // log m = log(β p + (1 − β) q), summed in the log domain so that tiny p and q do not underflow.
-                        double a = logBeta + logP[i], b = logRest + logQ[i];
-                        double logM = Math.Max(a, b) + Math.Log(1 + Math.Exp(-Math.Abs(a - b)));
-                        double p = Math.Exp(logP[i]), q = Math.Exp(logQ[i]);
-                        d += beta * p * (logP[i] - logM) + (1 - beta) * q * (logQ[i] - logM);
-                        g[i] = (1 - beta) * (logQ[i] - logM);
-                        mean += q * g[i];
-                    }
-                    for (int i = 0; i < vocab; i++) dz[i] += (float)(step * Math.Exp(logQ[i]) * (g[i] - mean));
-                    break;
-            }
-            total += d;
-        }
+            rowLoss[r] = row.Run(this, teacher.AsSpan(r * vocab, vocab), student.AsSpan(r * vocab, vocab), dStudent.AsSpan(r * vocab, vocab), step);
+            return row;
+        }, _ => { });
+        double total = 0;
+        foreach (double d in rowLoss) total += d;
         return total / n;
     }
 
-    /// <summary>log softmax(z/τ), in double.</summary>
-    private void LogSoftmax(ReadOnlySpan<float> z, double[] result)
+    private const float SmallestNormal = 1.17549435e-38f;
+
+    /// <summary>One thread's buffers: log p, log q, p, q and scratch over the vocabulary.</summary>
+    private sealed class Row(int vocab)
     {
-        double max = double.NegativeInfinity;
-        for (int i = 0; i < z.Length; i++) max = Math.Max(max, z[i] / (double)Temperature);
-        double sum = 0;
-        for (int i = 0; i < z.Length; i++) sum += Math.Exp(z[i] / (double)Temperature - max);
-        double logSum = max + Math.Log(sum);
-        for (int i = 0; i < z.Length; i++) result[i] = z[i] / (double)Temperature - logSum;
+        private readonly float[] _logP = new float[vocab], _logQ = new float[vocab], _p = new float[vocab], _q = new float[vocab], _a = new float[vocab], _b = new float[vocab];
+
+        /// <summary>D(p, q) of one row; adds step·∂D/∂z·τ into dz.</summary>
+        public double Run(DistillationLoss loss, ReadOnlySpan<float> teacher, ReadOnlySpan<float> student, Span<float> dz, float step)
+        {
+            LogSoftmax(teacher, loss.Temperature, _logP, _p);
+            LogSoftmax(student, loss.Temperature, _logQ, _q);
+            Span<float> a = _a, b = _b;
+            switch (loss.Kind)
+            {
+                case Divergence.ForwardKl:
+                {
+                    TensorPrimitives.Subtract(_logP, _logQ, a);
+                    float d = TensorPrimitives.Dot(_p, a);
+                    TensorPrimitives.Subtract(_q, _p, a);
+                    TensorPrimitives.MultiplyAdd(a, step, dz, dz);
+                    return d;
+                }
+                case Divergence.ReverseKl:
+                {
+                    TensorPrimitives.Subtract(_logQ, _logP, a);
+                    float d = TensorPrimitives.Dot(_q, a);
+                    TensorPrimitives.Subtract(a, d, a);
+                    TensorPrimitives.Multiply(a, _q, a);
+                    TensorPrimitives.MultiplyAdd(a, step, dz, dz);
+                    return d;
+                }
+                default:
+                {
+                    float beta = loss.Beta;
+                    // log m = log(β p + (1 − β) q); m is kept above the smallest normal float, so that where p and q
+                    // both underflow, log m stays finite and the terms weighted by p or q stay zero.
+                    TensorPrimitives.Multiply(_p, beta, b);
+                    TensorPrimitives.MultiplyAdd(_q, 1 - beta, b, b);
+                    TensorPrimitives.Max(b, SmallestNormal, b);
+                    TensorPrimitives.Log(b, b);
+                    TensorPrimitives.Subtract(_logP, b, a);
+                    double d = beta * (double)TensorPrimitives.Dot(_p, a);
+                    TensorPrimitives.Subtract(_logQ, b, a);                     // log q − log m
+                    d += (1 - beta) * (double)TensorPrimitives.Dot(_q, a);
+                    TensorPrimitives.Multiply(a, 1 - beta, a);                  // g = (1 − β)(log q − log m)
+                    float mean = TensorPrimitives.Dot(_q, a);
+                    TensorPrimitives.Subtract(a, mean, a);
+                    TensorPrimitives.Multiply(a, _q, a);
+                    TensorPrimitives.MultiplyAdd(a, step, dz, dz);
+                    return d;
+                }
+            }
+        }
+
+        /// <summary>log softmax(z/τ) into <paramref name="logs"/> and softmax(z/τ) into <paramref name="probabilities"/>.</summary>
+        private static void LogSoftmax(ReadOnlySpan<float> z, float temperature, Span<float> logs, Span<float> probabilities)
+        {
+            TensorPrimitives.Multiply(z, 1 / temperature, logs);
+            TensorPrimitives.Subtract(logs, TensorPrimitives.Max(logs), logs);
+            TensorPrimitives.Exp(logs, probabilities);
+            float sum = TensorPrimitives.Sum(probabilities);
+            TensorPrimitives.Subtract(logs, MathF.Log(sum), logs);
+            TensorPrimitives.Multiply(probabilities, 1 / sum, probabilities);
+        }
     }
 }
