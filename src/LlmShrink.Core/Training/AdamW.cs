@@ -12,10 +12,6 @@ public sealed class AdamW(float beta1 = 0.9f, float beta2 = 0.999f, float eps = 
 {
     private readonly Dictionary<Parameter, (float[] M, float[] V)> _moments = new(ReferenceEqualityComparer.Instance);
 
-    public float Beta1 => beta1;
-    public float Beta2 => beta2;
-    public float Eps => eps;
-    public float WeightDecay => weightDecay;
     /// <summary>Steps taken so far (t of the last update).</summary>
     public int Step { get; private set; }
 

@@ -51,6 +51,4 @@ public sealed class Parameter
         for (int i = 0; i < mask.Length; i++)
             if (mask[i] == 0) Value[i] = Grad[i] = 0;
     }
-
-    public override string ToString() => $"{Name} [{string.Join(", ", Shape)}]";
 }
