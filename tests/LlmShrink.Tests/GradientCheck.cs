@@ -13,20 +13,28 @@ public static class GradientCheck
     public const double Step = 1e-5;
 
     /// <summary>∂f/∂x by central differences; x is perturbed in place and restored.</summary>
-    public static double[] Numeric(double[] x, Func<double> f)
+    public static double[] Numeric(double[] x, Func<double> f) => NumericSample(x, x.Length, f).Gradient;
+
+    /// <summary>
+    /// ∂f/∂x_i by central differences at <paramref name="count"/> evenly spaced indices i (every index when x is no
+    /// longer); returns the indices and the derivatives.
+    /// </summary>
+    public static (int[] Indices, double[] Gradient) NumericSample(double[] x, int count, Func<double> f)
     {
-        var gradient = new double[x.Length];
-        for (int i = 0; i < x.Length; i++)
+        int[] indices = x.Length <= count ? [.. Enumerable.Range(0, x.Length)] : [.. Enumerable.Range(0, count).Select(i => (int)((long)i * x.Length / count))];
+        var gradient = new double[indices.Length];
+        for (int j = 0; j < indices.Length; j++)
         {
+            int i = indices[j];
             double saved = x[i];
             x[i] = saved + Step;
             double plus = f();
             x[i] = saved - Step;
             double minus = f();
             x[i] = saved;
-            gradient[i] = (plus - minus) / (2 * Step);
+            gradient[j] = (plus - minus) / (2 * Step);
         }
-        return gradient;
+        return (indices, gradient);
     }
 
     /// <summary>‖analytic − numeric‖₂ / ‖numeric‖₂.</summary>

@@ -93,7 +93,8 @@ public class TrainableModelTests(ITestOutputHelper output)
 
     /// <summary>
     /// One training step's gradients (forward, cross-entropy, backward) against central differences of the double
-    /// reference forward (<see cref="ReferenceForward"/>) and cross-entropy, for every value of every parameter.
+    /// reference forward (<see cref="ReferenceForward"/>) and cross-entropy: every value of every parameter for the
+    /// plain GQA model, 64 evenly spread values per tensor for the variants (which differ from it in a few ops).
     /// Bound 1e-4 relative per parameter tensor: the ops' 1e-5 (<see cref="GradientCheck.AssertClose"/>) compounded
     /// along a path of ~40 ops through two blocks; measured errors are ~1e-6.
     /// </summary>
@@ -129,9 +130,14 @@ public class TrainableModelTests(ITestOutputHelper output)
         Assert.Equal(ReferenceLoss(), loss, 1e-5);
 
         double worst = 0;
+        int perTensor = variant == "llama-gqa" ? int.MaxValue : 64, checkedValues = 0;
         foreach (var p in trainable.Parameters)
-            worst = Math.Max(worst, GradientCheck.AssertClose(p.Grad, GradientCheck.Numeric(weights[p.Name], ReferenceLoss), p.Name, bound: 1e-4));
-        output.WriteLine($"{variant}: {trainable.Parameters.Count} tensors, {trainable.Parameters.Sum(p => p.Value.Length)} values, worst relative error {worst:E2}");
+        {
+            var (indices, numeric) = GradientCheck.NumericSample(weights[p.Name], perTensor, ReferenceLoss);
+            worst = Math.Max(worst, GradientCheck.AssertClose([.. indices.Select(i => p.Grad[i])], numeric, p.Name, bound: 1e-4));
+            checkedValues += indices.Length;
+        }
+        output.WriteLine($"{variant}: {trainable.Parameters.Count} tensors, {checkedValues} of {trainable.Parameters.Sum(p => p.Value.Length)} values checked, worst relative error {worst:E2}");
     }
 
     [Fact]
