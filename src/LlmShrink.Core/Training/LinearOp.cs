@@ -23,8 +23,7 @@ public static unsafe class LinearOp
     }
 
     /// <summary>
-    /// Adds dY·W into <paramref name="dx"/> (skipped when it is empty: the layer's input needs no gradient) and
-    /// dYᵀ·X (masked) into the weight's gradient, Σ dY into the bias's.
+    /// Adds dY·W into <paramref name="dx"/>, dYᵀ·X (masked) into the weight's gradient, Σ dY into the bias's.
     /// </summary>
     public static void Backward(ReadOnlySpan<float> dy, ReadOnlySpan<float> x, Parameter weight, Parameter? bias, Span<float> dx, int n)
     {
@@ -34,13 +33,10 @@ public static unsafe class LinearOp
         float[] a = pool.Rent(n * outDim), b = pool.Rent(Math.Max(n, outDim) * inDim), c = pool.Rent(Math.Max(n, outDim) * inDim);
         try
         {
-            if (!dx.IsEmpty)
-            {
-                // dX[n, in] = dY[n, out]·W[out, in] = dY·(Wᵀ)ᵀ: Wᵀ is the [in, out] matrix MatMul wants.
-                Transpose(weight.Value, outDim, inDim, b);
-                fixed (float* wt = b) MatMul.Multiply(dy[..(n * outDim)], wt, c.AsSpan(0, n * inDim), n, outDim, inDim);
-                TensorPrimitives.Add(dx[..(n * inDim)], c.AsSpan(0, n * inDim), dx[..(n * inDim)]);
-            }
+            // dX[n, in] = dY[n, out]·W[out, in] = dY·(Wᵀ)ᵀ: Wᵀ is the [in, out] matrix MatMul wants.
+            Transpose(weight.Value, outDim, inDim, b);
+            fixed (float* wt = b) MatMul.Multiply(dy[..(n * outDim)], wt, c.AsSpan(0, n * inDim), n, outDim, inDim);
+            TensorPrimitives.Add(dx[..(n * inDim)], c.AsSpan(0, n * inDim), dx[..(n * inDim)]);
             // dW[out, in] = dYᵀ[out, n]·X[n, in] = dYᵀ·(Xᵀ)ᵀ.
             Transpose(dy, n, outDim, a);
             Transpose(x, n, inDim, b);

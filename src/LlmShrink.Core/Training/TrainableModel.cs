@@ -37,7 +37,7 @@ public sealed class TrainableModel
     private float[] _finalInput = [], _finalNorm = [], _finalRstd = [], _logits = [], _cos = [], _sin = [], _negativeSin = [];
     private float[] _dx = [], _dNorm = [], _dAct = [], _dGate = [], _dUp = [], _dAttention = [], _dQ = [], _dK = [], _dV = [], _dQRaw = [], _dKRaw = [], _residual = [];
 
-    public TrainableModel(ModelConfig config, Parameter embedding, Parameter finalNorm, Parameter? lmHead, IReadOnlyList<TrainableBlock> blocks, ReadOnlySpan<float> ropeFactors)
+    private TrainableModel(ModelConfig config, Parameter embedding, Parameter finalNorm, Parameter? lmHead, IReadOnlyList<TrainableBlock> blocks, ReadOnlySpan<float> ropeFactors)
     {
         Config = config;
         Embedding = embedding;
