@@ -149,6 +149,19 @@ public class CompressionTests
         Assert.Contains(problem, e.Message);
     }
 
+    [Theory]
+    [InlineData("re:model\\.layer\\.0\\..*")] // "layer" for "layers": matches nothing
+    [InlineData("down_projection")]
+    [InlineData("re:model\\.layers\\.8\\..*")] // tinylit has blocks 0–7
+    public void A_target_that_selects_no_module_is_a_recipe_error(string target)
+    {
+        var recipe = Recipe.Parse($"modifiers:\n  - method: rtn\n    targets: ['{target}']\n", "typo", "typo.yaml");
+        using var model = ModelLoader.Load(SharedData.TinyLit);
+        using var transformer = new Transformer(model);
+        var e = Assert.Throws<ShrinkException>(() => new SequentialPipeline(model, transformer, recipe));
+        Assert.Equal($"recipe 'typo': modifier 'rtn': target '{target}' matches no module of this model (modules are named like model.layers.0.self_attn.q_proj and lm_head)", e.Message);
+    }
+
     [Fact]
     public void A_modifier_after_the_one_that_quantized_a_layer_is_a_recipe_error()
     {

@@ -59,6 +59,10 @@ public sealed class SequentialPipeline
         _model = model;
         _transformer = transformer;
         _recipe = recipe;
+        foreach (var m in recipe.Modifiers)
+            if (m.Targets.Unmatched(model.Config.NumLayers).FirstOrDefault() is { } unmatched)
+                throw new ShrinkException($"recipe '{recipe.Name}': modifier '{m.Spec.Method}': target '{unmatched}' matches no module of this model " +
+                    $"(modules are named like {LinearRoles.ModulePath(0, LinearRole.Q)} and {LinearRoles.ModulePath(0, LinearRole.LmHead)})");
     }
 
     /// <param name="releaseFinishedBlocks">

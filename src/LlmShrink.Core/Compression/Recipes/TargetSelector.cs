@@ -38,6 +38,11 @@ public sealed class TargetSelector
     public bool Matches(int layer, LinearRole role) =>
         _targets.Any(p => Match(p, layer, role)) && !_ignore.Any(p => Match(p, layer, role));
 
+    /// <summary>The target patterns that select no module of a model with <paramref name="layers"/> blocks: a typo in a module
+    /// name or a regex would otherwise leave the layers it meant uncompressed without a word.</summary>
+    public IEnumerable<string> Unmatched(int layers) =>
+        _targets.Where(p => !Enumerable.Range(0, layers).Any(l => LinearRoles.All.Any(r => Match(p, l, r))) && !Match(p, layers, LinearRole.LmHead));
+
     private static bool Match(string pattern, int layer, LinearRole role) =>
         pattern == "Linear" ? role != LinearRole.LmHead
         : pattern == LinearRoles.ModuleName(role) || pattern.StartsWith("re:", StringComparison.Ordinal) && Regex.IsMatch(LinearRoles.ModulePath(layer, role), pattern[3..]);
