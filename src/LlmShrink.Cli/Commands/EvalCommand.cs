@@ -41,8 +41,8 @@ internal static class EvalCommand
             string? referencePath = parse.GetValue(reference);
 
             TextFile.EnsureText(dataPath, "evaluation text"); // before loading models, so a wrong file fails at once
-            using var evaluated = ModelLoader.Load(modelPath, parse.GetValue(tokenizerFile));
-            using var referenceModel = referencePath is null ? null : ModelLoader.Load(referencePath);
+            using var evaluated = Terminal.LoadModel(modelPath, cancellation, parse.GetValue(tokenizerFile));
+            using var referenceModel = referencePath is null ? null : Terminal.LoadModel(referencePath, cancellation);
             // Both models see exactly the same token ids: the reference's tokenizer (the original model's) when comparing.
             var tokenizer = (referenceModel ?? evaluated).RequireTokenizer();
             if (referenceModel is not null && referenceModel.Config.VocabSize != evaluated.Config.VocabSize)

@@ -25,7 +25,7 @@ public static class CompressionJob
     public static CompressionSummary Run(CompressionRequest request, Recipe recipe, IProgress<PipelineProgress>? progress = null, CancellationToken cancel = default)
     {
         CalibrationSet.CheckSource(request.CalibrationFile);
-        using var model = ModelLoader.Load(request.Model);
+        using var model = ModelLoader.Load(request.Model, cancellation: cancel);
         var calibration = request.CalibrationFile == CalibrationSet.RandomSource
             ? CalibrationSet.Random(model.Config.VocabSize, model.Config.BosTokenId, request.Samples, request.SequenceLength, request.Seed)
             : CalibrationSet.FromFile(request.CalibrationFile, model.RequireTokenizer(), request.Samples, request.SequenceLength, request.Seed);
