@@ -21,7 +21,8 @@ public static class HfTokenizerJson
             using var doc = JsonDocument.Parse(File.ReadAllBytes(path));
             return Load(doc.RootElement, path, config);
         }
-        catch (Exception e) when (e is JsonException or InvalidOperationException or KeyNotFoundException or FormatException)
+        // ArgumentNullException: a string field holding null (GetString() returns null), then used as a name.
+        catch (Exception e) when (e is JsonException or InvalidOperationException or KeyNotFoundException or FormatException or ArgumentNullException)
         {
             throw ShrinkException.InFile(path, $"malformed tokenizer.json: {e.Message}");
         }
@@ -35,7 +36,15 @@ public static class HfTokenizerJson
             throw ShrinkException.InFile(path, $"unsupported tokenizer model type '{type}' (only BPE is supported)");
 
         var vocab = new Dictionary<string, int>();
-        foreach (var entry in model.GetProperty("vocab").EnumerateObject()) vocab[entry.Name] = CheckedId(entry.Value.GetInt32(), path);
+        var tokenOfId = new Dictionary<int, string>();
+        foreach (var entry in model.GetProperty("vocab").EnumerateObject())
+        {
+            int id = CheckedId(entry.Value.GetInt32(), path);
+            // The BPE model indexes tokens by id and would fail on a second token with the same id.
+            if (!tokenOfId.TryAdd(id, entry.Name) && tokenOfId[id] != entry.Name)
+                throw ShrinkException.InFile(path, $"model.vocab gives id {id} to both '{tokenOfId[id]}' and '{entry.Name}'");
+            vocab[entry.Name] = id;
+        }
         var merges = ReadMerges(model, path);
         var added = new List<(string Text, int Id, bool Special)>();
         if (root.TryGetProperty("added_tokens", out var addedTokens) && addedTokens.ValueKind == JsonValueKind.Array)

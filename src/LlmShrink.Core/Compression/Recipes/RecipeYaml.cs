@@ -36,6 +36,9 @@ public static class RecipeYaml
         var stream = new YamlStream();
         try { stream.Load(new StringReader(text)); }
         catch (YamlException e) { throw Error(source, e.Start, Describe(e)); }
+        // YamlDotNet's scanner fails this way, without a position, on a plain scalar that runs into the end of an unclosed
+        // flow collection ("bits: {a: [").
+        catch (InvalidOperationException) { throw ShrinkException.InFile(source, "not valid YAML: a '[' or '{' is never closed"); }
         var tree = new YamlTree(source);
         if (stream.Documents.Count > 1) throw Error(source, stream.Documents[1].RootNode.Start, "a recipe is one YAML document, not several");
         if (stream.Documents.Count == 1) tree.Root = Convert(stream.Documents[0].RootNode, tree);
