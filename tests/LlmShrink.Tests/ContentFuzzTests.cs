@@ -57,6 +57,7 @@ public class ContentFuzzTests
     [InlineData("recipe", 74, 38)]            // an unclosed flow collection: YamlDotNet's scanner threw InvalidOperationException
     [InlineData("recipe", 174, 508)]          // an alias in a mapping: YamlDotNet threw ArgumentException
     [InlineData("tokenizer-json", 73, 1118)]  // post_processor SpecialToken id null: ArgumentNullException
+    [InlineData("tokenizer-json", 273, 403)]  // a special token with an empty ids list: IndexOutOfRangeException
     [InlineData("tokenizer-json", 73, 1127)]  // two vocab entries with one id: ArgumentException from a SortedDictionary
     public void RegressionCasesStayClean(string target, int seed, int caseNumber)
     {

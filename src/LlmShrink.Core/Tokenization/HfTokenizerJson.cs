@@ -59,7 +59,7 @@ public static class HfTokenizerJson
 
         int IdOf(string? text) =>
             text is null ? -1 : added.FirstOrDefault(a => a.Text == text) is { Text: not null } a ? a.Id : vocab.GetValueOrDefault(text, -1);
-        var (templateBos, templateHasBos) = TemplateBos(root);
+        var (templateBos, templateHasBos) = TemplateBos(root, path);
         int bosId = IdOf(config.BosToken) is >= 0 and var b ? b : templateBos;
         int eosId = IdOf(config.EosToken);
         bool Flag(JsonElement e, string name, bool fallback) => e.TryGetProperty(name, out var v) && v.ValueKind is JsonValueKind.True or JsonValueKind.False ? v.GetBoolean() : fallback;
@@ -181,7 +181,7 @@ public static class HfTokenizerJson
     }
 
     /// <summary>BOS from a TemplateProcessing post-processor whose single-sequence template starts with a special token.</summary>
-    private static (int BosId, bool HasBos) TemplateBos(JsonElement root)
+    private static (int BosId, bool HasBos) TemplateBos(JsonElement root, string path)
     {
         if (!root.TryGetProperty("post_processor", out var post)) return (-1, false);
         foreach (var p in Flatten(post, "processors"))
@@ -190,6 +190,7 @@ public static class HfTokenizerJson
             if (!single[0].TryGetProperty("SpecialToken", out var first)) return (-1, false);
             string name = first.GetProperty("id").GetString()!;
             var ids = p.GetProperty("special_tokens").GetProperty(name).GetProperty("ids");
+            if (ids.GetArrayLength() == 0) throw ShrinkException.InFile(path, $"post_processor: special token '{name}' has no ids");
             return (ids[0].GetInt32(), true);
         }
         return (-1, false);
