@@ -48,6 +48,7 @@ public static class Program
             CompressCommand.Create(cancellation),
             AutoCommand.Create(cancellation),
             AnalyzeCommand.Create(cancellation),
+            TrainCommand.Create(cancellation),
         };
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0) return UserError(Describe(parsed.Errors[0]));

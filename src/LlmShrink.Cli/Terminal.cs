@@ -85,6 +85,28 @@ internal static class Terminal
         public void Report(T value) => report(value);
     }
 
+    /// <summary>
+    /// Like <see cref="WithProgress{T}"/> for work in stages run one after the other, each with its own bar (and ETA) out of
+    /// 1; <paramref name="work"/> reports (stage, fraction done). A stage that never reports keeps an empty bar.
+    /// </summary>
+    public static T WithStages<T>(IReadOnlyList<string> stages, Func<Action<int, double>, T> work)
+    {
+        if (Console.IsErrorRedirected) return work((_, _) => { });
+        return Stderr().Progress()
+            .AutoClear(true)
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
+            .Start(context =>
+            {
+                var tasks = stages.Select(s => context.AddTask(s, autoStart: false, maxValue: 1)).ToArray();
+                return work((stage, done) =>
+                {
+                    for (int i = 0; i < stage; i++) tasks[i].Value = 1;
+                    if (!tasks[stage].IsStarted) tasks[stage].StartTask();
+                    tasks[stage].Value = done;
+                });
+            });
+    }
+
     public static string Bytes(long bytes) => bytes switch
     {
         >= 1L << 30 => $"{bytes / (double)(1L << 30):F2} GiB",

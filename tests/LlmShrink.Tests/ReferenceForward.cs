@@ -12,15 +12,20 @@ public static class ReferenceForward
     /// <summary>Logits [tokens.Length][vocab] for every position of <paramref name="tokens"/>, starting at position 0.</summary>
     public static double[][] Logits(LoadedModel model, int[] tokens)
     {
-        var c = model.Config;
         var decoded = new Dictionary<string, double[]>();
         double[] W(string name) =>
             decoded.TryGetValue(name, out var w) ? w : decoded[name] = model.Weights.Get(name).ToFloatArray().Select(v => (double)v).ToArray();
+        return Logits(model.Config, W, model.Weights.Find(TensorNames.RopeFrequencyFactors)?.ToFloatArray(), tokens);
+    }
+
+    /// <summary>The same for weights given by canonical name (the training tests perturb them one value at a time).</summary>
+    public static double[][] Logits(ModelConfig c, Func<string, double[]> W, float[]? ropeFactors, int[] tokens)
+    {
         int n = tokens.Length, d = c.HiddenSize, hd = c.HeadDim;
         var embedding = W(TensorNames.Embedding);
         var x = new double[n][];
         for (int t = 0; t < n; t++) x[t] = embedding.AsSpan(tokens[t] * d, d).ToArray();
-        double[] freqs = Frequencies(c, model.Weights.Find(TensorNames.RopeFrequencyFactors)?.ToFloatArray());
+        double[] freqs = Frequencies(c, ropeFactors);
 
         for (int l = 0; l < c.NumLayers; l++)
         {

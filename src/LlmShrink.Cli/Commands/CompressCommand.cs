@@ -1,6 +1,8 @@
 using System.CommandLine;
 using LlmShrink.Compression;
 using LlmShrink.Compression.Recipes;
+using LlmShrink.Evaluation;
+using Spectre.Console;
 
 namespace LlmShrink.Cli.Commands;
 
@@ -20,14 +22,28 @@ internal static class CompressCommand
         var seed = new Option<int>("--seed") { Description = "Seed for drawing calibration samples", DefaultValueFactory = _ => 0 };
         var output = new Option<string>("--out") { Description = "Output folder (must not exist or be empty)", Required = true };
         var threads = new Option<int>("--threads") { Description = "Worker threads (0 = all cores)", DefaultValueFactory = _ => 0 };
-        var command = new Command("compress", "Compress a model with a recipe, calibrated layer by layer") { model, recipe, calib, samples, seqLen, seed, output, threads };
+        var eval = new Option<string?>("--eval") { Description = "Held-out text: evaluate the original and the result on it (perplexity, KL, top-1 agreement, speed) and put the before/after table in report.md" };
+        var evalContext = new Option<int>("--eval-ctx") { Description = "Window length in tokens for --eval (llama.cpp's perplexity protocol)", DefaultValueFactory = _ => 512 };
+        var evalChunks = new Option<int?>("--eval-chunks") { Description = "Evaluate at most this many windows of --eval (default: the whole text)" };
+        var command = new Command("compress", "Compress a model with a recipe, calibrated layer by layer")
+        {
+            model, recipe, calib, samples, seqLen, seed, output, threads, eval, evalContext, evalChunks,
+        };
         command.SetAction(parse =>
         {
             var request = new CompressionRequest(parse.GetValue(model)!, parse.GetValue(recipe)!, parse.GetValue(calib)!,
-                parse.GetValue(samples), parse.GetValue(seqLen), parse.GetValue(seed), parse.GetValue(output)!, parse.GetValue(threads));
+                parse.GetValue(samples), parse.GetValue(seqLen), parse.GetValue(seed), parse.GetValue(output)!, parse.GetValue(threads))
+            {
+                Evaluation = parse.GetValue(eval) is { } file ? new HeldOutEvaluation(file, parse.GetValue(evalContext), parse.GetValue(evalChunks) ?? int.MaxValue) : null,
+            };
             if (request.Threads < 0) throw new ShrinkException($"--threads: must not be negative (got {request.Threads})");
-            var summary = Terminal.WithProgress("compressing", 1, report => CompressionJob.Run(request,
-                new Progress<PipelineProgress>(p => report((p.Layer + StageFraction(p.Stage)) / p.Layers)), cancellation));
+            string[] stages = request.Evaluation is null ? ["compressing"] : ["compressing", "evaluating"];
+            // Synchronous progress: Progress<T> would post reports to the thread pool, out of order with the stages.
+            var summary = Terminal.WithStages(stages, report => CompressionJob.Run(request, new SynchronousProgress(p =>
+                {
+                    if (p.Stage == CompressionJob.EvaluatingStage) report(1, p.Done);
+                    else report(0, (p.Layer + StageFraction(p.Stage)) / p.Layers);
+                }), cancellation));
             var p = summary.Pipeline;
             var table = Terminal.KeyValueTable("compressed")
                 .AddText("output", request.Output)
@@ -38,9 +54,21 @@ internal static class CompressCommand
                 .AddText("time", $"{p.Elapsed.TotalSeconds:F1} s")
                 .AddText("peak memory", Terminal.Bytes(p.PeakWorkingSetBytes));
             Terminal.Stdout().Write(table);
+            if (summary.Comparison is { } c)
+            {
+                var comparison = new Table().Title($"before and after, on {c.Data}")
+                    .AddColumn("").AddColumn(new TableColumn("original").RightAligned()).AddColumn(new TableColumn("compressed").RightAligned());
+                foreach (var (what, before, after) in c.Rows()) comparison.AddText(what, before, after);
+                Terminal.Stdout().Write(comparison);
+            }
             return 0;
         });
         return command;
+    }
+
+    private sealed class SynchronousProgress(Action<PipelineProgress> report) : IProgress<PipelineProgress>
+    {
+        public void Report(PipelineProgress value) => report(value);
     }
 
     private static double StageFraction(string stage) => stage switch { "calibrating" => 0, "compressing" => 0.4, _ => 0.8 };

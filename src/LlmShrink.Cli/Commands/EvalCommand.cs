@@ -25,9 +25,10 @@ internal static class EvalCommand
         var threads = new Option<int>("--threads") { Description = "Worker threads (0 = all cores)", DefaultValueFactory = _ => 0 };
         var reference = new Option<string?>("--reference") { Description = "Original model to compare with: KL divergence and top-1 agreement" };
         var tokenizerFile = new Option<string?>("--tokenizer") { Description = "Tokenizer file, for llama2.c checkpoints (tokenizer.bin)" };
+        var plot = new Option<string?>("--plot") { Description = "Folder for charts: mean NLL by window position; with --reference, the histogram of per-token KL" };
         var command = new Command("eval", "Perplexity of a model on a text file, optionally compared with a reference model")
         {
-            model, data, context, protocol, maxChunks, json, threads, reference, tokenizerFile,
+            model, data, context, protocol, maxChunks, json, threads, reference, tokenizerFile, plot,
         };
         command.SetAction(parse =>
         {
@@ -43,6 +44,11 @@ internal static class EvalCommand
             TextFile.EnsureText(dataPath, "evaluation text"); // before loading models, so a wrong file fails at once
             using var evaluated = Terminal.LoadModel(modelPath, cancellation, parse.GetValue(tokenizerFile));
             using var referenceModel = referencePath is null ? null : Terminal.LoadModel(referencePath, cancellation);
+            // The chart folder is claimed before the evaluation runs: a bad path fails at once, and an interrupted run leaves nothing.
+            using var chartFolder = parse.GetValue(plot) is { } plotPath
+                ? new OutputFolder(plotPath, evaluated.Weights.Files.Select(f => f.Path).Append(evaluated.Source)
+                    .Concat(referenceModel is null ? [] : referenceModel.Weights.Files.Select(f => f.Path).Append(referenceModel.Source)).Append(dataPath))
+                : null;
             // Both models see exactly the same token ids: the reference's tokenizer (the original model's) when comparing.
             var tokenizer = (referenceModel ?? evaluated).RequireTokenizer();
             if (referenceModel is not null && referenceModel.Config.VocabSize != evaluated.Config.VocabSize)
@@ -64,6 +70,13 @@ internal static class EvalCommand
             long tokens = evaluation.Tokens;
             double seconds = clock.Elapsed.TotalSeconds;
             long peakMemory = Process.GetCurrentProcess().PeakWorkingSet64;
+            IReadOnlyList<string> charts = [];
+            if (chartFolder is not null)
+            {
+                var names = EvalCharts.Write(chartFolder.Path, evaluation.Scorer, modelPath);
+                chartFolder.Commit();
+                charts = [.. names.Select(name => Path.Combine(parse.GetValue(plot)!, name))];
+            }
 
             if (parse.GetValue(json)) Terminal.WriteJson(new
             {
@@ -82,14 +95,15 @@ internal static class EvalCommand
                 top1_agreement_percent = result.Top1AgreementPercent,
                 seconds,
                 peak_memory_bytes = peakMemory,
+                charts,
             });
-            else Print(modelPath, referencePath, dataPath, tokens, result, seconds, peakMemory);
+            else Print(modelPath, referencePath, dataPath, tokens, result, seconds, peakMemory, charts);
             return 0;
         });
         return command;
     }
 
-    private static void Print(string model, string? reference, string data, long tokens, PerplexityResult r, double seconds, long peakMemory)
+    private static void Print(string model, string? reference, string data, long tokens, PerplexityResult r, double seconds, long peakMemory, IReadOnlyList<string> charts)
     {
         var table = Terminal.KeyValueTable("perplexity")
             .AddText("model", model)
@@ -107,6 +121,7 @@ internal static class EvalCommand
         }
         table.AddText("time", $"{seconds:F1} s ({r.ScoredPositions / seconds:F0} scored tokens/s)")
             .AddText("peak memory", Terminal.Bytes(peakMemory));
+        foreach (string chart in charts) table.AddText("chart", chart);
         Terminal.Stdout().Write(table);
     }
 }

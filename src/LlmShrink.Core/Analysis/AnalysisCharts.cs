@@ -1,7 +1,7 @@
 using System.Globalization;
-using System.Text.RegularExpressions;
 using LlmShrink.Model;
 using ScottPlot;
+using LlmShrink.Plotting;
 using ScottPlot.TickGenerators;
 
 namespace LlmShrink.Analysis;
@@ -9,8 +9,7 @@ namespace LlmShrink.Analysis;
 /// <summary>
 /// The PNG charts of report.md, drawn from analysis.json's numbers alone: singular value decay per layer type, effective
 /// rank by depth, sensitivity per layer and method, activation outliers by depth and site, and block influence by depth.
-/// ScottPlot 5 has no logarithmic axis: log-scale quantities are plotted as log₁₀ and their ticks labelled with the
-/// values themselves, as pareto.png does.
+/// Log-scale quantities are plotted as log₁₀ (<see cref="Chart.LogTicks"/>).
 /// </summary>
 public static class AnalysisCharts
 {
@@ -18,7 +17,6 @@ public static class AnalysisCharts
         Outliers = "outliers.png", Influence = "block-influence.png";
 
     private static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
-    private const float TitleSize = 17, LabelSize = 15, TickSize = 13, LegendSize = 13;
     private static readonly Color RawColor = Colors.SteelBlue, WhitenedColor = Colors.DarkOrange;
 
     /// <summary>The charts a document gets, in report order (no sensitivity chart without a measured method).</summary>
@@ -31,26 +29,17 @@ public static class AnalysisCharts
         foreach (var file in Files(d))
         {
             string path = Path.Combine(folder, file);
-            try
+            Chart.Save(path, target =>
             {
                 switch (file)
                 {
-                    case Spectra: DrawSpectra(d).SavePng(path, 1800, 950); break;
-                    case EffectiveRanks: DrawEffectiveRanks(d).SavePng(path, 1800, 950); break;
-                    case Sensitivity: DrawSensitivity(d).SavePng(path, 1500, 60 + 330 * d.Methods.Count); break;
-                    case Outliers: DrawOutliers(d).SavePng(path, 1600, 650); break;
-                    default: DrawInfluence(d).SavePng(path, 1200, d.Methods.Count > 0 ? 850 : 450); break;
+                    case Spectra: DrawSpectra(d).SavePng(target, 1800, 950); break;
+                    case EffectiveRanks: DrawEffectiveRanks(d).SavePng(target, 1800, 950); break;
+                    case Sensitivity: DrawSensitivity(d).SavePng(target, 1500, 60 + 330 * d.Methods.Count); break;
+                    case Outliers: DrawOutliers(d).SavePng(target, 1600, 650); break;
+                    default: DrawInfluence(d).SavePng(target, 1200, d.Methods.Count > 0 ? 850 : 450); break;
                 }
-            }
-            // As in pareto.png: SkiaSharp loads its native library on first use, and its message's first sentence says enough.
-            catch (Exception e) when (e.GetBaseException() is DllNotFoundException or EntryPointNotFoundException or BadImageFormatException)
-            {
-                throw new ShrinkException($"{file}: cannot draw the chart: SkiaSharp's native library did not load ({Regex.Split(e.GetBaseException().Message, @"\.\s")[0].Trim()})", e);
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-            {
-                throw new ShrinkException($"{file}: cannot write the chart: {e.Message}", e);
-            }
+            });
         }
     }
 
@@ -79,15 +68,15 @@ public static class AnalysisCharts
             plot.Add.VerticalLine(breakEven, 2, Colors.Black, LinePattern.Dashed);
             bottom = Math.Max(Math.Floor(bottom), -8); // below 1e-8·σ₁ the Gram spectrum is rounding noise
             plot.Axes.SetLimits(0, 1, bottom, 0.1);
-            LogTicks(plot.Axes.Left, bottom, 0);
-            Style(plot, $"{types[t]}: W is {first.Rows} × {first.Columns}, {matrices.Count} blocks", "rank i / min(m, n)", "σᵢ / σ₁ (log scale)");
+            Chart.LogTicks(plot.Axes.Left, bottom, 0);
+            Chart.Style(plot, $"{types[t]}: W is {first.Rows} × {first.Columns}, {matrices.Count} blocks", "rank i / min(m, n)", "σᵢ / σ₁ (log scale)");
         }
         for (int free = types.Count; free < 2 * columns; free++)
             Key(multiplot.GetPlot(free), free > types.Count ? [] :
             [
-                Item("raw W, one line per block", RawColor, LinePattern.Solid),
-                Item("whitened W·L, LLᵀ = XXᵀ/N on calibration inputs", WhitenedColor, LinePattern.Solid),
-                Item("break-even rank mn/(m+n): low rank pays left of it", Colors.Black, LinePattern.Dashed),
+                Chart.LineItem("raw W, one line per block", RawColor, LinePattern.Solid),
+                Chart.LineItem("whitened W·L, LLᵀ = XXᵀ/N on calibration inputs", WhitenedColor, LinePattern.Solid),
+                Chart.LineItem("break-even rank mn/(m+n): low rank pays left of it", Colors.Black, LinePattern.Dashed),
             ], Orientation.Vertical);
         return multiplot;
     }
@@ -115,18 +104,18 @@ public static class AnalysisCharts
                 {
                     var matrices = d.Matrices.Where(m => m.Type == AnalysisDocument.Types[t]).OrderBy(m => m.Layer).ToList();
                     var line = plot.Add.ScatterLine(matrices.Select(m => (double)m.Layer).ToArray(),
-                        matrices.Select(m => (row == 0 ? m.Raw : m.Whitened).EffectiveRanks.Single(r => r.Energy == p).OfBreakEven).ToArray(), TypeColor(t));
+                        matrices.Select(m => (row == 0 ? m.Raw : m.Whitened).EffectiveRanks.Single(r => r.Energy == p).OfBreakEven).ToArray(), Chart.SeriesColor(t));
                     line.LineWidth = 2;
                     line.MarkerSize = 6;
                 }
                 plot.Add.HorizontalLine(1, 2, Colors.Black, LinePattern.Dashed);
                 plot.Axes.SetLimits(-0.3, d.Model.Layers - 0.7, 0, Math.Max(top, 1) * 1.05);
-                BlockTicks(plot, d.Model.Layers);
+                Chart.BlockTicks(plot, d.Model.Layers);
                 string what = row == 0 ? "raw W: rank holding" : "whitened W·L: rank holding";
-                Style(plot, string.Create(Inv, $"{what} {p * 100:0} % of the energy"), "block", "rank / break-even rank mn/(m+n)");
+                Chart.Style(plot, string.Create(Inv, $"{what} {p * 100:0} % of the energy"), "block", "rank / break-even rank mn/(m+n)");
             }
-        Key(key, [.. AnalysisDocument.Types.Select((t, i) => Item(t, TypeColor(i), LinePattern.Solid)),
-            Item("break-even: low rank pays below", Colors.Black, LinePattern.Dashed)], Orientation.Horizontal);
+        Key(key, [.. AnalysisDocument.Types.Select((t, i) => Chart.LineItem(t, Chart.SeriesColor(i), LinePattern.Solid)),
+            Chart.LineItem("break-even: low rank pays below", Colors.Black, LinePattern.Dashed)], Orientation.Horizontal);
         return multiplot;
     }
 
@@ -168,13 +157,13 @@ public static class AnalysisCharts
                 }
             var bar = plot.Add.ColorBar(heatmap, Edge.Right);
             bar.Label = "KL (nats/token, log scale)";
-            LogTicks(bar.Axis, range.Min, range.Max);
-            bar.LabelStyle.FontSize = LabelSize;
-            bar.Axis.TickLabelStyle.FontSize = TickSize;
+            Chart.LogTicks(bar.Axis, range.Min, range.Max);
+            bar.LabelStyle.FontSize = Chart.LabelSize;
+            bar.Axis.TickLabelStyle.FontSize = Chart.TickSize;
             plot.Axes.SetLimits(-0.5, blocks - 0.5, -0.5, types.Count - 0.5);
-            BlockTicks(plot, blocks);
+            Chart.BlockTicks(plot, blocks);
             plot.Axes.Left.TickGenerator = new NumericManual([.. Enumerable.Range(0, types.Count).Select(i => (double)(types.Count - 1 - i))], [.. types]);
-            Style(plot, $"{method.Description}: KL to the original with only that layer compressed", k == d.Methods.Count - 1 ? "block" : "", "");
+            Chart.Style(plot, $"{method.Description}: KL to the original with only that layer compressed", k == d.Methods.Count - 1 ? "block" : "", "");
         }
         return multiplot;
     }
@@ -195,18 +184,18 @@ public static class AnalysisCharts
                     .Select(s => (s.Layer, Ratio: panel == 0 ? s.MaxAbs.Ratio : s.MeanAbs.Ratio)).Where(p => p.Ratio > 0).ToList();
                 if (points.Count == 0) continue;
                 var y = points.Select(p => Math.Log10(p.Ratio!.Value)).ToArray();
-                var line = plot.Add.ScatterLine(points.Select(p => (double)p.Layer).ToArray(), y, TypeColor(i));
+                var line = plot.Add.ScatterLine(points.Select(p => (double)p.Layer).ToArray(), y, Chart.SeriesColor(i));
                 line.LineWidth = 2;
                 line.MarkerSize = 7;
                 (low, high) = (Math.Min(low, y.Min()), Math.Max(high, y.Max()));
             }
             plot.Axes.SetLimits(-0.3, d.Model.Layers - 0.7, Math.Floor(low), Math.Ceiling(high));
-            BlockTicks(plot, d.Model.Layers);
-            LogTicks(plot.Axes.Left, Math.Floor(low), Math.Ceiling(high));
-            Style(plot, panel == 0 ? "Spikes: largest channel's max |x| over the median channel's" : "Persistent: largest channel's mean |x| over the median channel's",
+            Chart.BlockTicks(plot, d.Model.Layers);
+            Chart.LogTicks(plot.Axes.Left, Math.Floor(low), Math.Ceiling(high));
+            Chart.Style(plot, panel == 0 ? "Spikes: largest channel's max |x| over the median channel's" : "Persistent: largest channel's mean |x| over the median channel's",
                 "block", "ratio to the median channel (log scale)");
         }
-        Key(key, [.. sites.Select((_, i) => Item(Readers(i), TypeColor(i), LinePattern.Solid))], Orientation.Horizontal);
+        Key(key, [.. sites.Select((_, i) => Chart.LineItem(Readers(i), Chart.SeriesColor(i), LinePattern.Solid))], Orientation.Horizontal);
         return multiplot;
     }
 
@@ -221,8 +210,8 @@ public static class AnalysisCharts
         var bars = top.Add.Bars(d.Blocks.Select(b => (double)b.Layer), d.Blocks.Select(b => b.BlockInfluence));
         bars.Color = Colors.SteelBlue;
         top.Axes.Margins(bottom: 0);
-        BlockTicks(top, d.Model.Layers);
-        Style(top, "Block influence (ShortGPT): how much each block turns the hidden state", measured ? "" : "block", "BI = 1 − mean cos(x_in, x_out)");
+        Chart.BlockTicks(top, d.Model.Layers);
+        Chart.Style(top, "Block influence (ShortGPT): how much each block turns the hidden state", measured ? "" : "block", "BI = 1 − mean cos(x_in, x_out)");
         if (measured)
         {
             var bottom = multiplot.GetPlot(1);
@@ -230,8 +219,8 @@ public static class AnalysisCharts
             index.Color = Colors.DarkOrange;
             bottom.Add.HorizontalLine(1, 2, Colors.Black, LinePattern.Dashed);
             bottom.Axes.Margins(bottom: 0);
-            BlockTicks(bottom, d.Model.Layers);
-            Style(bottom, "Measured sensitivity: block's summed KL / average block's (geometric mean over methods)", "block", "sensitivity index (1 = average)");
+            Chart.BlockTicks(bottom, d.Model.Layers);
+            Chart.Style(bottom, "Measured sensitivity: block's summed KL / average block's (geometric mean over methods)", "block", "sensitivity index (1 = average)");
         }
         return multiplot;
     }
@@ -242,38 +231,6 @@ public static class AnalysisCharts
         multiplot.AddPlots(plots);
         multiplot.Layout = new ScottPlot.MultiplotLayouts.Grid(rows, columns);
         return multiplot;
-    }
-
-    private static void Style(Plot plot, string title, string x, string y)
-    {
-        plot.Title(title);
-        plot.XLabel(x);
-        plot.YLabel(y);
-        plot.Axes.Title.Label.FontSize = TitleSize;
-        plot.Axes.Bottom.Label.FontSize = LabelSize;
-        plot.Axes.Left.Label.FontSize = LabelSize;
-        plot.Axes.Bottom.TickLabelStyle.FontSize = TickSize;
-        plot.Axes.Left.TickLabelStyle.FontSize = TickSize;
-    }
-
-    /// <summary>
-    /// An axis showing log₁₀ values from <paramref name="low"/> to <paramref name="high"/>, labelled with the values: at
-    /// every decade, and at 2× and 5× too when the range spans at most two decades; minor ticks at the other integers.
-    /// </summary>
-    private static void LogTicks(IAxis axis, double low, double high)
-    {
-        var ticks = new NumericManual();
-        double[] labelled = high - low <= 2 ? [1, 2, 5] : [1];
-        for (int decade = (int)Math.Floor(low); decade <= (int)Math.Ceiling(high); decade++)
-            for (int m = 1; m <= 9; m++)
-            {
-                double at = decade + Math.Log10(m);
-                if (at < low - 1e-9 || at > high + 1e-9) continue;
-                double value = m * Math.Pow(10, decade);
-                if (labelled.Contains(m)) ticks.AddMajor(at, value >= 1e-2 && value < 1e4 ? value.ToString("0.##", Inv) : value.ToString("0E+0", Inv));
-                else ticks.AddMinor(at);
-            }
-        axis.TickGenerator = ticks;
     }
 
     /// <summary>
@@ -308,20 +265,8 @@ public static class AnalysisCharts
         if (items.Count == 0) return;
         plot.Legend.ManualItems.AddRange(items);
         plot.ShowLegend(Alignment.MiddleCenter, orientation);
-        plot.Legend.FontSize = LegendSize;
+        plot.Legend.FontSize = Chart.LegendSize;
         plot.Legend.TightHorizontalWrapping = true; // one row of items at their own widths, not a column grid
     }
 
-    private static LegendItem Item(string text, Color color, LinePattern pattern) =>
-        new() { LabelText = text, LineColor = color, LineWidth = 3, LinePattern = pattern };
-
-    /// <summary>One tick per block when they fit, else every few.</summary>
-    private static void BlockTicks(Plot plot, int blocks)
-    {
-        int step = Math.Max(1, (blocks + 15) / 16);
-        plot.Axes.Bottom.TickGenerator = new NumericManual([.. Enumerable.Range(0, blocks).Where(b => b % step == 0).Select(b => (double)b)],
-            [.. Enumerable.Range(0, blocks).Where(b => b % step == 0).Select(b => b.ToString(Inv))]);
-    }
-
-    private static Color TypeColor(int i) => new ScottPlot.Palettes.Category10().GetColor(i);
 }

@@ -122,11 +122,21 @@ public sealed class CompressedCheckpointWriter : IBlockSink, IDisposable
         _modules.Add((module, result));
     }
 
+    /// <summary>Writes the model (<see cref="WriteModel"/>), then the report, and moves the folder into place.</summary>
+    public void Finish(string recipeYaml, string reportMarkdown)
+    {
+        WriteModel(recipeYaml);
+        Commit(reportMarkdown);
+    }
+
+    /// <summary>The temporary folder being written: after <see cref="WriteModel"/> it loads as the finished model does.</summary>
+    public string Folder => _output.Path;
+
     /// <summary>
     /// Writes the last shard, index, config (with the blocks' widths as written when structured pruning changed them),
-    /// tokenizer, recipe and report, names the shards model-k-of-N, and moves the folder into place.
+    /// tokenizer and recipe, and names the shards model-k-of-N: a complete model in <see cref="Folder"/>, not yet in place.
     /// </summary>
-    public void Finish(string recipeYaml, string reportMarkdown)
+    public void WriteModel(string recipeYaml)
     {
         var rest = new List<SafetensorsWriter.Entry>
         {
@@ -156,6 +166,11 @@ public sealed class CompressedCheckpointWriter : IBlockSink, IDisposable
         if (_compensation.Count > 0)
             SafetensorsWriter.Write(_output.File(CompensatedRepresentation.FileName), _compensation, new Dictionary<string, string> { ["format"] = "pt" });
         File.WriteAllText(_output.File("recipe.yaml"), recipeYaml);
+    }
+
+    /// <summary>Adds report.md (which may describe the written model, e.g. how it evaluates) and moves the folder into place.</summary>
+    public void Commit(string reportMarkdown)
+    {
         File.WriteAllText(_output.File("report.md"), reportMarkdown);
         _output.Commit();
     }

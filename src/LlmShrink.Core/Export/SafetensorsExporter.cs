@@ -25,7 +25,7 @@ public static class SafetensorsExporter
     public const long DefaultMaxShardBytes = 5_000_000_000;
 
     /// <summary>Files of a Hugging Face folder that describe the tokenizer and generation, copied unchanged.</summary>
-    private static readonly string[] TokenizerFiles =
+    public static readonly string[] TokenizerFiles =
         ["tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "generation_config.json"];
 
     /// <param name="cancellation">Stops the write within a batch of rows; no folder is left behind.</param>

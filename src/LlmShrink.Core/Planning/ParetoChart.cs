@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
+using LlmShrink.Plotting;
 using ScottPlot;
 using ScottPlot.TickGenerators;
 
@@ -20,20 +21,8 @@ public static class ParetoChart
 
     private static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
 
-    public static void Write(string path, AutoRequest request, AutoSummary summary, MultipleChoiceKnapsack knapsack)
-    {
-        try { Draw(request, summary, knapsack).SavePng(path, Width, Height); }
-        // SkiaSharp loads its native library on first use; without it a type initializer fails with the cause inside,
-        // whose message goes on with advice and every path probed: its first sentence says enough.
-        catch (Exception e) when (e.GetBaseException() is DllNotFoundException or EntryPointNotFoundException or BadImageFormatException)
-        {
-            throw new ShrinkException($"{Path.GetFileName(path)}: cannot draw the Pareto chart: SkiaSharp's native library did not load ({Regex.Split(e.GetBaseException().Message, @"\.\s")[0].Trim()})", e);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new ShrinkException($"{Path.GetFileName(path)}: cannot write the Pareto chart: {e.Message}", e);
-        }
-    }
+    public static void Write(string path, AutoRequest request, AutoSummary summary, MultipleChoiceKnapsack knapsack) =>
+        Chart.Save(path, target => Draw(request, summary, knapsack).SavePng(target, Width, Height));
 
     private static Plot Draw(AutoRequest request, AutoSummary summary, MultipleChoiceKnapsack knapsack)
     {
