@@ -99,8 +99,11 @@ public class ContentFuzzTests
 
     // ---- Compressed folder ------------------------------------------------------------------------------------------
 
-    /// <summary>A 2-block llama (hidden 64) compressed with 4-bit GPTQ, groups of 32 and act-order, so g_idx is not trivial.</summary>
-    private static readonly Lazy<string> CompressedFolder = new(() =>
+    /// <summary>
+    /// The files (name, bytes) of a 2-block llama (hidden 64) compressed with 4-bit GPTQ, groups of 32 and act-order, so
+    /// g_idx is not trivial. Kept in memory: the folder made for them is deleted at once.
+    /// </summary>
+    private static readonly Lazy<(string Name, byte[] Bytes)[]> CompressedFolder = new(() =>
     {
         string root = Directory.CreateTempSubdirectory("llmshrink-fuzz-compressed-").FullName;
         string model = Path.Combine(root, "model");
@@ -113,14 +116,16 @@ public class ContentFuzzTests
         File.WriteAllText(recipe, "modifiers:\n  - method: gptq\n    targets: [Linear]\n    ignore: [lm_head]\n    bits: 4\n    group_size: 32\n    act_order: true\n");
         string output = Path.Combine(root, "compressed");
         CompressionJob.Run(new CompressionRequest(model, recipe, CalibrationSet.RandomSource, Samples: 4, SequenceLength: 32, Seed: 1, output));
-        return output;
+        var files = Directory.GetFiles(output).Select(file => (Path.GetFileName(file), File.ReadAllBytes(file))).ToArray();
+        Directory.Delete(root, recursive: true);
+        return files;
     });
 
     private static (string, Action) CompressedFolderCase(Random random, string folder)
     {
         string model = Path.Combine(folder, "model");
         Directory.CreateDirectory(model);
-        foreach (string file in Directory.GetFiles(CompressedFolder.Value)) File.Copy(file, Path.Combine(model, Path.GetFileName(file)));
+        foreach (var (name, bytes) in CompressedFolder.Value) File.WriteAllBytes(Path.Combine(model, name), bytes);
         string what = string.Join("; ", Enumerable.Range(0, 1 + random.Next(2)).Select(_ => MutateCompressedFolder(random, model)));
         return (what, () => RunModel(model, folder));
     }
