@@ -39,7 +39,7 @@ public static class Program
     {
         var root = new RootCommand("llmshrink — compress large language models and run them fast, in pure C#")
         {
-            InspectCommand.Create(),
+            InspectCommand.Create(cancellation),
             GenerateCommand.Create(cancellation),
             EvalCommand.Create(cancellation),
             BenchCommand.Create(cancellation),

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using LlmShrink.Model;
 using Spectre.Console;
 using Spectre.Console.Rendering;
 
@@ -49,6 +50,39 @@ internal static class Terminal
                 var task = context.AddTask(description, maxValue: total);
                 return work(value => task.Value = value);
             });
+    }
+
+    /// <summary>
+    /// <see cref="ModelLoader.Load"/>, with one progress bar per downloaded file (bytes, rate, time left) on stderr when the
+    /// model comes from the Hugging Face Hub and stderr is a terminal.
+    /// </summary>
+    public static LoadedModel LoadModel(string model, CancellationToken cancellation, string? tokenizerPath = null)
+    {
+        if (Console.IsErrorRedirected || !ModelLoader.IsHubId(model, out _)) return ModelLoader.Load(model, tokenizerPath, cancellation);
+        return Stderr().Progress()
+            .AutoClear(true)
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new DownloadedColumn(), new TransferSpeedColumn(), new RemainingTimeColumn())
+            .Start(context =>
+            {
+                var bars = new Dictionary<string, ProgressTask>(StringComparer.Ordinal);
+                var progress = new SynchronousProgress<(string File, long Done, long Total)>(report =>
+                {
+                    lock (bars)
+                    {
+                        if (!bars.TryGetValue(report.File, out var bar))
+                            bars[report.File] = bar = context.AddTask(Markup.Escape(report.File), maxValue: Math.Max(report.Total, 1));
+                        bar.IsIndeterminate = report.Total < 0;
+                        bar.Value = report.Done;
+                    }
+                });
+                return ModelLoader.Load(model, tokenizerPath, cancellation, progress);
+            });
+    }
+
+    /// <summary>Calls its action on the reporting thread (Progress&lt;T&gt; would post to the thread pool, out of order).</summary>
+    private sealed class SynchronousProgress<T>(Action<T> report) : IProgress<T>
+    {
+        public void Report(T value) => report(value);
     }
 
     /// <summary>

@@ -1,3 +1,4 @@
+using LlmShrink.Cli.Commands;
 using System.Text.Json.Nodes;
 using LlmShrink.Compression.LowRank;
 using LlmShrink.Compression.Recipes;
@@ -274,6 +275,22 @@ public class EoraTests(EoraFolder folder) : IClassFixture<EoraFolder>
                 for (int i = 0; i < inputs; i++)
                     Assert.Equal(compensated[rows(r) * inputs + i], applied[r * inputs + i] + alpha / rank * correction[r * inputs + i], 1e-6);
         }
+    }
+
+    /// <summary>Ctrl+C, SIGTERM and SIGHUP reach an export as a cancelled token: every format stops and leaves nothing.</summary>
+    [Theory]
+    [InlineData("gguf", "Q4_K", "model.gguf")]
+    [InlineData("safetensors", null, "dense")]
+    [InlineData("safetensors-gptq", null, "gptq")]
+    [InlineData("peft-lora", null, "adapter")]
+    [InlineData("gguf-lora", null, "adapter.gguf")]
+    public void An_interrupted_export_leaves_nothing(string format, string? type, string output)
+    {
+        using var dir = new TempDir();
+        using var cancelled = new CancellationTokenSource();
+        cancelled.Cancel();
+        Assert.ThrowsAny<OperationCanceledException>(() => ExportCommand.Run(folder.Path, format, type, null, dir.File(output), null, null, console: TextWriter.Null, cancellation: cancelled.Token));
+        Assert.Empty(Directory.EnumerateFileSystemEntries(dir.Path));
     }
 }
 

@@ -151,7 +151,7 @@ public class HubResolverTests
     }
 
     [Fact]
-    public async Task A_connection_dropped_mid_file_leaves_no_blob_or_link_and_a_retry_fetches_only_that_file()
+    public async Task A_connection_dropped_mid_file_leaves_no_blob_or_link_and_a_retry_resumes_only_that_file()
     {
         using var server = new HubTestServer(SharedData.TinyLit) { DropFile = "model.safetensors" };
         using var cache = new TempDir();
@@ -161,6 +161,7 @@ public class HubResolverTests
 
         var broken = await Assert.ThrowsAsync<ShrinkException>(() => Resolver(cache, server).ResolveAsync(TinyLit, deadline.Token));
         Assert.StartsWith("test-org/tinylit-8m: model.safetensors: the download broke off: ", broken.Message);
+        Assert.EndsWith("; run again to resume", broken.Message);
         Assert.DoesNotContain('\n', broken.Message);
 
         Assert.False(File.Exists(Path.Combine(snapshot, "model.safetensors")));
@@ -171,10 +172,14 @@ public class HubResolverTests
         Assert.False(File.Exists(Path.Combine(repoDir, "refs", "main"))); // the branch never points at a partial snapshot
         Assert.Throws<ShrinkException>(() => Resolver(cache.Path, server.Endpoint, offline: true).Resolve(TinyLit));
 
+        string partial = Path.Combine(repoDir, "blobs", server.EtagOf("model.safetensors") + ".incomplete");
+        long kept = new FileInfo(partial).Length;
         server.DropFile = null;
         server.Requests.Clear();
         Assert.Equal(snapshot, await Resolver(cache, server).ResolveAsync(TinyLit, deadline.Token));
-        Assert.Equal(1, server.CountRequests("/resolve/" + HubTestServer.Commit + "/model.safetensors"));
+        // One request learns the etag that names the partial file, the second asks for the rest of it.
+        Assert.Equal(2, server.CountRequests("/resolve/" + HubTestServer.Commit + "/model.safetensors"));
+        if (kept > 0) Assert.Contains($"/cdn/{server.Sha256Of("model.safetensors")} bytes={kept}-", server.RangeRequests);
         Assert.Equal(0, server.CountRequests("/config.json"));
         Assert.Equal(server.Sha256Of("model.safetensors"),
             Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(Path.Combine(snapshot, "model.safetensors")))));
@@ -205,8 +210,8 @@ public class HubResolverTests
         // Long enough that the files the server does send never look stalled on a busy 2-core CI machine.
         var stalled = await Assert.ThrowsAsync<ShrinkException>(
             () => Resolver(cache.Path, server.Endpoint, stallSeconds: 5).ResolveAsync(TinyLit, deadline.Token));
-        Assert.Equal("test-org/tinylit-8m: model.safetensors: the server sent nothing for 5 s", stalled.Message);
-        Assert.Empty(Directory.GetFiles(Path.Combine(cache.Path, RepoFolder, "blobs"), "*.incomplete"));
+        Assert.Equal("test-org/tinylit-8m: model.safetensors: the server sent nothing for 5 s; run again to resume", stalled.Message);
+        Assert.Single(Directory.GetFiles(Path.Combine(cache.Path, RepoFolder, "blobs"), "*.incomplete")); // kept for the next run
     }
 
     [Fact]
@@ -223,17 +228,35 @@ public class HubResolverTests
     }
 
     [Fact]
-    public async Task Cancellation_stops_the_download()
+    public async Task A_cancelled_download_keeps_its_incomplete_file_and_the_next_run_resumes_it_with_a_range_request()
     {
         using var server = new HubTestServer(SharedData.TinyLit) { StallFile = "model.safetensors" };
         using var cache = new TempDir();
-        using var cancel = new CancellationTokenSource();
-        var cancelOnWeights = new RecordingProgress(onReport: file => { if (file == "model.safetensors") cancel.Cancel(); });
+        using var deadline = Deadline();
+        using var cancel = CancellationTokenSource.CreateLinkedTokenSource(deadline.Token);
+        // Cancelled once some bytes are on disk: the server sends half the file, then holds the connection open.
+        var cancelMidWeights = new RecordingProgress(onReport: (file, done) => { if (file == "model.safetensors" && done > 0) cancel.Cancel(); });
 
         await Assert.ThrowsAnyAsync<OperationCanceledException>(
-            () => Resolver(cache.Path, server.Endpoint, progress: cancelOnWeights).ResolveAsync(TinyLit, cancel.Token));
-        Assert.Empty(Directory.GetFiles(Path.Combine(cache.Path, RepoFolder, "blobs"), "*.incomplete"));
-        Assert.False(File.Exists(Path.Combine(cache.Path, RepoFolder, "snapshots", HubTestServer.Commit, "model.safetensors")));
+            () => Resolver(cache.Path, server.Endpoint, progress: cancelMidWeights).ResolveAsync(TinyLit, cancel.Token));
+        string blobs = Path.Combine(cache.Path, RepoFolder, "blobs");
+        string snapshot = Path.Combine(cache.Path, RepoFolder, "snapshots", HubTestServer.Commit);
+        Assert.False(File.Exists(Path.Combine(snapshot, "model.safetensors")));
+        string partial = Path.Combine(blobs, server.Sha256Of("model.safetensors") + ".incomplete");
+        long kept = new FileInfo(partial).Length;
+        long size = new FileInfo(Path.Combine(SharedData.TinyLit, "model.safetensors")).Length;
+        Assert.InRange(kept, 1, size - 1);
+
+        server.StallFile = null;
+        var progress = new RecordingProgress();
+        Assert.Equal(snapshot, await Resolver(cache.Path, server.Endpoint, progress: progress).ResolveAsync(TinyLit, deadline.Token));
+        // The range goes with every hop; the CDN, which sends the bytes, gets it from where the first run stopped.
+        Assert.Contains($"/cdn/{server.Sha256Of("model.safetensors")} bytes={kept}-", server.RangeRequests);
+        Assert.All(server.RangeRequests, request => Assert.EndsWith($" bytes={kept}-", request)); // only the weights were partial
+        Assert.Equal(server.Sha256Of("model.safetensors"),
+            Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(Path.Combine(snapshot, "model.safetensors")))));
+        Assert.Equal((size, size), progress.Last("model.safetensors"));
+        Assert.Empty(Directory.GetFiles(blobs, "*.incomplete"));
     }
 
     [Fact]
@@ -281,14 +304,14 @@ public class HubResolverTests
     }
 
     /// <summary>Records reports synchronously (Progress&lt;T&gt; would post them to the thread pool, out of order).</summary>
-    private sealed class RecordingProgress(Action<string>? onReport = null) : IProgress<(string File, long Done, long Total)>
+    private sealed class RecordingProgress(Action<string, long>? onReport = null) : IProgress<(string File, long Done, long Total)>
     {
         private readonly List<(string File, long Done, long Total)> reports = [];
 
         public void Report((string File, long Done, long Total) value)
         {
             lock (reports) reports.Add(value);
-            onReport?.Invoke(value.File);
+            onReport?.Invoke(value.File, value.Done);
         }
 
         public (long Done, long Total) Last(string file)

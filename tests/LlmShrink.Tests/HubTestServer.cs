@@ -11,7 +11,8 @@ namespace LlmShrink.Tests;
 /// A stand-in for the Hugging Face Hub on 127.0.0.1 that serves the files of one local folder as repo
 /// <see cref="Repo"/> at commit <see cref="Commit"/>, answering the way the Hub does: the model info endpoint,
 /// <c>resolve/</c> with a git-sha1 ETag for small files and, for LFS files, a 302 to a "CDN" path carrying the
-/// sha256 in <c>X-Linked-Etag</c>. It records every request path and can misbehave on demand.
+/// sha256 in <c>X-Linked-Etag</c>, and a file body from an offset for <c>Range: bytes=N-</c> (206). It records every
+/// request path and range, and can misbehave on demand.
 /// </summary>
 internal sealed class HubTestServer : IDisposable
 {
@@ -23,6 +24,8 @@ internal sealed class HubTestServer : IDisposable
     public string Repo { get; }
     public string Endpoint { get; }
     public ConcurrentQueue<string> Requests { get; } = new();
+    /// <summary>"path bytes=N-" for every request that asked for a range.</summary>
+    public ConcurrentQueue<string> RangeRequests { get; } = new();
 
     /// <summary>When set, the Hub paths answer 401 unless this bearer token is sent.</summary>
     public string? RequiredToken { get; set; }
@@ -110,13 +113,14 @@ internal sealed class HubTestServer : IDisposable
         {
             string path = Uri.UnescapeDataString(context.Request.Url!.AbsolutePath);
             Requests.Enqueue(path);
+            if (context.Request.Headers["Range"] is { } range) RangeRequests.Enqueue($"{path} {range}");
 
             if (path.StartsWith("/cdn/", StringComparison.Ordinal))
             {
                 var lfs = files.Values.FirstOrDefault(f => f.Sha256 == path["/cdn/".Length..]);
                 if (lfs is null) { Status(response, 404, "EntryNotFound"); return; }
                 response.Headers["ETag"] = "\"cdn-" + lfs.Sha256[..8] + "\""; // a CDN's own etag, not the file's hash
-                await SendBodyAsync(response, lfs);
+                await SendBodyAsync(context, lfs);
                 return;
             }
 
@@ -148,7 +152,7 @@ internal sealed class HubTestServer : IDisposable
                     return;
                 }
                 response.Headers["ETag"] = "\"" + file.GitSha1 + "\"";
-                await SendBodyAsync(response, file);
+                await SendBodyAsync(context, file);
             }
             else Status(response, 404, path.StartsWith("/api/", StringComparison.Ordinal) ? "RepoNotFound" : "EntryNotFound");
         }
@@ -168,9 +172,18 @@ internal sealed class HubTestServer : IDisposable
         response.Close();
     }
 
-    private async Task SendBodyAsync(HttpListenerResponse response, ServedFile file)
+    private async Task SendBodyAsync(HttpListenerContext context, ServedFile file)
     {
+        var response = context.Response;
         byte[] bytes = file.Bytes;
+        if (context.Request.Headers["Range"] is { } range)
+        {
+            long from = long.Parse(range["bytes=".Length..^1]); // the resolver only asks "bytes=N-"
+            if (from >= bytes.Length) { response.StatusCode = 416; response.Headers["Content-Range"] = $"bytes */{bytes.Length}"; response.Close(); return; }
+            response.StatusCode = 206;
+            response.Headers["Content-Range"] = $"bytes {from}-{bytes.Length - 1}/{bytes.Length}";
+            bytes = bytes[(int)from..];
+        }
         response.ContentLength64 = bytes.Length;
         if (file.Name == DropFile || file.Name == StallFile)
         {

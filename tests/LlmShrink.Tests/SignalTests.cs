@@ -1,5 +1,7 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
+using LlmShrink.Formats;
+using LlmShrink.Model.Synthesis;
 using Xunit;
 
 namespace LlmShrink.Tests;
@@ -20,27 +22,44 @@ public partial class SignalTests
     public async Task SigtermDuringCompressExitsWith143AndLeavesNothingBehind()
     {
         using var temp = new TempDir();
-        string output = temp.File("out");
+        // Enough calibration that compressing takes several seconds after its temporary folder appears.
+        await TerminateOnceWritingAndExpectNothingLeft(temp.Path, "out.tmp-*",
+            ["compress", SharedData.TinyLit, "--recipe", "w4g128-gptq", "--calib", "random", "--samples", "128", "--seq-len", "256", "--out", temp.File("out")]);
+    }
+
+    [Fact]
+    public async Task SigtermDuringGgufExportExitsWith143AndLeavesNothingBehind()
+    {
+        using var model = new TempDir();
+        using var output = new TempDir();
+        // tinylit's widths with 32 blocks (27M parameters): Q2_K encoding takes several seconds after the file is opened.
+        RandomModel.Write(model.Path, RandomModel.Shape("tinylit") with { NumLayers = 32 }, TensorType.F16, seed: 16);
+        await TerminateOnceWritingAndExpectNothingLeft(output.Path, "model.gguf.tmp-*",
+            ["export", model.Path, "--format", "gguf", "--type", "Q2_K", "--out", Path.Combine(output.Path, "model.gguf")]);
+    }
+
+    /// <summary>
+    /// Runs the CLI, sends SIGTERM as soon as an entry matching <paramref name="temporaryPattern"/> appears in
+    /// <paramref name="folder"/>, and checks the exit code, the one-line message, and that <paramref name="folder"/> is empty.
+    /// </summary>
+    private static async Task TerminateOnceWritingAndExpectNothingLeft(string folder, string temporaryPattern, string[] arguments)
+    {
         string cli = Path.Combine(AppContext.BaseDirectory, "llmshrink.dll");
         // The test host runs under the same dotnet that should run the CLI (it may not be on PATH).
         string dotnet = Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet" ? Environment.ProcessPath! : "dotnet";
-        // Enough calibration that compressing takes several seconds after its temporary folder appears.
-        var start = new ProcessStartInfo(dotnet)
-        {
-            ArgumentList = { cli, "compress", SharedData.TinyLit, "--recipe", "w4g128-gptq", "--calib", "random", "--samples", "128", "--seq-len", "256", "--out", output },
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        };
+        var start = new ProcessStartInfo(dotnet) { RedirectStandardOutput = true, RedirectStandardError = true };
+        start.ArgumentList.Add(cli);
+        foreach (string argument in arguments) start.ArgumentList.Add(argument);
         using var process = Process.Start(start)!;
         var stderrRead = process.StandardError.ReadToEndAsync();
         var stdoutRead = process.StandardOutput.ReadToEndAsync();
         try
         {
             var waited = Stopwatch.StartNew();
-            while (!Directory.EnumerateDirectories(temp.Path, "out.tmp-*").Any())
+            while (!Directory.EnumerateFileSystemEntries(folder, temporaryPattern).Any())
             {
-                if (process.HasExited) Assert.Fail($"compress exited ({process.ExitCode}) before writing anything: {await stderrRead}");
-                Assert.True(waited.Elapsed < TimeSpan.FromMinutes(2), "compress did not start writing within two minutes");
+                if (process.HasExited) Assert.Fail($"{arguments[0]} exited ({process.ExitCode}) before writing anything: {await stderrRead}");
+                Assert.True(waited.Elapsed < TimeSpan.FromMinutes(2), $"{arguments[0]} did not start writing within two minutes");
                 await Task.Delay(20);
             }
             Assert.Equal(0, Kill(process.Id, Sigterm));
@@ -54,6 +73,6 @@ public partial class SignalTests
         string stderr = await stderrRead;
         Assert.True(process.ExitCode == 143, $"exit code {process.ExitCode}, stderr: {stderr}");
         Assert.Equal("llmshrink: interrupted", stderr.Trim());
-        Assert.Empty(Directory.EnumerateFileSystemEntries(temp.Path));
+        Assert.Empty(Directory.EnumerateFileSystemEntries(folder));
     }
 }

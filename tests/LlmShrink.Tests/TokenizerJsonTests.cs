@@ -83,7 +83,7 @@ public class TokenizerJsonTests
     }
 
     /// <summary>Llama 2 layout: &lt;unk&gt; &lt;s&gt; &lt;/s&gt;, &lt;0x00&gt;..&lt;0xFF&gt; (3..258), ▁ a b ▁a ab ▁ab (259..264).</summary>
-    private static object SentencePieceJson() => new
+    internal static object SentencePieceJson() => new
     {
         added_tokens = new object[]
         {

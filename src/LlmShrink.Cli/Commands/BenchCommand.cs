@@ -49,7 +49,7 @@ internal static class BenchCommand
             cancellation.ThrowIfCancellationRequested();
 
             var loading = Stopwatch.StartNew(); // until the kernels' layouts are built: what a user waits before the first token
-            using var loaded = ModelLoader.Load(modelPath);
+            using var loaded = Terminal.LoadModel(modelPath, cancellation);
             using var transformer = new Transformer(loaded, threadCount);
             double loadSeconds = loading.Elapsed.TotalSeconds;
             var work = LinearWork.Of(transformer);

@@ -42,8 +42,8 @@ internal static class EvalCommand
             string? referencePath = parse.GetValue(reference);
 
             TextFile.EnsureText(dataPath, "evaluation text"); // before loading models, so a wrong file fails at once
-            using var evaluated = ModelLoader.Load(modelPath, parse.GetValue(tokenizerFile));
-            using var referenceModel = referencePath is null ? null : ModelLoader.Load(referencePath);
+            using var evaluated = Terminal.LoadModel(modelPath, cancellation, parse.GetValue(tokenizerFile));
+            using var referenceModel = referencePath is null ? null : Terminal.LoadModel(referencePath, cancellation);
             // The chart folder is claimed before the evaluation runs: a bad path fails at once, and an interrupted run leaves nothing.
             using var chartFolder = parse.GetValue(plot) is { } plotPath
                 ? new OutputFolder(plotPath, evaluated.Weights.Files.Select(f => f.Path).Append(evaluated.Source)

@@ -15,7 +15,7 @@ namespace LlmShrink.Cli.Commands;
 /// </summary>
 public static class ExportCommand
 {
-    /// <param name="cancellation">Ctrl+C, SIGTERM, SIGHUP: the compressed-tensors export stops before its next tensor and deletes its temporary folder.</param>
+    /// <param name="cancellation">Ctrl+C, SIGTERM, SIGHUP: every format stops within a batch of rows and deletes its temporary file or folder.</param>
     public static Command Create(CancellationToken cancellation = default)
     {
         var model = new Argument<string>("model") { Description = "Hugging Face folder, .gguf file, llama2.c .bin, or Hugging Face id" };
@@ -57,8 +57,8 @@ public static class ExportCommand
                     if (dtype is not null || maxShardSize is not null) throw new ShrinkException("--dtype and --max-shard-size apply to --format safetensors; use --type for gguf");
                     var tensorType = ParseType("--type", type ?? throw new ShrinkException("--format gguf needs --type (" + string.Join("|", GgufExporter.Types) + ")"), GgufExporter.Types);
                     TensorType? dense = denseType is null ? null : ParseType("--dense-type", denseType, GgufExporter.Types);
-                    using var model = ModelLoader.Load(modelPath, tokenizer);
-                    var mapped = GgufExporter.Export(model, tensorType, output, dense);
+                    using var model = Terminal.LoadModel(modelPath, cancellation, tokenizer);
+                    var mapped = GgufExporter.Export(model, tensorType, output, dense, cancellation);
                     if (mapped is not null) console.WriteLine(MappedLayer.Summary(mapped));
                     NoteAdapterLeftOut(model, console, "--format gguf-lora --out ADAPTER.gguf, and run llama.cpp with --lora ADAPTER.gguf");
                     break;
@@ -68,16 +68,16 @@ public static class ExportCommand
                     if (type is not null) throw new ShrinkException("--type applies to --format gguf; use --dtype for safetensors");
                     var tensorType = ParseType("--dtype", dtype ?? "F32", SafetensorsExporter.DTypes);
                     long shard = maxShardSize is null ? SafetensorsExporter.DefaultMaxShardBytes : ParseSize(maxShardSize);
-                    using var model = ModelLoader.Load(modelPath, tokenizer);
-                    SafetensorsExporter.Export(model, tensorType, output, shard);
+                    using var model = Terminal.LoadModel(modelPath, cancellation, tokenizer);
+                    SafetensorsExporter.Export(model, tensorType, output, shard, cancellation);
                     break;
                 }
             case "safetensors-gptq":
                 {
                     if (type is not null || dtype is not null) throw new ShrinkException("--format safetensors-gptq copies the packed tensors as they are; --type and --dtype do not apply");
                     long shard = maxShardSize is null ? SafetensorsExporter.DefaultMaxShardBytes : ParseSize(maxShardSize);
-                    using var model = ModelLoader.Load(modelPath, tokenizer);
-                    GptqSafetensorsExporter.Export(model, output, shard);
+                    using var model = Terminal.LoadModel(modelPath, cancellation, tokenizer);
+                    GptqSafetensorsExporter.Export(model, output, shard, cancellation);
                     NoteAdapterLeftOut(model, console, "--format peft-lora --out ADAPTER_DIR --base-model GPTQ_DIR, and load it with PEFT or vLLM on top of this export");
                     break;
                 }
@@ -85,7 +85,7 @@ public static class ExportCommand
                 {
                     if (type is not null || dtype is not null) throw new ShrinkException("--format compressed-tensors keeps the compressed integers and scales as they are; --type and --dtype do not apply");
                     long shard = maxShardSize is null ? SafetensorsExporter.DefaultMaxShardBytes : ParseSize(maxShardSize);
-                    using var model = ModelLoader.Load(modelPath, tokenizer);
+                    using var model = Terminal.LoadModel(modelPath, cancellation, tokenizer);
                     foreach (string note in CompressedTensorsExporter.Export(model, output, shard, cancellation)) console.WriteLine(note);
                     NoteAdapterLeftOut(model, console, "--format peft-lora --out ADAPTER_DIR --base-model CT_DIR, and load it with PEFT or vLLM on top of this export");
                     break;
@@ -93,16 +93,16 @@ public static class ExportCommand
             case "peft-lora":
                 {
                     if (type is not null || dtype is not null || maxShardSize is not null) throw new ShrinkException("--format peft-lora copies the factors as stored; --type, --dtype and --max-shard-size do not apply");
-                    using var model = ModelLoader.Load(modelPath, tokenizer);
-                    PeftLoraExporter.Export(model, output, baseModel);
+                    using var model = Terminal.LoadModel(modelPath, cancellation, tokenizer);
+                    PeftLoraExporter.Export(model, output, baseModel, cancellation);
                     break;
                 }
             case "gguf-lora":
                 {
                     if (dtype is not null || maxShardSize is not null) throw new ShrinkException("--dtype and --max-shard-size do not apply to --format gguf-lora; use --type");
                     TensorType? factorType = type is null ? null : ParseType("--type", type, GgufLoraExporter.Types);
-                    using var model = ModelLoader.Load(modelPath, tokenizer);
-                    GgufLoraExporter.Export(model, output, factorType);
+                    using var model = Terminal.LoadModel(modelPath, cancellation, tokenizer);
+                    GgufLoraExporter.Export(model, output, factorType, cancellation);
                     break;
                 }
             default:

@@ -36,7 +36,7 @@ internal static class GenerateCommand
             int threadCount = parse.GetValue(threads);
             if (threadCount < 0) throw new ShrinkException($"--threads: must not be negative (got {threadCount})");
 
-            using var loaded = ModelLoader.Load(parse.GetValue(model)!, parse.GetValue(tokenizer));
+            using var loaded = Terminal.LoadModel(parse.GetValue(model)!, cancellation, parse.GetValue(tokenizer));
             Generate(loaded, parse.GetValue(prompt)!, max, new Sampler(t, p, s), threadCount, cancellation);
             Console.Error.WriteLine(t == 0 ? "sampling: greedy" : $"sampling: temperature {t}, top-p {p}, seed {s}");
             return 0;

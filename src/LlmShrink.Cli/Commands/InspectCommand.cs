@@ -8,7 +8,7 @@ namespace LlmShrink.Cli.Commands;
 /// <summary><c>llmshrink inspect MODEL [--json] [--ctx N]</c>: what a checkpoint contains and what it costs to run.</summary>
 internal static class InspectCommand
 {
-    public static Command Create()
+    public static Command Create(CancellationToken cancellation = default)
     {
         var model = new Argument<string>("model") { Description = "Hugging Face folder, .gguf file, llama2.c .bin, or org/name[@revision]" };
         var json = new Option<bool>("--json") { Description = "Print one JSON object to stdout instead of tables" };
@@ -21,7 +21,7 @@ internal static class InspectCommand
         {
             int ctx = parse.GetValue(context);
             if (ctx < 1) throw new ShrinkException($"--ctx: must be at least 1 (got {ctx})");
-            using var loaded = ModelLoader.Load(parse.GetValue(model)!);
+            using var loaded = Terminal.LoadModel(parse.GetValue(model)!, cancellation);
             var stats = ModelStatistics.Of(loaded);
             if (parse.GetValue(json)) Terminal.WriteJson(ToJson(loaded, stats, ctx));
             else Print(loaded, stats, ctx);

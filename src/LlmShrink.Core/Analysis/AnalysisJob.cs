@@ -39,7 +39,7 @@ public static class AnalysisJob
         if (request.Methods.Count == 0) throw new ShrinkException("--methods: name at least one method");
         if (request.Threads < 0) throw new ShrinkException($"--threads: must not be negative (got {request.Threads})");
         CalibrationSet.CheckSource(request.CalibrationFile);
-        using var model = ModelLoader.Load(request.Model);
+        using var model = ModelLoader.Load(request.Model, cancellation: cancel);
         using var output = new OutputFolder(request.Output, model.Weights.Files.Select(f => f.Path).Append(model.Source));
         var (calibration, held) = HeldBackSplit.Draw(request.CalibrationFile, model, request.Samples, request.SequenceLength, request.Seed, request.KlSamples);
         using var transformer = new Transformer(model, request.Threads);

@@ -40,7 +40,7 @@ public static class CompressionJob
             if (asked.Context < 4) throw new ShrinkException($"--eval-ctx: must be at least 4 tokens (got {asked.Context})");
             if (asked.MaxWindows < 1) throw new ShrinkException($"--eval-chunks: must be at least 1 (got {asked.MaxWindows})");
         }
-        using var model = ModelLoader.Load(request.Model);
+        using var model = ModelLoader.Load(request.Model, cancellation: cancel);
         var calibration = request.CalibrationFile == CalibrationSet.RandomSource
             ? CalibrationSet.Random(model.Config.VocabSize, model.Config.BosTokenId, request.Samples, request.SequenceLength, request.Seed)
             : CalibrationSet.FromFile(request.CalibrationFile, model.RequireTokenizer(), request.Samples, request.SequenceLength, request.Seed);

@@ -24,7 +24,7 @@ public static class CompressedTensorsExporter
     private sealed record ModuleExport(string Module, LayerRepresentation Stored, CompressedTensorsScheme? Scheme, bool Dequantized);
 
     /// <summary>Writes the folder; returns the notes the command prints (what was written differently from the source, and why).</summary>
-    /// <param name="cancellation">Checked before every tensor: a cancelled export throws and leaves no folder behind.</param>
+    /// <param name="cancellation">Stops the write within a batch of rows; a cancelled export throws and leaves no folder behind.</param>
     public static IReadOnlyList<string> Export(LoadedModel model, string outputFolder, long maxShardBytes = SafetensorsExporter.DefaultMaxShardBytes,
         CancellationToken cancellation = default)
     {
@@ -55,10 +55,7 @@ public static class CompressedTensorsExporter
             else if (m.Scheme is { Int8Activations: false } scheme)
                 entries.AddRange(PackedEntries(m.Module, m.Stored, scheme, grids));
         }
-        SafetensorsExporter.WriteSharded(output.Path, [.. entries.OrderBy(e => e.Name, StringComparer.Ordinal).Select(e => e with
-        {
-            WriteData = stream => { cancellation.ThrowIfCancellationRequested(); e.WriteData(stream); },
-        })], maxShardBytes);
+        SafetensorsExporter.WriteSharded(output.Path, [.. entries.OrderBy(e => e.Name, StringComparer.Ordinal)], maxShardBytes, cancellation);
 
         var quantized = modules.Where(m => m.Scheme is not null).Select(m => (m.Module, m.Scheme!)).ToList();
         var ignore = modules.Where(m => m.Scheme is null).Select(m => m.Module).ToList();

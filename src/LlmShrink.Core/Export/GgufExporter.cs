@@ -27,8 +27,10 @@ public static class GgufExporter
     /// blocks keep those blocks and their type. For compressed modules the result says which layers went over exactly and
     /// which were re-fit, and is null for a model without compressed modules. A compensated module (EoRA) is written as its
     /// base: llama.cpp applies the compensation as a LoRA adapter (<see cref="GgufLoraExporter"/>, <c>--lora FILE</c>).
+    /// A cancelled <paramref name="cancellation"/> stops the write within a batch of rows and leaves no file behind.
     /// </summary>
-    public static IReadOnlyList<MappedLayer>? Export(LoadedModel model, TensorType type, string outputPath, TensorType? denseType = null)
+    public static IReadOnlyList<MappedLayer>? Export(LoadedModel model, TensorType type, string outputPath, TensorType? denseType = null,
+        CancellationToken cancellation = default)
     {
         if (!Types.Contains(type))
             throw new ShrinkException($"--type {type}: not a GGUF export type (supported: {string.Join(", ", Types)})");
@@ -109,7 +111,7 @@ public static class GgufExporter
                 stream => stream.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(factors.AsSpan())));
         }
 
-        writer.Write(outputPath, model.Weights.Files.Select(f => f.Path));
+        writer.Write(outputPath, model.Weights.Files.Select(f => f.Path), cancellation);
         return mapped.Count > 0 ? mapped : null;
     }
 

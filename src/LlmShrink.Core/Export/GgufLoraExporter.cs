@@ -19,7 +19,8 @@ public static class GgufLoraExporter
     /// <summary>Types the factors may be written as (<c>--type</c>); by default each factor keeps its stored type.</summary>
     public static readonly TensorType[] Types = [TensorType.F32, TensorType.F16, TensorType.BF16];
 
-    public static void Export(LoadedModel model, string outputPath, TensorType? type = null)
+    /// <param name="cancellation">Stops the write within a batch of rows; no file is left behind.</param>
+    public static void Export(LoadedModel model, string outputPath, TensorType? type = null, CancellationToken cancellation = default)
     {
         if (type is { } t && !Types.Contains(t))
             throw new ShrinkException($"--type {t}: a LoRA adapter's factors are written as {string.Join(", ", Types)}");
@@ -46,6 +47,6 @@ public static class GgufLoraExporter
             writer.AddTensor(ggufName + ".lora_a", a.Shape, aType, stream => TensorRowWriter.Write(stream, a, aType));
             writer.AddTensor(ggufName + ".lora_b", b.Shape, bType, stream => TensorRowWriter.Write(stream, b, bType, rows));
         }
-        writer.Write(outputPath, model.Weights.Files.Select(f => f.Path));
+        writer.Write(outputPath, model.Weights.Files.Select(f => f.Path), cancellation);
     }
 }

@@ -24,7 +24,9 @@ public static class GptqSafetensorsExporter
     /// <summary>One quantized module's GPTQ parameters as its tensors state them.</summary>
     public sealed record GptqModule(string Module, int Bits, int GroupSize, bool Symmetric, bool ActOrder);
 
-    public static void Export(LoadedModel model, string outputFolder, long maxShardBytes = SafetensorsExporter.DefaultMaxShardBytes)
+    /// <param name="cancellation">Stops the write within a batch of rows; no folder is left behind.</param>
+    public static void Export(LoadedModel model, string outputFolder, long maxShardBytes = SafetensorsExporter.DefaultMaxShardBytes,
+        CancellationToken cancellation = default)
     {
         if (maxShardBytes <= 0) throw new ShrinkException($"--max-shard-size must be positive, not {maxShardBytes}");
         var (quantized, dense) = Survey(model);
@@ -35,7 +37,7 @@ public static class GptqSafetensorsExporter
             var tensor = model.Weights.Get(name);
             return new SafetensorsWriter.Entry(name, tensor.Type, tensor.Shape, stream => TensorRowWriter.Write(stream, tensor, tensor.Type));
         }).ToList();
-        SafetensorsExporter.WriteSharded(output.Path, entries, maxShardBytes);
+        SafetensorsExporter.WriteSharded(output.Path, entries, maxShardBytes, cancellation);
 
         var quantization = QuantizationConfig(quantized, dense, model.Config.NumLayers);
         var config = SafetensorsExporter.ConfigJson(model);

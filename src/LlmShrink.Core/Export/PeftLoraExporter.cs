@@ -21,13 +21,14 @@ public static class PeftLoraExporter
     private const string Prefix = "base_model.model.";
 
     /// <param name="baseModel">adapter_config.json's <c>base_model_name_or_path</c>; default the model folder's full path.</param>
-    public static void Export(LoadedModel model, string outputFolder, string? baseModel = null)
+    /// <param name="cancellation">Stops the write within a batch of rows; no folder is left behind.</param>
+    public static void Export(LoadedModel model, string outputFolder, string? baseModel = null, CancellationToken cancellation = default)
     {
         var (modules, rank) = CompensationAdapter.Read(model);
         using var output = new OutputFolder(outputFolder, model.Weights.Files.Select(f => f.Path).Append(model.Source));
         var entries = modules.SelectMany(m => new[] { (Suffix: ".lora_A.weight", Tensor: m.A), (Suffix: ".lora_B.weight", Tensor: m.B) }
             .Select(f => new SafetensorsWriter.Entry(Prefix + m.Path + f.Suffix, f.Tensor.Type, f.Tensor.Shape, stream => TensorRowWriter.Write(stream, f.Tensor, f.Tensor.Type)))).ToList();
-        SafetensorsWriter.Write(output.File("adapter_model.safetensors"), entries, new Dictionary<string, string> { ["format"] = "pt" });
+        SafetensorsWriter.Write(output.File("adapter_model.safetensors"), entries, new Dictionary<string, string> { ["format"] = "pt" }, cancellation);
         var config = Config(model.Config, modules, rank, baseModel ?? Path.GetFullPath(model.Source));
         File.WriteAllText(output.File("adapter_config.json"), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         output.Commit();

@@ -28,7 +28,9 @@ public static class SafetensorsExporter
     public static readonly string[] TokenizerFiles =
         ["tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "generation_config.json"];
 
-    public static void Export(LoadedModel model, TensorType dtype, string outputFolder, long maxShardBytes = DefaultMaxShardBytes)
+    /// <param name="cancellation">Stops the write within a batch of rows; no folder is left behind.</param>
+    public static void Export(LoadedModel model, TensorType dtype, string outputFolder, long maxShardBytes = DefaultMaxShardBytes,
+        CancellationToken cancellation = default)
     {
         if (!DTypes.Contains(dtype))
             throw new ShrinkException($"--dtype {dtype}: not a safetensors export dtype (supported: {string.Join(", ", DTypes)})");
@@ -38,7 +40,7 @@ public static class SafetensorsExporter
             throw ShrinkException.InFile(model.Source, "its RoPE frequency factors (rope_freqs) have no config.json equivalent; export to GGUF instead");
 
         using var output = new OutputFolder(outputFolder, model.Weights.Files.Select(f => f.Path).Append(model.Source));
-        WriteWeights(model, dtype, output.Path, maxShardBytes);
+        WriteWeights(model, dtype, output.Path, maxShardBytes, cancellation);
         var config = ConfigJson(model);
         config["torch_dtype"] = TorchDType(dtype);
         config.Remove("quantization_config"); // every module is dense now
@@ -47,7 +49,7 @@ public static class SafetensorsExporter
         output.Commit();
     }
 
-    private static void WriteWeights(LoadedModel model, TensorType dtype, string folder, long maxShardBytes)
+    private static void WriteWeights(LoadedModel model, TensorType dtype, string folder, long maxShardBytes, CancellationToken cancellation)
     {
         var c = model.Config;
         var entries = new List<SafetensorsWriter.Entry>();
@@ -67,7 +69,7 @@ public static class SafetensorsExporter
             entries.Add(new SafetensorsWriter.Entry(name, dtype, tensor.Shape, stream => TensorRowWriter.Write(stream, tensor, dtype, rows)));
         }
 
-        WriteSharded(folder, entries, maxShardBytes);
+        WriteSharded(folder, entries, maxShardBytes, cancellation);
     }
 
     /// <summary>
@@ -122,7 +124,7 @@ public static class SafetensorsExporter
     /// order: a shard closes when the next tensor would take it past the limit (a tensor larger than the limit gets a
     /// shard of its own), as transformers' save_pretrained does.
     /// </summary>
-    public static void WriteSharded(string folder, IReadOnlyList<SafetensorsWriter.Entry> entries, long maxShardBytes)
+    public static void WriteSharded(string folder, IReadOnlyList<SafetensorsWriter.Entry> entries, long maxShardBytes, CancellationToken cancellation = default)
     {
         var sizes = entries.Select(e => TensorTypes.ByteCount(e.Type, e.Shape.Aggregate(1L, (a, b) => checked(a * b)))).ToList();
         var shards = new List<List<int>> { new() };
@@ -135,7 +137,7 @@ public static class SafetensorsExporter
         }
         if (shards.Count == 1)
         {
-            SafetensorsWriter.Write(Path.Combine(folder, "model.safetensors"), entries, new Dictionary<string, string> { ["format"] = "pt" });
+            SafetensorsWriter.Write(Path.Combine(folder, "model.safetensors"), entries, new Dictionary<string, string> { ["format"] = "pt" }, cancellation);
             return;
         }
 
@@ -143,7 +145,7 @@ public static class SafetensorsExporter
         for (int s = 0; s < shards.Count; s++)
         {
             string file = $"model-{s + 1:D5}-of-{shards.Count:D5}.safetensors";
-            SafetensorsWriter.Write(Path.Combine(folder, file), shards[s].Select(i => entries[i]).ToList(), new Dictionary<string, string> { ["format"] = "pt" });
+            SafetensorsWriter.Write(Path.Combine(folder, file), shards[s].Select(i => entries[i]).ToList(), new Dictionary<string, string> { ["format"] = "pt" }, cancellation);
             foreach (int i in shards[s]) weightMap[entries[i].Name] = file;
         }
         var index = new JsonObject

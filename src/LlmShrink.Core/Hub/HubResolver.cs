@@ -1,3 +1,5 @@
+using System.Net;
+using System.Net.Http.Headers;
 using System.Security.Cryptography;
 using System.Text.Json;
 
@@ -115,34 +117,67 @@ public sealed class HubResolver(HubOptions options)
         var uri = new Uri(endpoint, $"{id.Repo}/resolve/{commit}/{Uri.EscapeDataString(file)}");
         var (response, linkedEtag) = await GetAsync(id, file, uri, cancel);
         string etag;
-        using (response)
+        try
         {
             if (!response.IsSuccessStatusCode) throw StatusProblem(id, file, response);
             etag = BlobName(id, file, linkedEtag ?? RawHeader(response, "ETag"));
             string blob = cache.BlobPath(etag);
             // Same etag, same content: another revision (or huggingface_hub) already fetched it.
-            if (!File.Exists(blob)) await DownloadBlobAsync(id, file, response, blob, etag, cancel);
+            if (!File.Exists(blob))
+            {
+                // The etag names the partial file of an earlier, interrupted run only once the first answer is in; its
+                // body is dropped and the rest asked for from where that run stopped, as huggingface_hub resumes.
+                string partial = blob + ".incomplete";
+                long resumeFrom = File.Exists(partial) ? new FileInfo(partial).Length : 0;
+                if (resumeFrom > 0)
+                {
+                    response.Dispose();
+                    (response, _) = await GetAsync(id, file, uri, cancel, resumeFrom);
+                    if (response.StatusCode == HttpStatusCode.RequestedRangeNotSatisfiable)
+                    {
+                        // Nothing lies past the partial file: it holds every byte (an earlier run stopped before checking
+                        // and renaming it) or more than the file has. Checking it would need the length the 416 omits; start over.
+                        response.Dispose();
+                        File.Delete(partial);
+                        resumeFrom = 0;
+                        (response, _) = await GetAsync(id, file, uri, cancel);
+                    }
+                    if (!response.IsSuccessStatusCode) throw StatusProblem(id, file, response);
+                }
+                await DownloadBlobAsync(id, file, response, blob, etag, resumeFrom, cancel);
+            }
         }
+        finally { response.Dispose(); }
         cache.Link(commit, file, etag);
     }
 
     /// <summary>
     /// Streams the body to blobs/{etag}.incomplete and renames it to blobs/{etag} only once every byte is
-    /// there and, for an LFS file, its sha256 matches: a blob under its final name is always whole.
+    /// there and, for an LFS file, its sha256 matches: a blob under its final name is always whole. An interrupted
+    /// download (cancelled, broken off, stalled) keeps its .incomplete file, as the Hub cache does, for the next run to
+    /// resume from; bytes that prove wrong are deleted. <paramref name="resumeFrom"/> is the length of that file when
+    /// <paramref name="response"/> answers a range request for the rest.
     /// </summary>
     private async Task DownloadBlobAsync(HubId id, string file, HttpResponseMessage response, string blob, string etag,
-        CancellationToken cancel)
+        long resumeFrom, CancellationToken cancel)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(blob)!);
         string temp = blob + ".incomplete";
-        long total = response.Content.Headers.ContentLength ?? -1;
-        bool finished = false;
+        // A server that ignores the range sends the whole file (200), which then replaces the partial one.
+        bool resumed = resumeFrom > 0 && response.StatusCode == HttpStatusCode.PartialContent
+            && response.Content.Headers.ContentRange is { From: { } from, HasLength: true } && from == resumeFrom;
+        if (response.StatusCode == HttpStatusCode.PartialContent && !resumed)
+            throw new ShrinkException($"{id}: {file}: the server sent a different part of the file than the {resumeFrom} bytes on asked for");
+        long done = resumed ? resumeFrom : 0;
+        long total = resumed ? response.Content.Headers.ContentRange!.Length!.Value
+            : response.Content.Headers.ContentLength ?? -1;
         try
         {
             using var sha256 = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-            long done = 0, reported = 0;
-            options.Progress?.Report((file, 0, total));
-            await using (var output = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16, useAsync: true))
+            if (resumed) await HashFileAsync(sha256, temp, cancel);
+            long reported = done;
+            options.Progress?.Report((file, done, total));
+            await using (var output = new FileStream(temp, resumed ? FileMode.Append : FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16, useAsync: true))
             await using (var input = await response.Content.ReadAsStreamAsync(cancel))
             {
                 using var stall = CancellationTokenSource.CreateLinkedTokenSource(cancel);
@@ -159,39 +194,48 @@ public sealed class HubResolver(HubOptions options)
                 }
             }
             if (total >= 0 && done != total)
-                throw new ShrinkException($"{id}: {file}: the download ended after {done} of {total} bytes");
+                throw new ShrinkException($"{id}: {file}: the download ended after {done} of {total} bytes; run again to resume it");
             if (IsSha256(etag) && Convert.ToHexStringLower(sha256.GetHashAndReset()) != etag)
+            {
+                File.Delete(temp);
                 throw new ShrinkException($"{id}: {file}: the downloaded bytes do not match the sha256 the server announced");
+            }
             File.Move(temp, blob, overwrite: true);
-            finished = true;
             options.Progress?.Report((file, done, total));
         }
         catch (OperationCanceledException) when (!cancel.IsCancellationRequested)
         {
-            throw new ShrinkException($"{id}: {file}: the server sent nothing for {options.StallTimeout.TotalSeconds:0} s");
+            throw new ShrinkException($"{id}: {file}: the server sent nothing for {options.StallTimeout.TotalSeconds:0} s; run again to resume");
         }
         catch (Exception e) when (e is IOException or HttpRequestException)
         {
-            throw new ShrinkException($"{id}: {file}: the download broke off: {OneLine(e.Message)}", e);
+            throw new ShrinkException($"{id}: {file}: the download broke off: {OneLine(e.Message)}; run again to resume", e);
         }
-        finally
-        {
-            if (!finished) File.Delete(temp);
-        }
+    }
+
+    /// <summary>Feeds the bytes an earlier run downloaded to the hash, so the whole file is checked once it is complete.</summary>
+    private static async Task HashFileAsync(IncrementalHash hash, string path, CancellationToken cancel)
+    {
+        await using var input = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, useAsync: true);
+        var buffer = new byte[CopyBufferBytes];
+        int read;
+        while ((read = await input.ReadAsync(buffer, cancel)) > 0) hash.AppendData(buffer, 0, read);
     }
 
     /// <summary>
     /// GET following redirects by hand, so the <c>X-Linked-Etag</c> of the Hub's redirect is not lost and the
     /// token is never sent to another host (the CDN gets a presigned address instead).
     /// </summary>
+    /// <param name="from">When positive, asks for the bytes from this offset on (<c>Range: bytes=from-</c>, on every hop).</param>
     private async Task<(HttpResponseMessage Response, string? LinkedEtag)> GetAsync(HubId id, string what, Uri uri,
-        CancellationToken cancel)
+        CancellationToken cancel, long from = 0)
     {
         string? linkedEtag = null;
         for (int hop = 0; ; hop++)
         {
             using var request = new HttpRequestMessage(HttpMethod.Get, uri);
             request.Headers.UserAgent.ParseAdd("llmshrink/1.0");
+            if (from > 0) request.Headers.Range = new RangeHeaderValue(from, null);
             if (options.Token is { } token && SameOrigin(uri, endpoint))
                 request.Headers.Authorization = new("Bearer", token);
 

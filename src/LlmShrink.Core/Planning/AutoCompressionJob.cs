@@ -63,7 +63,7 @@ public static class AutoCompressionJob
         bool gguf = request.Format == PlanFormat.Gguf;
         var candidates = request.CandidatesFile is not null ? CandidateMenu.Load(request.CandidatesFile) : gguf ? CandidateMenu.DefaultGguf : CandidateMenu.Default;
         CalibrationSet.CheckSource(request.CalibrationFile);
-        using var model = ModelLoader.Load(request.Model);
+        using var model = ModelLoader.Load(request.Model, cancellation: cancel);
         using var output = new OutputFolder(request.Output, model.Weights.Files.Select(f => f.Path).Append(model.Source));
         var (calibration, held) = HeldBackSplit.Draw(request.CalibrationFile, model, request.Samples, request.SequenceLength, request.Seed, request.KlSamples);
         // A folder fuses q/k/v and gate/up (one scheme each) and keeps lm_head as stored, like the presets; a GGUF file

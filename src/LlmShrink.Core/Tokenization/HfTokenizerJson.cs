@@ -21,7 +21,8 @@ public static class HfTokenizerJson
             using var doc = JsonDocument.Parse(File.ReadAllBytes(path));
             return Load(doc.RootElement, path, config);
         }
-        catch (Exception e) when (e is JsonException or InvalidOperationException or KeyNotFoundException or FormatException)
+        // ArgumentNullException: a string field holding null (GetString() returns null), then used as a name.
+        catch (Exception e) when (e is JsonException or InvalidOperationException or KeyNotFoundException or FormatException or ArgumentNullException)
         {
             throw ShrinkException.InFile(path, $"malformed tokenizer.json: {e.Message}");
         }
@@ -35,7 +36,15 @@ public static class HfTokenizerJson
             throw ShrinkException.InFile(path, $"unsupported tokenizer model type '{type}' (only BPE is supported)");
 
         var vocab = new Dictionary<string, int>();
-        foreach (var entry in model.GetProperty("vocab").EnumerateObject()) vocab[entry.Name] = CheckedId(entry.Value.GetInt32(), path);
+        var tokenOfId = new Dictionary<int, string>();
+        foreach (var entry in model.GetProperty("vocab").EnumerateObject())
+        {
+            int id = CheckedId(entry.Value.GetInt32(), path);
+            // The BPE model indexes tokens by id and would fail on a second token with the same id.
+            if (!tokenOfId.TryAdd(id, entry.Name) && tokenOfId[id] != entry.Name)
+                throw ShrinkException.InFile(path, $"model.vocab gives id {id} to both '{tokenOfId[id]}' and '{entry.Name}'");
+            vocab[entry.Name] = id;
+        }
         var merges = ReadMerges(model, path);
         var added = new List<(string Text, int Id, bool Special)>();
         if (root.TryGetProperty("added_tokens", out var addedTokens) && addedTokens.ValueKind == JsonValueKind.Array)
@@ -50,7 +59,7 @@ public static class HfTokenizerJson
 
         int IdOf(string? text) =>
             text is null ? -1 : added.FirstOrDefault(a => a.Text == text) is { Text: not null } a ? a.Id : vocab.GetValueOrDefault(text, -1);
-        var (templateBos, templateHasBos) = TemplateBos(root);
+        var (templateBos, templateHasBos) = TemplateBos(root, path);
         int bosId = IdOf(config.BosToken) is >= 0 and var b ? b : templateBos;
         int eosId = IdOf(config.EosToken);
         bool Flag(JsonElement e, string name, bool fallback) => e.TryGetProperty(name, out var v) && v.ValueKind is JsonValueKind.True or JsonValueKind.False ? v.GetBoolean() : fallback;
@@ -172,7 +181,7 @@ public static class HfTokenizerJson
     }
 
     /// <summary>BOS from a TemplateProcessing post-processor whose single-sequence template starts with a special token.</summary>
-    private static (int BosId, bool HasBos) TemplateBos(JsonElement root)
+    private static (int BosId, bool HasBos) TemplateBos(JsonElement root, string path)
     {
         if (!root.TryGetProperty("post_processor", out var post)) return (-1, false);
         foreach (var p in Flatten(post, "processors"))
@@ -181,6 +190,7 @@ public static class HfTokenizerJson
             if (!single[0].TryGetProperty("SpecialToken", out var first)) return (-1, false);
             string name = first.GetProperty("id").GetString()!;
             var ids = p.GetProperty("special_tokens").GetProperty(name).GetProperty("ids");
+            if (ids.GetArrayLength() == 0) throw ShrinkException.InFile(path, $"post_processor: special token '{name}' has no ids");
             return (ids[0].GetInt32(), true);
         }
         return (-1, false);

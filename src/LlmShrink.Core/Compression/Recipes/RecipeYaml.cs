@@ -36,6 +36,11 @@ public static class RecipeYaml
         var stream = new YamlStream();
         try { stream.Load(new StringReader(text)); }
         catch (YamlException e) { throw Error(source, e.Start, Describe(e)); }
+        // YamlDotNet's scanner fails this way, without a position, on a plain scalar that runs into the end of an unclosed
+        // flow collection ("bits: {a: [").
+        catch (InvalidOperationException) { throw ShrinkException.InFile(source, "not valid YAML: a '[' or '{' is never closed"); }
+        // Its node builder fails this way, also without a position, on an alias glued to a value (pattern: "2:4"*a).
+        catch (ArgumentException) { throw ShrinkException.InFile(source, "not valid YAML: a value is followed by text that belongs to no key (an *alias?)"); }
         var tree = new YamlTree(source);
         if (stream.Documents.Count > 1) throw Error(source, stream.Documents[1].RootNode.Start, "a recipe is one YAML document, not several");
         if (stream.Documents.Count == 1) tree.Root = Convert(stream.Documents[0].RootNode, tree);

@@ -66,9 +66,10 @@ public sealed class GgufWriter
 
     /// <summary>
     /// Writes the file to <paramref name="path"/>. <paramref name="inputs"/> are the files the tensor producers read; the
-    /// path must not be one of them (after resolving symbolic links).
+    /// path must not be one of them (after resolving symbolic links). A cancelled <paramref name="cancellation"/> stops the
+    /// write at the producers' next write and deletes the temporary file.
     /// </summary>
-    public void Write(string path, IEnumerable<string> inputs)
+    public void Write(string path, IEnumerable<string> inputs, CancellationToken cancellation = default)
     {
         OutputPaths.RefuseOverwrite(path, inputs);
         string temporary = $"{path}.tmp-{Guid.NewGuid():N}";
@@ -76,7 +77,8 @@ public sealed class GgufWriter
         {
             using (var file = CreateFile(temporary, path))
             {
-                var stream = new BufferedStream(file, 1 << 20);
+                var buffered = new BufferedStream(file, 1 << 20);
+                var stream = new CancellableWriteStream(buffered, cancellation);
                 long dataStart = WriteHeader(stream);
                 long offset = 0;
                 foreach (var tensor in _tensors)
@@ -90,7 +92,7 @@ public sealed class GgufWriter
                     offset = AlignUp(offset + written);
                     WriteZeros(stream, dataStart + offset - stream.Position);
                 }
-                stream.Flush();
+                buffered.Flush();
                 file.Flush(flushToDisk: true);
             }
             File.Move(temporary, path, overwrite: true);

@@ -11,9 +11,11 @@ public static class SafetensorsWriter
 
     /// <summary>
     /// The header is computed from the shapes alone, so each tensor is produced only when its turn comes and
-    /// never has to be held in memory with the others. Tensors are stored in <paramref name="entries"/> order.
+    /// never has to be held in memory with the others. Tensors are stored in <paramref name="entries"/> order. A cancelled
+    /// <paramref name="cancellation"/> stops the write at the producers' next write and deletes the temporary file.
     /// </summary>
-    public static void Write(string path, IReadOnlyList<Entry> entries, IReadOnlyDictionary<string, string>? metadata = null)
+    public static void Write(string path, IReadOnlyList<Entry> entries, IReadOnlyDictionary<string, string>? metadata = null,
+        CancellationToken cancellation = default)
     {
         var byteCounts = entries.Select(ByteCount).ToArray();
         byte[] header = BuildHeader(entries, byteCounts, metadata);
@@ -21,8 +23,9 @@ public static class SafetensorsWriter
         string temporary = $"{path}.tmp-{Guid.NewGuid():N}";
         try
         {
-            using (var stream = CreateFile(temporary, path))
+            using (var file = CreateFile(temporary, path))
             {
+                var stream = new CancellableWriteStream(file, cancellation);
                 Span<byte> length = stackalloc byte[8];
                 BinaryPrimitives.WriteUInt64LittleEndian(length, (ulong)header.Length);
                 stream.Write(length);
@@ -35,7 +38,7 @@ public static class SafetensorsWriter
                     if (written != byteCounts[i])
                         throw new InvalidOperationException($"{path}: tensor '{entries[i].Name}' wrote {written} bytes but its shape and type need {byteCounts[i]}");
                 }
-                stream.Flush(flushToDisk: true);
+                file.Flush(flushToDisk: true);
             }
             File.Move(temporary, path, overwrite: true);
         }
