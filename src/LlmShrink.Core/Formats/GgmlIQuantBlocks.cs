@@ -28,10 +28,14 @@ internal static class GgmlIQuantBlocks
     /// </summary>
     internal static int EightSigns(uint sevenBits) => (int)sevenBits | (BitOperations.PopCount(sevenBits) & 1) << 7;
 
-    /// <summary>y[j] = scale·magnitude[j], negated where bit j of <paramref name="signs"/> is set.</summary>
+    /// <summary>
+    /// y[j] = scale·magnitude[j]·(±1), negative where bit j of <paramref name="signs"/> is set. The ±1 is computed
+    /// as 1 − 2·bit rather than chosen by a branch: signs are random, and a mispredicted branch per weight made these
+    /// decoders several times slower.
+    /// </summary>
     private static void PutSigned(Span<float> y, float scale, ReadOnlySpan<byte> magnitudes, int signs)
     {
-        for (int j = 0; j < magnitudes.Length; j++) y[j] = scale * magnitudes[j] * ((signs >> j & 1) != 0 ? -1f : 1f);
+        for (int j = 0; j < magnitudes.Length; j++) y[j] = scale * magnitudes[j] * (float)(1 - 2 * (signs >> j & 1));
     }
 
     /// <summary>y[j] = scale·(value[j] + delta): IQ1_S/IQ1_M's group of 8.</summary>
