@@ -16,7 +16,7 @@ internal static class GgmlIQuantBlocks
     /// The 16 levels of IQ4_NL and IQ4_XS (kvalues_iq4nl in ggml-quants.c): closer together near zero, where most
     /// weights lie, than a uniform 4-bit grid.
     /// </summary>
-    private static ReadOnlySpan<sbyte> NonLinearLevels => [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+    internal static ReadOnlySpan<sbyte> NonLinearLevels => [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
 
     /// <summary>IQ1_S/IQ1_M shift every value of a group of 8 by this, up or down as the group's delta bit says (IQ1S_DELTA).</summary>
     private const float Iq1Delta = 0.125f;
@@ -66,11 +66,9 @@ internal static class GgmlIQuantBlocks
     public static void DecodeIQ4_XS(ReadOnlySpan<byte> block, Span<float> y)
     {
         float d = GgmlBlocks.Fp16(block, 0);
-        int scalesHigh = BinaryPrimitives.ReadUInt16LittleEndian(block[2..]);
         for (int sub = 0; sub < 8; sub++)
         {
-            int scale = (block[4 + sub / 2] >> 4 * (sub % 2) & 0xF) | (scalesHigh >> 2 * sub & 3) << 4;
-            float dl = d * (scale - 32);
+            float dl = d * IQ4_XSScale(block, sub);
             var qs = block.Slice(8 + 16 * sub, 16);
             for (int j = 0; j < 16; j++)
             {
@@ -78,6 +76,13 @@ internal static class GgmlIQuantBlocks
                 y[32 * sub + j + 16] = dl * NonLinearLevels[qs[j] >> 4];
             }
         }
+    }
+
+    /// <summary>Sub-block <paramref name="sub"/>'s signed scale s − 32 ∈ [−32, 31] of an IQ4_XS block (see <see cref="DecodeIQ4_XS"/>).</summary>
+    internal static int IQ4_XSScale(ReadOnlySpan<byte> block, int sub)
+    {
+        int scalesHigh = BinaryPrimitives.ReadUInt16LittleEndian(block[2..]);
+        return ((block[4 + sub / 2] >> 4 * (sub % 2) & 0xF) | (scalesHigh >> 2 * sub & 3) << 4) - 32;
     }
 
     /// <summary>
