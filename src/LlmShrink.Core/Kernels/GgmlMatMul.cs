@@ -6,8 +6,9 @@ using LlmShrink.Formats;
 namespace LlmShrink.Kernels;
 
 /// <summary>
-/// y[n, out] = x[n, in]·Wᵀ with W stored as ggml blocks (Q4_0, Q8_0, Q4_K, IQ4_NL, IQ4_XS; layouts in <see cref="GgmlBlocks"/>
-/// and <see cref="GgmlIQuantBlocks"/>), read in place and never expanded. As in llama.cpp, each x row is first quantized
+/// y[n, out] = x[n, in]·Wᵀ with W stored as ggml blocks (Q4_0, Q8_0, Q4_K and the I-quants but IQ1_S/IQ1_M; layouts in
+/// <see cref="GgmlBlocks"/> and <see cref="GgmlIQuantBlocks"/>; the codebook I-quants' dots in <see cref="IQuantGridDots"/>),
+/// read in place and never expanded. As in llama.cpp, each x row is first quantized
 /// to int8 blocks (<see cref="QuantizeActivations"/>: 32 elements per scale, 256 for Q4_K), so each weight block meets
 /// its activation block in an exact integer dot product that is scaled once: Σ w·x ≈ d_w·d_x·Σ q_w·q_x. The only
 /// error beyond float rounding is the activation's rounding to int8.
@@ -27,9 +28,10 @@ namespace LlmShrink.Kernels;
 public static unsafe class GgmlMatMul
 {
     public static bool Supports(TensorType type) =>
-        type is TensorType.Q4_0 or TensorType.Q8_0 or TensorType.Q4_K or TensorType.IQ4_NL or TensorType.IQ4_XS;
+        type is TensorType.Q4_0 or TensorType.Q8_0 or TensorType.Q4_K or TensorType.IQ4_NL or TensorType.IQ4_XS
+            or TensorType.IQ3_XXS or TensorType.IQ3_S or TensorType.IQ2_XXS or TensorType.IQ2_XS or TensorType.IQ2_S;
 
-    /// <summary>Elements per activation scale: one per weight block (the K-quant super-block for Q4_K; IQ4_XS's sub-block of 32).</summary>
+    /// <summary>Elements per activation scale: one per weight block (the K-quant super-block for Q4_K), one per sub-block of 32 for the I-quants.</summary>
     public static int ActivationBlock(TensorType type) => type == TensorType.Q4_K ? 256 : 32;
 
     private const int ItemRows = 16;
@@ -116,7 +118,12 @@ public static unsafe class GgmlMatMul
                             TensorType.Q8_0 => DotQ8_0(row, q, scales, In / 32),
                             TensorType.Q4_K => DotQ4_K(row, q, scales, sums, In / 256),
                             TensorType.IQ4_NL => DotIQ4_NL(row, q, scales, In / 32),
-                            _ => DotIQ4_XS(row, q, scales, In / 256),
+                            TensorType.IQ4_XS => DotIQ4_XS(row, q, scales, In / 256),
+                            TensorType.IQ3_XXS => IQuantGridDots.DotIQ3_XXS(row, q, scales, In / 256),
+                            TensorType.IQ3_S => IQuantGridDots.DotIQ3_S(row, q, scales, In / 256),
+                            TensorType.IQ2_XXS => IQuantGridDots.DotIQ2_XXS(row, q, scales, In / 256),
+                            TensorType.IQ2_XS => IQuantGridDots.DotIQ2_XS(row, q, scales, In / 256),
+                            _ => IQuantGridDots.DotIQ2_S(row, q, scales, In / 256),
                         };
                 }
             }
@@ -180,7 +187,7 @@ public static unsafe class GgmlMatMul
 
     /// <summary>Eight int32 lanes whose total is Σ u·x over 32 pairs of unsigned and signed bytes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> DotUnsigned(Vector256<byte> u, Vector256<sbyte> x) =>
+    internal static Vector256<int> DotUnsigned(Vector256<byte> u, Vector256<sbyte> x) =>
         AvxVnni.IsSupported ? AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, u, x)
                             : Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, x), Vector256<short>.One);
 
@@ -377,6 +384,18 @@ public static unsafe class GgmlMatMul
                             * LevelDot(block.Slice(8 + 16 * sub, 16), q.Slice(256 * b + 32 * sub, 32));
                 }
                 break;
+            case TensorType.IQ3_XXS or TensorType.IQ3_S or TensorType.IQ2_XXS or TensorType.IQ2_XS or TensorType.IQ2_S:
+                {
+                    // The decoded weights (exact: GgmlBlocks) times the int8 activations and their scale per 32.
+                    int blockBytes = TensorTypes.BlockBytes(type);
+                    Span<float> decoded = stackalloc float[256];
+                    for (int b = 0; b < q.Length / 256; b++)
+                    {
+                        GgmlBlocks.Dequantize(type, w.Slice(blockBytes * b, blockBytes), decoded);
+                        for (int k = 0; k < 256; k++) sum += (double)decoded[k] * q[256 * b + k] * scales[8 * b + k / 32];
+                    }
+                    break;
+                }
             default:
                 throw new ArgumentException($"{type} has no direct kernel", nameof(type));
         }
