@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using LlmShrink.Compression.Pruning;
 using LlmShrink.Compression.Quantization;
 using LlmShrink.Evaluation;
+using LlmShrink.Formats;
 using LlmShrink.Kernels;
 using LlmShrink.LinearAlgebra;
 
@@ -12,6 +13,7 @@ using LlmShrink.LinearAlgebra;
 // disturbed by other processes on a shared machine).
 //
 //   dotnet bench/LlmShrink.Bench/bin/Release/net10.0/LlmShrink.Bench.dll gemm|hessian|gptq|sparsegpt|gemv|gemv24|all [--key value ...]
+//   dotnet bench/LlmShrink.Bench/bin/Release/net10.0/LlmShrink.Bench.dll ggml-gemv [--in 4096 --out 4096 --reps 20]
 //   dotnet bench/LlmShrink.Bench/bin/Release/net10.0/LlmShrink.Bench.dll decode --model DIR [--threads 2 --prompt 512 --rounds 4]
 //   dotnet bench/LlmShrink.Bench/bin/Release/net10.0/LlmShrink.Bench.dll svd [--rows 4096 --columns 11008 --threads 2 --reps 1 --save MATRIX.f32]
 
@@ -26,12 +28,14 @@ switch (command)
     case "sparsegpt": Benchmarks.SparseGptLayer(options); break;
     case "gemv": Benchmarks.GptqGemv(options); break;
     case "gemv24": Benchmarks.Sparse24Gemv(options); break;
+    case "ggml-gemv": Benchmarks.GgmlGemv(options); break;
     case "decode": Benchmarks.Decode(options); break;
     case "svd": Benchmarks.SvdTimes(options); break;
     case "all": Benchmarks.Hessian(options, Benchmarks.Gemm(options)); Benchmarks.GptqLayer(options); Benchmarks.SparseGptLayer(options); break;
     default:
         Console.Error.WriteLine("usage: LlmShrink.Bench gemm|hessian|gptq|sparsegpt|gemv|all [--n 512 --in 4096 --out 4096 --tokens 8192 --width 4096 --rows 4096 --bits 4 --group 128 --reps N]");
         Console.Error.WriteLine("       LlmShrink.Bench gemv24 [--in 2048 --out 8192 --group 128 --reps 30 --copies 1|8 --n 1]");
+        Console.Error.WriteLine("       LlmShrink.Bench ggml-gemv [--in 4096 --out 4096 --reps 20]");
         Console.Error.WriteLine("       LlmShrink.Bench decode --model DIR [--threads 2 --prompt 512 --rounds 4]");
         Console.Error.WriteLine("       LlmShrink.Bench svd [--rows 4096 --columns 11008 --threads 2 --reps 1 --save MATRIX.f32]");
         return 2;
@@ -190,6 +194,46 @@ static class Benchmarks
                 double rate = packed / best / 1e9;
                 Console.WriteLine($"| {outDim}×{inDim} | {packed / 1e6:F1} | {threads} | {best * 1e6:F0} | {rate:F1} | {100 * rate / limits[threads - 1].ReadGBps:F0}% |");
             }
+        }
+    }
+
+    /// <summary>
+    /// Decode's matrix × vector on ggml blocks in place (GgmlMatMul, n = 1) for the types with a kernel, against the F32
+    /// GEMV of the same shape (MatMul). Random code bytes under a small fp16 d, so every block is a valid one.
+    /// </summary>
+    public static unsafe void GgmlGemv(Options o)
+    {
+        int inDim = o.Int("in", 4096), outDim = o.Int("out", 4096), reps = o.Int("reps", 20);
+        Console.WriteLine($"\n## ggml-gemv: GgmlMatMul.Multiply n = 1, {outDim}×{inDim}, best of {reps}");
+        Console.WriteLine("| type | MB | threads | µs | GB/s of blocks |");
+        Console.WriteLine("|---|---:|---:|---:|---:|");
+        var x = RandomFloats(inDim, 7);
+        var y = new float[outDim];
+        var dense = RandomFloats(outDim * inDim, 8);
+        fixed (float* pinnedDense = dense)
+            foreach (int threads in new[] { 1, 2 })
+            {
+                nint w = (nint)pinnedDense; // a fixed local cannot be captured; its address can
+                double best = BestOf(reps, () => MatMul.Multiply(x, (float*)w, y, 1, inDim, outDim, WorkerPool.Shared, threads));
+                Console.WriteLine($"| F32 | {4.0 * dense.Length / 1e6:F1} | {threads} | {best * 1e6:F0} | {4.0 * dense.Length / best / 1e9:F1} |");
+            }
+        var random = new Random(9);
+        foreach (var type in new[] { TensorType.Q4_K, TensorType.IQ4_XS, TensorType.IQ3_S, TensorType.IQ3_XXS, TensorType.IQ2_S, TensorType.IQ2_XS, TensorType.IQ2_XXS })
+        {
+            var blocks = new byte[TensorTypes.ByteCount(type, (long)outDim * inDim)];
+            random.NextBytes(blocks);
+            for (int b = 0; b < blocks.Length; b += TensorTypes.BlockBytes(type))
+            {
+                BitConverter.TryWriteBytes(blocks.AsSpan(b), (Half)0.01f);
+                if (type == TensorType.Q4_K) BitConverter.TryWriteBytes(blocks.AsSpan(b + 2), (Half)0.01f);
+            }
+            fixed (byte* pinnedBlocks = blocks)
+                foreach (int threads in new[] { 1, 2 })
+                {
+                    nint w = (nint)pinnedBlocks;
+                    double best = BestOf(reps, () => GgmlMatMul.Multiply(type, x, (byte*)w, y, 1, inDim, outDim, WorkerPool.Shared, threads));
+                    Console.WriteLine($"| {type} | {blocks.Length / 1e6:F1} | {threads} | {best * 1e6:F0} | {blocks.Length / best / 1e9:F1} |");
+                }
         }
     }
 

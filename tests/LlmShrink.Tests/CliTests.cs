@@ -53,6 +53,19 @@ public class CliTests
         AssertUserError(Run("generate", truncated, "--prompt", "Once", "--max-tokens", "4"), truncated);
     }
 
+    /// <summary>A block type LlmShrink cannot run (TQ1_0, ggml type 34; 54 bytes per 256 weights) is named with the tensor.</summary>
+    [Fact]
+    public void UnreadableBlockTypeIsAOneLineUserErrorNamingTheTypeAndTheTensor()
+    {
+        using var temp = new TempDir();
+        var writer = new GgufTestWriter().AddString("general.architecture", "llama");
+        writer.Tensors.Add(new GgufTestWriter.Tensor { Name = "blk.0.ffn_down.weight", Ne = [256, 2], TypeId = 34, Data = new byte[2 * 54] });
+        string path = writer.Save(temp.File("ternary.gguf"));
+        var result = Run("inspect", path);
+        AssertUserError(result, path);
+        AssertUserError(result, "tensor 'blk.0.ffn_down.weight': has ggml type TQ1_0 (id 34), which LlmShrink cannot read");
+    }
+
     [Fact]
     public void NonexistentDataFileIsAOneLineUserErrorNamingTheFile()
     {

@@ -174,15 +174,22 @@ public class GgufCorruptionTests
     }
 
     [Theory]
-    [InlineData(4u)]   // Q4_2, long removed from ggml
-    [InlineData(9u)]   // Q8_1, an intermediate type never stored in models
-    [InlineData(16u)]  // IQ2_XXS
-    [InlineData(99u)]
-    public void Unknown_type_id_names_the_tensor_and_the_id(uint typeId)
+    [InlineData(4u, "Q4_2")]     // long removed from ggml
+    [InlineData(9u, "Q8_1")]     // an intermediate type never stored in models
+    [InlineData(34u, "TQ1_0")]   // ternary, not read yet
+    public void Unreadable_type_names_the_tensor_and_the_type(uint typeId, string typeName)
     {
         var writer = TwoTensors();
         writer.Tensors.Add(new GgufTestWriter.Tensor { Name = "odd", Ne = [32], TypeId = typeId, Data = new byte[32] });
-        Assert.Contains($"tensor 'odd': has unsupported ggml type id {typeId}", OpenFails(writer.ToBytes()));
+        Assert.Contains($"tensor 'odd': has ggml type {typeName} (id {typeId}), which LlmShrink cannot read", OpenFails(writer.ToBytes()));
+    }
+
+    [Fact]
+    public void Unknown_type_id_names_the_tensor_and_the_id()
+    {
+        var writer = TwoTensors();
+        writer.Tensors.Add(new GgufTestWriter.Tensor { Name = "odd", Ne = [32], TypeId = 99, Data = new byte[32] });
+        Assert.Contains("tensor 'odd': has unknown ggml type id 99", OpenFails(writer.ToBytes()));
     }
 
     [Fact]

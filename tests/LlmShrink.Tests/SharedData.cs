@@ -9,6 +9,8 @@ public static class SharedData
 
     public static string Stories260K => Require(Path.Combine(Root, "models", "stories260K", "stories260K.gguf"));
     public static string TinyLit => Require(Path.Combine(Root, "models", "tinylit-8m"));
+    /// <summary>tinylit-8m quantized by llama.cpp's llama-quantize: <paramref name="type"/> as in tinylit-TYPE.gguf (Q4_K_M, IQ3_S, …).</summary>
+    public static string TinyLitGguf(string type) => Require(Path.Combine(Root, "models", "tinylit-8m-gguf", $"tinylit-{type}.gguf"));
     public static string Corpus(string name) => Require(Path.Combine(Root, "corpora", name));
 
     /// <summary>A missing shared file fails the test with a clear message; it never silently skips.</summary>

@@ -6,7 +6,8 @@ namespace LlmShrink.Formats;
 /// Decoders for ggml's block-quantized types, giving exactly the floats of llama.cpp's <c>dequantize_row_*</c>
 /// (ggml-quants.c), with the block layouts of ggml-common.h. Every scale is an IEEE fp16; the arithmetic is done
 /// in float32 in the same order as the reference, so results are bit-identical. This is the readable scalar
-/// definition; fast kernels live in Kernels/ and are tested against it.
+/// definition; fast kernels live in Kernels/ and are tested against it. The I-quants (IQ4_NL … IQ1_M) are decoded by
+/// <see cref="GgmlIQuantBlocks"/>.
 /// </summary>
 public static class GgmlBlocks
 {
@@ -36,6 +37,15 @@ public static class GgmlBlocks
                 case TensorType.Q4_K: DecodeQ4_K(block, y); break;
                 case TensorType.Q5_K: DecodeQ5_K(block, y); break;
                 case TensorType.Q6_K: DecodeQ6_K(block, y); break;
+                case TensorType.IQ4_NL: GgmlIQuantBlocks.DecodeIQ4_NL(block, y); break;
+                case TensorType.IQ4_XS: GgmlIQuantBlocks.DecodeIQ4_XS(block, y); break;
+                case TensorType.IQ3_XXS: GgmlIQuantBlocks.DecodeIQ3_XXS(block, y); break;
+                case TensorType.IQ3_S: GgmlIQuantBlocks.DecodeIQ3_S(block, y); break;
+                case TensorType.IQ2_XXS: GgmlIQuantBlocks.DecodeIQ2_XXS(block, y); break;
+                case TensorType.IQ2_XS: GgmlIQuantBlocks.DecodeIQ2_XS(block, y); break;
+                case TensorType.IQ2_S: GgmlIQuantBlocks.DecodeIQ2_S(block, y); break;
+                case TensorType.IQ1_S: GgmlIQuantBlocks.DecodeIQ1_S(block, y); break;
+                case TensorType.IQ1_M: GgmlIQuantBlocks.DecodeIQ1_M(block, y); break;
                 default: throw new ArgumentException($"{type} is not a ggml block type", nameof(type));
             }
         }

@@ -6,9 +6,10 @@ using LlmShrink.Formats;
 namespace LlmShrink.Kernels;
 
 /// <summary>
-/// y[n, out] = x[n, in]·Wᵀ with W stored as ggml blocks (Q4_0, Q8_0, Q4_K; layouts in <see cref="GgmlBlocks"/>), read in
-/// place and never expanded. As in llama.cpp, each x row is first quantized to int8 blocks
-/// (<see cref="QuantizeActivations"/>: 32 elements per scale for Q4_0/Q8_0, 256 for Q4_K), so each weight block meets
+/// y[n, out] = x[n, in]·Wᵀ with W stored as ggml blocks (Q4_0, Q8_0, Q4_K and the I-quants but IQ1_S/IQ1_M; layouts in
+/// <see cref="GgmlBlocks"/> and <see cref="GgmlIQuantBlocks"/>; the codebook I-quants' dots in <see cref="IQuantGridDots"/>),
+/// read in place and never expanded. As in llama.cpp, each x row is first quantized
+/// to int8 blocks (<see cref="QuantizeActivations"/>: 32 elements per scale, 256 for Q4_K), so each weight block meets
 /// its activation block in an exact integer dot product that is scaled once: Σ w·x ≈ d_w·d_x·Σ q_w·q_x. The only
 /// error beyond float rounding is the activation's rounding to int8.
 /// <para>
@@ -26,9 +27,11 @@ namespace LlmShrink.Kernels;
 /// </summary>
 public static unsafe class GgmlMatMul
 {
-    public static bool Supports(TensorType type) => type is TensorType.Q4_0 or TensorType.Q8_0 or TensorType.Q4_K;
+    public static bool Supports(TensorType type) =>
+        type is TensorType.Q4_0 or TensorType.Q8_0 or TensorType.Q4_K or TensorType.IQ4_NL or TensorType.IQ4_XS
+            or TensorType.IQ3_XXS or TensorType.IQ3_S or TensorType.IQ2_XXS or TensorType.IQ2_XS or TensorType.IQ2_S;
 
-    /// <summary>Elements per activation scale: one per weight block (the K-quant super-block for Q4_K).</summary>
+    /// <summary>Elements per activation scale: one per weight block (the K-quant super-block for Q4_K), one per sub-block of 32 for the I-quants.</summary>
     public static int ActivationBlock(TensorType type) => type == TensorType.Q4_K ? 256 : 32;
 
     private const int ItemRows = 16;
@@ -113,7 +116,14 @@ public static unsafe class GgmlMatMul
                         {
                             TensorType.Q4_0 => DotQ4_0(row, q, scales, In / 32),
                             TensorType.Q8_0 => DotQ8_0(row, q, scales, In / 32),
-                            _ => DotQ4_K(row, q, scales, sums, In / 256),
+                            TensorType.Q4_K => DotQ4_K(row, q, scales, sums, In / 256),
+                            TensorType.IQ4_NL => DotIQ4_NL(row, q, scales, In / 32),
+                            TensorType.IQ4_XS => DotIQ4_XS(row, q, scales, In / 256),
+                            TensorType.IQ3_XXS => IQuantGridDots.DotIQ3_XXS(row, q, scales, In / 256),
+                            TensorType.IQ3_S => IQuantGridDots.DotIQ3_S(row, q, scales, In / 256),
+                            TensorType.IQ2_XXS => IQuantGridDots.DotIQ2_XXS(row, q, scales, In / 256),
+                            TensorType.IQ2_XS => IQuantGridDots.DotIQ2_XS(row, q, scales, In / 256),
+                            _ => IQuantGridDots.DotIQ2_S(row, q, scales, In / 256),
                         };
                 }
             }
@@ -177,7 +187,7 @@ public static unsafe class GgmlMatMul
 
     /// <summary>Eight int32 lanes whose total is Σ u·x over 32 pairs of unsigned and signed bytes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> DotUnsigned(Vector256<byte> u, Vector256<sbyte> x) =>
+    internal static Vector256<int> DotUnsigned(Vector256<byte> u, Vector256<sbyte> x) =>
         AvxVnni.IsSupported ? AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, u, x)
                             : Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, x), Vector256<short>.One);
 
@@ -247,6 +257,44 @@ public static unsafe class GgmlMatMul
         return Vector256.Sum(acc) - minimums;
     }
 
+    /// <summary>IQ4_NL/IQ4_XS's 16 levels in both 128-bit lanes, so that <c>vpshufb</c> maps 32 nibbles to their levels at once.</summary>
+    private static readonly Vector256<sbyte> NonLinearLevels = Vector256.Create(Vector128.Create(GgmlIQuantBlocks.NonLinearLevels));
+
+    /// <summary>The 32 levels (|level| ≤ 127, so <see cref="DotSigned"/> applies) of the nibbles of 16 bytes, in element order.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<sbyte> Levels(byte* qs) => Avx2.Shuffle(NonLinearLevels, Nibbles(qs).AsSByte());
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float DotIQ4_NL(byte* w, sbyte* q, float* scales, int blocks)
+    {
+        var acc = Vector256<float>.Zero;
+        for (int b = 0; b < blocks; b++, w += 18)
+        {
+            var dot = DotSigned(Levels(w + 2), Vector256.Load(q + 32 * b));
+            acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(dot), Vector256.Create(Fp16(w) * scales[b]), acc);
+        }
+        return Vector256.Sum(acc);
+    }
+
+    /// <summary>IQ4_XS: each sub-block of 32 is an IQ4_NL block whose scale is d·(s − 32); one activation scale per sub-block.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float DotIQ4_XS(byte* w, sbyte* q, float* scales, int blocks)
+    {
+        var acc = Vector256<float>.Zero;
+        for (int b = 0; b < blocks; b++, w += 136, q += 256, scales += 8)
+        {
+            var block = new ReadOnlySpan<byte>(w, 136);
+            float d = Fp16(w);
+            for (int sub = 0; sub < 8; sub++)
+            {
+                var dot = DotSigned(Levels(w + 8 + 16 * sub), Vector256.Load(q + 32 * sub));
+                float scale = d * GgmlIQuantBlocks.IQ4_XSScale(block, sub) * scales[sub];
+                acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(dot), Vector256.Create(scale), acc);
+            }
+        }
+        return Vector256.Sum(acc);
+    }
+
     /// <summary>The eight 6-bit scales (into out[0..7]) and mins (out[8..15]) of a Q4_K super-block (get_scale_min_k4).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void UnpackScaleMinK4(byte* s, byte* output)
@@ -258,6 +306,15 @@ public static unsafe class GgmlMatMul
             output[4 + j] = (byte)((s[j + 8] & 0xF) | (s[j] >> 6) << 4);
             output[12 + j] = (byte)((s[j + 8] >> 4) | (s[j + 4] >> 6) << 4);
         }
+    }
+
+    /// <summary>Σ level·q over the 32 nibbles of <paramref name="qs"/> (IQ4_NL's layout: low nibbles first) and 32 activations.</summary>
+    private static int LevelDot(ReadOnlySpan<byte> qs, ReadOnlySpan<sbyte> q)
+    {
+        var levels = GgmlIQuantBlocks.NonLinearLevels;
+        int dot = 0;
+        for (int l = 0; l < 16; l++) dot += levels[qs[l] & 0xF] * q[l] + levels[qs[l] >> 4] * q[l + 16];
+        return dot;
     }
 
     /// <summary>
@@ -308,6 +365,34 @@ public static unsafe class GgmlMatMul
                             minSum += (long)unpacked[8 + sub] * sums32[8 * b + sub];
                         }
                         sum += (double)GgmlBlocks.Fp16(block, 0) * scales[b] * dot - (double)GgmlBlocks.Fp16(block, 2) * scales[b] * minSum;
+                    }
+                    break;
+                }
+            case TensorType.IQ4_NL:
+                for (int b = 0; b < q.Length / 32; b++)
+                {
+                    var block = w.Slice(18 * b, 18);
+                    sum += (double)GgmlBlocks.Fp16(block, 0) * scales[b] * LevelDot(block.Slice(2, 16), q.Slice(32 * b, 32));
+                }
+                break;
+            case TensorType.IQ4_XS:
+                for (int b = 0; b < q.Length / 256; b++)
+                {
+                    var block = w.Slice(136 * b, 136);
+                    for (int sub = 0; sub < 8; sub++)
+                        sum += (double)GgmlBlocks.Fp16(block, 0) * GgmlIQuantBlocks.IQ4_XSScale(block, sub) * scales[8 * b + sub]
+                            * LevelDot(block.Slice(8 + 16 * sub, 16), q.Slice(256 * b + 32 * sub, 32));
+                }
+                break;
+            case TensorType.IQ3_XXS or TensorType.IQ3_S or TensorType.IQ2_XXS or TensorType.IQ2_XS or TensorType.IQ2_S:
+                {
+                    // The decoded weights (exact: GgmlBlocks) times the int8 activations and their scale per 32.
+                    int blockBytes = TensorTypes.BlockBytes(type);
+                    Span<float> decoded = stackalloc float[256];
+                    for (int b = 0; b < q.Length / 256; b++)
+                    {
+                        GgmlBlocks.Dequantize(type, w.Slice(blockBytes * b, blockBytes), decoded);
+                        for (int k = 0; k < 256; k++) sum += (double)decoded[k] * q[256 * b + k] * scales[8 * b + k / 32];
                     }
                     break;
                 }

@@ -4,7 +4,7 @@ using LlmShrink.Kernels;
 namespace LlmShrink.Model;
 
 /// <summary>
-/// A linear layer whose weight stays in its ggml block encoding (Q4_0, Q8_0, Q4_K), read in place from the memory
+/// A linear layer whose weight stays in its ggml block encoding (Q4_0, Q8_0, Q4_K, the I-quants but IQ1_S/IQ1_M), read in place from the memory
 /// mapping and multiplied by <see cref="GgmlMatMul"/> without being expanded.
 /// </summary>
 public sealed unsafe class GgmlLinear : Linear

@@ -8,11 +8,11 @@ using LlmShrink.Model;
 namespace LlmShrink.Representations;
 
 /// <summary>
-/// A layer stored in one of llama.cpp's block types (Q8_0 … Q2_K): <c>ggml_blocks</c> U8 [out, bytes per row] holds each
-/// row's blocks exactly as ggml lays them out (ggml-common.h; a row is a whole number of blocks), <c>ggml_type</c> I32 [1]
-/// the type's ggml_type id (enum ggml_type in ggml.h, as GGUF tensor infos store it). The blocks are what llama.cpp
-/// runs, so the GGUF export copies them unchanged (<see cref="StoredBlocks"/>); here they run on the ggml kernels in
-/// place, or decoded once to float32 for types without a direct kernel. See docs/FORMAT.md.
+/// A layer stored in one of llama.cpp's block types (Q8_0 … Q2_K written, the I-quants read too): <c>ggml_blocks</c>
+/// U8 [out, bytes per row] holds each row's blocks exactly as ggml lays them out (ggml-common.h; a row is a whole number
+/// of blocks), <c>ggml_type</c> I32 [1] the type's ggml_type id (enum ggml_type in ggml.h, as GGUF tensor infos store
+/// it). The blocks are what llama.cpp runs, so the GGUF export copies them unchanged (<see cref="StoredBlocks"/>); here
+/// they run on the ggml kernels in place, or decoded once to float32 for types without a direct kernel. See docs/FORMAT.md.
 /// </summary>
 public sealed class GgmlTypeRepresentation : LayerRepresentation
 {

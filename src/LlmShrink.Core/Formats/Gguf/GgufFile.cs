@@ -115,7 +115,9 @@ public sealed class GgufFile : IDisposable
 
             uint typeId = reader.ReadUInt32();
             if (!GgmlTypeIds.TryToTensorType(typeId, out var type))
-                throw reader.Error($"has unsupported ggml type id {typeId}");
+                throw reader.Error(GgmlTypeIds.Name(typeId) is { } typeName
+                    ? $"has ggml type {typeName} (id {typeId}), which LlmShrink cannot read"
+                    : $"has unknown ggml type id {typeId}");
             ulong offset = reader.ReadUInt64();
             infos.Add(new TensorInfo(name, shape, type, offset));
         }
