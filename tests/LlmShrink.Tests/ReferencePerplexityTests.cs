@@ -32,28 +32,29 @@ public class ReferencePerplexityTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// tinylit-8m quantized by llama.cpp's llama-quantize with an imatrix (../shared/models/tinylit-8m-gguf; llama.cpp's
-    /// perplexities from ../shared/README.md): files this project did not write, covering legacy, K- and I-quant blocks
-    /// (IQ2_M holds IQ2_S and IQ3_S tensors). llama.cpp multiplies with activations rounded to 8 bits and keeps its KV
-    /// cache in F16; the bar is the same 0.1 % as for F32.
+    /// tinylit-8m quantized by llama.cpp's llama-quantize with an imatrix (../shared/models/tinylit-8m-gguf): files this
+    /// project did not write, covering legacy, K- and I-quant blocks (IQ2_M holds IQ2_S and IQ3_S tensors). llama.cpp
+    /// multiplies with activations rounded to 8 bits and keeps its KV cache in F16; the bar is the same 0.1 % as for F32.
+    /// The whole file takes ~27 s of CPU per type here, so the test scores the first 40 chunks against llama.cpp's own
+    /// figures for them (c392e50: <c>llama-perplexity -m FILE -f tinylit_eval.txt -c 256 --chunks 40 -t 2</c>). The
+    /// whole-file agreement with ../shared/README.md (all ten within 0.035 %) is measured in docs/BENCHMARKS.md.
     /// </summary>
     [Theory]
-    [InlineData("Q8_0", 73.5085)]
-    [InlineData("Q6_K", 73.5869)]
-    [InlineData("Q5_K_M", 73.596)]
-    [InlineData("Q4_K_M", 73.6667)]
-    [InlineData("Q4_0", 73.595)]
-    [InlineData("IQ4_XS", 73.5927)]
-    [InlineData("Q3_K_M", 73.7474)]
-    [InlineData("IQ3_S", 73.9404)]
-    [InlineData("Q2_K", 75.1068)]
-    [InlineData("IQ2_M", 74.8046)]
-    public void LlamaCppQuantizedTinyLitMatchesLlamaCppOnTheWholeFile(string quantization, double llamaCppPerplexity)
+    [InlineData("Q8_0", 76.2085)]
+    [InlineData("Q6_K", 76.2602)]
+    [InlineData("Q5_K_M", 76.2538)]
+    [InlineData("Q4_K_M", 76.1998)]
+    [InlineData("Q4_0", 76.3299)]
+    [InlineData("IQ4_XS", 76.2322)]
+    [InlineData("Q3_K_M", 76.5405)]
+    [InlineData("IQ3_S", 76.4557)]
+    [InlineData("Q2_K", 77.6482)]
+    [InlineData("IQ2_M", 77.4494)]
+    public void LlamaCppQuantizedTinyLitMatchesLlamaCppOnItsFirst40Chunks(string quantization, double llamaCppPerplexity)
     {
-        var clock = System.Diagnostics.Stopwatch.StartNew();
         using var model = ModelLoader.Load(SharedData.TinyLitGguf(quantization));
-        double ppl = ModelPerplexity.Of(model, "tinylit_eval.txt", 256, PerplexityProtocol.LlamaCpp);
-        output.WriteLine($"tinylit-{quantization}.gguf: {ppl:F4} (llama.cpp {llamaCppPerplexity}, {100 * (ppl / llamaCppPerplexity - 1):+0.000;-0.000} %), {clock.Elapsed.TotalSeconds:F1} s");
+        double ppl = ModelPerplexity.Of(model, "tinylit_eval.txt", 256, PerplexityProtocol.LlamaCpp, maxWindows: 40);
+        output.WriteLine($"tinylit-{quantization}.gguf, 40 chunks: {ppl:F4} (llama.cpp {llamaCppPerplexity}, {100 * (ppl / llamaCppPerplexity - 1):+0.000;-0.000} %)");
         Assert.InRange(ppl, llamaCppPerplexity * 0.999, llamaCppPerplexity * 1.001);
     }
 }
