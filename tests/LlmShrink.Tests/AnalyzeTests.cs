@@ -214,7 +214,7 @@ public class AnalyzeTests(AnalyzedTinyLit analyzed) : IClassFixture<AnalyzedTiny
         File.WriteAllBytes(binary, [0x47, 0x47, 0x55, 0x46, 0, 0, 0, 3, 0, 0xFF, 0x10, 0]);
         string[] Args(string model, string calib, params string[] more) => ["analyze", model, "--calib", calib, "--out", output, .. more];
         CliTests.AssertUserError(CliTests.Run(Args(SharedData.TinyLit, missing)), missing);
-        CliTests.AssertUserError(CliTests.Run(Args(SharedData.TinyLit, binary)), "is a binary file, not a calibration text");
+        CliTests.AssertUserError(CliTests.Run(Args(SharedData.TinyLit, binary)), $"{binary}: is a binary file, not calibration text (NUL byte at offset 4)");
         CliTests.AssertUserError(CliTests.Run(Args(dir.File("no-such-model"), SharedData.Corpus("tinylit_calib.txt"))), "no-such-model");
         CliTests.AssertUserError(CliTests.Run(Args(SharedData.TinyLit, SharedData.Corpus("tinylit_calib.txt"), "--methods", "rtn-3bit,gptq")), "--methods: unknown method 'gptq'");
         Assert.False(Directory.Exists(output));
