@@ -72,6 +72,8 @@ internal static class DistillCommand
             foreach (var (model, path) in new[] { (studentModel, studentPath), (teacherModel, teacherPath) })
                 if (options.SeqLen > model.Config.MaxPositions)
                     throw ShrinkException.InFile(path, $"has a context of {model.Config.MaxPositions} tokens, shorter than --seq-len {options.SeqLen}");
+            var textBatches = dataPath is null ? null
+                : DistillationBatches.FromText(CalibrationSet.Tokenize(dataPath, tokenizer), tokenizer.BosId, options.Batch, options.SeqLen, s, dataPath);
             var (trainable, masked) = DistillationStudent.Load(studentModel);
             using var transformer = new Transformer(teacherModel, threadCount);
             var teacherLogits = new TeacherLogits(transformer);
@@ -97,14 +99,9 @@ internal static class DistillCommand
 
             Terminal.WithStages(stages, report =>
             {
-                Func<int, int[]> batches;
-                if (generated > 0)
-                {
-                    var sequences = TeacherSampling.Generate(transformer, tokenizer.BosId, generated, options.SeqLen, s, done => report(0, done / (double)generated), cancellation);
-                    batches = DistillationBatches.FromSequences(sequences, options.Batch);
-                }
-                else
-                    batches = DistillationBatches.FromText(CalibrationSet.Tokenize(dataPath!, tokenizer), tokenizer.BosId, options.Batch, options.SeqLen, s, dataPath!);
+                var batches = textBatches ?? DistillationBatches.FromSequences(
+                    TeacherSampling.Generate(transformer, tokenizer.BosId, generated, options.SeqLen, s, done => report(0, done / (double)generated), cancellation),
+                    options.Batch);
                 int stage = stages.Length - 1;
                 var trainClock = Stopwatch.StartNew();
                 return Distillation.Run(trainable, teacherLogits, batches, options, (step, value, rate) =>
