@@ -30,6 +30,7 @@ internal static class DistillCommand
         var loss = new Option<string>("--loss") { Description = "kl (forward KL), reverse-kl or jsd (generalized JSD with --beta)", DefaultValueFactory = _ => "kl" };
         var beta = new Option<float>("--beta") { Description = "JSD's β (0 < β < 1)", DefaultValueFactory = _ => 0.5f };
         var temperature = new Option<float>("--temperature") { Description = "Softmax temperature of teacher and student in the loss", DefaultValueFactory = _ => 1f };
+        var hiddenMse = new Option<float>("--hidden-mse") { Description = "Weight of the MSE between teacher and student final hidden states, added to the loss (0 = none; equal hidden sizes)", DefaultValueFactory = _ => 0f };
         var lr = new Option<float>("--lr") { Description = "Peak learning rate (linear warmup, then cosine to a tenth of it)", DefaultValueFactory = _ => 1e-4f };
         var warmup = new Option<int>("--warmup") { Description = "Warmup steps", DefaultValueFactory = _ => 10 };
         var batch = new Option<int>("--batch") { Description = "Sequences per step", DefaultValueFactory = _ => 8 };
@@ -40,13 +41,14 @@ internal static class DistillCommand
         var logEvery = new Option<int?>("--log-every") { Description = "Print the loss every K steps on stderr (default: steps / 50)" };
         var command = new Command("distill", "Distill a teacher into a dense or pruned student folder (KL / reverse KL / JSD on the logits, pruning masks kept)")
         {
-            teacher, student, data, teacherData, steps, output, loss, beta, temperature, lr, warmup, batch, seqLen, seed, threads, saveEvery, logEvery,
+            teacher, student, data, teacherData, steps, output, loss, beta, temperature, hiddenMse, lr, warmup, batch, seqLen, seed, threads, saveEvery, logEvery,
         };
         command.SetAction(parse =>
         {
             var options = new DistillationOptions
             {
                 Steps = parse.GetValue(steps), Batch = parse.GetValue(batch), SeqLen = parse.GetValue(seqLen), Lr = parse.GetValue(lr), Warmup = parse.GetValue(warmup),
+                HiddenMse = parse.GetValue(hiddenMse),
                 Loss = new DistillationLoss(ParseLoss(parse.GetValue(loss)!), parse.GetValue(temperature), parse.GetValue(beta)),
             };
             options.Validate();
@@ -69,6 +71,8 @@ internal static class DistillCommand
             int vocab = studentModel.Config.VocabSize;
             if (teacherModel.Config.VocabSize != vocab)
                 throw ShrinkException.InFile(studentPath, $"has a vocabulary of {vocab} tokens, the teacher {teacherPath} one of {teacherModel.Config.VocabSize}; distillation compares them token by token");
+            if (options.HiddenMse > 0 && teacherModel.Config.HiddenSize != studentModel.Config.HiddenSize)
+                throw ShrinkException.InFile(studentPath, $"--hidden-mse: the student's hidden size {studentModel.Config.HiddenSize} differs from the teacher's {teacherModel.Config.HiddenSize}");
             foreach (var (model, path) in new[] { (studentModel, studentPath), (teacherModel, teacherPath) })
                 if (options.SeqLen > model.Config.MaxPositions)
                     throw ShrinkException.InFile(path, $"has a context of {model.Config.MaxPositions} tokens, shorter than --seq-len {options.SeqLen}");

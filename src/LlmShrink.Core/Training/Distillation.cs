@@ -15,6 +15,8 @@ public sealed record DistillationOptions
     public float WeightDecay { get; init; }
     public double ClipNorm { get; init; } = 1.0;
     public DistillationLoss Loss { get; init; } = new(Divergence.ForwardKl);
+    /// <summary>Weight of the final-hidden-state MSE added to the loss (<see cref="HiddenStateMse"/>); 0 = none.</summary>
+    public float HiddenMse { get; init; }
 
     public void Validate()
     {
@@ -24,6 +26,7 @@ public sealed record DistillationOptions
         if (!(Lr > 0)) throw new ShrinkException($"--lr: must be positive, not {Lr}");
         if (Warmup < 0) throw new ShrinkException($"--warmup: must not be negative, not {Warmup}");
         if (!(Loss.Temperature > 0) || !float.IsFinite(Loss.Temperature)) throw new ShrinkException($"--temperature: must be positive, not {Loss.Temperature}");
+        if (!(HiddenMse >= 0) || !float.IsFinite(HiddenMse)) throw new ShrinkException($"--hidden-mse: must be 0 or positive, not {HiddenMse}");
         if (Loss.Kind == Divergence.Jsd && !(Loss.Beta > 0 && Loss.Beta < 1)) throw new ShrinkException($"--beta: JSD needs 0 < β < 1, not {Loss.Beta}");
     }
 }
@@ -35,6 +38,7 @@ public sealed record DistillationOptions
 /// of D(softmax(t/τ), softmax(z/τ)) (<see cref="DistillationLoss"/>), backward, clips the global gradient norm, and takes
 /// an AdamW step at the warmup + cosine rate. The gradient is scaled by τ² (Hinton et al. 2015, §2: the soft targets'
 /// gradients shrink as 1/τ², so their scale stays comparable across temperatures); the reported loss is L itself.
+/// With <see cref="DistillationOptions.HiddenMse"/> = w > 0 the loss is L + w·MSE(final hidden states) (<see cref="HiddenStateMse"/>).
 /// Masked (pruned) parameters keep their zeros (<see cref="Parameter.Mask"/>).
 /// </summary>
 public static class Distillation
@@ -49,6 +53,11 @@ public static class Distillation
         options.Validate();
         int batch = options.Batch, seqLen = options.SeqLen, vocab = student.Config.VocabSize;
         if (teacher.Config.VocabSize != vocab) throw new ShrinkException($"the teacher's vocabulary ({teacher.Config.VocabSize}) differs from the student's ({vocab})");
+        int hiddenSize = student.Config.HiddenSize;
+        if (options.HiddenMse > 0 && teacher.Config.HiddenSize != hiddenSize)
+            throw new ShrinkException($"--hidden-mse: the teacher's hidden size ({teacher.Config.HiddenSize}) differs from the student's ({hiddenSize})");
+        var teacherHidden = options.HiddenMse > 0 ? new float[batch * seqLen * hiddenSize] : null;
+        var dHidden = new float[teacherHidden?.Length ?? 0];
         var optimizer = new AdamW(weightDecay: options.WeightDecay);
         var schedule = new LearningRateSchedule(options.Lr, options.Lr / 10, Math.Min(options.Warmup, options.Steps - 1), options.Steps);
         var teacherLogits = new float[batch * seqLen * vocab];
@@ -59,12 +68,17 @@ public static class Distillation
         {
             cancellation.ThrowIfCancellationRequested();
             var tokens = batchAt(step);
-            teacher.Compute(tokens, batch, seqLen, teacherLogits);
+            teacher.Compute(tokens, batch, seqLen, teacherLogits, teacherHidden);
             student.ZeroGrad();
             var logits = student.Forward(tokens, batch, seqLen);
             Array.Clear(dLogits);
             double loss = options.Loss.Forward(teacherLogits, logits, dLogits, vocab, weight: tau * tau);
-            student.Backward(dLogits);
+            if (teacherHidden is not null)
+            {
+                Array.Clear(dHidden);
+                loss += options.HiddenMse * HiddenStateMse.Forward(teacherHidden, student.FinalHidden, dHidden, options.HiddenMse);
+            }
+            student.Backward(dLogits, dHidden);
             GradientClipping.ClipGlobalNorm(student.Parameters, options.ClipNorm);
             float lr = schedule.At(step);
             optimizer.Update(student.Parameters, lr);
