@@ -28,7 +28,8 @@ public sealed record DistillationReport(string Command, string Teacher, string S
         md.AppendLine(i, $"| loss | {divergence} over the vocabulary at every position, temperature {o.Loss.Temperature}{(o.HiddenMse > 0 ? $", plus {o.HiddenMse} × MSE of the final hidden states" : "")} |");
         md.AppendLine(i, $"| steps | {Losses.Count} of {o.Steps}, {o.Batch} × {o.SeqLen} tokens each |");
         md.AppendLine(i, $"| optimizer | AdamW, peak rate {o.Lr:G3}, {Math.Min(o.Warmup, o.Steps - 1)} warmup steps then cosine to {o.Lr / 10:G3}, weight decay {o.WeightDecay}, gradient norm clipped at {o.ClipNorm} |");
-        md.AppendLine(i, $"| pruning masks kept | {(Masked.Count == 0 ? "none (no layer with ≥ 5 % exact zeros)" : $"{Masked.Count} tensors (exact zeros of every block linear / lm_head with ≥ 5 % zeros)")} |");
+        string threshold = $"{DistillationStudent.PrunedZeroFraction:P0}";
+        md.AppendLine(i, $"| pruning masks kept | {(Masked.Count == 0 ? $"none (no block linear or lm_head with ≥ {threshold} exact zeros)" : $"{Masked.Count} tensors (the exact zeros of every block linear / lm_head with ≥ {threshold} zeros)")} |");
         md.AppendLine(i, $"| time | {Elapsed.TotalSeconds:F1} s |");
         md.AppendLine().AppendLine("## Loss").AppendLine();
         md.AppendLine("The loss on each step's own training batch, before that step's update: the mean divergence per position (plus the weighted hidden-state MSE when `--hidden-mse` is on).").AppendLine();
