@@ -49,6 +49,7 @@ public static class Program
             AutoCommand.Create(cancellation),
             AnalyzeCommand.Create(cancellation),
             TrainCommand.Create(cancellation),
+            DistillCommand.Create(cancellation),
         };
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0) return UserError(Describe(parsed.Errors[0]));

@@ -15,15 +15,24 @@ public sealed class OutputFolder : IDisposable
 
     public OutputFolder(string output, IEnumerable<string> inputs)
     {
+        _target = CheckTarget(output, inputs);
+        Path = $"{_target}.tmp-{Guid.NewGuid():N}";
+        Directory.CreateDirectory(Path);
+    }
+
+    /// <summary>
+    /// The full path of <paramref name="output"/> after checking it may be written: not an input nor holding one, not a
+    /// file, absent or empty, in an existing parent folder.
+    /// </summary>
+    public static string CheckTarget(string output, IEnumerable<string> inputs)
+    {
         OutputPaths.RefuseFolderOverwrite(output, inputs);
         if (System.IO.File.Exists(output)) throw ShrinkException.InFile(output, "exists and is a file; this command writes a folder");
         if (Directory.Exists(output) && Directory.EnumerateFileSystemEntries(output).Any())
             throw ShrinkException.InFile(output, "exists and is not empty; refusing to mix the output with other files");
-        _target = System.IO.Path.GetFullPath(output).TrimEnd(System.IO.Path.DirectorySeparatorChar);
-        string parent = System.IO.Path.GetDirectoryName(_target)!;
-        if (!Directory.Exists(parent)) throw ShrinkException.InFile(output, "cannot write: the parent folder does not exist");
-        Path = $"{_target}.tmp-{Guid.NewGuid():N}";
-        Directory.CreateDirectory(Path);
+        string target = System.IO.Path.GetFullPath(output).TrimEnd(System.IO.Path.DirectorySeparatorChar);
+        if (!Directory.Exists(System.IO.Path.GetDirectoryName(target)!)) throw ShrinkException.InFile(output, "cannot write: the parent folder does not exist");
+        return target;
     }
 
     public string File(string name) => System.IO.Path.Combine(Path, name);

@@ -178,10 +178,18 @@ public sealed class TrainableModel
     }
 
     /// <summary>
-    /// Adds ∂L/∂θ into every parameter's gradient, given <paramref name="dLogits"/> = ∂L/∂logits of the last
-    /// <see cref="Forward"/> ([batch·seqLen, vocab]). The block's steps run in reverse order of the forward.
+    /// The final hidden states of the last <see cref="Forward"/> ([batch·seqLen, hiddenSize], after the final norm: what
+    /// lm_head reads). Overwritten by the next forward pass.
     /// </summary>
-    public void Backward(ReadOnlySpan<float> dLogits)
+    public ReadOnlySpan<float> FinalHidden => _finalNorm.AsSpan(0, _batch * _seqLen * Config.HiddenSize);
+
+    /// <summary>
+    /// Adds ∂L/∂θ into every parameter's gradient, given <paramref name="dLogits"/> = ∂L/∂logits of the last
+    /// <see cref="Forward"/> ([batch·seqLen, vocab]). The block's steps run in reverse order of the forward. With a loss on
+    /// the final hidden states too, <paramref name="dHidden"/> = ∂L/∂<see cref="FinalHidden"/> joins the gradient lm_head
+    /// passes back (empty for none).
+    /// </summary>
+    public void Backward(ReadOnlySpan<float> dLogits, ReadOnlySpan<float> dHidden = default)
     {
         var c = Config;
         int n = _batch * _seqLen, d = c.HiddenSize;
@@ -190,6 +198,11 @@ public sealed class TrainableModel
         var dx = Zeroed(_dx, n * d);
         var dNorm = Zeroed(_dNorm, n * d);
         LinearOp.Backward(dLogits, _finalNorm, LmHead, null, dNorm, n);
+        if (!dHidden.IsEmpty)
+        {
+            if (dHidden.Length != n * d) throw new ArgumentException($"dHidden must hold {n}×{d} floats", nameof(dHidden));
+            TensorPrimitives.Add(dNorm, dHidden, dNorm);
+        }
         RmsNormOp.Backward(dNorm, _finalInput, FinalNorm.Value, _finalRstd, dx, FinalNorm.Grad, n);
         for (int l = c.NumLayers - 1; l >= 0; l--)
         {

@@ -1,0 +1,148 @@
+using System.CommandLine;
+using System.Diagnostics;
+using LlmShrink.Compression;
+using LlmShrink.Export;
+using LlmShrink.Formats;
+using LlmShrink.Model;
+using LlmShrink.Training;
+
+namespace LlmShrink.Cli.Commands;
+
+/// <summary>
+/// <c>llmshrink distill --teacher MODEL --student DIR --data FILE --steps N --out DIR</c>: knowledge distillation of a
+/// dense or pruned student folder from a teacher's logits (<see cref="Distillation"/>), pruning masks kept
+/// (<see cref="DistillationStudent"/>), into a dense Hugging Face folder. With <c>--teacher-data generate:N</c> the data
+/// are N sequences sampled from the teacher (<see cref="TeacherSampling"/>). With <c>--save-every K</c> the output folder
+/// holds a finished checkpoint every K steps (<see cref="CheckpointFolder"/>), and an interrupted run keeps the last one.
+/// </summary>
+internal static class DistillCommand
+{
+    private const string GeneratePrefix = "generate:";
+
+    public static Command Create(CancellationToken cancellation)
+    {
+        var teacher = new Option<string>("--teacher") { Description = "Teacher model (Hugging Face folder, .gguf, org/name)", Required = true };
+        var student = new Option<string>("--student") { Description = "Student folder: a dense or pruned Hugging Face folder (e.g. from llmshrink compress)", Required = true };
+        var data = new Option<string?>("--data") { Description = "Training text (never the held-out evaluation text)" };
+        var teacherData = new Option<string?>("--teacher-data") { Description = "generate:N — train on N sequences sampled from the teacher (temperature 1, seeded) instead of --data" };
+        var steps = new Option<int>("--steps") { Description = "Optimizer steps", Required = true };
+        var output = new Option<string>("--out") { Description = "Folder to write the distilled student into", Required = true };
+        var loss = new Option<string>("--loss") { Description = "kl (forward KL), reverse-kl or jsd (generalized JSD with --beta)", DefaultValueFactory = _ => "kl" };
+        var beta = new Option<float>("--beta") { Description = "JSD's β (0 < β < 1)", DefaultValueFactory = _ => 0.5f };
+        var temperature = new Option<float>("--temperature") { Description = "Softmax temperature of teacher and student in the loss", DefaultValueFactory = _ => 1f };
+        var hiddenMse = new Option<float>("--hidden-mse") { Description = "Weight of the MSE between teacher and student final hidden states, added to the loss (0 = none; equal hidden sizes)", DefaultValueFactory = _ => 0f };
+        var lr = new Option<float>("--lr") { Description = "Peak learning rate (linear warmup, then cosine to a tenth of it)", DefaultValueFactory = _ => 1e-4f };
+        var warmup = new Option<int>("--warmup") { Description = "Warmup steps", DefaultValueFactory = _ => 10 };
+        var batch = new Option<int>("--batch") { Description = "Sequences per step", DefaultValueFactory = _ => 8 };
+        var seqLen = new Option<int>("--seq-len") { Description = "Tokens per sequence (BOS first)", DefaultValueFactory = _ => 128 };
+        var seed = new Option<int>("--seed") { Description = "Seed of the sampled windows or teacher sequences", DefaultValueFactory = _ => 0 };
+        var threads = new Option<int>("--threads") { Description = "Worker threads of the teacher's forward passes (0 = all cores; training kernels use all cores)", DefaultValueFactory = _ => 0 };
+        var saveEvery = new Option<int>("--save-every") { Description = "Write a finished checkpoint every K steps (an interrupted run keeps the last one); 0 = only at the end", DefaultValueFactory = _ => 0 };
+        var logEvery = new Option<int?>("--log-every") { Description = "Print the loss every K steps on stderr (default: steps / 50)" };
+        var command = new Command("distill", "Distill a teacher into a dense or pruned student folder (KL / reverse KL / JSD on the logits, pruning masks kept)")
+        {
+            teacher, student, data, teacherData, steps, output, loss, beta, temperature, hiddenMse, lr, warmup, batch, seqLen, seed, threads, saveEvery, logEvery,
+        };
+        command.SetAction(parse =>
+        {
+            var options = new DistillationOptions
+            {
+                Steps = parse.GetValue(steps), Batch = parse.GetValue(batch), SeqLen = parse.GetValue(seqLen), Lr = parse.GetValue(lr), Warmup = parse.GetValue(warmup),
+                HiddenMse = parse.GetValue(hiddenMse),
+                Loss = new DistillationLoss(ParseLoss(parse.GetValue(loss)!), parse.GetValue(temperature), parse.GetValue(beta)),
+            };
+            options.Validate();
+            int threadCount = parse.GetValue(threads), every = parse.GetValue(saveEvery), s = parse.GetValue(seed);
+            int log = parse.GetValue(logEvery) ?? Math.Max(1, options.Steps / 50);
+            if (threadCount < 0) throw new ShrinkException($"--threads: must not be negative (got {threadCount})");
+            if (every < 0) throw new ShrinkException($"--save-every: must not be negative (got {every})");
+            if (log <= 0) throw new ShrinkException($"--log-every: must be positive (got {log})");
+            string teacherPath = parse.GetValue(teacher)!, studentPath = parse.GetValue(student)!, outputPath = parse.GetValue(output)!;
+            string? dataPath = parse.GetValue(data), generate = parse.GetValue(teacherData);
+            int generated = ParseGenerate(dataPath, generate);
+            if (!Directory.Exists(studentPath))
+                throw ShrinkException.InFile(studentPath, "is not a folder; --student takes a Hugging Face folder (e.g. one llmshrink compress wrote)");
+            if (dataPath is not null) TextFile.EnsureText(dataPath, "training text");
+            var folder = new CheckpointFolder(outputPath, dataPath is null ? [teacherPath, studentPath] : [teacherPath, studentPath, dataPath]);
+
+            using var studentModel = ModelLoader.Load(studentPath);
+            using var teacherModel = ModelLoader.Load(teacherPath);
+            var tokenizer = studentModel.RequireTokenizer();
+            int vocab = studentModel.Config.VocabSize;
+            if (teacherModel.Config.VocabSize != vocab)
+                throw ShrinkException.InFile(studentPath, $"has a vocabulary of {vocab} tokens, the teacher {teacherPath} one of {teacherModel.Config.VocabSize}; distillation compares them token by token");
+            if (options.HiddenMse > 0 && teacherModel.Config.HiddenSize != studentModel.Config.HiddenSize)
+                throw ShrinkException.InFile(studentPath, $"--hidden-mse: the student's hidden size {studentModel.Config.HiddenSize} differs from the teacher's {teacherModel.Config.HiddenSize}");
+            foreach (var (model, path) in new[] { (studentModel, studentPath), (teacherModel, teacherPath) })
+                if (options.SeqLen > model.Config.MaxPositions)
+                    throw ShrinkException.InFile(path, $"has a context of {model.Config.MaxPositions} tokens, shorter than --seq-len {options.SeqLen}");
+            var textBatches = dataPath is null ? null
+                : DistillationBatches.FromText(CalibrationSet.Tokenize(dataPath, tokenizer), tokenizer.BosId, options.Batch, options.SeqLen, s, dataPath);
+            var (trainable, masked) = DistillationStudent.Load(studentModel);
+            using var transformer = new Transformer(teacherModel, threadCount);
+            var teacherLogits = new TeacherLogits(transformer);
+
+            long parameters = trainable.Parameters.Sum(p => (long)p.Value.Length);
+            Console.Error.WriteLine($"distilling {Terminal.Count(parameters)} parameters ({masked.Count} pruned tensors keep their zeros): {options.Steps} steps of {options.Batch}×{options.SeqLen} tokens");
+            string[] stages = generated > 0 ? ["sampling from the teacher", "distilling"] : ["distilling"];
+            var clock = Stopwatch.StartNew();
+            var losses = new List<double>();
+            var rates = new List<float>();
+            string command = "llmshrink " + string.Join(" ", parse.Tokens.Select(t => t.Value.Contains(' ') ? $"\"{t.Value}\"" : t.Value));
+            string source = generated > 0 ? $"{generated} sequences of {options.SeqLen} tokens sampled from the teacher (temperature 1, seed {s})" : $"`{dataPath}`, windows at seeded random positions (seed {s})";
+            void Save() => folder.Save(dir =>
+            {
+                TrainedCheckpoint.Write(trainable, dir);
+                foreach (string file in SafetensorsExporter.TokenizerFiles.Append("recipe.yaml"))
+                {
+                    string from = Path.Combine(studentPath, file);
+                    if (File.Exists(from)) File.Copy(from, Path.Combine(dir, file));
+                }
+                new DistillationReport(command, teacherPath, studentPath, source, options, masked, losses, rates, clock.Elapsed).Write(Path.Combine(dir, "report.md"), log);
+            });
+
+            Terminal.WithStages(stages, report =>
+            {
+                var batches = textBatches ?? DistillationBatches.FromSequences(
+                    TeacherSampling.Generate(transformer, tokenizer.BosId, generated, options.SeqLen, s, done => report(0, done / (double)generated), cancellation),
+                    options.Batch);
+                int stage = stages.Length - 1;
+                var trainClock = Stopwatch.StartNew();
+                return Distillation.Run(trainable, teacherLogits, batches, options, (step, value, rate) =>
+                {
+                    losses.Add(value);
+                    rates.Add(rate);
+                    report(stage, (step + 1) / (double)options.Steps);
+                    if ((step + 1) % log == 0 || step + 1 == options.Steps)
+                    {
+                        double tokensPerSecond = (step + 1) * (double)options.Batch * options.SeqLen / trainClock.Elapsed.TotalSeconds;
+                        Console.Error.WriteLine($"step {step + 1}/{options.Steps}  loss {value:F4}  lr {rate:E2}  {tokensPerSecond:F0} tokens/s");
+                    }
+                    if (every > 0 && (step + 1) % every == 0 && step + 1 != options.Steps) Save();
+                }, cancellation);
+            });
+            Save();
+            Console.Error.WriteLine($"wrote {outputPath}: loss {losses[0]:F4} → {losses[^1]:F4} in {clock.Elapsed.TotalSeconds:F1} s");
+            return 0;
+        });
+        return command;
+    }
+
+    private static Divergence ParseLoss(string name) => name switch
+    {
+        "kl" => Divergence.ForwardKl,
+        "reverse-kl" => Divergence.ReverseKl,
+        "jsd" => Divergence.Jsd,
+        _ => throw new ShrinkException($"--loss: '{name}' is not one of kl, reverse-kl, jsd"),
+    };
+
+    /// <summary>N of --teacher-data generate:N, or 0 when the data come from --data; exactly one of the two is needed.</summary>
+    private static int ParseGenerate(string? data, string? teacherData)
+    {
+        if ((data is null) == (teacherData is null)) throw new ShrinkException("distill: give exactly one of --data FILE and --teacher-data generate:N");
+        if (teacherData is null) return 0;
+        if (!teacherData.StartsWith(GeneratePrefix, StringComparison.Ordinal) || !int.TryParse(teacherData.AsSpan(GeneratePrefix.Length), out int n) || n <= 0)
+            throw new ShrinkException($"--teacher-data: '{teacherData}' is not generate:N with N > 0");
+        return n;
+    }
+}

@@ -1,0 +1,57 @@
+using LlmShrink.Model;
+using LlmShrink.Representations;
+
+namespace LlmShrink.Training;
+
+/// <summary>
+/// A student checkpoint (a folder this project wrote, or any dense Hugging Face folder) as a <see cref="TrainableModel"/>
+/// whose pruning survives training. Detection of a pruned layer: a block linear or lm_head whose weight holds at least
+/// <see cref="PrunedZeroFraction"/> exact zeros is taken as pruned, and exactly its zeros become the
+/// <see cref="Parameter.Mask"/> (<see cref="Parameter.MaskZeros"/>). This reads the weights alone, so it covers every
+/// pruning method and pattern (unstructured, N:M) and any folder, without trusting a recipe; a dense float model has
+/// essentially no exact zeros (a trained weight lands on 0.0 with probability ~2⁻²³ per value), so 5 % cannot be met
+/// by chance, while every pruning preset removes far more (50 %).
+/// A packed module (GPTQ, W8A8, ggml blocks, low-rank factors, an EoRA compensation) is refused for now: it would
+/// need fake quantization or factor training, not a dense copy.
+/// </summary>
+public static class DistillationStudent
+{
+    public const double PrunedZeroFraction = 0.05;
+
+    /// <summary>The trainable student with masks on its pruned layers; returns the masked parameters' names too.</summary>
+    public static (TrainableModel Model, IReadOnlyList<string> Masked) Load(LoadedModel student)
+    {
+        var c = student.Config;
+        foreach (string module in LinearModules(c))
+            if (LayerRepresentations.Find(student.Weights, module) is { IsDense: false } representation)
+                throw new ShrinkException($"distill: module {module} of {student.Source} is {representation.Name}-packed; training quantized or factored students is not built yet");
+        var model = TrainableModel.FromLoaded(student);
+        var masked = new List<string>();
+        foreach (var p in MaskableParameters(model))
+        {
+            long zeros = p.Value.LongCount(v => v == 0);
+            if (zeros < PrunedZeroFraction * p.Value.Length) continue;
+            p.MaskZeros();
+            masked.Add(p.Name);
+        }
+        return (model, masked);
+    }
+
+    /// <summary>Module paths of the block linears and lm_head (tied embeddings have no lm_head module).</summary>
+    private static IEnumerable<string> LinearModules(ModelConfig c)
+    {
+        string[] suffixes = [TensorNames.Q, TensorNames.K, TensorNames.V, TensorNames.O, TensorNames.Gate, TensorNames.Up, TensorNames.Down];
+        for (int l = 0; l < c.NumLayers; l++)
+            foreach (string suffix in suffixes)
+                yield return TensorNames.Layer(l, suffix)[..^".weight".Length];
+        if (!c.TiedEmbeddings) yield return TensorNames.LmHeadModule;
+    }
+
+    /// <summary>The parameters a recipe can prune: the block linears and an untied lm_head (never embeddings or norms).</summary>
+    private static IEnumerable<Parameter> MaskableParameters(TrainableModel model)
+    {
+        foreach (var b in model.Blocks)
+            foreach (var p in new[] { b.Q, b.K, b.V, b.O, b.Gate, b.Up, b.Down }) yield return p;
+        if (!model.Config.TiedEmbeddings) yield return model.LmHead;
+    }
+}
