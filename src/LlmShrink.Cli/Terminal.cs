@@ -80,7 +80,7 @@ internal static class Terminal
     }
 
     /// <summary>Calls its action on the reporting thread (Progress&lt;T&gt; would post to the thread pool, out of order).</summary>
-    private sealed class SynchronousProgress<T>(Action<T> report) : IProgress<T>
+    internal sealed class SynchronousProgress<T>(Action<T> report) : IProgress<T>
     {
         public void Report(T value) => report(value);
     }

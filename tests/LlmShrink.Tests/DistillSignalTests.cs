@@ -17,16 +17,9 @@ public partial class DistillSignalTests
     {
         using var temp = new TempDir();
         string teacher = DistillCommandTests.RandomFolder(temp, "teacher", 1), student = DistillCommandTests.RandomFolder(temp, "student", 2);
-        string output = temp.File("out"), cli = Path.Combine(AppContext.BaseDirectory, "llmshrink.dll");
-        string dotnet = Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet" ? Environment.ProcessPath! : "dotnet";
-        var start = new ProcessStartInfo(dotnet)
-        {
-            ArgumentList = { cli, "distill", "--teacher", teacher, "--student", student, "--data", SharedData.Corpus("tinylit_calib.txt"),
-                "--steps", "1000000", "--batch", "1", "--seq-len", "8", "--save-every", "2", "--out", output },
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        };
-        using var process = Process.Start(start)!;
+        string output = temp.File("out");
+        using var process = Process.Start(CliProcess.StartInfo("distill", "--teacher", teacher, "--student", student, "--data", SharedData.Corpus("tinylit_calib.txt"),
+            "--steps", "1000000", "--batch", "1", "--seq-len", "8", "--save-every", "2", "--out", output))!;
         var stderrRead = process.StandardError.ReadToEndAsync();
         var stdoutRead = process.StandardOutput.ReadToEndAsync();
         try

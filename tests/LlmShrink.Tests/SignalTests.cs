@@ -44,13 +44,7 @@ public partial class SignalTests
     /// </summary>
     private static async Task TerminateOnceWritingAndExpectNothingLeft(string folder, string temporaryPattern, string[] arguments)
     {
-        string cli = Path.Combine(AppContext.BaseDirectory, "llmshrink.dll");
-        // The test host runs under the same dotnet that should run the CLI (it may not be on PATH).
-        string dotnet = Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet" ? Environment.ProcessPath! : "dotnet";
-        var start = new ProcessStartInfo(dotnet) { RedirectStandardOutput = true, RedirectStandardError = true };
-        start.ArgumentList.Add(cli);
-        foreach (string argument in arguments) start.ArgumentList.Add(argument);
-        using var process = Process.Start(start)!;
+        using var process = Process.Start(CliProcess.StartInfo(arguments))!;
         var stderrRead = process.StandardError.ReadToEndAsync();
         var stdoutRead = process.StandardOutput.ReadToEndAsync();
         try

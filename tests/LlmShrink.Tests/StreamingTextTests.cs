@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
 using LlmShrink.Evaluation;
@@ -162,7 +161,7 @@ public class StreamingTextTests
             string path = dir.File($"{megabytes}mb.txt");
             using (var writer = new StreamWriter(path))
                 for (long written = 0; written < megabytes * 1_000_000L; written += corpus.Length) writer.Write(corpus);
-            var (code, stdout, stderr) = RunProcess("eval", SharedData.Stories260K, "--data", path, "--ctx", "128", "--max-chunks", "4", "--threads", "1", "--json");
+            var (code, stdout, stderr) = CliProcess.Run(CliProcess.StartInfo("eval", SharedData.Stories260K, "--data", path, "--ctx", "128", "--max-chunks", "4", "--threads", "1", "--json"));
             Assert.True(code == 0, stderr);
             using var json = JsonDocument.Parse(stdout);
             Assert.True(json.RootElement.GetProperty("tokens").GetInt64() > megabytes * 200_000L); // the whole file was read
@@ -170,19 +169,5 @@ public class StreamingTextTests
         }
         long small = Peak(1), large = Peak(50);
         Assert.True(large <= 1.2 * small, $"peak {large:N0} B on 50 MB against {small:N0} B on 1 MB");
-    }
-
-    private static (int ExitCode, string Stdout, string Stderr) RunProcess(params string[] args)
-    {
-        string cli = Path.Combine(AppContext.BaseDirectory, "llmshrink.dll");
-        string dotnet = Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet" ? Environment.ProcessPath! : "dotnet";
-        var start = new ProcessStartInfo(dotnet) { RedirectStandardOutput = true, RedirectStandardError = true };
-        start.ArgumentList.Add(cli);
-        foreach (string a in args) start.ArgumentList.Add(a);
-        using var process = Process.Start(start)!;
-        var stderr = process.StandardError.ReadToEndAsync();
-        string stdout = process.StandardOutput.ReadToEnd();
-        process.WaitForExit();
-        return (process.ExitCode, stdout, stderr.Result);
     }
 }

@@ -27,29 +27,19 @@ public class ToolInstallTests
 
         var inspect = new ProcessStartInfo(Path.Combine(tools, "llmshrink")) { RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (string a in new[] { "inspect", SharedData.Stories260K, "--json" }) inspect.ArgumentList.Add(a);
-        var (code, stdout, stderr) = Execute(inspect);
+        var (code, stdout, stderr) = CliProcess.Run(inspect);
         Assert.True(code == 0, stderr);
         Assert.Contains("\"vocab_size\": 512", stdout);
     }
 
     private static void Run(params string[] args)
     {
-        string dotnet = Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet" ? Environment.ProcessPath! : "dotnet";
-        var start = new ProcessStartInfo(dotnet) { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = SharedData.RepoRoot };
+        var start = new ProcessStartInfo(CliProcess.Dotnet) { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = SharedData.RepoRoot };
         foreach (string a in args) start.ArgumentList.Add(a);
         foreach (string proxy in new[] { "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy" }) start.Environment[proxy] = "http://127.0.0.1:9";
         start.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
         start.Environment["DOTNET_NOLOGO"] = "1";
-        var (code, stdout, stderr) = Execute(start);
+        var (code, stdout, stderr) = CliProcess.Run(start);
         Assert.True(code == 0, $"dotnet {string.Join(' ', args)} exited {code}: {stdout} {stderr}");
-    }
-
-    private static (int Code, string Stdout, string Stderr) Execute(ProcessStartInfo start)
-    {
-        using var process = Process.Start(start)!;
-        var stderr = process.StandardError.ReadToEndAsync();
-        string stdout = process.StandardOutput.ReadToEnd();
-        process.WaitForExit();
-        return (process.ExitCode, stdout, stderr.Result);
     }
 }

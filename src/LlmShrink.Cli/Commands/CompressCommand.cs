@@ -38,8 +38,7 @@ internal static class CompressCommand
             };
             if (request.Threads < 0) throw new ShrinkException($"--threads: must not be negative (got {request.Threads})");
             string[] stages = request.Evaluation is null ? ["compressing"] : ["compressing", "evaluating"];
-            // Synchronous progress: Progress<T> would post reports to the thread pool, out of order with the stages.
-            var summary = Terminal.WithStages(stages, report => CompressionJob.Run(request, new SynchronousProgress(p =>
+            var summary = Terminal.WithStages(stages, report => CompressionJob.Run(request, new Terminal.SynchronousProgress<PipelineProgress>(p =>
                 {
                     if (p.Stage == CompressionJob.EvaluatingStage) report(1, p.Done);
                     else report(0, (p.Layer + StageFraction(p.Stage)) / p.Layers);
@@ -64,11 +63,6 @@ internal static class CompressCommand
             return 0;
         });
         return command;
-    }
-
-    private sealed class SynchronousProgress(Action<PipelineProgress> report) : IProgress<PipelineProgress>
-    {
-        public void Report(PipelineProgress value) => report(value);
     }
 
     private static double StageFraction(string stage) => stage switch { "calibrating" => 0, "compressing" => 0.4, _ => 0.8 };
