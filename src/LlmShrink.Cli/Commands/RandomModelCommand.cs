@@ -15,13 +15,19 @@ internal static class RandomModelCommand
         dtype.AcceptOnlyFromAmong("F32", "F16", "BF16");
         var output = new Option<string>("--out") { Description = "Folder to write config.json and model.safetensors into", Required = true };
         var seed = new Option<ulong>("--seed") { Description = "Seed of the random weights", DefaultValueFactory = _ => 0 };
+        var vocab = new Option<int?>("--vocab")
+        {
+            Description = "Vocabulary size instead of the shape's own (e.g. 4096 to pair the model with tinylit-8m's tokenizer, "
+                + "so that the benchmark measures the blocks rather than a 128K-row embedding)",
+        };
         var command = new Command("random-model", "Write a Hugging Face model folder with a real model's shape and random weights (no tokenizer)")
         {
-            shape, dtype, output, seed,
+            shape, dtype, output, seed, vocab,
         };
         command.SetAction(parse =>
         {
             var config = RandomModel.Shape(parse.GetValue(shape)!);
+            if (parse.GetValue(vocab) is int size) config = RandomModel.WithVocabulary(config, size);
             var type = Enum.Parse<TensorType>(parse.GetValue(dtype)!);
             string folder = parse.GetValue(output)!;
             long total = RandomModel.TensorBytes(config, type);

@@ -5,7 +5,7 @@ namespace LlmShrink.Model;
 /// <summary>
 /// A weight factored as W ≈ U·V with U [out, rank] and V [rank, in] (truncated SVD and its relatives):
 /// y = (x·Vᵀ)·Uᵀ, two thin matmuls streaming rank·(in + out) weights per row instead of in·out. Each factor is a layer of
-/// its own over its stored form (BF16 factors run on the BF16 kernel in place), so the saving in bytes is a saving in
+/// its own over its stored form (F16 and BF16 factors run on the 16-bit kernel in place), so the saving in bytes is a saving in
 /// decode time too.
 /// </summary>
 public sealed class LowRankLinear : Linear

@@ -41,6 +41,22 @@ public static class RandomModel
         _ => throw new ShrinkException($"--shape: unknown shape '{name}' (known: {string.Join(", ", ShapeNames)})"),
     };
 
+    /// <summary>
+    /// <paramref name="config"/> with <paramref name="vocabulary"/> tokens; BOS and EOS move to SentencePiece's ids 1 and 2 when
+    /// the shape's own ids would fall outside it.
+    /// </summary>
+    public static ModelConfig WithVocabulary(ModelConfig config, int vocabulary)
+    {
+        if (vocabulary < 3) throw new ShrinkException($"--vocab: {vocabulary} is too small (at least 3: unknown, BOS, EOS)");
+        bool idsFit = config.BosTokenId < vocabulary && config.EosTokenId < vocabulary;
+        return config with
+        {
+            VocabSize = vocabulary,
+            BosTokenId = idsFit ? config.BosTokenId : 1,
+            EosTokenId = idsFit ? config.EosTokenId : 2,
+        };
+    }
+
     /// <summary>Name, shape ([out, in] for linear layers) and whether it is a norm (filled with ones) of every tensor.</summary>
     public static IReadOnlyList<(string Name, long[] Shape, bool IsNorm)> Tensors(ModelConfig c)
     {

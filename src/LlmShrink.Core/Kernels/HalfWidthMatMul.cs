@@ -5,13 +5,13 @@ using System.Runtime.Intrinsics.X86;
 namespace LlmShrink.Kernels;
 
 /// <summary>
-/// y[n, out] = x[n, in]·Wᵀ with W in bfloat16, read in place (half the bytes of float32). A bfloat16 is the top 16 bits
-/// of a float32, so widening is exact and costs one shift: 16 weights load as 16 ushorts, zero-extend to 32-bit lanes
-/// (<c>vpmovzxwd</c>) and shift left by 16. Decode (n = 1) streams W once with the widening in registers, 4 rows per
-/// pass so each x vector is loaded once per 4 FMAs; a prompt (n &gt; 1) widens tiles into float32 and runs the float
-/// micro-kernel (<see cref="TiledGemm"/>).
+/// y[n, out] = x[n, in]·Wᵀ with W in a 16-bit float format (<see cref="Bfloat16"/> or <see cref="Float16"/>), read in
+/// place: half the bytes of float32, and never widened in memory. Widening is exact in both formats: 16 weights load as
+/// 16 ushorts, zero-extend to 32-bit lanes (<c>vpmovzxwd</c>) and become float32 in registers. Decode (n = 1) streams W
+/// once, 4 rows per pass so each x vector is loaded once per 4 FMAs; a prompt (n &gt; 1) widens tiles into float32 and
+/// runs the float micro-kernel (<see cref="TiledGemm"/>).
 /// </summary>
-public sealed unsafe class Bf16MatMul : IRowDecoder
+public sealed unsafe class HalfWidthMatMul<TFormat> : IRowDecoder where TFormat : struct, IHalfWidthFormat
 {
     private const int ItemRows = 16;
 
@@ -24,8 +24,8 @@ public sealed unsafe class Bf16MatMul : IRowDecoder
 
     [ThreadStatic] private static GemvJob? t_job;
 
-    /// <param name="w">[outDim, inDim] bfloat16 bits; the memory must outlive this object.</param>
-    public Bf16MatMul(ushort* w, int inDim, int outDim)
+    /// <param name="w">[outDim, inDim] 16-bit values; the memory must outlive this object.</param>
+    public HalfWidthMatMul(ushort* w, int inDim, int outDim)
     {
         if (inDim <= 0 || outDim <= 0) throw new ArgumentException("dimensions must be positive");
         _w = w; InDim = inDim; OutDim = outDim;
@@ -53,7 +53,7 @@ public sealed unsafe class Bf16MatMul : IRowDecoder
 
     private sealed class GemvJob : IParallelWork
     {
-        public Bf16MatMul? Owner;
+        public HalfWidthMatMul<TFormat>? Owner;
         public float* X, Y;
 
         public void Execute(int begin, int end, int worker)
@@ -67,8 +67,7 @@ public sealed unsafe class Bf16MatMul : IRowDecoder
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Widen(ushort* p) =>
-        (Avx512F.ConvertToVector512UInt32(Vector256.Load(p)) << 16).AsSingle();
+    private static Vector512<float> Widen(ushort* p) => TFormat.Widen(p);
 
     /// <summary>y[c] = x · w_c for 4 rows of W; two accumulators per row hide the FMA latency.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -109,7 +108,7 @@ public sealed unsafe class Bf16MatMul : IRowDecoder
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Widen(ushort bits) => BitConverter.Int32BitsToSingle(bits << 16);
+    private static float Widen(ushort bits) => TFormat.Widen(bits);
 
     private static float DotScalar(float* x, ushort* w, int len)
     {

@@ -4,30 +4,31 @@ using LlmShrink.Kernels;
 namespace LlmShrink.Model;
 
 /// <summary>
-/// A linear layer whose weight stays bfloat16 (<see cref="Bf16MatMul"/>): read in place from the memory mapping when
-/// the checkpoint stores BF16, so generation streams half the bytes of float32 and loading copies nothing.
+/// A linear layer whose weight stays 16-bit (<see cref="HalfWidthMatMul{TFormat}"/>, BF16 or F16): read in place from the
+/// memory mapping, so generation streams half the bytes of float32 and loading copies nothing.
 /// </summary>
-public sealed unsafe class Bf16Linear : Linear
+public sealed unsafe class HalfWidthLinear<TFormat> : Linear where TFormat : struct, IHalfWidthFormat
 {
-    public Bf16MatMul Weights { get; }
+    public HalfWidthMatMul<TFormat> Weights { get; }
     private readonly object _owner; // the mapped tensor or pinned array the weights live in
     private readonly float[]? _bias;
 
-    /// <summary>A stored BF16 [out, in] tensor; the file must stay open.</summary>
-    public Bf16Linear(StoredTensor weight, float[]? bias)
+    /// <summary>A stored [out, in] tensor of <typeparamref name="TFormat"/>; the file must stay open.</summary>
+    public HalfWidthLinear(StoredTensor weight, float[]? bias)
         : this((ushort*)weight.Pointer, weight, checked((int)weight.Columns), checked((int)weight.Rows), bias)
     {
-        if (weight.Type != TensorType.BF16) throw new ArgumentException($"{weight} is not BF16", nameof(weight));
+        var expected = typeof(TFormat) == typeof(Float16) ? TensorType.F16 : TensorType.BF16;
+        if (weight.Type != expected) throw new ArgumentException($"{weight} is not {expected}", nameof(weight));
     }
 
-    /// <summary>Bfloat16 bits [out, in] in memory (copied into a pinned array).</summary>
-    public Bf16Linear(ushort[] weights, int outFeatures, int inFeatures, float[]? bias)
+    /// <summary>16-bit values [out, in] in memory (copied into a pinned array).</summary>
+    public HalfWidthLinear(ushort[] weights, int outFeatures, int inFeatures, float[]? bias)
         : this(Pin(weights, outFeatures, inFeatures, out var pinned), pinned, inFeatures, outFeatures, bias) { }
 
-    private Bf16Linear(ushort* weights, object owner, int inFeatures, int outFeatures, float[]? bias) : base(inFeatures, outFeatures)
+    private HalfWidthLinear(ushort* weights, object owner, int inFeatures, int outFeatures, float[]? bias) : base(inFeatures, outFeatures)
     {
         if (bias is not null && bias.Length != outFeatures) throw new ArgumentException($"bias has {bias.Length} entries, expected {outFeatures}", nameof(bias));
-        Weights = new Bf16MatMul(weights, inFeatures, outFeatures);
+        Weights = new HalfWidthMatMul<TFormat>(weights, inFeatures, outFeatures);
         _owner = owner;
         _bias = bias;
     }

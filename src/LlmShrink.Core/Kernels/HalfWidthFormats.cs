@@ -1,0 +1,57 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace LlmShrink.Kernels;
+
+/// <summary>
+/// A 16-bit float encoding that <see cref="HalfWidthMatMul{TFormat}"/> widens to float32 in registers. A struct type
+/// argument, so the JIT compiles one kernel per format with the widening inlined (no call or branch per vector).
+/// </summary>
+public unsafe interface IHalfWidthFormat
+{
+    /// <summary>16 stored values at <paramref name="p"/> as float32 (AVX-512).</summary>
+    static abstract Vector512<float> Widen(ushort* p);
+
+    /// <summary>One stored value as float32 (the scalar reference and the tails).</summary>
+    static abstract float Widen(ushort bits);
+}
+
+/// <summary>bfloat16: the top 16 bits of a float32, so widening is exact and costs one shift.</summary>
+public readonly unsafe struct Bfloat16 : IHalfWidthFormat
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Widen(ushort* p) => (Avx512F.ConvertToVector512UInt32(Vector256.Load(p)) << 16).AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Widen(ushort bits) => BitConverter.Int32BitsToSingle(bits << 16);
+}
+
+/// <summary>
+/// IEEE binary16. .NET exposes no F16C (<c>vcvtph2ps</c>), so the widening is integer work, exact for every value:
+/// the exponent and mantissa bits moved up by 13 read as a float32 2¹¹² times too small — for normal numbers because
+/// the exponent bias grows from 15 to 127, for subnormals because float32's subnormal scale 2⁻¹⁴⁹ is 2⁻¹¹² of
+/// binary16's 2⁻²⁴·2⁻¹³ — so one multiply by 2¹¹² (a power of two: exact) finishes both; infinities and NaNs (exponent
+/// 31) take float32's all-ones exponent instead, NaNs quieted as <c>vcvtph2ps</c> and .NET's own conversion do; the
+/// sign moves up by 16.
+/// </summary>
+public readonly unsafe struct Float16 : IHalfWidthFormat
+{
+    private const float Rescale = 5.192296858534828e33f; // 2^112
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Widen(ushort* p)
+    {
+        var h = Avx512F.ConvertToVector512UInt32(Vector256.Load(p));
+        var magnitude = h & Vector512.Create(0x7FFFu);
+        var shifted = magnitude << 13;
+        var finite = (shifted.AsSingle() * Vector512.Create(Rescale)).AsUInt32();
+        var quiet = Vector512.GreaterThan(magnitude, Vector512.Create(0x7C00u)) & Vector512.Create(0x00400000u);
+        var special = shifted | Vector512.Create(0x7F800000u) | quiet;
+        var widened = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(magnitude, Vector512.Create(0x7C00u)), special, finite);
+        return (widened | ((h & Vector512.Create(0x8000u)) << 16)).AsSingle();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Widen(ushort bits) => (float)BitConverter.UInt16BitsToHalf(bits);
+}
