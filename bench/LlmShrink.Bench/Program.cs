@@ -35,7 +35,7 @@ switch (command)
     default:
         Console.Error.WriteLine("usage: LlmShrink.Bench gemm|hessian|gptq|sparsegpt|gemv|all [--n 512 --in 4096 --out 4096 --tokens 8192 --width 4096 --rows 4096 --bits 4 --group 128 --reps N]");
         Console.Error.WriteLine("       LlmShrink.Bench gemv24 [--in 2048 --out 8192 --group 128 --reps 30 --copies 1|8 --n 1]");
-        Console.Error.WriteLine("       LlmShrink.Bench ggml-gemv [--in 4096 --out 4096 --reps 20]");
+        Console.Error.WriteLine("       LlmShrink.Bench ggml-gemv [--in 2048 --out 8192 --copies 8 --reps 20 --types F32,BF16,F16,Q8_0,Q6_K,Q4_K,Q4_0]");
         Console.Error.WriteLine("       LlmShrink.Bench decode --model DIR [--threads 2 --prompt 512 --rounds 4]");
         Console.Error.WriteLine("       LlmShrink.Bench svd [--rows 4096 --columns 11008 --threads 2 --reps 1 --save MATRIX.f32]");
         return 2;
@@ -198,42 +198,73 @@ static class Benchmarks
     }
 
     /// <summary>
-    /// Decode's matrix × vector on ggml blocks in place (GgmlMatMul, n = 1) for the types with a kernel, against the F32
-    /// GEMV of the same shape (MatMul). Random code bytes under a small fp16 d, so every block is a valid one.
+    /// Decode's matrix × vector (n = 1) on every weight format read in place: F32 (MatMul), BF16 and F16
+    /// (HalfWidthMatMul) and the ggml blocks with a kernel (GgmlMatMul). Random code bytes under a small fp16 d, so every
+    /// block is valid. With --copies C the calls cycle through C different matrices of each type, so that with C·size
+    /// above the L3 every call streams its matrix from DRAM, as decoding a whole model does; GB/s counts the bytes each
+    /// format stores, against the read bandwidth measured in-process (HardwareLimits) for the same thread count.
     /// </summary>
     public static unsafe void GgmlGemv(Options o)
     {
-        int inDim = o.Int("in", 4096), outDim = o.Int("out", 4096), reps = o.Int("reps", 20);
-        Console.WriteLine($"\n## ggml-gemv: GgmlMatMul.Multiply n = 1, {outDim}×{inDim}, best of {reps}");
-        Console.WriteLine("| type | MB | threads | µs | GB/s of blocks |");
-        Console.WriteLine("|---|---:|---:|---:|---:|");
+        int inDim = o.Int("in", 2048), outDim = o.Int("out", 8192), reps = o.Int("reps", 20), copies = o.Int("copies", 8);
+        var types = o.Text("types", "F32,BF16,F16,Q8_0,Q6_K,Q5_K,Q4_K,Q4_0,IQ4_XS,IQ3_S,IQ2_S").Split(',').Select(Enum.Parse<TensorType>).ToArray();
+        var limits = new[] { HardwareLimits.Measure(1), HardwareLimits.Measure(2) };
+        Console.WriteLine($"\n## ggml-gemv: n = 1, {outDim}×{inDim}, {copies} matrices per type in turn, best of {reps}; " +
+            $"read bandwidth 1 thread {limits[0].ReadGBps:F1} GB/s, 2 threads {limits[1].ReadGBps:F1} GB/s");
+        Console.WriteLine("| type | MB each | threads | µs | GB/s | of read bandwidth |");
+        Console.WriteLine("|---|---:|---:|---:|---:|---:|");
         var x = RandomFloats(inDim, 7);
         var y = new float[outDim];
-        var dense = RandomFloats(outDim * inDim, 8);
-        fixed (float* pinnedDense = dense)
+        var random = new Random(9);
+        foreach (var type in types)
+        {
+            long bytes = TensorTypes.ByteCount(type, (long)outDim * inDim);
+            var matrices = new byte*[copies];
+            for (int c = 0; c < copies; c++)
+            {
+                matrices[c] = (byte*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
+                FillValid(type, new Span<byte>(matrices[c], checked((int)bytes)), random);
+            }
             foreach (int threads in new[] { 1, 2 })
             {
-                nint w = (nint)pinnedDense; // a fixed local cannot be captured; its address can
-                double best = BestOf(reps, () => MatMul.Multiply(x, (float*)w, y, 1, inDim, outDim, WorkerPool.Shared, threads));
-                Console.WriteLine($"| F32 | {4.0 * dense.Length / 1e6:F1} | {threads} | {best * 1e6:F0} | {4.0 * dense.Length / best / 1e9:F1} |");
-            }
-        var random = new Random(9);
-        foreach (var type in new[] { TensorType.Q4_K, TensorType.IQ4_XS, TensorType.IQ3_S, TensorType.IQ3_XXS, TensorType.IQ2_S, TensorType.IQ2_XS, TensorType.IQ2_XXS })
-        {
-            var blocks = new byte[TensorTypes.ByteCount(type, (long)outDim * inDim)];
-            random.NextBytes(blocks);
-            for (int b = 0; b < blocks.Length; b += TensorTypes.BlockBytes(type))
-            {
-                BitConverter.TryWriteBytes(blocks.AsSpan(b), (Half)0.01f);
-                if (type == TensorType.Q4_K) BitConverter.TryWriteBytes(blocks.AsSpan(b + 2), (Half)0.01f);
-            }
-            fixed (byte* pinnedBlocks = blocks)
-                foreach (int threads in new[] { 1, 2 })
+                int next = 0;
+                Action call = type switch
                 {
-                    nint w = (nint)pinnedBlocks;
-                    double best = BestOf(reps, () => GgmlMatMul.Multiply(type, x, (byte*)w, y, 1, inDim, outDim, WorkerPool.Shared, threads));
-                    Console.WriteLine($"| {type} | {blocks.Length / 1e6:F1} | {threads} | {best * 1e6:F0} | {blocks.Length / best / 1e9:F1} |");
+                    TensorType.F32 => () => MatMul.Multiply(x, (float*)matrices[next++ % copies], y, 1, inDim, outDim, WorkerPool.Shared, threads),
+                    TensorType.BF16 => () => new HalfWidthMatMul<Bfloat16>((ushort*)matrices[next++ % copies], inDim, outDim).Multiply(x, y, 1, WorkerPool.Shared, threads),
+                    TensorType.F16 => () => new HalfWidthMatMul<Float16>((ushort*)matrices[next++ % copies], inDim, outDim).Multiply(x, y, 1, WorkerPool.Shared, threads),
+                    _ => () => GgmlMatMul.Multiply(type, x, matrices[next++ % copies], y, 1, inDim, outDim, WorkerPool.Shared, threads),
+                };
+                double best = BestOf(reps, call);
+                double rate = bytes / best / 1e9;
+                Console.WriteLine($"| {type} | {bytes / 1e6:F1} | {threads} | {best * 1e6:F0} | {rate:F1} | {100 * rate / limits[threads - 1].ReadGBps:F0}% |");
+            }
+            foreach (var m in matrices) NativeMemory.AlignedFree(m);
+        }
+    }
+
+    /// <summary>Random values of <paramref name="type"/>: small normal floats, or random code bytes under small fp16 scales.</summary>
+    private static void FillValid(TensorType type, Span<byte> bytes, Random random)
+    {
+        if (type is TensorType.F32 or TensorType.BF16 or TensorType.F16)
+        {
+            var values = RandomFloats(checked((int)(bytes.Length / TensorTypes.ByteCount(type, 1))), random.Next());
+            for (int i = 0; i < values.Length; i++)
+                switch (type)
+                {
+                    case TensorType.F32: BitConverter.TryWriteBytes(bytes[(4 * i)..], values[i]); break;
+                    case TensorType.F16: BitConverter.TryWriteBytes(bytes[(2 * i)..], (Half)values[i]); break;
+                    default: BitConverter.TryWriteBytes(bytes[(2 * i)..], (ushort)(BitConverter.SingleToUInt32Bits(values[i]) >> 16)); break;
                 }
+            return;
+        }
+        random.NextBytes(bytes);
+        int blockBytes = TensorTypes.BlockBytes(type);
+        int scale = type == TensorType.Q6_K ? 208 : 0; // where the block's fp16 d sits
+        for (int b = 0; b < bytes.Length; b += blockBytes)
+        {
+            BitConverter.TryWriteBytes(bytes[(b + scale)..], (Half)0.01f);
+            if (type is TensorType.Q4_K or TensorType.Q5_K) BitConverter.TryWriteBytes(bytes[(b + 2)..], (Half)0.01f);
         }
     }
 
@@ -462,6 +493,7 @@ sealed class Options(Dictionary<string, string> values)
     }
 
     public int Int(string key, int fallback) => values.TryGetValue(key, out var text) ? int.Parse(text) : fallback;
+    public string Text(string key, string fallback) => values.TryGetValue(key, out var text) ? text : fallback;
 
     public string? Text(string key) => values.GetValueOrDefault(key);
 }

@@ -16,9 +16,9 @@ public unsafe class GgmlLinearTests
         for (int b = 0; b < bytes.Length / blockBytes; b++)
         {
             var block = bytes.AsSpan(b * blockBytes, blockBytes);
-            int scaleOffset = 0; // d leads every block of these types; Q4_K's dmin follows it
+            int scaleOffset = type == TensorType.Q6_K ? 208 : 0; // d leads every other block type; Q4_K's and Q5_K's dmin follows it
             BitConverter.TryWriteBytes(block[scaleOffset..], (Half)(0.002f + 0.02f * random.NextSingle()));
-            if (type == TensorType.Q4_K) BitConverter.TryWriteBytes(block[2..], (Half)(0.002f + 0.02f * random.NextSingle()));
+            if (type is TensorType.Q4_K or TensorType.Q5_K) BitConverter.TryWriteBytes(block[2..], (Half)(0.002f + 0.02f * random.NextSingle()));
         }
         return bytes;
     }
@@ -42,6 +42,8 @@ public unsafe class GgmlLinearTests
         { TensorType.Q4_0, 1, 64, 5 }, { TensorType.Q4_0, 1, 1024, 37 }, { TensorType.Q4_0, 9, 256, 20 },
         { TensorType.Q8_0, 1, 96, 17 }, { TensorType.Q8_0, 1, 1024, 33 }, { TensorType.Q8_0, 6, 160, 18 },
         { TensorType.Q4_K, 1, 256, 7 }, { TensorType.Q4_K, 1, 1024, 40 }, { TensorType.Q4_K, 5, 512, 19 },
+        { TensorType.Q5_K, 1, 256, 7 }, { TensorType.Q5_K, 1, 1024, 40 }, { TensorType.Q5_K, 5, 512, 19 },
+        { TensorType.Q6_K, 1, 256, 7 }, { TensorType.Q6_K, 1, 1024, 40 }, { TensorType.Q6_K, 5, 512, 19 },
         { TensorType.IQ4_NL, 1, 64, 5 }, { TensorType.IQ4_NL, 1, 1024, 37 }, { TensorType.IQ4_NL, 9, 256, 20 },
         { TensorType.IQ4_XS, 1, 256, 7 }, { TensorType.IQ4_XS, 1, 1024, 40 }, { TensorType.IQ4_XS, 5, 512, 19 },
         { TensorType.IQ3_XXS, 1, 256, 7 }, { TensorType.IQ3_XXS, 1, 1024, 40 }, { TensorType.IQ3_XXS, 5, 512, 19 },
@@ -50,7 +52,7 @@ public unsafe class GgmlLinearTests
         { TensorType.IQ2_XS, 1, 256, 7 }, { TensorType.IQ2_XS, 1, 1024, 40 }, { TensorType.IQ2_XS, 5, 512, 19 },
         { TensorType.IQ2_S, 1, 256, 7 }, { TensorType.IQ2_S, 1, 1024, 40 }, { TensorType.IQ2_S, 5, 512, 19 },
         // Prompt tiles: several 512-element slices (the last one partial), more than one tile of 64 W rows.
-        { TensorType.Q4_0, 7, 1568, 70 }, { TensorType.Q8_0, 3, 1088, 66 }, { TensorType.Q4_K, 4, 1280, 67 },
+        { TensorType.Q4_0, 7, 1568, 70 }, { TensorType.Q8_0, 3, 1088, 66 }, { TensorType.Q4_K, 4, 1280, 67 }, { TensorType.Q6_K, 4, 1280, 67 },
         { TensorType.IQ4_NL, 7, 1568, 70 }, { TensorType.IQ4_XS, 4, 1280, 67 }, { TensorType.IQ3_S, 4, 1280, 67 }, { TensorType.IQ2_S, 3, 1280, 66 },
     };
 
@@ -189,6 +191,6 @@ public unsafe class GgmlLinearTests
     public void Rejects_wrong_sizes()
     {
         Assert.Throws<ArgumentException>(() => new GgmlLinear(TensorType.Q4_0, new byte[17], 32, 1, null));
-        Assert.Throws<ArgumentException>(() => new GgmlLinear(TensorType.Q5_K, new byte[176], 256, 1, null));
+        Assert.Throws<ArgumentException>(() => new GgmlLinear(TensorType.Q4_1, new byte[20], 32, 1, null)); // no direct kernel
     }
 }

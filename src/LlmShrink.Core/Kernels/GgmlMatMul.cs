@@ -6,10 +6,10 @@ using LlmShrink.Formats;
 namespace LlmShrink.Kernels;
 
 /// <summary>
-/// y[n, out] = x[n, in]·Wᵀ with W stored as ggml blocks (Q4_0, Q8_0, Q4_K and the I-quants but IQ1_S/IQ1_M; layouts in
+/// y[n, out] = x[n, in]·Wᵀ with W stored as ggml blocks (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K and the I-quants but IQ1_S/IQ1_M; layouts in
 /// <see cref="GgmlBlocks"/> and <see cref="GgmlIQuantBlocks"/>; the codebook I-quants' dots in <see cref="IQuantGridDots"/>),
 /// read in place and never expanded. As in llama.cpp, each x row is first quantized
-/// to int8 blocks (<see cref="QuantizeActivations"/>: 32 elements per scale, 256 for Q4_K), so each weight block meets
+/// to int8 blocks (<see cref="QuantizeActivations"/>: 32 elements per scale, 256 for the K-quants), so each weight block meets
 /// its activation block in an exact integer dot product that is scaled once: Σ w·x ≈ d_w·d_x·Σ q_w·q_x. The only
 /// error beyond float rounding is the activation's rounding to int8.
 /// <para>
@@ -28,11 +28,14 @@ namespace LlmShrink.Kernels;
 public static unsafe class GgmlMatMul
 {
     public static bool Supports(TensorType type) =>
-        type is TensorType.Q4_0 or TensorType.Q8_0 or TensorType.Q4_K or TensorType.IQ4_NL or TensorType.IQ4_XS
-            or TensorType.IQ3_XXS or TensorType.IQ3_S or TensorType.IQ2_XXS or TensorType.IQ2_XS or TensorType.IQ2_S;
+        type is TensorType.Q4_0 or TensorType.Q8_0 or TensorType.Q4_K or TensorType.Q5_K or TensorType.Q6_K or TensorType.IQ4_NL
+            or TensorType.IQ4_XS or TensorType.IQ3_XXS or TensorType.IQ3_S or TensorType.IQ2_XXS or TensorType.IQ2_XS or TensorType.IQ2_S;
 
-    /// <summary>Elements per activation scale: one per weight block (the K-quant super-block for Q4_K), one per sub-block of 32 for the I-quants.</summary>
-    public static int ActivationBlock(TensorType type) => type == TensorType.Q4_K ? 256 : 32;
+    /// <summary>Elements per activation scale: one per weight block (the K-quant super-block of 256), one per sub-block of 32 for the I-quants.</summary>
+    public static int ActivationBlock(TensorType type) => type is TensorType.Q4_K or TensorType.Q5_K or TensorType.Q6_K ? 256 : 32;
+
+    /// <summary>Whether the dot needs Σq_x per 32 activations: the K-quants with a minimum per sub-block (y = d·sc·q − dmin·m).</summary>
+    public static bool NeedsActivationSums(TensorType type) => type is TensorType.Q4_K or TensorType.Q5_K;
 
     private const int ItemRows = 16;
 
@@ -73,7 +76,7 @@ public static unsafe class GgmlMatMul
         if (t_sums is null || t_sums.Length < elements / 32) t_sums = GC.AllocateUninitializedArray<int>(elements / 32, pinned: true);
         for (int i = 0; i < n; i++)
             QuantizeActivations.Quantize(x.Slice(i * inDim, inDim), block, t_q.AsSpan(i * inDim, inDim),
-                t_scales.AsSpan(i * inDim / block, inDim / block), type == TensorType.Q4_K ? t_sums.AsSpan(i * inDim / 32, inDim / 32) : default);
+                t_scales.AsSpan(i * inDim / block, inDim / block), NeedsActivationSums(type) ? t_sums.AsSpan(i * inDim / 32, inDim / 32) : default);
 
         fixed (sbyte* q = t_q)
         fixed (float* scales = t_scales, py = y)
@@ -117,6 +120,8 @@ public static unsafe class GgmlMatMul
                             TensorType.Q4_0 => DotQ4_0(row, q, scales, In / 32),
                             TensorType.Q8_0 => DotQ8_0(row, q, scales, In / 32),
                             TensorType.Q4_K => DotQ4_K(row, q, scales, sums, In / 256),
+                            TensorType.Q5_K => DotQ5_K(row, q, scales, sums, In / 256),
+                            TensorType.Q6_K => DotQ6_K(row, q, scales, In / 256),
                             TensorType.IQ4_NL => DotIQ4_NL(row, q, scales, In / 32),
                             TensorType.IQ4_XS => DotIQ4_XS(row, q, scales, In / 256),
                             TensorType.IQ3_XXS => IQuantGridDots.DotIQ3_XXS(row, q, scales, In / 256),
@@ -178,7 +183,7 @@ public static unsafe class GgmlMatMul
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Fp16(byte* p) => (float)BitConverter.UInt16BitsToHalf(*(ushort*)p);
+    private static float Fp16(byte* p) => Float16.Widen(*(ushort*)p);
 
     /// <summary>Eight int32 lanes whose total is Σ w·x over 32 signed pairs.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -256,6 +261,87 @@ public static unsafe class GgmlMatMul
         }
         return Vector256.Sum(acc) - minimums;
     }
+
+    /// <summary>
+    /// Q5_K: Q4_K with a fifth bit (+16) per element — bit 2·chunk (low nibbles) or 2·chunk + 1 (high nibbles) of the
+    /// byte qh[l] shared by the four 64-element chunks. Codes ≤ 31, so the int16 pair sums stay ≤ 2·31·127 and the
+    /// scaled ones ≤ 2·7874·63.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float DotQ5_K(byte* w, sbyte* q, float* scales, int* sums, int blocks)
+    {
+        var acc = Vector256<float>.Zero;
+        float minimums = 0;
+        byte* packed = stackalloc byte[16];
+        var mask = Vector256.Create((byte)0xF);
+        var one = Vector256.Create((byte)1);
+        for (int b = 0; b < blocks; b++, w += 176, q += 256, sums += 8)
+        {
+            UnpackScaleMinK4(w + 4, packed);
+            var high = Vector256.Load(w + 16);
+            var isum = Vector256<int>.Zero;
+            for (int chunk = 0; chunk < 4; chunk++)
+            {
+                var bytes = Vector256.Load(w + 48 + 32 * chunk);
+                var lowCodes = (bytes & mask) | ((high >>> (2 * chunk)) & one) << 4;
+                var highCodes = (bytes >>> 4) | ((high >>> (2 * chunk + 1)) & one) << 4;
+                var low = Avx2.MultiplyAddAdjacent(lowCodes, Vector256.Load(q + 64 * chunk));
+                var upper = Avx2.MultiplyAddAdjacent(highCodes, Vector256.Load(q + 64 * chunk + 32));
+                isum += Avx2.MultiplyAddAdjacent(low, Vector256.Create((short)packed[2 * chunk]));
+                isum += Avx2.MultiplyAddAdjacent(upper, Vector256.Create((short)packed[2 * chunk + 1]));
+            }
+            int minSum = 0;
+            for (int j = 0; j < 8; j++) minSum += packed[8 + j] * sums[j];
+            acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(isum), Vector256.Create(Fp16(w) * scales[b]), acc);
+            minimums += Fp16(w + 2) * scales[b] * minSum;
+        }
+        return Vector256.Sum(acc) - minimums;
+    }
+
+    /// <summary>
+    /// Q6_K: y = d·d_x·Σ_group sc·Σ (q − 32)·q_x, with a signed scale per 16 elements. The codes q − 32 ∈ [−32, 31] are
+    /// signed, so their sign moves onto x (as <see cref="DotSigned"/>) and <c>vpmaddubsw</c> gives int16 pair sums
+    /// (≤ 2·32·127); <c>vpmaddwd</c> by a vector holding the two groups' scales (eight int16 lanes each) weighs them
+    /// (≤ 2·8128·128 per lane) and sums to int32; a whole super-block stays within int32 (256·32·127·128 &lt; 2³¹).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float DotQ6_K(byte* w, sbyte* q, float* scales, int blocks)
+    {
+        var acc = Vector256<float>.Zero;
+        var mask = Vector256.Create((byte)0xF);
+        var three = Vector256.Create((byte)3);
+        var offset = Vector256.Create((sbyte)32);
+        for (int b = 0; b < blocks; b++, w += 210, q += 256)
+        {
+            var groupScales = Vector128.Load((sbyte*)(w + 192));
+            var isum = Vector256<int>.Zero;
+            for (int half = 0; half < 2; half++)
+            {
+                byte* ql = w + 64 * half, qh = w + 128 + 32 * half;
+                sbyte* x = q + 128 * half;
+                var lowA = Vector256.Load(ql);
+                var lowB = Vector256.Load(ql + 32);
+                var high = Vector256.Load(qh);
+                for (int k = 0; k < 4; k++)
+                {
+                    var nibbles = k switch { 0 => lowA & mask, 1 => lowB & mask, 2 => lowA >>> 4, _ => lowB >>> 4 };
+                    var codes = (nibbles | ((high >>> (2 * k)) & three) << 4).AsSByte() - offset;
+                    var pairs = Avx2.MultiplyAddAdjacent(Avx2.Abs(codes), Avx2.Sign(Vector256.Load(x + 32 * k), codes));
+                    isum += Avx2.MultiplyAddAdjacent(pairs, GroupScales(groupScales, 8 * half + 2 * k));
+                }
+            }
+            acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(isum), Vector256.Create(Fp16(w + 208) * scales[b]), acc);
+        }
+        return Vector256.Sum(acc);
+    }
+
+    /// <summary>Sixteen int16 lanes: the signed scale of group <paramref name="group"/> in the low eight, of the next group in the high eight.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> GroupScales(Vector128<sbyte> scales, int group) =>
+        Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, Vector128.Create(
+            (sbyte)group, (sbyte)group, (sbyte)group, (sbyte)group, (sbyte)group, (sbyte)group, (sbyte)group, (sbyte)group,
+            (sbyte)(group + 1), (sbyte)(group + 1), (sbyte)(group + 1), (sbyte)(group + 1),
+            (sbyte)(group + 1), (sbyte)(group + 1), (sbyte)(group + 1), (sbyte)(group + 1))));
 
     /// <summary>IQ4_NL/IQ4_XS's 16 levels in both 128-bit lanes, so that <c>vpshufb</c> maps 32 nibbles to their levels at once.</summary>
     private static readonly Vector256<sbyte> NonLinearLevels = Vector256.Create(Vector128.Create(GgmlIQuantBlocks.NonLinearLevels));
@@ -368,6 +454,45 @@ public static unsafe class GgmlMatMul
                     }
                     break;
                 }
+            case TensorType.Q5_K:
+                {
+                    Span<byte> unpacked = stackalloc byte[16];
+                    for (int b = 0; b < q.Length / 256; b++)
+                    {
+                        var block = w.Slice(176 * b, 176);
+                        fixed (byte* s = block, o = unpacked) UnpackScaleMinK4(s + 4, o);
+                        long dot = 0, minSum = 0;
+                        for (int sub = 0; sub < 8; sub++)
+                        {
+                            int subDot = 0;
+                            for (int l = 0; l < 32; l++)
+                            {
+                                int nibble = sub % 2 == 0 ? block[48 + 32 * (sub / 2) + l] & 0xF : block[48 + 32 * (sub / 2) + l] >> 4;
+                                int code = nibble + ((block[16 + l] >> sub) & 1) * 16;
+                                subDot += code * q[256 * b + 32 * sub + l];
+                            }
+                            dot += (long)unpacked[sub] * subDot;
+                            minSum += (long)unpacked[8 + sub] * sums32[8 * b + sub];
+                        }
+                        sum += (double)GgmlBlocks.Fp16(block, 0) * scales[b] * dot - (double)GgmlBlocks.Fp16(block, 2) * scales[b] * minSum;
+                    }
+                    break;
+                }
+            case TensorType.Q6_K:
+                for (int b = 0; b < q.Length / 256; b++)
+                {
+                    var block = w.Slice(210 * b, 210);
+                    long dot = 0;
+                    for (int e = 0; e < 256; e++)
+                    {
+                        int half = e / 128, k = e % 128 / 32, l = e % 32;
+                        int lowByte = block[64 * half + l + (k % 2) * 32];
+                        int code = ((k < 2 ? lowByte & 0xF : lowByte >> 4) | ((block[128 + 32 * half + l] >> (2 * k)) & 3) << 4) - 32;
+                        dot += (long)(sbyte)block[192 + e / 16] * code * q[256 * b + e];
+                    }
+                    sum += (double)GgmlBlocks.Fp16(block, 208) * scales[b] * dot;
+                }
+                break;
             case TensorType.IQ4_NL:
                 for (int b = 0; b < q.Length / 32; b++)
                 {
