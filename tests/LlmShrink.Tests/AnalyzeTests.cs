@@ -29,7 +29,6 @@ public sealed class AnalyzedTinyLit : IDisposable
     public void Dispose() => _dir.Dispose();
 }
 
-[Collection("Console")]
 public class AnalyzeTests(AnalyzedTinyLit analyzed) : IClassFixture<AnalyzedTinyLit>
 {
     private static readonly byte[] PngSignature = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A];
@@ -227,16 +226,8 @@ public class AnalyzeTests(AnalyzedTinyLit analyzed) : IClassFixture<AnalyzedTiny
         using var dir = new TempDir();
         using var interrupted = new CancellationTokenSource();
         interrupted.Cancel();
-        var (oldOut, oldErr) = (Console.Out, Console.Error);
-        Console.SetOut(new StringWriter());
-        Console.SetError(new StringWriter());
-        int code;
-        try
-        {
-            code = Program.Run(["analyze", SharedData.TinyLit, "--calib", SharedData.Corpus("tinylit_calib.txt"), "--samples", "4", "--seq-len", "64",
-                "--kl-samples", "1", "--out", dir.File("out")], interrupted.Token);
-        }
-        finally { Console.SetOut(oldOut); Console.SetError(oldErr); }
+        var (code, _, _) = CliTests.Run(interrupted.Token, "analyze", SharedData.TinyLit, "--calib", SharedData.Corpus("tinylit_calib.txt"), "--samples", "4",
+            "--seq-len", "64", "--kl-samples", "1", "--out", dir.File("out"));
         Assert.Equal(Program.Interrupted, code);
         Assert.Empty(Directory.EnumerateFileSystemEntries(dir.Path));
     }

@@ -5,7 +5,6 @@ using Xunit;
 namespace LlmShrink.Tests;
 
 /// <summary>compress --eval (the before/after table and layer-errors.png) and eval --plot, and the statistics they draw.</summary>
-[Collection(nameof(ConsoleCollection))]
 public class BeforeAfterTests
 {
     private static readonly byte[] PngSignature = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A];

@@ -4,23 +4,14 @@ using Xunit;
 
 namespace LlmShrink.Tests;
 
-/// <summary>Tests that redirect the process-wide Console run one at a time.</summary>
-[CollectionDefinition("Console", DisableParallelization = true)]
-public sealed class ConsoleCollection { }
-
-[Collection("Console")]
 public class CliTests
 {
     /// <summary>Runs the CLI in-process, capturing what it writes.</summary>
-    internal static (int ExitCode, string Stdout, string Stderr) Run(params string[] args)
-    {
-        var (oldOut, oldErr) = (Console.Out, Console.Error);
-        var (stdout, stderr) = (new StringWriter(), new StringWriter());
-        Console.SetOut(stdout);
-        Console.SetError(stderr);
-        try { return (Program.Run(args, CancellationToken.None), stdout.ToString(), stderr.ToString()); }
-        finally { Console.SetOut(oldOut); Console.SetError(oldErr); }
-    }
+    internal static (int ExitCode, string Stdout, string Stderr) Run(params string[] args) => Run(CancellationToken.None, args);
+
+    /// <summary>Runs the CLI in-process with <paramref name="cancellation"/> as its Ctrl+C, capturing what it writes.</summary>
+    internal static (int ExitCode, string Stdout, string Stderr) Run(CancellationToken cancellation, params string[] args) =>
+        CapturedConsole.Run(() => Program.Run(args, cancellation));
 
     private static string[] Lines(string text) => text.Split('\n', StringSplitOptions.RemoveEmptyEntries);
 
@@ -94,15 +85,9 @@ public class CliTests
         using var temp = new TempDir();
         using var interrupted = new CancellationTokenSource();
         interrupted.Cancel();
-        var (oldOut, oldErr) = (Console.Out, Console.Error);
-        var stderr = new StringWriter();
-        Console.SetOut(new StringWriter());
-        Console.SetError(stderr);
-        int code;
-        try { code = Program.Run(["random-model", "--shape", "tinylit", "--dtype", "F32", "--out", temp.Path], interrupted.Token); }
-        finally { Console.SetOut(oldOut); Console.SetError(oldErr); }
+        var (code, _, stderr) = Run(interrupted.Token, "random-model", "--shape", "tinylit", "--dtype", "F32", "--out", temp.Path);
         Assert.Equal(130, code);
-        Assert.Equal("llmshrink: interrupted", stderr.ToString().Trim());
+        Assert.Equal("llmshrink: interrupted", stderr.Trim());
         Assert.False(File.Exists(temp.File("model.safetensors")));
         Assert.False(File.Exists(temp.File("config.json")));
     }

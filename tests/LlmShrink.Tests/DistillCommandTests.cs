@@ -7,7 +7,6 @@ using Xunit;
 namespace LlmShrink.Tests;
 
 /// <summary><c>llmshrink distill</c> on tiny random models with tinylit-8m's tokenizer, and a few steps of tinylit-8m itself.</summary>
-[Collection("Console")]
 public class DistillCommandTests
 {
     private static string Config(int vocab) => $$"""

@@ -295,7 +295,6 @@ public class EoraTests(EoraFolder folder) : IClassFixture<EoraFolder>
 }
 
 /// <summary>EoRA's user errors: one line, exit code 2 (these tests redirect the console).</summary>
-[Collection("Console")]
 public class EoraCliTests
 {
     [Theory]

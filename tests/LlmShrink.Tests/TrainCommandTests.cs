@@ -7,7 +7,6 @@ using Xunit;
 namespace LlmShrink.Tests;
 
 /// <summary><c>llmshrink train</c>: a tiny model from scratch with tinylit-8m's tokenizer.</summary>
-[Collection("Console")]
 public class TrainCommandTests
 {
     private const string Config = """
