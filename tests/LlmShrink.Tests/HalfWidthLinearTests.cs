@@ -69,7 +69,7 @@ public class HalfWidthLinearTests
     /// <summary>
     /// Every one of the 65536 binary16 bit patterns — zeros, subnormals, normals, infinities, NaNs — widens in registers
     /// to exactly the float32 bits of .NET's own conversion (NaNs: to a NaN with the same sign and payload), in registers
-    /// and in the scalar form the block kernels use for their fp16 scales.
+    /// in scalar code, and in the table the block kernels read their fp16 scales from.
     /// </summary>
     [Fact]
     public unsafe void Float16_widening_is_exact_for_every_bit_pattern()
@@ -86,6 +86,7 @@ public class HalfWidthLinearTests
                 {
                     float expected = (float)BitConverter.UInt16BitsToHalf(all[i + l]);
                     Assert.Equal(BitConverter.SingleToUInt32Bits(expected), BitConverter.SingleToUInt32Bits(Float16.Widen(all[i + l])));
+                    Assert.Equal(BitConverter.SingleToUInt32Bits(expected), BitConverter.SingleToUInt32Bits(Float16.Table[all[i + l]]));
                     Assert.True(BitConverter.SingleToUInt32Bits(expected) == BitConverter.SingleToUInt32Bits(widened[l]),
                         $"0x{all[i + l]:X4}: {widened[l]} (0x{BitConverter.SingleToUInt32Bits(widened[l]):X8}), expected {expected} (0x{BitConverter.SingleToUInt32Bits(expected):X8})");
                 }

@@ -47,7 +47,7 @@ internal static unsafe class IQuantGridDots
         var acc = Vector256<float>.Zero;
         for (int b = 0; b < blocks; b++, w += 66, q += 256, scales += 8)
         {
-            float d = Float16.Widen(*(ushort*)w);
+            float d = Float16.Table[*(ushort*)w];
             for (int sub = 0; sub < 8; sub++)
             {
                 byte* indices = w + 2 + 8 * sub;
@@ -73,7 +73,7 @@ internal static unsafe class IQuantGridDots
         var acc = Vector256<float>.Zero;
         for (int b = 0; b < blocks; b++, w += 74, q += 256, scales += 8)
         {
-            float d = Float16.Widen(*(ushort*)w);
+            float d = Float16.Table[*(ushort*)w];
             for (int sub = 0; sub < 8; sub++)
             {
                 ushort* groups = (ushort*)(w + 2) + 4 * sub;
@@ -91,7 +91,7 @@ internal static unsafe class IQuantGridDots
         var acc = Vector256<float>.Zero;
         for (int b = 0; b < blocks; b++, w += 82, q += 256, scales += 8)
         {
-            float d = Float16.Widen(*(ushort*)w);
+            float d = Float16.Table[*(ushort*)w];
             for (int sub = 0; sub < 8; sub++)
             {
                 byte* low = w + 2 + 4 * sub, signs = w + 34 + 4 * sub;
@@ -111,7 +111,7 @@ internal static unsafe class IQuantGridDots
         var acc = Vector256<float>.Zero;
         for (int b = 0; b < blocks; b++, w += 98, q += 256, scales += 8)
         {
-            float d = Float16.Widen(*(ushort*)w);
+            float d = Float16.Table[*(ushort*)w];
             for (int sub = 0; sub < 8; sub++)
             {
                 byte* i = w + 2 + 8 * sub;
@@ -131,7 +131,7 @@ internal static unsafe class IQuantGridDots
         var acc = Vector256<float>.Zero;
         for (int b = 0; b < blocks; b++, w += 110, q += 256, scales += 8)
         {
-            float d = Float16.Widen(*(ushort*)w);
+            float d = Float16.Table[*(ushort*)w];
             for (int sub = 0; sub < 8; sub++)
             {
                 byte* low = w + 2 + 8 * sub, signs = w + 74 + 4 * sub;

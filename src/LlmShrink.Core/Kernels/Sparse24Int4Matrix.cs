@@ -207,7 +207,7 @@ public sealed class Sparse24Int4Matrix
         return Stream[PositionsOffsetOf(row, block) + field / 4] >> (2 * (field % 4)) & 3;
     }
 
-    internal float Scale(int row, int group) => Float16.Widen(ScaleStream[MetaIndex(row, group)]);
+    internal unsafe float Scale(int row, int group) => Float16.Table[ScaleStream[MetaIndex(row, group)]];
 
     internal int Zero(int row, int group) => ZeroStream[MetaIndex(row, group)];
 

@@ -443,7 +443,7 @@ public static unsafe class Sparse24MatMul
                 if (chunk % chunksPerGroup == 0)
                 {
                     int at = meta + chunk / chunksPerGroup;
-                    float scale = Float16.Widen((ushort)job.Scales[at]);
+                    float scale = Float16.Table[(ushort)job.Scales[at]];
                     table = (Vector512<float>.Indices - Vector512.Create((float)job.Zeros[at])) * Vector512.Create(scale);
                 }
                 var codes16 = Avx512F.ConvertToVector512Int32(Quarter(code, t));
