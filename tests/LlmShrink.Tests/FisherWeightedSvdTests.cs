@@ -33,7 +33,7 @@ public class FisherWeightedSvdTests(ITestOutputHelper output)
         using var model = SyntheticModel.Build(dir.File("tiny.bin"), Tiny);
         var c = model.Config;
         int[][] samples = [[1, 3, 17, 0, 5], [1, 5, 12, 2, 18]]; // BOS and four tokens: four predictions each
-        var fisher = FisherInformation.Measure(TrainableModel.FromLoaded(model), new CalibrationSet(samples));
+        var fisher = FisherInformation.Measure(TrainableModel.FromLoaded(model), new CalibrationSet(samples), FisherSample.Sequence);
         Assert.Equal(2, fisher.Samples);
 
         var weights = TrainableModel.FromLoaded(model).Parameters.ToDictionary(p => p.Name, p => GradientCheck.ToDouble(p.Value));
@@ -71,6 +71,51 @@ public class FisherWeightedSvdTests(ITestOutputHelper output)
             }
         }
         output.WriteLine($"worst relative error of a row's Fisher information: {worst:E2}");
+    }
+
+    /// <summary>
+    /// The per-token Fisher's inputs: each linear's ∂L/∂Y and X as the backward pass hands them over, whose per-position
+    /// outer products δ_t·x_tᵀ must add up to the weight gradient; and with one prediction per sequence there is one
+    /// position, so the token Fisher is the sequence Fisher (checked against finite differences above).
+    /// </summary>
+    [Fact]
+    public void Per_token_Fisher_splits_each_weight_gradient_into_its_positions()
+    {
+        using var dir = new TempDir();
+        using var model = SyntheticModel.Build(dir.File("tiny.bin"), Tiny);
+        var c = model.Config;
+        var trainable = TrainableModel.FromLoaded(model);
+        var sums = new Dictionary<Parameter, double[]>();
+        trainable.ObserveLinearBackward = (weight, dy, x, n) =>
+        {
+            var sum = sums[weight] = new double[weight.Value.Length];
+            for (int t = 0; t < n; t++)
+                for (int i = 0; i < weight.Rows; i++)
+                    for (int j = 0; j < weight.Columns; j++) sum[i * weight.Columns + j] += (double)dy[t * weight.Rows + i] * x[t * weight.Columns + j];
+        };
+        int[] tokens = [1, 3, 17, 0, 5, 12];
+        var logits = trainable.Forward(tokens.AsSpan(0, 5), 1, 5);
+        var dLogits = new float[logits.Length];
+        CrossEntropy.Forward(logits, tokens.AsSpan(1, 5), dLogits, c.VocabSize);
+        trainable.Backward(dLogits);
+        Assert.Equal(2 * 7 + 1, sums.Count); // every block linear and lm_head
+        foreach (var (weight, sum) in sums) GradientCheck.AssertClose(weight.Grad, sum, weight.Name);
+
+        var single = new CalibrationSet([[1, 3], [1, 17], [1, 5]]);
+        var bySequence = FisherInformation.Measure(TrainableModel.FromLoaded(model), single, FisherSample.Sequence);
+        var byToken = FisherInformation.Measure(TrainableModel.FromLoaded(model), single, FisherSample.Token);
+        for (int layer = 0; layer < c.NumLayers; layer++)
+            foreach (var role in LinearRoles.All)
+            {
+                if (role is LinearRole.Q or LinearRole.K)
+                {
+                    // Attention over a single position weights it by 1 whatever q·k is: no gradient reaches q or k.
+                    Assert.All(byToken.Rows(layer, role).Concat(bySequence.Rows(layer, role)), v => Assert.Equal(0, v));
+                    continue;
+                }
+                GradientCheck.AssertClose([.. byToken.Rows(layer, role).Select(v => (float)v)], bySequence.Rows(layer, role), $"{role} of block {layer}");
+            }
+        GradientCheck.AssertClose([.. byToken.Rows(c.NumLayers, LinearRole.LmHead).Select(v => (float)v)], bySequence.Rows(c.NumLayers, LinearRole.LmHead), "lm_head");
     }
 
     [Fact]
@@ -123,5 +168,20 @@ public class FisherWeightedSvdTests(ITestOutputHelper output)
             Assert.True(fw < 0.8 * svd, $"rank {rank}: Fisher-weighted error fwsvd {fw:E4}, svd {svd:E4}");
             output.WriteLine($"rank {rank}: Σ I_i‖W_i − W′_i‖² fwsvd {fw:E4}, svd {svd:E4} ({fw / svd:P1})");
         }
+    }
+
+    /// <summary>
+    /// On tinylit-8m at a fifth fewer block-linear parameters, the Fisher weighting loses less than plain SVD on the
+    /// first 40 chunks of held-out text. Calibration 16 × 256 tokens. Measured (KL, svd 0.1052 whatever the calibration):
+    /// per-token Fisher 0.1048 / 0.1031 / 0.1025 from 8 / 16 / 32 sequences; per-sequence Fisher 0.1062 from 32 — the
+    /// paper's one squared gradient per sequence needs many more sequences than the token positions they hold.
+    /// </summary>
+    [Fact]
+    public void At_a_fifth_fewer_parameters_fwsvd_loses_less_than_svd()
+    {
+        var svd = CompressionTests.Compress("svd-20", 16, 40);
+        var fwsvd = CompressionTests.Compress("fwsvd-20", 16, 40);
+        output.WriteLine($"KL fwsvd {fwsvd.Kl:E4}, svd {svd.Kl:E4}; perplexity fwsvd {fwsvd.Ppl:F3}, svd {svd.Ppl:F3}, float {svd.Reference:F3}");
+        Assert.True(fwsvd.Kl < svd.Kl, $"KL fwsvd {fwsvd.Kl:E3}, svd {svd.Kl:E3}");
     }
 }

@@ -26,7 +26,7 @@ public sealed class ModelSurvey
     private readonly IReadOnlySet<int> _removed;
     private readonly IProgress<PipelineProgress>? _progress;
     private readonly CancellationToken _cancel;
-    private FisherInformation? _fisher;
+    private readonly Dictionary<FisherSample, FisherInformation> _fisher = new();
 
     internal ModelSurvey(LoadedModel model, Transformer transformer, CalibrationSet calibration, float[][] hidden, IReadOnlySet<int> removed,
         IProgress<PipelineProgress>? progress, CancellationToken cancel)
@@ -46,13 +46,13 @@ public sealed class ModelSurvey
     internal TargetSelector Targets { get; set; } = null!;
 
     /// <summary>The per-row Fisher information of every linear weight of the float model on the calibration sequences.</summary>
-    public FisherInformation Fisher()
+    public FisherInformation Fisher(FisherSample sample)
     {
-        if (_fisher is not null) return _fisher;
+        if (_fisher.TryGetValue(sample, out var known)) return known;
         var trainable = TrainableModel.FromLoaded(_model);
         int samples = Calibration.Samples.Length;
         var progress = new Progress(done => _progress?.Report(new PipelineProgress(0, Config.NumLayers, "Fisher information", (double)done / samples)));
-        return _fisher = FisherInformation.Measure(trainable, Calibration, progress, _cancel);
+        return _fisher[sample] = FisherInformation.Measure(trainable, Calibration, sample, progress, _cancel);
     }
 
     /// <summary>

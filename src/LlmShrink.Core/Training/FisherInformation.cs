@@ -3,15 +3,27 @@ using LlmShrink.Model;
 
 namespace LlmShrink.Training;
 
+/// <summary>What each squared gradient of a <see cref="FisherInformation"/> sum is taken over.</summary>
+public enum FisherSample
+{
+    /// <summary>One calibration sequence, its loss the mean over its positions: the paper's data sample.</summary>
+    Sequence,
+    /// <summary>
+    /// One token position: the gradient of a sequence's loss, Σ_t δ_t·x_tᵀ (δ_t = ∂L/∂y_t), split into each position's
+    /// outer product, so I_i = Σ_t δ_ti²·‖x_t‖² — L − 1 terms per sequence instead of one.
+    /// </summary>
+    Token,
+}
+
 /// <summary>
 /// The empirical Fisher information of each output row of every linear weight, summed over its inputs: for row i of W,
-/// I_i = Σ_s Σ_j (∂L_s/∂W_ij)², where L_s is the next-token cross-entropy (mean over positions) of calibration sequence s.
-/// This is the row importance FWSVD weights the factorization by (Hsu et al. 2022, "Language model compression with
-/// weighted low-rank factorization": the Fisher of each parameter is E_d[(∂L(d)/∂w)²] over data samples d, and rows
-/// share one weight, the sum of their parameters'). A sample here is one calibration sequence, a mini-batch of one; the
-/// Fisher's overall scale does not matter to the weighting.
-/// <para>Each sequence runs forward and backward through the <see cref="TrainableModel"/>; after its backward only the
-/// per-row sums of squares are kept (m doubles per linear), never the gradients themselves.</para>
+/// I_i = Σ_samples Σ_j (∂L/∂W_ij)², L the next-token cross-entropy of the calibration text (mean over a sequence's
+/// positions). This is the row importance FWSVD weights the factorization by (Hsu et al. 2022, "Language model compression
+/// with weighted low-rank factorization": the Fisher of each parameter is E_d[(∂L(d)/∂w)²] over data samples d, and a
+/// row shares one weight, the sum of its parameters'). What a sample is (<see cref="FisherSample"/>): a calibration
+/// sequence, as the paper's data sample, or a token position. The Fisher's overall scale does not matter to the weighting.
+/// <para>Each sequence runs forward and backward through the <see cref="TrainableModel"/>; only the per-row sums are kept
+/// (m doubles per linear), never the gradients themselves (the engine holds one set, beside the float32 parameters).</para>
 /// </summary>
 public sealed class FisherInformation
 {
@@ -30,9 +42,10 @@ public sealed class FisherInformation
     public double[] Rows(int layer, LinearRole role) =>
         _rows.TryGetValue((layer, role), out var rows) ? rows : throw new ArgumentException($"no Fisher information for {LinearRoles.ModulePath(layer, role)}");
 
-    /// <summary>Sums the squared gradients of every sequence of <paramref name="calibration"/> (BOS and L − 1 tokens: L − 1 predictions each).</summary>
+    /// <summary>Sums the squared gradients over <paramref name="calibration"/> (BOS and L − 1 tokens: L − 1 predictions per sequence).</summary>
     /// <param name="progress">Receives the number of sequences done after each one.</param>
-    public static FisherInformation Measure(TrainableModel model, CalibrationSet calibration, IProgress<int>? progress = null, CancellationToken cancel = default)
+    public static FisherInformation Measure(TrainableModel model, CalibrationSet calibration, FisherSample sample,
+        IProgress<int>? progress = null, CancellationToken cancel = default)
     {
         var c = model.Config;
         int length = calibration.SequenceLength - 1;
@@ -46,25 +59,44 @@ public sealed class FisherInformation
         }
         linears.Add(((c.NumLayers, LinearRole.LmHead), model.LmHead));
         var rows = linears.ToDictionary(p => p.Key, p => new double[p.Weight.Rows]);
+        var byWeight = linears.ToDictionary(p => p.Weight, p => rows[p.Key]); // by reference: a tied lm_head is the embedding, once
+        if (sample == FisherSample.Token) model.ObserveLinearBackward = (weight, dy, x, n) => AddPositions(byWeight[weight], weight.Columns, dy, x, n);
         var dLogits = new float[length * c.VocabSize];
-        for (int s = 0; s < calibration.Samples.Length; s++)
+        try
         {
-            cancel.ThrowIfCancellationRequested();
-            var sample = calibration.Samples[s];
-            model.ZeroGrad();
-            var logits = model.Forward(sample.AsSpan(0, length), 1, length);
-            Array.Clear(dLogits);
-            CrossEntropy.Forward(logits, sample.AsSpan(1, length), dLogits, c.VocabSize);
-            model.Backward(dLogits);
-            foreach (var (key, weight) in linears)
+            for (int s = 0; s < calibration.Samples.Length; s++)
             {
-                var sums = rows[key];
-                int n = weight.Columns;
-                for (int i = 0; i < sums.Length; i++) sums[i] += SumOfSquares(weight.Grad.AsSpan(i * n, n));
+                cancel.ThrowIfCancellationRequested();
+                var tokens = calibration.Samples[s];
+                model.ZeroGrad();
+                var logits = model.Forward(tokens.AsSpan(0, length), 1, length);
+                Array.Clear(dLogits);
+                CrossEntropy.Forward(logits, tokens.AsSpan(1, length), dLogits, c.VocabSize);
+                model.Backward(dLogits);
+                if (sample == FisherSample.Sequence)
+                    foreach (var (key, weight) in linears)
+                    {
+                        var sums = rows[key];
+                        int n = weight.Columns;
+                        for (int i = 0; i < sums.Length; i++) sums[i] += SumOfSquares(weight.Grad.AsSpan(i * n, n));
+                    }
+                progress?.Report(s + 1);
             }
-            progress?.Report(s + 1);
         }
+        finally { model.ObserveLinearBackward = null; }
         return new FisherInformation(rows, calibration.Samples.Length);
+    }
+
+    /// <summary>Position t's share of ∂L/∂W is δ_t·x_tᵀ, so its squared row i sums to δ_ti²·‖x_t‖².</summary>
+    private static void AddPositions(double[] sums, int columns, ReadOnlySpan<float> dy, ReadOnlySpan<float> x, int n)
+    {
+        int rows = sums.Length;
+        for (int t = 0; t < n; t++)
+        {
+            double xx = SumOfSquares(x.Slice(t * columns, columns));
+            var d = dy.Slice(t * rows, rows);
+            for (int i = 0; i < rows; i++) sums[i] += (double)d[i] * d[i] * xx;
+        }
     }
 
     /// <summary>Σ g² of one row, accumulated in float64 as the sums over sequences are.</summary>

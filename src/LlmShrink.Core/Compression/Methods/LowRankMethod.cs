@@ -1,4 +1,3 @@
-using LlmShrink.Analysis;
 using LlmShrink.Compression.LowRank;
 using LlmShrink.Compression.Quantization;
 using LlmShrink.Compression.Recipes;
@@ -57,35 +56,15 @@ public sealed class LowRankMethod(LowRankKind kind, LowRankParameters parameters
 
     public void Survey(ModelSurvey survey)
     {
-        if (kind == LowRankKind.Fwsvd) _fisher = survey.Fisher();
-        if (parameters.Allocation != RankAllocationKind.Loss) return;
-        double ratio = parameters.Ratio!.Value;
-        var losses = new List<(int Layer, LinearRole Role, int Rows, int Columns, double Loss)>();
-        survey.ForEachBlock(StatisticsNeeds.Hessian, block =>
-        {
-            foreach (var role in block.Targets)
-            {
-                var (rows, columns) = block.Shape(role);
-                var site = block.Statistics(LinearRoles.Site(role));
-                var whitening = InputTransform.Whitening(site.Hessian(), columns, parameters.Dampening);
-                // Values only: the loss needs σ, not the factors (the block's compression takes its own SVD later).
-                var sigma = GramSpectrum.SingularValues(whitening.Apply(block.Weights(role), rows), rows, columns);
-                double tail = sigma.Skip(RankAllocation.Uniform(rows, columns, ratio)).Sum(s => s * s);
-                // H = (2/N)·XXᵀ, so the tail is (2/N)·‖(W − W′)X‖_F²: in the paper's unit, the error summed over the N tokens.
-                losses.Add((block.Layer, role, rows, columns, tail * site.Tokens / 2));
-            }
-        });
-        _allocated = new();
-        foreach (var type in losses.GroupBy(l => l.Role))
-        {
-            var group = type.ToList();
-            var ratios = RankAllocation.FromLosses([.. group.Select(l => (l.Rows, l.Columns, l.Loss))], ratio);
-            for (int i = 0; i < group.Count; i++) _allocated[(group[i].Layer, group[i].Role)] = LowRankFactors.RankForRatio(group[i].Rows, group[i].Columns, ratios[i]);
-        }
+        if (kind == LowRankKind.Fwsvd) _fisher = survey.Fisher(parameters.FisherSample);
+        if (parameters.Allocation == RankAllocationKind.Loss) _allocated = LossAllocation.Ranks(survey, parameters.Ratio!.Value, parameters.Dampening);
     }
 
     public void CompressBlock(BlockCompression block)
     {
+        if (kind == LowRankKind.Fwsvd && _fisher is null || parameters.Allocation == RankAllocationKind.Loss && _allocated is null)
+            throw new ShrinkException($"{Name}: {(kind == LowRankKind.Fwsvd ? "the Fisher information" : "allocation: loss")} needs a survey of the whole model " +
+                "before the first block, which only the compression pipeline takes (the planner measures one layer group at a time)");
         var targets = block.Targets;
         foreach (var role in targets)
         {
@@ -105,9 +84,6 @@ public sealed class LowRankMethod(LowRankKind kind, LowRankParameters parameters
             }
             return;
         }
-        if (kind == LowRankKind.Fwsvd && _fisher is null || parameters.Allocation == RankAllocationKind.Loss && _allocated is null)
-            throw new ShrinkException($"{Name}: {(kind == LowRankKind.Fwsvd ? "the Fisher information" : "allocation: loss")} needs a survey of the whole model " +
-                "before the first block, which only the compression pipeline takes (the planner measures one layer group at a time)");
         foreach (var role in targets)
         {
             var (rows, columns) = block.Shape(role);
@@ -201,11 +177,13 @@ public enum RankAllocationKind { Uniform, Spectrum, Loss }
 /// <summary>
 /// The keys of the low-rank methods: <c>ratio</c> in (0, 1) or <c>rank</c> ≥ 1 (one of them), <c>allocation</c>
 /// (uniform | spectrum | loss; both share a budget, so they need a ratio; loss is svd-llm's), <c>dtype</c> (f16 | bf16 | f32) of the stored factors, and per method
-/// <c>alpha</c> (asvd, default 0.5 as in the paper) and <c>dampening</c> (svd-llm: λ/mean(diag H) added before the
+/// <c>alpha</c> (asvd, default 0.5 as in the paper), <c>fisher</c> (fwsvd: token | sequence, what one squared gradient
+/// is taken over, <see cref="Training.FisherSample"/>; default token, measured better) and <c>dampening</c> (svd-llm: λ/mean(diag H) added before the
 /// Cholesky factorization, default 1e-6; raised tenfold while XXᵀ stays singular); <c>bits</c> (4 or 8), <c>group_size</c>,
 /// <c>symmetric</c> quantize the factors.
 /// </summary>
-public sealed record LowRankParameters(double? Ratio, int? Rank, RankAllocationKind Allocation, TensorType? StoredType, double Alpha, double Dampening, QuantScheme? FactorScheme)
+public sealed record LowRankParameters(double? Ratio, int? Rank, RankAllocationKind Allocation, TensorType? StoredType, double Alpha, double Dampening,
+    QuantScheme? FactorScheme, Training.FisherSample FisherSample)
 {
     /// <summary>svd-llm's default relative dampening of XXᵀ before its Cholesky factorization.</summary>
     public const double DefaultDampening = 1e-6;
@@ -226,9 +204,10 @@ public sealed record LowRankParameters(double? Ratio, int? Rank, RankAllocationK
         TensorType? type = p.Has("dtype") ? p.String("dtype", "", "f16", "bf16", "f32") switch { "f16" => TensorType.F16, "bf16" => TensorType.BF16, _ => TensorType.F32 } : null;
         double alpha = kind == LowRankKind.Asvd ? p.Double("alpha", 0.5, 0, 4) : 0;
         double dampening = kind == LowRankKind.SvdLlm ? p.Double("dampening", DefaultDampening, 0, 1) : 0;
+        var fisher = kind == LowRankKind.Fwsvd && p.String("fisher", "token", "token", "sequence") == "sequence" ? Training.FisherSample.Sequence : Training.FisherSample.Token;
         var scheme = p.Has("bits") ? SchemeParameters.Read(p) : null;
         if (scheme is not null && type is not null) throw Bad("dtype applies to float factors; quantized factors (bits) are stored as GPTQ codes and scales");
         if (scheme is { Bits: not (4 or 8) }) throw Bad($"bits: factors are quantized to 4 or 8 bits, not {scheme.Bits}");
-        return new LowRankParameters(ratio, rank, allocation, type, alpha, dampening, scheme);
+        return new LowRankParameters(ratio, rank, allocation, type, alpha, dampening, scheme, fisher);
     }
 }
