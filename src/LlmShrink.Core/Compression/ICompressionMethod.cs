@@ -15,6 +15,18 @@ public interface ICompressionMethod
 
     void CompressBlock(BlockCompression block);
 
+    /// <summary>
+    /// Whether the method must see the whole uncompressed model before the first block is compressed (fwsvd's Fisher
+    /// information, svd-llm's rank allocation across depths): the pipeline then calls <see cref="Survey"/> once per run.
+    /// </summary>
+    bool SurveysModel => false;
+
+    /// <summary>
+    /// Called once per pipeline run, before the first block, when <see cref="SurveysModel"/> is set; the method keeps what
+    /// it learns for this run's <see cref="CompressBlock"/> calls (a recipe's methods serve one run at a time).
+    /// </summary>
+    void Survey(ModelSurvey survey) { }
+
     /// <summary>Whether a recipe may point the method at lm_head (structured pruning has no head groups or channels there).</summary>
     bool CanTargetLmHead => true;
 }

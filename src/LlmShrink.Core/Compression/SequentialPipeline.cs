@@ -43,6 +43,7 @@ public sealed record PipelineResult(IReadOnlyList<LayerReport> Layers, long Comp
 /// block is calibrated on the activations the already-compressed blocks before it really produce, and only one
 /// block's activations and statistics exist at a time. Weights stay memory-mapped; non-F32 layers are decoded
 /// when their block runs. When the recipe targets lm_head, a head stage follows the last block (see <see cref="CompressHead"/>).
+/// Before the first block, the methods that must see the whole float model first survey it (<see cref="ModelSurvey"/>).
 /// </summary>
 public sealed class SequentialPipeline
 {
@@ -83,10 +84,11 @@ public sealed class SequentialPipeline
             hidden[s] = new float[length * d];
             _transformer.Embed(calibration.Samples[s], hidden[s]);
         }
-        ReleaseMapped(_model.Weights.Get(TensorNames.Embedding)); // only the sampled tokens' rows were read
         var scratch = new float[length * d];
         var removed = BlocksToRemove(hidden, scratch, progress, cancel);
         if (removed.Count > 0) sink?.BlocksRemoved(removed);
+        Survey(calibration, hidden, removed, progress, cancel);
+        ReleaseMapped(_model.Weights.Get(TensorNames.Embedding)); // only the sampled tokens' rows were read
         var reports = new List<LayerReport>();
         long writtenParameters = 0; // of the layers as finally written (counted, not kept: a block's layers are gigabytes)
         double writtenBits = 0;
@@ -214,6 +216,18 @@ public sealed class SequentialPipeline
             removed.UnionWith(((Methods.DropBlocksMethod)modifier.Method).Choose(c.NumLayers - removed.Count, candidates, influence));
         }
         return removed;
+    }
+
+    /// <summary>The whole-model look of each modifier that needs one (<see cref="ICompressionMethod.Survey"/>), in recipe order, on the float model.</summary>
+    private void Survey(CalibrationSet calibration, float[][] hidden, IReadOnlySet<int> removed, IProgress<PipelineProgress>? progress, CancellationToken cancel)
+    {
+        ModelSurvey? survey = null;
+        foreach (var modifier in _recipe.Modifiers.Where(m => m.Method.SurveysModel))
+        {
+            survey ??= new ModelSurvey(_model, _transformer, calibration, hidden, removed, progress, cancel);
+            survey.Targets = modifier.Targets;
+            modifier.Method.Survey(survey);
+        }
     }
 
     /// <summary>

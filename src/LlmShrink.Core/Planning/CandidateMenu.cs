@@ -86,6 +86,8 @@ public static class CandidateMenu
                 // Validated now, as a recipe is, so a bad value is an error naming the menu rather than a failure mid-plan.
                 try { _ = candidate.Methods(); }
                 catch (ShrinkException e) { throw ShrinkException.InFile(where, $"candidate '{candidate.Name}' is not a valid modifier: {e.Message}"); }
+                if (candidate.Methods().Any(m => m.SurveysModel))
+                    throw ShrinkException.InFile(where, $"candidate '{candidate.Name}' needs a survey of the whole model before the first block; the planner measures one layer group at a time");
                 candidates.Add(candidate);
             }
         }
@@ -111,7 +113,7 @@ public static class CandidateMenu
             throw ShrinkException.InFile(source, "each candidate step needs 'method: NAME'");
         if (!PerGroup.Contains(method))
             throw ShrinkException.InFile(source, MethodRegistry.Names.Contains(method)
-                ? $"method '{method}' cannot be a per-layer candidate: it changes a block's shape or rescales layers of other groups (candidates: {string.Join(", ", PerGroup)})"
+                ? $"method '{method}' cannot be a per-layer candidate: it changes a block's shape, rescales layers of other groups, or needs a survey of the whole model (candidates: {string.Join(", ", PerGroup)})"
                 : $"unknown method '{method}' (candidates: {string.Join(", ", PerGroup)})");
         if (entry.Keys.FirstOrDefault(k => k is "targets" or "ignore") is { } key)
             throw ShrinkException.InFile(source, $"candidate '{method}': '{key}' is chosen by the planner, not the menu");

@@ -197,7 +197,7 @@ public sealed class TrainableModel
         if (dLogits.Length != n * c.VocabSize) throw new ArgumentException($"dLogits must hold {n}×{c.VocabSize} floats", nameof(dLogits));
         var dx = Zeroed(_dx, n * d);
         var dNorm = Zeroed(_dNorm, n * d);
-        LinearOp.Backward(dLogits, _finalNorm, LmHead, null, dNorm, n);
+        LinearBackward(dLogits, _finalNorm, LmHead, null, dNorm, n);
         if (!dHidden.IsEmpty)
         {
             if (dHidden.Length != n * d) throw new ArgumentException($"dHidden must hold {n}×{d} floats", nameof(dHidden));
@@ -213,6 +213,21 @@ public sealed class TrainableModel
         EmbeddingOp.Backward(_tokens, dx, Embedding);
     }
 
+    /// <summary>∂L/∂Y [n, out] and X [n, in] of one linear's backward, with its weight: what per-position gradient statistics read.</summary>
+    public delegate void LinearBackwardObserver(Parameter weight, ReadOnlySpan<float> dy, ReadOnlySpan<float> x, int n);
+
+    /// <summary>
+    /// Called after each linear's backward (lm_head's first, then each block's in reverse), while ∂L/∂Y is still at hand:
+    /// the weight gradient dYᵀ·X sums every position's outer product, which a statistic per position needs apart.
+    /// </summary>
+    public LinearBackwardObserver? ObserveLinearBackward { get; set; }
+
+    private void LinearBackward(ReadOnlySpan<float> dy, ReadOnlySpan<float> x, Parameter weight, Parameter? bias, Span<float> dx, int n)
+    {
+        LinearOp.Backward(dy, x, weight, bias, dx, n);
+        ObserveLinearBackward?.Invoke(weight, dy[..(n * weight.Rows)], x[..(n * weight.Columns)], n);
+    }
+
     /// <summary>Block <paramref name="layer"/>'s backward: _dx holds ∂L/∂(block output) on entry and ∂L/∂(block input) on return.</summary>
     private void BlockBackward(int layer)
     {
@@ -225,18 +240,18 @@ public sealed class TrainableModel
 
         // MLP: output = Mid + down(SwiGLU(gate(norm(Mid)), up(norm(Mid)))); dx passes the residual unchanged.
         var dAct = Zeroed(_dAct, n * ffn);
-        LinearOp.Backward(dx, a.Act, b.Down, null, dAct, n);
+        LinearBackward(dx, a.Act, b.Down, null, dAct, n);
         var dGate = Zeroed(_dGate, n * ffn);
         var dUp = Zeroed(_dUp, n * ffn);
         SwiGluOp.Backward(dAct, a.Gate.AsSpan(0, n * ffn), a.Up, dGate, dUp);
         var dNorm = Zeroed(_dNorm, n * d);
-        LinearOp.Backward(dGate, a.Norm2, b.Gate, null, dNorm, n);
-        LinearOp.Backward(dUp, a.Norm2, b.Up, null, dNorm, n);
+        LinearBackward(dGate, a.Norm2, b.Gate, null, dNorm, n);
+        LinearBackward(dUp, a.Norm2, b.Up, null, dNorm, n);
         RmsNormOp.Backward(dNorm, a.Mid, b.FfnNorm.Value, a.Rstd2, dx, b.FfnNorm.Grad, n);
 
         // Attention: Mid = Input + o(attention(rope(q), rope(k), v)) with q, k, v from norm(Input).
         var dAttention = Zeroed(_dAttention, n * qDim);
-        LinearOp.Backward(dx, a.Attention, b.O, null, dAttention, n);
+        LinearBackward(dx, a.Attention, b.O, null, dAttention, n);
         Zeroed(_dQ, n * qDim);
         Zeroed(_dK, n * kvDim);
         Zeroed(_dV, n * kvDim);
@@ -255,9 +270,9 @@ public sealed class TrainableModel
             dK = dKRaw;
         }
         dNorm = Zeroed(_dNorm, n * d);
-        LinearOp.Backward(dQ, a.Norm1, b.Q, b.QBias, dNorm, n);
-        LinearOp.Backward(dK, a.Norm1, b.K, b.KBias, dNorm, n);
-        LinearOp.Backward(_dV.AsSpan(0, n * kvDim), a.Norm1, b.V, b.VBias, dNorm, n);
+        LinearBackward(dQ, a.Norm1, b.Q, b.QBias, dNorm, n);
+        LinearBackward(dK, a.Norm1, b.K, b.KBias, dNorm, n);
+        LinearBackward(_dV.AsSpan(0, n * kvDim), a.Norm1, b.V, b.VBias, dNorm, n);
         RmsNormOp.Backward(dNorm, _inputs[layer], b.AttnNorm.Value, a.Rstd1, dx, b.AttnNorm.Grad, n);
     }
 

@@ -16,20 +16,32 @@ public enum LowRankKind
     Asvd,
     /// <summary><c>svd-llm</c> (Wang et al. 2024, §3.1): T = chol(XXᵀ), so each dropped singular value is exactly its output loss.</summary>
     SvdLlm,
+    /// <summary>
+    /// <c>fwsvd</c> (Hsu et al. 2022): T = I with the output rows weighted by D = diag(√I_i), I_i the Fisher information of
+    /// row i (<see cref="Training.FisherInformation"/>), so the rows the loss is most sensitive to are kept first.
+    /// </summary>
+    Fwsvd,
 }
 
 /// <summary>
-/// Replaces each targeted linear by two factors U·V (<see cref="LowRankFactors"/>) from the truncated SVD of W·T.
-/// The rank comes from <c>rank</c> (explicit) or <c>ratio</c> (the fraction of the parameters removed); with
-/// <c>allocation: spectrum</c> the block's targets share one budget of (1 − ratio)·Σ mn values, spent where the
-/// transformed spectra say it removes the most relative error (<see cref="RankAllocation.FromSpectra"/>). A rank that
+/// Replaces each targeted linear by two factors U·V (<see cref="LowRankFactors"/>) from the truncated SVD of D·W·T
+/// (<see cref="WeightSpectrum"/>). The rank comes from <c>rank</c> (explicit) or <c>ratio</c> (the fraction of the
+/// parameters removed); with <c>allocation: spectrum</c> the block's targets share one budget of (1 − ratio)·Σ mn values,
+/// spent where the transformed spectra say it removes the most relative error (<see cref="RankAllocation.FromSpectra"/>);
+/// with <c>allocation: loss</c> (svd-llm) the matrices of each type share one budget across depths, split by their
+/// whitened truncation losses on the float model (SVD-LLM V2, <see cref="RankAllocation.FromLosses"/>), which a survey of
+/// the whole model measures before the first block is compressed. fwsvd's survey is the Fisher information. A rank that
 /// does not pay (r ≥ mn/(m + n)) leaves the layer dense, and its report line says so. The factors are stored in
 /// <c>dtype</c>: by default the checkpoint's own 16-bit type, F16 for a float32 checkpoint — or, with <c>bits</c> (and
 /// <c>group_size</c>, <c>symmetric</c>, as for GPTQ), quantized themselves (<see cref="QuantizedFactors"/>).
 /// </summary>
 public sealed class LowRankMethod(LowRankKind kind, LowRankParameters parameters) : ICompressionMethod
 {
-    public string Name => kind switch { LowRankKind.Svd => "svd", LowRankKind.Asvd => "asvd", _ => "svd-llm" };
+    // What the survey of this run found: fwsvd's Fisher information, or the ranks allocation: loss chose by (block, role).
+    private Training.FisherInformation? _fisher;
+    private Dictionary<(int Layer, LinearRole Role), int>? _allocated;
+
+    public string Name => kind switch { LowRankKind.Svd => "svd", LowRankKind.Asvd => "asvd", LowRankKind.Fwsvd => "fwsvd", _ => "svd-llm" };
     public StatisticsNeeds Needs => (parameters.FactorScheme is null ? StatisticsNeeds.None : StatisticsNeeds.Hessian) | kind switch
     {
         LowRankKind.Asvd => StatisticsNeeds.ChannelMagnitudes,
@@ -37,11 +49,22 @@ public sealed class LowRankMethod(LowRankKind kind, LowRankParameters parameters
         _ => StatisticsNeeds.None,
     };
 
+    public bool SurveysModel => kind == LowRankKind.Fwsvd || parameters.Allocation == RankAllocationKind.Loss;
+
     public static Func<RecipeParameters, ICompressionMethod> FromRecipe(LowRankKind kind) =>
         p => new LowRankMethod(kind, LowRankParameters.Read(p, kind));
 
+    public void Survey(ModelSurvey survey)
+    {
+        if (kind == LowRankKind.Fwsvd) _fisher = survey.Fisher(parameters.FisherSample);
+        if (parameters.Allocation == RankAllocationKind.Loss) _allocated = LossAllocation.Ranks(survey, parameters.Ratio!.Value, parameters.Dampening);
+    }
+
     public void CompressBlock(BlockCompression block)
     {
+        if (kind == LowRankKind.Fwsvd && _fisher is null || parameters.Allocation == RankAllocationKind.Loss && _allocated is null)
+            throw new ShrinkException($"{Name}: {(kind == LowRankKind.Fwsvd ? "the Fisher information" : "allocation: loss")} needs a survey of the whole model " +
+                "before the first block, which only the compression pipeline takes (the planner measures one layer group at a time)");
         var targets = block.Targets;
         foreach (var role in targets)
         {
@@ -64,7 +87,10 @@ public sealed class LowRankMethod(LowRankKind kind, LowRankParameters parameters
         foreach (var role in targets)
         {
             var (rows, columns) = block.Shape(role);
-            StoreIfItPays(block, role, parameters.Rank ?? RankAllocation.Uniform(rows, columns, parameters.Ratio!.Value), () => Spectrum(block, role));
+            // A matrix the loss survey did not see (lm_head, alone of its type) keeps the uniform ratio, as a group of one would.
+            int rank = parameters.Rank ?? (_allocated is not null && _allocated.TryGetValue((block.Layer, role), out int allocated) ? allocated
+                : RankAllocation.Uniform(rows, columns, parameters.Ratio!.Value));
+            StoreIfItPays(block, role, rank, () => Spectrum(block, role));
         }
     }
 
@@ -114,9 +140,21 @@ public sealed class LowRankMethod(LowRankKind kind, LowRankParameters parameters
         {
             LowRankKind.Svd => InputTransform.Identity(columns),
             LowRankKind.Asvd => InputTransform.Diagonal(ActivationScales(block.Statistics(site).AbsMean(), parameters.Alpha)),
-            _ => InputTransform.Whitening(block.Statistics(site).Hessian(), columns, parameters.Dampening),
+            LowRankKind.SvdLlm => InputTransform.Whitening(block.Statistics(site).Hessian(), columns, parameters.Dampening),
+            _ => InputTransform.Identity(columns),
         };
-        return WeightSpectrum.Of(block.Weights(role), rows, columns, transform);
+        var rowScale = kind == LowRankKind.Fwsvd ? FisherScales(_fisher!.Rows(block.Layer, role)) : null;
+        return WeightSpectrum.Of(block.Weights(role), rows, columns, transform, rowScale: rowScale);
+    }
+
+    /// <summary>
+    /// FWSVD's row weights d_i = √I_i. A row whose gradient was zero on every calibration sequence takes the smallest
+    /// nonzero row's weight, so D stays invertible and such rows are simply fitted least (as ASVD treats dead channels).
+    /// </summary>
+    public static double[] FisherScales(double[] fisher)
+    {
+        double floor = fisher.Where(f => f > 0 && double.IsFinite(f)).DefaultIfEmpty(1).Min();
+        return Array.ConvertAll(fisher, f => Math.Sqrt(f > 0 && double.IsFinite(f) ? f : floor));
     }
 
     /// <summary>
@@ -130,17 +168,22 @@ public sealed class LowRankMethod(LowRankKind kind, LowRankParameters parameters
     }
 }
 
-/// <summary>Whether a low-rank method's ratio applies to each matrix alike or to the block's targets together.</summary>
-public enum RankAllocationKind { Uniform, Spectrum }
+/// <summary>
+/// Whether a low-rank method's ratio applies to each matrix alike, to the block's targets together (spectrum), or to
+/// each layer type across depths by truncation loss (loss: SVD-LLM V2).
+/// </summary>
+public enum RankAllocationKind { Uniform, Spectrum, Loss }
 
 /// <summary>
 /// The keys of the low-rank methods: <c>ratio</c> in (0, 1) or <c>rank</c> ≥ 1 (one of them), <c>allocation</c>
-/// (uniform | spectrum; spectrum needs a ratio), <c>dtype</c> (f16 | bf16 | f32) of the stored factors, and per method
-/// <c>alpha</c> (asvd, default 0.5 as in the paper) and <c>dampening</c> (svd-llm: λ/mean(diag H) added before the
+/// (uniform | spectrum | loss; both share a budget, so they need a ratio; loss is svd-llm's), <c>dtype</c> (f16 | bf16 | f32) of the stored factors, and per method
+/// <c>alpha</c> (asvd, default 0.5 as in the paper), <c>fisher</c> (fwsvd: token | sequence, what one squared gradient
+/// is taken over, <see cref="Training.FisherSample"/>; default token, measured better) and <c>dampening</c> (svd-llm: λ/mean(diag H) added before the
 /// Cholesky factorization, default 1e-6; raised tenfold while XXᵀ stays singular); <c>bits</c> (4 or 8), <c>group_size</c>,
 /// <c>symmetric</c> quantize the factors.
 /// </summary>
-public sealed record LowRankParameters(double? Ratio, int? Rank, RankAllocationKind Allocation, TensorType? StoredType, double Alpha, double Dampening, QuantScheme? FactorScheme)
+public sealed record LowRankParameters(double? Ratio, int? Rank, RankAllocationKind Allocation, TensorType? StoredType, double Alpha, double Dampening,
+    QuantScheme? FactorScheme, Training.FisherSample FisherSample)
 {
     /// <summary>svd-llm's default relative dampening of XXᵀ before its Cholesky factorization.</summary>
     public const double DefaultDampening = 1e-6;
@@ -153,14 +196,18 @@ public sealed record LowRankParameters(double? Ratio, int? Rank, RankAllocationK
         if (ratio is null == rank is null) throw Bad("give either ratio (the fraction of parameters removed) or rank");
         if (ratio is { } r && !(r > 0 && r < 1)) throw Bad($"ratio: {r} is outside (0, 1)");
         if (rank is <= 0) throw Bad($"rank: {rank} must be positive");
-        var allocation = p.String("allocation", "uniform", "uniform", "spectrum") == "spectrum" ? RankAllocationKind.Spectrum : RankAllocationKind.Uniform;
-        if (allocation == RankAllocationKind.Spectrum && ratio is null) throw Bad("allocation: spectrum shares a parameter budget: give ratio, not rank");
+        string allocationName = p.String("allocation", "uniform", "uniform", "spectrum", "loss");
+        var allocation = allocationName switch { "spectrum" => RankAllocationKind.Spectrum, "loss" => RankAllocationKind.Loss, _ => RankAllocationKind.Uniform };
+        if (allocation != RankAllocationKind.Uniform && ratio is null) throw Bad($"allocation: {allocationName} shares a parameter budget: give ratio, not rank");
+        if (allocation == RankAllocationKind.Loss && kind != LowRankKind.SvdLlm)
+            throw Bad("allocation: loss compares whitened truncation losses (SVD-LLM V2): svd-llm only");
         TensorType? type = p.Has("dtype") ? p.String("dtype", "", "f16", "bf16", "f32") switch { "f16" => TensorType.F16, "bf16" => TensorType.BF16, _ => TensorType.F32 } : null;
         double alpha = kind == LowRankKind.Asvd ? p.Double("alpha", 0.5, 0, 4) : 0;
         double dampening = kind == LowRankKind.SvdLlm ? p.Double("dampening", DefaultDampening, 0, 1) : 0;
+        var fisher = kind == LowRankKind.Fwsvd && p.String("fisher", "token", "token", "sequence") == "sequence" ? Training.FisherSample.Sequence : Training.FisherSample.Token;
         var scheme = p.Has("bits") ? SchemeParameters.Read(p) : null;
         if (scheme is not null && type is not null) throw Bad("dtype applies to float factors; quantized factors (bits) are stored as GPTQ codes and scales");
         if (scheme is { Bits: not (4 or 8) }) throw Bad($"bits: factors are quantized to 4 or 8 bits, not {scheme.Bits}");
-        return new LowRankParameters(ratio, rank, allocation, type, alpha, dampening, scheme);
+        return new LowRankParameters(ratio, rank, allocation, type, alpha, dampening, scheme, fisher);
     }
 }

@@ -26,6 +26,8 @@ public static class MethodRegistry
         ["svd"] = (LowRankMethod.FromRecipe(LowRankKind.Svd), true),
         ["asvd"] = (LowRankMethod.FromRecipe(LowRankKind.Asvd), true),
         ["svd-llm"] = (LowRankMethod.FromRecipe(LowRankKind.SvdLlm), true),
+        // fwsvd's row weights are the Fisher information of the whole model's loss, from a survey before the first block.
+        ["fwsvd"] = (LowRankMethod.FromRecipe(LowRankKind.Fwsvd), false),
         ["eora"] = (EoraMethod.FromRecipe, true),
     };
 

@@ -32,12 +32,12 @@ public static class RecipePresets
         """;
 
     /// <summary>Block linears factored (lm_head kept) so that each stores at most (1 − ratio) of its values.</summary>
-    private static string LowRank(string method, double ratio) => $"""
+    private static string LowRank(string method, double ratio, string extra = "") => $"""
         modifiers:
           - method: {method}
             targets: [Linear]
             ignore: [lm_head]
-            ratio: {ratio.ToString(System.Globalization.CultureInfo.InvariantCulture)}
+            ratio: {ratio.ToString(System.Globalization.CultureInfo.InvariantCulture)}{extra}
         """;
 
     /// <summary><paramref name="quantized"/>, then an <c>eora</c> modifier of <paramref name="rank"/> on the same layers (block linears, lm_head kept).</summary>
@@ -121,11 +121,14 @@ public static class RecipePresets
         ["ffn-20"] = Structured("prune-ffn", 0.2),
         ["heads-25"] = Structured("prune-heads", 0.25),
         // Low-rank: a fifth (or two fifths) of every block linear's parameters removed by truncating its SVD — of W itself,
-        // of W·diag(mean|x|)^½ (ASVD), or of W·chol(XXᵀ) (SVD-LLM's whitening).
+        // of W·diag(mean|x|)^½ (ASVD), of W·chol(XXᵀ) (SVD-LLM's whitening), or of diag(√Fisher)·W (FWSVD). V2: the
+        // same two fifths of each layer type, spread over the depths by whitened truncation loss (SVD-LLM V2).
         ["svd-20"] = LowRank("svd", 0.2),
+        ["fwsvd-20"] = LowRank("fwsvd", 0.2),
         ["asvd-20"] = LowRank("asvd", 0.2),
         ["svd-llm-20"] = LowRank("svd-llm", 0.2),
         ["svd-llm-40"] = LowRank("svd-llm", 0.4),
+        ["svd-llm-v2-40"] = LowRank("svd-llm", 0.4, "\n    allocation: loss"),
         // 3-bit GPTQ, then EoRA: a rank-32 correction of each layer's quantization error in the inputs' eigenspace.
         ["w3g128-gptq-eora32"] = Compensated(WeightOnly("gptq", 3, 128), 32),
     };
