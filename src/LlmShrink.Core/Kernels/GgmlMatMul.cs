@@ -368,31 +368,40 @@ public static unsafe class GgmlMatMul
     private static float DotQ6_K(byte* w, sbyte* q, float* scales, int blocks)
     {
         var acc = Vector256<float>.Zero;
-        var mask = Vector256.Create((byte)0xF);
-        var three = Vector256.Create((byte)3);
-        var offset = Vector256.Create((sbyte)32);
         for (int b = 0; b < blocks; b++, w += 210, q += 256)
         {
             var groupScales = Vector128.Load((sbyte*)(w + 192));
-            var isum = Vector256<int>.Zero;
-            for (int half = 0; half < 2; half++)
-            {
-                byte* ql = w + 64 * half, qh = w + 128 + 32 * half;
-                sbyte* x = q + 128 * half;
-                var lowA = Vector256.Load(ql);
-                var lowB = Vector256.Load(ql + 32);
-                var high = Vector256.Load(qh);
-                for (int k = 0; k < 4; k++)
-                {
-                    var nibbles = k switch { 0 => lowA & mask, 1 => lowB & mask, 2 => lowA >>> 4, _ => lowB >>> 4 };
-                    var codes = (nibbles | ((high >>> (2 * k)) & three) << 4).AsSByte() - offset;
-                    var pairs = Avx2.MultiplyAddAdjacent(Avx2.Abs(codes), Avx2.Sign(Vector256.Load(x + 32 * k), codes));
-                    isum += Avx2.MultiplyAddAdjacent(pairs, GroupScales(groupScales, 8 * half + 2 * k));
-                }
-            }
+            var isum = Q6Half(w, q, groupScales, 0) + Q6Half(w + 64, q + 128, groupScales, 1);
             acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(isum), Vector256.Create(Fp16(w + 208) * scales[b]), acc);
         }
         return Vector256.Sum(acc);
+    }
+
+    /// <summary>
+    /// One half (128 elements) of a Q6_K super-block: element 32k + i takes the low or high nibble of byte i of
+    /// <c>ql</c> (k even: low) and bits 2k, 2k + 1 of byte i of <c>qh</c>. Written out with constant shifts and a constant
+    /// <paramref name="half"/> (inlined twice): the loop over k with a variable byte shift compiled to a slow path.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Q6Half(byte* ql, sbyte* x, Vector128<sbyte> groupScales, int half)
+    {
+        var mask = Vector256.Create((byte)0xF);
+        var lowA = Vector256.Load(ql);
+        var lowB = Vector256.Load(ql + 32);
+        var high = Vector256.Load(ql + 128 - 32 * half);
+        return Q6Group((lowA & mask) | ((high & Vector256.Create((byte)0x03)) << 4), x, GroupScales(groupScales, 8 * half))
+             + Q6Group((lowB & mask) | ((high & Vector256.Create((byte)0x0C)) << 2), x + 32, GroupScales(groupScales, 8 * half + 2))
+             + Q6Group((lowA >>> 4) | (high & Vector256.Create((byte)0x30)), x + 64, GroupScales(groupScales, 8 * half + 4))
+             + Q6Group((lowB >>> 4) | ((high & Vector256.Create((byte)0xC0)) >>> 2), x + 96, GroupScales(groupScales, 8 * half + 6));
+    }
+
+    /// <summary>32 codes q ∈ [0, 63] against 32 activations: Σ_group sc·Σ (q − 32)·q_x in eight int32 lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Q6Group(Vector256<byte> codes, sbyte* x, Vector256<short> scales)
+    {
+        var signed = codes.AsSByte() - Vector256.Create((sbyte)32);
+        var pairs = Avx2.MultiplyAddAdjacent(Avx2.Abs(signed), Avx2.Sign(Vector256.Load(x), signed));
+        return Avx2.MultiplyAddAdjacent(pairs, scales);
     }
 
     /// <summary>Sixteen int16 lanes: the signed scale of group <paramref name="group"/> in the low eight, of the next group in the high eight.</summary>
