@@ -199,7 +199,7 @@ static class Benchmarks
 
     /// <summary>
     /// Decode's matrix × vector (n = 1) on every weight format read in place: F32 (MatMul), BF16 and F16
-    /// (HalfWidthMatMul) and the ggml blocks with a kernel (GgmlMatMul). Random code bytes under a small fp16 d, so every
+    /// (HalfWidthMatMul; F16 as FiniteFloat16, which a model's F16 tensors without infinities run) and the ggml blocks with a kernel (GgmlMatMul). Random code bytes under a small fp16 d, so every
     /// block is valid. With --copies C the calls cycle through C different matrices of each type, so that with C·size
     /// above the L3 every call streams its matrix from DRAM, as decoding a whole model does; GB/s counts the bytes each
     /// format stores, against the read bandwidth measured in-process (HardwareLimits) for the same thread count.
@@ -232,7 +232,7 @@ static class Benchmarks
                 {
                     TensorType.F32 => () => MatMul.Multiply(x, (float*)matrices[next++ % copies], y, 1, inDim, outDim, WorkerPool.Shared, threads),
                     TensorType.BF16 => () => new HalfWidthMatMul<Bfloat16>((ushort*)matrices[next++ % copies], inDim, outDim).Multiply(x, y, 1, WorkerPool.Shared, threads),
-                    TensorType.F16 => () => new HalfWidthMatMul<Float16>((ushort*)matrices[next++ % copies], inDim, outDim).Multiply(x, y, 1, WorkerPool.Shared, threads),
+                    TensorType.F16 => () => new HalfWidthMatMul<FiniteFloat16>((ushort*)matrices[next++ % copies], inDim, outDim).Multiply(x, y, 1, WorkerPool.Shared, threads),
                     _ => () => GgmlMatMul.Multiply(type, x, matrices[next++ % copies], y, 1, inDim, outDim, WorkerPool.Shared, threads),
                 };
                 double best = BestOf(reps, call);

@@ -30,6 +30,7 @@ public class HalfWidthLinearTests
         for (int i = 0; i < n; i++)
             for (int j = 0; j < outDim; j++)
             {
+                if (!float.IsFinite(expected[i * outDim + j])) { Assert.Equal(expected[i * outDim + j], actual[i * outDim + j]); continue; }
                 double magnitude = 0;
                 for (int k = 0; k < inDim; k++) magnitude += Math.Abs(x[i * inDim + k] * Widen(w[j * inDim + k], f16));
                 float error = Math.Abs(actual[i * outDim + j] - expected[i * outDim + j]);
@@ -47,6 +48,7 @@ public class HalfWidthLinearTests
     {
         Check<Bfloat16>(n, inDim, outDim, f16: false);
         Check<Float16>(n, inDim, outDim, f16: true);
+        Check<FiniteFloat16>(n, inDim, outDim, f16: true);
     }
 
     private static void Check<TFormat>(int n, int inDim, int outDim, bool f16) where TFormat : struct, IHalfWidthFormat
@@ -93,6 +95,36 @@ public class HalfWidthLinearTests
             }
     }
 
+    /// <summary>
+    /// The finite-only widening is exact for every binary16 pattern but infinities and NaNs (all 63488 of them, both
+    /// signs, zeros and subnormals included), and the check that routes a tensor to it finds a single non-finite value.
+    /// </summary>
+    [Fact]
+    public unsafe void FiniteFloat16_widening_is_exact_for_every_finite_bit_pattern()
+    {
+        var finite = Enumerable.Range(0, 65536).Select(i => (ushort)i).Where(b => (b & 0x7C00) != 0x7C00).ToArray();
+        Assert.Equal(63488, finite.Length);
+        var widened = new float[16];
+        fixed (ushort* p = finite)
+        {
+            Assert.True(FiniteFloat16.HoldsOnlyFinite(p, finite.Length));
+            for (int i = 0; i < finite.Length; i += 16)
+            {
+                if (System.Runtime.Intrinsics.X86.Avx512F.IsSupported) FiniteFloat16.Widen(p + i).CopyTo(widened);
+                else for (int l = 0; l < 16; l++) widened[l] = FiniteFloat16.Widen(finite[i + l]);
+                for (int l = 0; l < 16; l++)
+                    Assert.Equal(BitConverter.SingleToUInt32Bits((float)BitConverter.UInt16BitsToHalf(finite[i + l])), BitConverter.SingleToUInt32Bits(widened[l]));
+            }
+        }
+        foreach (ushort special in new ushort[] { 0x7C00, 0xFC00, 0x7E00, 0xFD01 })
+            foreach (int at in new[] { 0, 31, 32, 1000, 1024 }) // in a vector, at its edge, in the scalar tail
+            {
+                var values = new ushort[1025];
+                values[at] = special;
+                fixed (ushort* p = values) Assert.False(FiniteFloat16.HoldsOnlyFinite(p, values.Length), $"0x{special:X4} at {at}");
+            }
+    }
+
     [Fact]
     public void Widening_is_exact_and_agrees_with_the_float32_layer()
     {
@@ -112,16 +144,18 @@ public class HalfWidthLinearTests
     public void FromStored_reads_bf16_and_f16_in_place()
     {
         FromStored<Bfloat16>(TensorType.BF16);
-        FromStored<Float16>(TensorType.F16);
+        FromStored<FiniteFloat16>(TensorType.F16);
+        FromStored<Float16>(TensorType.F16, infinity: true); // one infinite weight: the exact path for every pattern
     }
 
-    private static void FromStored<TFormat>(TensorType type) where TFormat : struct, IHalfWidthFormat
+    private static void FromStored<TFormat>(TensorType type, bool infinity = false) where TFormat : struct, IHalfWidthFormat
     {
         using var dir = new TempDir();
         var random = new Random(8);
         int inDim = 48, outDim = 6;
         bool f16 = type == TensorType.F16;
         var (x, w) = RandomProblem(random, 1, inDim, outDim, f16);
+        if (infinity) w[100] = 0x7C00;
         string path = dir.File("weights.bin");
         var bytes = new byte[2 * w.Length];
         Buffer.BlockCopy(w, 0, bytes, 0, bytes.Length);

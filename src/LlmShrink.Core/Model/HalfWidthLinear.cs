@@ -17,8 +17,7 @@ public sealed unsafe class HalfWidthLinear<TFormat> : Linear where TFormat : str
     public HalfWidthLinear(StoredTensor weight, float[]? bias)
         : this((ushort*)weight.Pointer, weight, checked((int)weight.Columns), checked((int)weight.Rows), bias)
     {
-        var expected = typeof(TFormat) == typeof(Float16) ? TensorType.F16 : TensorType.BF16;
-        if (weight.Type != expected) throw new ArgumentException($"{weight} is not {expected}", nameof(weight));
+        if (weight.Type != TFormat.Stored) throw new ArgumentException($"{weight} is not {TFormat.Stored}", nameof(weight));
     }
 
     /// <summary>16-bit values [out, in] in memory (copied into a pinned array).</summary>
