@@ -50,12 +50,13 @@ public abstract class Linear
         TensorShapes.Expect(weight, outFeatures, inFeatures);
         if (bias is not null && bias.Length != outFeatures) throw new ArgumentException($"bias has {bias.Length} entries, expected {outFeatures}", nameof(bias));
         // Q4_0, Q8_0, Q4_K, the I-quants but IQ1_S/IQ1_M, BF16 and F16 run on their stored form in place; every other encoding is decoded to float32 once.
-        // F16 without infinities or NaNs (every trained model's; one read of the tensor to know) widens in a third of the instructions.
+        // F16 without infinities or NaNs (every trained model's; one read of the tensor, at first use, to know) widens in a third of the instructions.
         if (GgmlMatMul.Supports(weight.Type)) return new GgmlLinear(weight, bias);
         if (weight.Type == TensorType.BF16) return new HalfWidthLinear<Bfloat16>(weight, bias);
         if (weight.Type == TensorType.F16)
-            return FiniteFloat16.HoldsOnlyFinite((ushort*)weight.Pointer, weight.ElementCount) ? new HalfWidthLinear<FiniteFloat16>(weight, bias)
-                                                                                         : new HalfWidthLinear<Float16>(weight, bias);
+            return new DeferredLinear(inFeatures, outFeatures, 2L * inFeatures * outFeatures, () =>
+                FiniteFloat16.HoldsOnlyFinite((ushort*)weight.Pointer, weight.ElementCount) ? new HalfWidthLinear<FiniteFloat16>(weight, bias)
+                                                                                          : new HalfWidthLinear<Float16>(weight, bias));
         return new DenseLinear(weight, bias);
     }
 }
