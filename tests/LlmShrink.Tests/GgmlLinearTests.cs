@@ -51,6 +51,8 @@ public unsafe class GgmlLinearTests
         { TensorType.IQ2_XXS, 1, 256, 7 }, { TensorType.IQ2_XXS, 1, 1024, 40 }, { TensorType.IQ2_XXS, 5, 512, 19 },
         { TensorType.IQ2_XS, 1, 256, 7 }, { TensorType.IQ2_XS, 1, 1024, 40 }, { TensorType.IQ2_XS, 5, 512, 19 },
         { TensorType.IQ2_S, 1, 256, 7 }, { TensorType.IQ2_S, 1, 1024, 40 }, { TensorType.IQ2_S, 5, 512, 19 },
+        // Integer prompts (Q4_0, Q8_0): whole groups of 8 W rows and 4 x rows only, then with leftovers of both.
+        { TensorType.Q4_0, 4, 512, 16 }, { TensorType.Q8_0, 8, 256, 32 }, { TensorType.Q8_0, 9, 1088, 19 },
         // Prompt tiles: several 512-element slices (the last one partial), more than one tile of 64 W rows.
         { TensorType.Q4_0, 7, 1568, 70 }, { TensorType.Q8_0, 3, 1088, 66 }, { TensorType.Q4_K, 4, 1280, 67 }, { TensorType.Q6_K, 4, 1280, 67 },
         { TensorType.IQ4_NL, 7, 1568, 70 }, { TensorType.IQ4_XS, 4, 1280, 67 }, { TensorType.IQ3_S, 4, 1280, 67 }, { TensorType.IQ2_S, 3, 1280, 66 },
@@ -58,8 +60,8 @@ public unsafe class GgmlLinearTests
 
     /// <summary>
     /// The scalar path equals the integer definition exactly. The fast path equals it up to float rounding for one row
-    /// (decode); for several rows (prompt) it multiplies dequantized float tiles, so it equals the float product of
-    /// x and the dequantized W up to float rounding.
+    /// (decode) and for Q4_0/Q8_0 prompts (int8 activations too); other prompts multiply dequantized float tiles, so
+    /// they equal the float product of x and the dequantized W up to float rounding.
     /// </summary>
     [Theory]
     [MemberData(nameof(Shapes))]
@@ -95,7 +97,7 @@ public unsafe class GgmlLinearTests
             GgmlMatMul.Multiply(type, x, pw, scalar, n, inDim, outDim, WorkerPool.Shared, 0, vectorized: false);
         }
         Assert.Equal(expected, scalar);
-        if (n > 1)
+        if (n > 1 && !GgmlMatMul.HasIntegerPrompt(type))
         {
             MatMul.Reference(x, w, expected, n, inDim, outDim);
             for (int i = 0; i < n; i++)

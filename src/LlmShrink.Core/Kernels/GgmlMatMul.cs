@@ -25,7 +25,7 @@ namespace LlmShrink.Kernels;
 /// are then the dequantized float product, without the activation rounding of the decode path.
 /// </para>
 /// </summary>
-public static unsafe class GgmlMatMul
+public static unsafe partial class GgmlMatMul
 {
     /// <summary>
     /// Float16's table is built before any kernel here is compiled: the kernels are compiled fully optimized on first
@@ -85,7 +85,7 @@ public static unsafe class GgmlMatMul
         MatMulShapes.Check(x.Length, y.Length, n, inDim, outDim);
         if (n == 0) return;
         pool ??= WorkerPool.Shared;
-        if (n > 1 && vectorized && Avx512F.IsSupported)
+        if (n > 1 && vectorized && Avx512F.IsSupported && !HasIntegerPrompt(type))
         {
             var decoder = t_decoder ??= new TileDecoder();
             decoder.Type = type; decoder.W = w; decoder.RowBytes = (int)TensorTypes.ByteCount(type, inDim);
@@ -114,6 +114,11 @@ public static unsafe class GgmlMatMul
         fixed (float* scales = t_scales, py = y)
         fixed (int* sums = t_sums, offsets = t_offsets)
         {
+            if (n > 1 && vectorized && HasIntegerPrompt(type))
+            {
+                MultiplyPrompt(type, w, q, scales, sums, py, n, inDim, outDim, pool, threads);
+                return;
+            }
             var job = t_job ??= new Job();
             job.Type = type; job.W = w; job.Q = q; job.Scales = scales; job.Offsets = offsets; job.Sums = sums; job.Y = py;
             job.Vectorized = vectorized; job.N = n; job.In = inDim; job.Out = outDim; job.RowBytes = (int)TensorTypes.ByteCount(type, inDim);

@@ -1,0 +1,188 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using LlmShrink.Formats;
+
+namespace LlmShrink.Kernels;
+
+/// <summary>
+/// The prompt (n &gt; 1) path of Q4_0 and Q8_0 on int8 activations, as decode and as llama.cpp's prompt: a worker takes
+/// 8 W rows at a time and re-lays their codes once so that 32-bit lane j of a vector holds 4 consecutive codes of row j
+/// (an 8×8 transpose of 4-byte groups per block), the interleaving llama.cpp's repacked Q4_0 gets by copying the
+/// model at load. Then one <c>vpdpbusd</c> against 4 activation bytes broadcast to every lane advances all 8 rows, a
+/// block's 8 of them leave each lane with that row's whole block dot, and the block scales apply as one vector
+/// (d_w of the 8 rows × d_x) with no horizontal sums. The re-laid rows (8 bytes per input) stay in L1/L2 while every
+/// activation row meets them, so their cost is O(out·in) against O(n·out·in) multiply-adds.
+/// <para>Against the float tiles it replaces (<see cref="TiledGemm"/>): <c>vpdpbusd</c> on 256 bits does 32
+/// multiply-adds, a 512-bit float FMA 16, at the same issue rate on Zen 4; .NET 10 exposes only the 256-bit
+/// AVX-VNNI form on this CPU (no <c>Avx512Vnni</c>), which caps the gain at the 2× of the instruction, less the
+/// conversion and scaling per block.</para>
+/// </summary>
+public static unsafe partial class GgmlMatMul
+{
+    /// <summary>Whether prompts of <paramref name="type"/> run on int8 activations (<see cref="MultiplyPrompt"/>).</summary>
+    public static bool HasIntegerPrompt(TensorType type) => AvxVnni.IsSupported && type is TensorType.Q4_0 or TensorType.Q8_0;
+
+    [ThreadStatic] private static byte[]? t_interleaved;
+    [ThreadStatic] private static float[]? t_rowScales;
+    [ThreadStatic] private static PromptJob? t_promptJob;
+
+    /// <summary>y = x·Wᵀ for n quantized activation rows (<paramref name="q"/>, one scale per 32, Σq per 32).</summary>
+    private static void MultiplyPrompt(TensorType type, byte* w, sbyte* q, float* scales, int* sums, float* y, int n, int inDim, int outDim,
+        WorkerPool pool, int threads)
+    {
+        var job = t_promptJob ??= new PromptJob();
+        job.Type = type; job.W = w; job.Q = q; job.Scales = scales; job.Sums = sums; job.Y = y;
+        job.N = n; job.In = inDim; job.Out = outDim; job.RowBytes = (int)TensorTypes.ByteCount(type, inDim);
+        pool.For((outDim + ItemRows - 1) / ItemRows, job, threads);
+        job.W = null; job.Q = null; job.Scales = null; job.Sums = null; job.Y = null;
+    }
+
+    private sealed class PromptJob : IParallelWork
+    {
+        public TensorType Type;
+        public byte* W;
+        public sbyte* Q;
+        public float* Scales, Y;
+        public int* Sums;
+        public int N, In, Out, RowBytes;
+
+        public void Execute(int begin, int end, int worker)
+        {
+            int blocks = In / 32, j0 = begin * ItemRows, j1 = Math.Min(end * ItemRows, Out);
+            if (t_interleaved is null || t_interleaved.Length < 8 * In) t_interleaved = GC.AllocateUninitializedArray<byte>(8 * In, pinned: true);
+            if (t_rowScales is null || t_rowScales.Length < 8 * blocks) t_rowScales = GC.AllocateUninitializedArray<float>(8 * blocks, pinned: true);
+            // Σ(w + c)·x − c·Σx = Σ w·x: Q4_0's nibbles are w + 8, Q8_0's codes XOR 0x80 are w + 128.
+            int offset = Type == TensorType.Q4_0 ? 8 : 128;
+            fixed (byte* codes = t_interleaved)
+            fixed (float* rowScales = t_rowScales)
+            {
+                int j = j0;
+                for (; j + 8 <= j1; j += 8)
+                {
+                    Interleave(Type, W + (long)j * RowBytes, RowBytes, blocks, codes, rowScales);
+                    int i = 0;
+                    for (; i + 4 <= N; i += 4) Rows4(codes, rowScales, Q + (long)i * In, Scales + (long)i * blocks, Sums + (long)i * blocks, offset, blocks, In, Y + (long)i * Out + j, Out);
+                    for (; i < N; i++) Row1(codes, rowScales, Q + (long)i * In, Scales + (long)i * blocks, Sums + (long)i * blocks, offset, blocks, Y + (long)i * Out + j);
+                }
+                // Fewer than 8 rows left: the decode kernels, row by row (same integer arithmetic, lanes summed instead).
+                for (; j < j1; j++)
+                    for (int i = 0; i < N; i++)
+                    {
+                        byte* row = W + (long)j * RowBytes;
+                        sbyte* qi = Q + (long)i * In;
+                        float* si = Scales + (long)i * blocks;
+                        Y[(long)i * Out + j] = Type == TensorType.Q4_0 ? DotQ4_0Prompt(row, qi, si, Sums + (long)i * blocks, blocks) : DotQ8_0Prompt(row, qi, si, Sums + (long)i * blocks, blocks);
+                    }
+            }
+        }
+    }
+
+    /// <summary>Q4_0 row dot with the lane starts computed here (the decode kernel takes them precomputed per block).</summary>
+    private static float DotQ4_0Prompt(byte* w, sbyte* q, float* scales, int* sums, int blocks)
+    {
+        int* starts = stackalloc int[blocks];
+        for (int b = 0; b < blocks; b++) starts[b] = -sums[b];
+        return DotQ4_0(w, q, scales, starts, blocks);
+    }
+
+    private static float DotQ8_0Prompt(byte* w, sbyte* q, float* scales, int* sums, int blocks)
+    {
+        int* starts = stackalloc int[blocks];
+        for (int b = 0; b < blocks; b++) starts[b] = -16 * sums[b];
+        return DotQ8_0Vnni(w, q, scales, starts, blocks);
+    }
+
+    /// <summary>A block's 32 codes as unsigned bytes w + c in element order (Q4_0: its nibbles; Q8_0: XOR 0x80).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> UnsignedCodes(TensorType type, byte* block) =>
+        type == TensorType.Q4_0 ? Nibbles(block + 2) : Vector256.Load(block + 2) ^ Vector256.Create((byte)0x80);
+
+    /// <summary>
+    /// 8 rows' unsigned codes, block by block: vector g of block b (32 bytes at <paramref name="codes"/> + 32·(8b + g))
+    /// holds in lane j the codes 4g..4g+3 of row j; <paramref name="rowScales"/>[8b + j] is row j's d.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Interleave(TensorType type, byte* w, int rowBytes, int blocks, byte* codes, float* rowScales)
+    {
+        int blockBytes = type == TensorType.Q4_0 ? 18 : 34;
+        for (int b = 0; b < blocks; b++, codes += 256, rowScales += 8)
+        {
+            byte* p = w + (long)b * blockBytes;
+            for (int j = 0; j < 8; j++) rowScales[j] = Fp16(p + (long)j * rowBytes);
+            // 8×8 transpose of 32-bit groups: pairs of rows, then pairs of pairs, then the two 128-bit halves.
+            var r0 = UnsignedCodes(type, p).AsInt32(); var r1 = UnsignedCodes(type, p + 1L * rowBytes).AsInt32(); var r2 = UnsignedCodes(type, p + 2L * rowBytes).AsInt32(); var r3 = UnsignedCodes(type, p + 3L * rowBytes).AsInt32();
+            var r4 = UnsignedCodes(type, p + 4L * rowBytes).AsInt32(); var r5 = UnsignedCodes(type, p + 5L * rowBytes).AsInt32(); var r6 = UnsignedCodes(type, p + 6L * rowBytes).AsInt32(); var r7 = UnsignedCodes(type, p + 7L * rowBytes).AsInt32();
+            var t0 = Avx2.UnpackLow(r0, r1); var t1 = Avx2.UnpackHigh(r0, r1); var t2 = Avx2.UnpackLow(r2, r3); var t3 = Avx2.UnpackHigh(r2, r3);
+            var t4 = Avx2.UnpackLow(r4, r5); var t5 = Avx2.UnpackHigh(r4, r5); var t6 = Avx2.UnpackLow(r6, r7); var t7 = Avx2.UnpackHigh(r6, r7);
+            var u0 = Avx2.UnpackLow(t0.AsInt64(), t2.AsInt64()); var u1 = Avx2.UnpackHigh(t0.AsInt64(), t2.AsInt64());
+            var u2 = Avx2.UnpackLow(t1.AsInt64(), t3.AsInt64()); var u3 = Avx2.UnpackHigh(t1.AsInt64(), t3.AsInt64());
+            var u4 = Avx2.UnpackLow(t4.AsInt64(), t6.AsInt64()); var u5 = Avx2.UnpackHigh(t4.AsInt64(), t6.AsInt64());
+            var u6 = Avx2.UnpackLow(t5.AsInt64(), t7.AsInt64()); var u7 = Avx2.UnpackHigh(t5.AsInt64(), t7.AsInt64());
+            Avx2.Permute2x128(u0, u4, 0x20).Store((long*)codes);
+            Avx2.Permute2x128(u1, u5, 0x20).Store((long*)(codes + 32));
+            Avx2.Permute2x128(u2, u6, 0x20).Store((long*)(codes + 64));
+            Avx2.Permute2x128(u3, u7, 0x20).Store((long*)(codes + 96));
+            Avx2.Permute2x128(u0, u4, 0x31).Store((long*)(codes + 128));
+            Avx2.Permute2x128(u1, u5, 0x31).Store((long*)(codes + 160));
+            Avx2.Permute2x128(u2, u6, 0x31).Store((long*)(codes + 192));
+            Avx2.Permute2x128(u3, u7, 0x31).Store((long*)(codes + 224));
+        }
+    }
+
+    /// <summary>
+    /// y[r, 0..8) for 4 activation rows against the 8 interleaved W rows. Each row keeps two integer chains (even and odd
+    /// groups) so that consecutive <c>vpdpbusd</c> do not wait on each other; each group's codes are loaded once for the 4.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Rows4(byte* codes, float* rowScales, sbyte* q, float* scales, int* sums, int offset, int blocks, int inDim, float* y, int yStride)
+    {
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        for (int b = 0; b < blocks; b++, codes += 256)
+        {
+            int* x0 = (int*)(q + 32 * b);
+            int* x1 = (int*)((sbyte*)x0 + inDim), x2 = (int*)((sbyte*)x1 + inDim), x3 = (int*)((sbyte*)x2 + inDim);
+            Vector256<int> e0 = Vector256.Create(-offset * sums[b]), e1 = Vector256.Create(-offset * sums[b + blocks]);
+            Vector256<int> e2 = Vector256.Create(-offset * sums[b + 2 * blocks]), e3 = Vector256.Create(-offset * sums[b + 3 * blocks]);
+            Vector256<int> o0 = default, o1 = default, o2 = default, o3 = default;
+            for (int g = 0; g < 8; g += 2)
+            {
+                var c = Vector256.Load(codes + 32 * g);
+                e0 = AvxVnni.MultiplyWideningAndAdd(e0, c, Vector256.Create(x0[g]).AsSByte());
+                e1 = AvxVnni.MultiplyWideningAndAdd(e1, c, Vector256.Create(x1[g]).AsSByte());
+                e2 = AvxVnni.MultiplyWideningAndAdd(e2, c, Vector256.Create(x2[g]).AsSByte());
+                e3 = AvxVnni.MultiplyWideningAndAdd(e3, c, Vector256.Create(x3[g]).AsSByte());
+                c = Vector256.Load(codes + 32 * g + 32);
+                o0 = AvxVnni.MultiplyWideningAndAdd(o0, c, Vector256.Create(x0[g + 1]).AsSByte());
+                o1 = AvxVnni.MultiplyWideningAndAdd(o1, c, Vector256.Create(x1[g + 1]).AsSByte());
+                o2 = AvxVnni.MultiplyWideningAndAdd(o2, c, Vector256.Create(x2[g + 1]).AsSByte());
+                o3 = AvxVnni.MultiplyWideningAndAdd(o3, c, Vector256.Create(x3[g + 1]).AsSByte());
+            }
+            var dw = Vector256.Load(rowScales + 8 * b);
+            a0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(e0 + o0), dw * Vector256.Create(scales[b]), a0);
+            a1 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(e1 + o1), dw * Vector256.Create(scales[b + blocks]), a1);
+            a2 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(e2 + o2), dw * Vector256.Create(scales[b + 2 * blocks]), a2);
+            a3 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(e3 + o3), dw * Vector256.Create(scales[b + 3 * blocks]), a3);
+        }
+        a0.Store(y); a1.Store(y + yStride); a2.Store(y + 2 * yStride); a3.Store(y + 3 * yStride);
+    }
+
+    /// <summary>y[0..8) for one activation row (the last n mod 4) against the 8 interleaved W rows.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Row1(byte* codes, float* rowScales, sbyte* q, float* scales, int* sums, int offset, int blocks, float* y)
+    {
+        var acc = Vector256<float>.Zero;
+        for (int b = 0; b < blocks; b++, codes += 256)
+        {
+            int* x = (int*)(q + 32 * b);
+            Vector256<int> even = Vector256.Create(-offset * sums[b]), odd = default;
+            for (int g = 0; g < 8; g += 2)
+            {
+                even = AvxVnni.MultiplyWideningAndAdd(even, Vector256.Load(codes + 32 * g), Vector256.Create(x[g]).AsSByte());
+                odd = AvxVnni.MultiplyWideningAndAdd(odd, Vector256.Load(codes + 32 * g + 32), Vector256.Create(x[g + 1]).AsSByte());
+            }
+            acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(even + odd), Vector256.Load(rowScales + 8 * b) * Vector256.Create(scales[b]), acc);
+        }
+        acc.Store(y);
+    }
+}
