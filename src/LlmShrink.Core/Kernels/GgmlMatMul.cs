@@ -303,8 +303,7 @@ public static unsafe partial class GgmlMatMul
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float DotQ4_K(byte* w, sbyte* q, float* scales, int* sums, int blocks)
     {
-        var acc = Vector256<float>.Zero;
-        float minimums = 0;
+        Vector256<float> acc = default, minimums = default;
         byte* packed = stackalloc byte[16];
         var mask = Vector256.Create((byte)0xF);
         for (int b = 0; b < blocks; b++, w += 144, q += 256, sums += 8)
@@ -319,12 +318,10 @@ public static unsafe partial class GgmlMatMul
                 isum += Avx2.MultiplyAddAdjacent(low, Vector256.Create((short)packed[2 * chunk]));
                 isum += Avx2.MultiplyAddAdjacent(high, Vector256.Create((short)packed[2 * chunk + 1]));
             }
-            int minSum = 0;
-            for (int j = 0; j < 8; j++) minSum += packed[8 + j] * sums[j];
             acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(isum), Vector256.Create(Fp16(w) * scales[b]), acc);
-            minimums += Fp16(w + 2) * scales[b] * minSum;
+            minimums = Vector256.FusedMultiplyAdd(MinimumTerms(packed + 8, sums), Vector256.Create(Fp16(w + 2) * scales[b]), minimums);
         }
-        return Vector256.Sum(acc) - minimums;
+        return Vector256.Sum(acc - minimums);
     }
 
     /// <summary>
@@ -335,8 +332,7 @@ public static unsafe partial class GgmlMatMul
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float DotQ5_K(byte* w, sbyte* q, float* scales, int* sums, int blocks)
     {
-        var acc = Vector256<float>.Zero;
-        float minimums = 0;
+        Vector256<float> acc = default, minimums = default;
         byte* packed = stackalloc byte[16];
         var mask = Vector256.Create((byte)0xF);
         var one = Vector256.Create((byte)1);
@@ -355,12 +351,10 @@ public static unsafe partial class GgmlMatMul
                 isum += Avx2.MultiplyAddAdjacent(low, Vector256.Create((short)packed[2 * chunk]));
                 isum += Avx2.MultiplyAddAdjacent(upper, Vector256.Create((short)packed[2 * chunk + 1]));
             }
-            int minSum = 0;
-            for (int j = 0; j < 8; j++) minSum += packed[8 + j] * sums[j];
             acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(isum), Vector256.Create(Fp16(w) * scales[b]), acc);
-            minimums += Fp16(w + 2) * scales[b] * minSum;
+            minimums = Vector256.FusedMultiplyAdd(MinimumTerms(packed + 8, sums), Vector256.Create(Fp16(w + 2) * scales[b]), minimums);
         }
-        return Vector256.Sum(acc) - minimums;
+        return Vector256.Sum(acc - minimums);
     }
 
     /// <summary>
@@ -455,18 +449,25 @@ public static unsafe partial class GgmlMatMul
         return Vector256.Sum(acc);
     }
 
-    /// <summary>The eight 6-bit scales (into out[0..7]) and mins (out[8..15]) of a Q4_K super-block (get_scale_min_k4).</summary>
+    /// <summary>
+    /// The eight 6-bit scales (into out[0..7]) and mins (out[8..15]) of a Q4_K super-block (get_scale_min_k4), four bytes
+    /// per 32-bit operation: bytes 0–3 hold scales 0–3 and bytes 4–7 mins 0–3 in their low 6 bits; scales and mins 4–7
+    /// take their low 4 bits from bytes 8–11 and their top 2 from the top bits of bytes 0–3 and 4–7.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void UnpackScaleMinK4(byte* s, byte* output)
     {
-        for (int j = 0; j < 4; j++)
-        {
-            output[j] = (byte)(s[j] & 63);
-            output[8 + j] = (byte)(s[j + 4] & 63);
-            output[4 + j] = (byte)((s[j + 8] & 0xF) | (s[j] >> 6) << 4);
-            output[12 + j] = (byte)((s[j + 8] >> 4) | (s[j + 4] >> 6) << 4);
-        }
+        uint u0 = *(uint*)s, u1 = *(uint*)(s + 4), u2 = *(uint*)(s + 8);
+        *(uint*)output = u0 & 0x3F3F3F3F;
+        *(uint*)(output + 4) = (u2 & 0x0F0F0F0F) | ((u0 >> 6) & 0x03030303) << 4;
+        *(uint*)(output + 8) = u1 & 0x3F3F3F3F;
+        *(uint*)(output + 12) = ((u2 >> 4) & 0x0F0F0F0F) | ((u1 >> 6) & 0x03030303) << 4;
     }
+
+    /// <summary>The eight mins m_j (bytes) times the activation's Σq of their sub-blocks, as floats: the dot's Σ m·Σq term.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> MinimumTerms(byte* mins, int* sums) =>
+        Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32(mins) * Vector256.Load(sums));
 
     /// <summary>Σ level·q over the 32 nibbles of <paramref name="qs"/> (IQ4_NL's layout: low nibbles first) and 32 activations.</summary>
     private static int LevelDot(ReadOnlySpan<byte> qs, ReadOnlySpan<sbyte> q)
