@@ -75,6 +75,36 @@ public class GptqInt8GemvTests
     }
 
     /// <summary>
+    /// Prompts (n &gt; 1) of layers whose blocks are whole groups run decode's int8 arithmetic on 8 interleaved rows
+    /// (Kernels/GptqInt8Gemm.cs): each row of y equals decode's scalar reference for that row of x, up to float rounding.
+    /// Shapes: 4 x rows and a leftover, act-order, 3-bit codes, a group over 2 and over 8 blocks.
+    /// </summary>
+    [Theory]
+    [InlineData(4, 256, 16, 128, false, 6)]
+    [InlineData(4, 384, 24, 128, true, 4)]
+    [InlineData(3, 512, 8, 256, false, 9)]
+    [InlineData(4, 1024, 40, 1024, false, 3)]
+    public void Int8_prompt_matches_the_decode_reference_row_by_row(int bits, int inDim, int outDim, int groupSize, bool actOrder, int n)
+    {
+        if (!Avx512BW.IsSupported || !AvxVnni.IsSupported) return; // the kernel under test needs both
+        var random = new Random(bits * 13 + inDim * 5 + outDim + groupSize + n);
+        var q = RandomQuantized(random, bits, inDim, outDim, groupSize, actOrder);
+        var kernel = new GptqMatMul(bits, inDim, outDim, q.Codes, q.Scales, q.Zeros, q.GroupIndex);
+        var x = RandomVector(random, n * inDim);
+        var actual = new float[n * outDim];
+        Array.Fill(actual, float.NaN);
+        kernel.Multiply(x, actual, n);
+        var expected = new float[outDim];
+        var magnitude = new double[outDim];
+        for (int i = 0; i < n; i++)
+        {
+            kernel.ReferenceInt8(q.Codes, x.AsSpan(i * inDim, inDim), expected, magnitude);
+            for (int o = 0; o < outDim; o++)
+                Assert.True(Math.Abs(actual[i * outDim + o] - expected[o]) <= 1e-6 * magnitude[o] + 1e-30, $"y[{i}, {o}] = {actual[i * outDim + o]}, reference {expected[o]}");
+        }
+    }
+
+    /// <summary>
     /// Each int8 activation is off by at most half its piece's step d ≤ max|x|/127, so |y − exact| ≤ Σ|w|·max|x|/254,
     /// plus float rounding (relative to Σ|x·w|).
     /// </summary>

@@ -81,8 +81,9 @@ public class QuantKernelTests
             var actual = new float[n * outDim];
             Array.Fill(actual, float.NaN); // must overwrite y
             kernel.Multiply(x, actual, n);
-            if (n == 1 && bits is 3 or 4 && kernel.Vectorized && System.Runtime.Intrinsics.X86.Avx512BW.IsSupported)
-                GptqInt8GemvTests.AssertWithinActivationRounding(q, x, expected, actual); // decode of nibbles runs on int8 x
+            if ((n == 1 || kernel.IntegerPrompt) && bits is 3 or 4 && kernel.Vectorized && System.Runtime.Intrinsics.X86.Avx512BW.IsSupported)
+                for (int r = 0; r < n; r++) // decode of nibbles, and prompts of whole-block layers, run on int8 x
+                    GptqInt8GemvTests.AssertWithinActivationRounding(q, x[(r * inDim)..((r + 1) * inDim)], expected[(r * outDim)..((r + 1) * outDim)], actual[(r * outDim)..((r + 1) * outDim)]);
             else AssertClose(q, x, expected, actual, n);
         }
     }

@@ -99,8 +99,8 @@ public static unsafe partial class GgmlMatMul
         type == TensorType.Q4_0 ? Nibbles(block + 2) : Vector256.Load(block + 2) ^ Vector256.Create((byte)0x80);
 
     /// <summary>
-    /// 8 rows' unsigned codes, block by block: vector g of block b (32 bytes at <paramref name="codes"/> + 32·(8b + g))
-    /// holds in lane j the codes 4g..4g+3 of row j; <paramref name="rowScales"/>[8b + j] is row j's d.
+    /// 8 rows' unsigned codes, block by block (<see cref="LaneInterleave"/>): vector g of block b (32 bytes at
+    /// <paramref name="codes"/> + 32·(8b + g)) holds in lane j the codes 4g..4g+3 of row j; <paramref name="rowScales"/>[8b + j] is row j's d.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Interleave(TensorType type, byte* w, int rowBytes, int blocks, byte* codes, float* rowScales)
@@ -110,23 +110,8 @@ public static unsafe partial class GgmlMatMul
         {
             byte* p = w + (long)b * blockBytes;
             for (int j = 0; j < 8; j++) rowScales[j] = Fp16(p + (long)j * rowBytes);
-            // 8×8 transpose of 32-bit groups: pairs of rows, then pairs of pairs, then the two 128-bit halves.
-            var r0 = UnsignedCodes(type, p).AsInt32(); var r1 = UnsignedCodes(type, p + 1L * rowBytes).AsInt32(); var r2 = UnsignedCodes(type, p + 2L * rowBytes).AsInt32(); var r3 = UnsignedCodes(type, p + 3L * rowBytes).AsInt32();
-            var r4 = UnsignedCodes(type, p + 4L * rowBytes).AsInt32(); var r5 = UnsignedCodes(type, p + 5L * rowBytes).AsInt32(); var r6 = UnsignedCodes(type, p + 6L * rowBytes).AsInt32(); var r7 = UnsignedCodes(type, p + 7L * rowBytes).AsInt32();
-            var t0 = Avx2.UnpackLow(r0, r1); var t1 = Avx2.UnpackHigh(r0, r1); var t2 = Avx2.UnpackLow(r2, r3); var t3 = Avx2.UnpackHigh(r2, r3);
-            var t4 = Avx2.UnpackLow(r4, r5); var t5 = Avx2.UnpackHigh(r4, r5); var t6 = Avx2.UnpackLow(r6, r7); var t7 = Avx2.UnpackHigh(r6, r7);
-            var u0 = Avx2.UnpackLow(t0.AsInt64(), t2.AsInt64()); var u1 = Avx2.UnpackHigh(t0.AsInt64(), t2.AsInt64());
-            var u2 = Avx2.UnpackLow(t1.AsInt64(), t3.AsInt64()); var u3 = Avx2.UnpackHigh(t1.AsInt64(), t3.AsInt64());
-            var u4 = Avx2.UnpackLow(t4.AsInt64(), t6.AsInt64()); var u5 = Avx2.UnpackHigh(t4.AsInt64(), t6.AsInt64());
-            var u6 = Avx2.UnpackLow(t5.AsInt64(), t7.AsInt64()); var u7 = Avx2.UnpackHigh(t5.AsInt64(), t7.AsInt64());
-            Avx2.Permute2x128(u0, u4, 0x20).Store((long*)codes);
-            Avx2.Permute2x128(u1, u5, 0x20).Store((long*)(codes + 32));
-            Avx2.Permute2x128(u2, u6, 0x20).Store((long*)(codes + 64));
-            Avx2.Permute2x128(u3, u7, 0x20).Store((long*)(codes + 96));
-            Avx2.Permute2x128(u0, u4, 0x31).Store((long*)(codes + 128));
-            Avx2.Permute2x128(u1, u5, 0x31).Store((long*)(codes + 160));
-            Avx2.Permute2x128(u2, u6, 0x31).Store((long*)(codes + 192));
-            Avx2.Permute2x128(u3, u7, 0x31).Store((long*)(codes + 224));
+            LaneInterleave.Store(UnsignedCodes(type, p), UnsignedCodes(type, p + rowBytes), UnsignedCodes(type, p + 2L * rowBytes), UnsignedCodes(type, p + 3L * rowBytes),
+                UnsignedCodes(type, p + 4L * rowBytes), UnsignedCodes(type, p + 5L * rowBytes), UnsignedCodes(type, p + 6L * rowBytes), UnsignedCodes(type, p + 7L * rowBytes), codes);
         }
     }
 

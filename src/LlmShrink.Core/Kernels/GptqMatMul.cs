@@ -287,6 +287,7 @@ public sealed unsafe partial class GptqMatMul
                 }
             }
             else if (n == 1) pool.For((OutDim + DecodeItemRows - 1) / DecodeItemRows, job, threads);
+            else if (IntegerPrompt) MultiplyPrompt(px, py, n, codes, scales, zeros, pool, threads);
             else TiledGemm.Multiply(job, px, py, n, _paddedIn, OutDim, pool, threads); // slices start on whole steps
             job.Owner = null; job.X = job.Y = null; job.Codes = null; job.Scales = job.Zeros = null; job.RunStart = job.RunGroup = null;
         }
