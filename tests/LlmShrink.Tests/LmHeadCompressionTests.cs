@@ -240,16 +240,19 @@ public class LmHeadCompressionTests
         using (var exported = ModelLoader.Load(gptq))
             Assert.Equal(reference, ExportGgufTests.Logits(exported, Tokens));
 
-        // Dense safetensors: every packed module (lm_head included) written as its dequantized weight.
+        // Dense safetensors: every packed module (lm_head included) written as its dequantized weight, exactly. The logits
+        // then agree up to the int8 rounding of activations the packed 4-bit kernels apply (decode and prompt alike).
         string dense = dir.File("dense");
         SafetensorsExporter.Export(compressed, TensorType.F32, dense);
         using (var exported = ModelLoader.Load(dense))
         {
             Assert.Null(exported.Weights.Find("lm_head.qweight"));
             Assert.Null(Json(Path.Combine(dense, "config.json"))["quantization_config"]);
+            foreach (string module in compressed.Weights.Names.Where(n => n.EndsWith(".qweight")).Select(n => n[..^".qweight".Length]))
+                Assert.Equal(ScaledIntegerMatrix.Read(compressed.Weights, module).Dequantize(), exported.Weights.Get(module + ".weight").ToFloatArray());
             var logits = ExportGgufTests.Logits(exported, Tokens);
             float worst = reference.Zip(logits, (a, b) => Math.Abs(a - b)).Max();
-            Assert.True(worst < 1e-4f * (1 + reference.Max(Math.Abs)), $"logits differ by {worst}");
+            Assert.True(worst < 0.05f * reference.Max(Math.Abs), $"logits differ by {worst}");
         }
     }
 }
