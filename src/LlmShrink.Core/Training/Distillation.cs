@@ -39,7 +39,8 @@ public sealed record DistillationOptions
 /// an AdamW step at the warmup + cosine rate. The gradient is scaled by τ² (Hinton et al. 2015, §2: the soft targets'
 /// gradients shrink as 1/τ², so their scale stays comparable across temperatures); the reported loss is L itself.
 /// With <see cref="DistillationOptions.HiddenMse"/> = w > 0 the loss is L + w·MSE(final hidden states) (<see cref="HiddenStateMse"/>).
-/// Masked (pruned) parameters keep their zeros (<see cref="Parameter.Mask"/>).
+/// Masked (pruned) parameters keep their zeros (<see cref="Parameter.Mask"/>); fake-quantized ones train their latent
+/// weights and grids, or their grids alone (<see cref="TrainableModel.Trainable"/>).
 /// </summary>
 public static class Distillation
 {
@@ -64,6 +65,7 @@ public static class Distillation
         var dLogits = new float[batch * seqLen * vocab];
         float tau = options.Loss.Temperature;
         var losses = new List<double>();
+        var trainable = student.Trainable;
         for (int step = 0; step < options.Steps; step++)
         {
             cancellation.ThrowIfCancellationRequested();
@@ -79,9 +81,9 @@ public static class Distillation
                 loss += options.HiddenMse * HiddenStateMse.Forward(teacherHidden, student.FinalHidden, dHidden, options.HiddenMse);
             }
             student.Backward(dLogits, dHidden);
-            GradientClipping.ClipGlobalNorm(student.Parameters, options.ClipNorm);
+            GradientClipping.ClipGlobalNorm(trainable, options.ClipNorm);
             float lr = schedule.At(step);
-            optimizer.Update(student.Parameters, lr);
+            optimizer.Update(trainable, lr);
             losses.Add(loss);
             onStep?.Invoke(step, loss, lr);
         }
