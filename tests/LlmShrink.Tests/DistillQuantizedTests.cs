@@ -1,5 +1,6 @@
 using LlmShrink.Compression;
 using LlmShrink.Compression.Quantization;
+using LlmShrink.Export;
 using LlmShrink.Formats;
 using LlmShrink.Model;
 using LlmShrink.Representations;
@@ -38,7 +39,7 @@ public class DistillQuantizedTests
 
     /// <summary>
     /// Weights and scales (the default): the written folder has every block linear GPTQ-packed again with the stored bits,
-    /// group count and g_idx, config.json says so, codes and scales have moved, and the folder runs. (Zero points rarely
+    /// group count and g_idx, config.json says so, the importance matrix a GGUF export weights its re-fit by comes along, codes and scales have moved, and the folder runs. (Zero points rarely
     /// move in 3 steps: only clamped weights pull on them, and a latent zero must travel half a code.)
     /// </summary>
     [Fact]
@@ -50,6 +51,7 @@ public class DistillQuantizedTests
         Assert.Contains("14 quantized tensors train weights and scales", stderr);
         Assert.Contains("\"quant_method\": \"gptq\"", File.ReadAllText(Path.Combine(output, "config.json")));
         Assert.Contains("re-packed as GPTQ", File.ReadAllText(Path.Combine(output, "report.md")));
+        Assert.Equal(File.ReadAllBytes(Path.Combine(student, CompressedCheckpointWriter.ImportanceFile)), File.ReadAllBytes(Path.Combine(output, CompressedCheckpointWriter.ImportanceFile)));
 
         using var before = ModelLoader.Load(student);
         using var after = ModelLoader.Load(output);

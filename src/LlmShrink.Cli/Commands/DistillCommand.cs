@@ -101,7 +101,9 @@ internal static class DistillCommand
             void Save() => folder.Save(dir =>
             {
                 TrainedCheckpoint.Write(trainable, dir);
-                foreach (string file in SafetensorsExporter.TokenizerFiles.Append("recipe.yaml"))
+                // The importance matrix (calibration inputs' mean x² per column) weights a GGUF export's re-fit of re-packed
+                // quantized layers; the student's inputs after distillation are close to the ones it was measured on.
+                foreach (string file in SafetensorsExporter.TokenizerFiles.Append("recipe.yaml").Append(CompressedCheckpointWriter.ImportanceFile))
                 {
                     string from = Path.Combine(studentPath, file);
                     if (File.Exists(from)) File.Copy(from, Path.Combine(dir, file));
