@@ -1,6 +1,9 @@
 namespace LlmShrink.Training;
 
-/// <summary>What a fake-quantized layer (<see cref="FakeQuantization"/>) trains: <c>distill --quantized-train</c>.</summary>
+/// <summary>
+/// What a fake-quantized layer (<see cref="FakeQuantization"/>) trains: <c>distill --quantized-train</c>. It concerns the
+/// quantized layers only: a student's float tensors (embeddings, norms, an lm_head left float) train in either mode.
+/// </summary>
 public enum QuantizedTraining
 {
     /// <summary>
