@@ -11,7 +11,6 @@ using static LlmShrink.Tests.DistillCommandTests;
 namespace LlmShrink.Tests;
 
 /// <summary><c>llmshrink distill</c> of GPTQ-packed students: fake quantization in training, the same packing on disk.</summary>
-[Collection("Console")]
 public class DistillQuantizedTests
 {
     /// <summary>RTN, 4-bit, asymmetric (so zero points train too), one group per row of the tiny models' 16 or 32 inputs.</summary>
