@@ -38,15 +38,16 @@ public class DistillQuantizedTests
 
     /// <summary>
     /// Weights and scales (the default): the written folder has every block linear GPTQ-packed again with the stored bits,
-    /// group count and g_idx, config.json says so, the importance matrix a GGUF export weights its re-fit by comes along, codes and scales have moved, and the folder runs. (Zero points rarely
-    /// move in 3 steps: only clamped weights pull on them, and a latent zero must travel half a code.)
+    /// group count and g_idx, config.json says so, the importance matrix a GGUF export weights its re-fit by comes along, codes and scales have moved, and the folder runs.
+    /// --latent-lr 0.5 (grid steps) so that codes change within 3 steps; at the default 1e-2 they need ~50 steps of
+    /// consistent push. (Zero points rarely move in 3 steps: only clamped weights pull on them, and a latent zero must travel half a code.)
     /// </summary>
     [Fact]
     public void A_quantized_student_is_written_back_gptq_packed_and_runs()
     {
         using var dir = new TempDir();
         string student = QuantizedStudent(dir);
-        var (output, stderr) = Distill(dir, student, "distilled");
+        var (output, stderr) = Distill(dir, student, "distilled", "--latent-lr", "0.5");
         Assert.Contains("14 quantized tensors train weights and scales", stderr);
         Assert.Contains("\"quant_method\": \"gptq\"", File.ReadAllText(Path.Combine(output, "config.json")));
         Assert.Contains("re-packed as GPTQ", File.ReadAllText(Path.Combine(output, "report.md")));
@@ -110,8 +111,9 @@ public class DistillQuantizedTests
         foreach (var p in student.Blocks.SelectMany(b => new[] { b.Q, b.K, b.V, b.O, b.Gate, b.Up, b.Down }))
         {
             var stored = Rtn.Quantize(p.Value, p.Rows, p.Columns, scheme);
-            stored.Dequantize().CopyTo(p.Value, 0);
-            p.Quantize(new FakeQuantization(p.Name, stored, mode));
+            var quantization = new FakeQuantization(p.Name, stored, mode);
+            quantization.InitialLatent().CopyTo(p.Value, 0);
+            p.Quantize(quantization);
         }
         var tokens = CalibrationSet.FromFile(SharedData.Corpus("tinylit_calib.txt"), studentModel.RequireTokenizer(), 2, 32, 7).Samples.SelectMany(s => s).ToArray();
         using var transformer = new Transformer(teacherModel);

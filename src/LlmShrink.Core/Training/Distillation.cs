@@ -9,6 +9,11 @@ public sealed record DistillationOptions
     /// <summary>Tokens per sequence (BOS first); the loss covers the teacher's and student's distributions at every position.</summary>
     public int SeqLen { get; init; } = 128;
     public float Lr { get; init; } = 1e-4f;
+    /// <summary>
+    /// Peak rate of fake-quantized latent weights, which are in steps of their grid (<see cref="FakeQuantization"/>), on
+    /// the same schedule: <see cref="DistillationStudent.Load"/> gives them <see cref="Parameter.RateScale"/> = LatentLr / Lr.
+    /// </summary>
+    public float LatentLr { get; init; } = 1e-2f;
     /// <summary>Warmup steps; the rate then follows a cosine down to Lr / 10 at the last step.</summary>
     public int Warmup { get; init; } = 10;
     /// <summary>AdamW's decoupled decay: 0, so the student is pulled toward the teacher only, not toward zero.</summary>
@@ -24,6 +29,7 @@ public sealed record DistillationOptions
         if (Batch <= 0) throw new ShrinkException($"--batch: must be positive, not {Batch}");
         if (SeqLen < 2) throw new ShrinkException($"--seq-len: must be at least 2, not {SeqLen}");
         if (!(Lr > 0)) throw new ShrinkException($"--lr: must be positive, not {Lr}");
+        if (!(LatentLr >= 0) || !float.IsFinite(LatentLr)) throw new ShrinkException($"--latent-lr: must be 0 or positive, not {LatentLr}");
         if (Warmup < 0) throw new ShrinkException($"--warmup: must not be negative, not {Warmup}");
         if (!(Loss.Temperature > 0) || !float.IsFinite(Loss.Temperature)) throw new ShrinkException($"--temperature: must be positive, not {Loss.Temperature}");
         if (!(HiddenMse >= 0) || !float.IsFinite(HiddenMse)) throw new ShrinkException($"--hidden-mse: must be 0 or positive, not {HiddenMse}");

@@ -31,7 +31,7 @@ public sealed record DistillationReport(string Command, string Teacher, string S
         string threshold = $"{DistillationStudent.PrunedZeroFraction:P0}";
         md.AppendLine(i, $"| pruning masks kept | {(Masked.Count == 0 ? $"none (no block linear or lm_head with ≥ {threshold} exact zeros)" : $"{Masked.Count} tensors (the exact zeros of every block linear / lm_head with ≥ {threshold} zeros)")} |");
         if (Quantized.Count > 0)
-            md.AppendLine(i, $"| quantized layers | {Quantized.Count} tensors trained through fake quantization, {(QuantizedTraining == QuantizedTraining.Scales ? "scales only, codes and zero points frozen (PEQA)" : "latent weights and scales, and zero points where the grid is asymmetric (straight-through round, LSQ scale gradient)")}, re-packed as GPTQ with their stored bits, groups and symmetry; embeddings, norms and float layers train as usual |");
+            md.AppendLine(i, $"| quantized layers | {Quantized.Count} tensors trained through fake quantization, {(QuantizedTraining == QuantizedTraining.Scales ? "scales only, codes and zero points frozen (PEQA)" : $"latent weights in grid steps (peak rate {o.LatentLr:G3}) and scales, and zero points where the grid is asymmetric (straight-through round)")}, re-packed as GPTQ with their stored bits, groups and symmetry; embeddings, norms and float layers train as usual |");
         md.AppendLine(i, $"| time | {Elapsed.TotalSeconds:F1} s |");
         md.AppendLine().AppendLine("## Loss").AppendLine();
         md.AppendLine("The loss on each step's own training batch, before that step's update: the mean divergence per position (plus the weighted hidden-state MSE when `--hidden-mse` is on).").AppendLine();

@@ -13,7 +13,7 @@ namespace LlmShrink.Training;
 /// recipe; a dense float model has essentially no exact zeros (a trained weight lands on 0.0 with probability ~2⁻²³ per
 /// value), so 5 % cannot be met by chance, while every pruning preset removes far more (50 %).
 /// A GPTQ-packed layer (GPTQ, RTN and AWQ presets) becomes a <see cref="FakeQuantization"/> of its stored codes and grids,
-/// its latent weight the dequantized one; no mask is looked for there (the zero code makes many exact zeros at 3 bits).
+/// its latent weight the stored codes less zero points; no mask is looked for there (the zero code makes many exact zeros at 3 bits).
 /// Other packed modules (W8A8, ggml blocks, 2:4-sparse 4-bit, low-rank factors, an EoRA compensation) are refused.
 /// </summary>
 public static class DistillationStudent
@@ -22,29 +22,31 @@ public static class DistillationStudent
 
     /// <summary>
     /// The trainable student with masks on its pruned layers and fake quantization (<paramref name="quantizedTraining"/>)
-    /// on its GPTQ-packed ones; returns the masked and the quantized parameters' names too.
+    /// on its GPTQ-packed ones, whose latent weights (in grid steps) learn at <paramref name="latentRateScale"/> times the
+    /// schedule's rate; returns the masked and the quantized parameters' names too.
     /// </summary>
-    public static (TrainableModel Model, IReadOnlyList<string> Masked, IReadOnlyList<string> Quantized) Load(LoadedModel student, QuantizedTraining quantizedTraining)
+    public static (TrainableModel Model, IReadOnlyList<string> Masked, IReadOnlyList<string> Quantized) Load(LoadedModel student, QuantizedTraining quantizedTraining, float latentRateScale)
     {
         var c = student.Config;
-        var packed = new Dictionary<string, QuantizedMatrix>(StringComparer.Ordinal);
+        var packed = new Dictionary<string, FakeQuantization>(StringComparer.Ordinal);
         foreach (string module in LinearModules(c))
             switch (LayerRepresentations.Find(student.Weights, module))
             {
                 case GptqRepresentation:
-                    packed[module + ".weight"] = GptqRepresentation.Read(student.Weights, module);
+                    packed[module + ".weight"] = new FakeQuantization(module, GptqRepresentation.Read(student.Weights, module), quantizedTraining);
                     break;
                 case { IsDense: false } representation:
                     throw new ShrinkException($"distill: module {module} of {student.Source} is {representation.Name}-packed; training is built for dense, pruned and GPTQ-packed students only");
             }
-        var model = TrainableModel.FromLoaded(student, name => packed.TryGetValue(name, out var m) ? m.Dequantize() : null);
+        var model = TrainableModel.FromLoaded(student, name => packed.TryGetValue(name, out var q) ? q.InitialLatent() : null);
         var masked = new List<string>();
         var quantized = new List<string>();
         foreach (var p in MaskableParameters(model))
         {
-            if (packed.TryGetValue(p.Name, out var m))
+            if (packed.TryGetValue(p.Name, out var q))
             {
-                p.Quantize(new FakeQuantization(p.Name[..^".weight".Length], m, quantizedTraining));
+                p.Quantize(q);
+                p.RateScale = latentRateScale;
                 quantized.Add(p.Name);
                 continue;
             }

@@ -4,24 +4,27 @@ using LlmShrink.Representations;
 namespace LlmShrink.Training;
 
 /// <summary>
-/// Fake quantization of one linear weight W [out, in] on the grid of a GPTQ-packed layer (a quantized student in
+/// Fake quantization of one linear weight [out, in] on the grid of a GPTQ-packed layer (a quantized student in
 /// training). The forward pass computes with
-///   Ŵ[r, c] = s · (clamp(round(W[r, c] / s) + z, 0, 2^b − 1) − z),   s = scales[g, r], z = zeros[g, r], g = g_idx[c]
-/// (<see cref="QuantizedTraining.WeightsAndScales"/>: W is a latent float weight, initialized to the stored Ŵ so that
-/// round(W / s) gives back the stored codes), or with Ŵ = s · (code − z) and the stored codes frozen
+///   Ŵ[r, c] = s · (clamp(round(u[r, c]) + z, 0, 2^b − 1) − z),   s = scales[g, r], z = zeros[g, r], g = g_idx[c]
+/// (<see cref="QuantizedTraining.WeightsAndScales"/>: u is a latent float weight measured in steps of its grid, W / s,
+/// initialized to the stored code − z), or with Ŵ = s · (code − z) and the stored codes frozen
 /// (<see cref="QuantizedTraining.Scales"/>, PEQA). Rounding is half to even, as <see cref="QuantGrid.Code"/> quantizes.
+/// <para>Why u and not W: LSQ (Esser et al. 2019) keeps the latent W in weight units, so a scale change at fixed W
+/// re-rounds W / s and its straight-through step-size gradient is round(v) − v (Eq. 3, v = W / s). A GPTQ student's latent
+/// starts exactly on its grid (the packed codes are all it has; the teacher's float weights would round to RTN's codes,
+/// not GPTQ's), where round(v) − v = 0 for every weight: the scales get no gradient at all, and on tinylit-8m's w3g128
+/// GPTQ student that version fell to only 0.01040 held-out KL from 0.01159 in 100 steps where PEQA fell to 0.00748.
+/// With u held fixed as s moves, the scale's gradient is code − z, PEQA's true derivative, in both modes.</para>
 /// <para>s is the latent scale rounded to float16, because the checkpoint stores F16 scales: the forward then computes
 /// with exactly the numbers <see cref="Pack"/> writes, so the re-packed layer is the trained one to the bit. Likewise a
 /// learned zero point is the latent float rounded and clamped to [0, 2^b − 1]. Both roundings pass gradients straight
 /// through.</para>
-/// <para>Backward, with G = ∂L/∂Ŵ, v = W / s and q = round(v) + z, inside the grid (0 ≤ q ≤ 2^b − 1):
-/// ∂Ŵ/∂W = 1 (the straight-through estimator for round, Bengio et al. 2013, as LLM-QAT trains), ∂Ŵ/∂s = round(v) − v,
-/// ∂Ŵ/∂z = 0; clamped: ∂Ŵ/∂W = 0, ∂Ŵ/∂s = q_clamped − z, ∂Ŵ/∂z = −s. The scale's is LSQ's step-size gradient (Esser et
-/// al. 2019, Eq. 3: −v + round(v) inside, −Q_N or Q_P at the clamps, here shifted by the zero point), which EfficientQAT
-/// uses for its learnable group scales and, with the zero point, is what autograd gives for its round-STE quantizer.
-/// LSQ's gradient scale 1/√(N·Q_P) is left out: it balances plain SGD steps, and AdamW divides each value's step by its own
-/// √v̂, which cancels a constant factor. With codes frozen (PEQA), Ŵ = s · (code − z) is linear in s and
-/// ∂Ŵ/∂s = code − z is the true derivative.</para>
+/// <para>Backward, with G = ∂L/∂Ŵ and q = round(u) + z, inside the grid (0 ≤ q ≤ 2^b − 1): ∂Ŵ/∂u = s (the
+/// straight-through estimator for round, Bengio et al. 2013, as LLM-QAT trains), ∂Ŵ/∂s = q − z, ∂Ŵ/∂z = 0; clamped:
+/// ∂Ŵ/∂u = 0, ∂Ŵ/∂s = q_clamped − z, ∂Ŵ/∂z = −s (the zero point shifts the clamped level, as LSQ+'s learnable offset,
+/// Bhalgat et al. 2020). Because AdamW normalizes each value's step, u moves by about its own learning rate in grid steps
+/// per update whatever s is (<see cref="Parameter.RateScale"/>): a code flips after about half a step of consistent push.</para>
 /// </summary>
 public sealed class FakeQuantization
 {
@@ -43,7 +46,8 @@ public sealed class FakeQuantization
 
     private readonly int[] _groupIndex;
     private readonly int[] _frozenZeros;
-    private readonly byte[]? _codes;
+    private readonly byte[] _storedCodes;
+    private readonly bool _codesFrozen;
     private readonly float[] _weights;
     private readonly float _maxCode;
 
@@ -58,8 +62,20 @@ public sealed class FakeQuantization
         bool learnZeros = mode == QuantizedTraining.WeightsAndScales && !GptqRepresentation.IsSymmetric(stored);
         Zeros = learnZeros ? new Parameter(module + ".zeros", [.. stored.Zeros.Select(z => (float)z)], stored.Zeros.Length) : null;
         _frozenZeros = (int[])stored.Zeros.Clone();
-        _codes = mode == QuantizedTraining.Scales ? (byte[])stored.Codes.Clone() : null;
+        _storedCodes = (byte[])stored.Codes.Clone();
+        _codesFrozen = mode == QuantizedTraining.Scales;
         _weights = new float[(long)Rows * Columns];
+    }
+
+    /// <summary>The latent weight u at the start: every stored code − z, so that the forward gives back the stored layer.</summary>
+    public float[] InitialLatent()
+    {
+        var u = new float[(long)Rows * Columns];
+        ForRows((r, _, z) =>
+        {
+            for (int c = 0, i = r * Columns; c < Columns; c++, i++) u[i] = _storedCodes[i] - z[_groupIndex[c]];
+        });
+        return u;
     }
 
     /// <summary>Whether the latent weight trains (else only the grid does).</summary>
@@ -77,7 +93,7 @@ public sealed class FakeQuantization
             for (int c = 0; c < Columns; c++)
             {
                 int g = _groupIndex[c], i = start + c;
-                _weights[i] = s[g] * (Code(latent[i], i, s[g], z[g]) - z[g]);
+                _weights[i] = s[g] * (Code(latent[i], i, z[g]) - z[g]);
             }
         });
         return _weights;
@@ -99,23 +115,12 @@ public sealed class FakeQuantization
             for (int c = 0; c < Columns; c++)
             {
                 int g = _groupIndex[c], i = start + c;
-                float grad = dWeights[i];
-                if (_codes is not null)
-                {
-                    ds[g] += grad * (_codes[i] - z[g]);
-                    continue;
-                }
-                float v = latent[i] / s[g], rounded = MathF.Round(v), q = rounded + z[g];
-                if (q >= 0 && q <= _maxCode)
-                {
-                    latentGrad[i] += grad;
-                    ds[g] += grad * (rounded - v);
-                }
-                else
-                {
-                    ds[g] += grad * ((q < 0 ? 0 : _maxCode) - z[g]);
-                    dz[g] -= grad * s[g];
-                }
+                float grad = dWeights[i], q = Code(latent[i], i, z[g]);
+                ds[g] += grad * (q - z[g]);
+                if (_codesFrozen) continue;
+                float unclamped = MathF.Round(latent[i]) + z[g];
+                if (unclamped >= 0 && unclamped <= _maxCode) latentGrad[i] += grad * s[g];
+                else dz[g] -= grad * s[g];
             }
             for (int g = 0; g < GroupCount; g++)
             {
@@ -140,15 +145,15 @@ public sealed class FakeQuantization
             for (int c = 0; c < Columns; c++)
             {
                 int g = _groupIndex[c], i = start + c;
-                m.Codes[i] = (byte)Code(latent[i], i, s[g], z[g]);
+                m.Codes[i] = (byte)Code(latent[i], i, z[g]);
             }
         });
         return m;
     }
 
     /// <summary>The code of value <paramref name="i"/>: frozen, or the latent weight rounded onto the grid (as a float: exact for codes ≤ 255).</summary>
-    private float Code(float latent, int i, float s, int z) =>
-        _codes is not null ? _codes[i] : Math.Clamp(MathF.Round(latent / s) + z, 0, _maxCode);
+    private float Code(float latent, int i, int z) =>
+        _codesFrozen ? _storedCodes[i] : Math.Clamp(MathF.Round(latent) + z, 0, _maxCode);
 
     private delegate void RowAction(int row, ReadOnlySpan<float> scales, ReadOnlySpan<int> zeros);
 

@@ -8,7 +8,8 @@ namespace LlmShrink.Training;
 /// the gradient is (∂L/∂W) ⊙ M, and the values under a zero of the mask are exactly zero and stay so (AdamW moves a
 /// weight only by its gradient's moments and by decay proportional to the weight itself, both zero there).</para>
 /// <para>A <see cref="Quantization"/> makes it fake-quantized (a quantized layer): <see cref="Value"/> is the latent
-/// weight, the forward pass computes with its grid's Ŵ, and the grid's scales (and zero points) are parameters of their own.</para>
+/// weight in steps of the grid, the forward pass computes with its grid's Ŵ, and the grid's scales (and zero points) are
+/// parameters of their own.</para>
 /// </summary>
 public sealed class Parameter
 {
@@ -31,6 +32,12 @@ public sealed class Parameter
         Value = value;
         Grad = new float[value.Length];
     }
+
+    /// <summary>
+    /// This tensor's learning rate as a multiple of the schedule's (<see cref="AdamW.Update"/>): 1, except for a
+    /// fake-quantized latent weight, whose values are in steps of its grid rather than weight units (<see cref="FakeQuantization"/>).
+    /// </summary>
+    public float RateScale { get; set; } = 1;
 
     public int Rows => Shape[0];
     public int Columns => Shape.Length == 2 ? Shape[1] : 1;

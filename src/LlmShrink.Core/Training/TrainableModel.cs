@@ -58,9 +58,9 @@ public sealed class TrainableModel
 
     /// <summary>
     /// Copies a checkpoint's weights into float32 parameters, through the loader's tensors (F32, F16 or BF16). A packed
-    /// layer (GPTQ, GGML blocks) is refused unless <paramref name="packed"/>(tensor name) gives its float weight (a
-    /// quantized student's dequantized grid, which <see cref="DistillationStudent"/> then fake-quantizes); null there
-    /// means a dense tensor.
+    /// layer (GPTQ, GGML blocks) is refused unless <paramref name="packed"/>(tensor name) gives its values (a quantized
+    /// student's latent weight, <see cref="FakeQuantization.InitialLatent"/>, which <see cref="DistillationStudent"/> then
+    /// fake-quantizes); null there means a dense tensor.
     /// </summary>
     public static TrainableModel FromLoaded(LoadedModel model, Func<string, float[]?>? packed = null)
     {
