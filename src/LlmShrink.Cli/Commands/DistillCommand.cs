@@ -149,7 +149,8 @@ internal static class DistillCommand
     /// --quantized-train. The default trains weights and scales (LLM-QAT's and EfficientQAT's setting). On tinylit-8m's
     /// GPTQ w3g128 student, 100 steps of 8 × 128, held-out KL from 0.01159: both modes 0.00748 at --latent-lr 1e-2 (no
     /// latent weight moved half a grid step, so no code changed); at 5e-2 codes flip under minibatch noise and KL rose to
-    /// 0.0197 (first 80 windows). Scales (PEQA) keeps every code and trains ~1/64 as many values at 3-bit g128.
+    /// 0.0197 (first 80 windows). At 300 steps some codes do flip: weights+scales 0.00611, scales 0.00613. Scales (PEQA)
+    /// keeps every code and trains ~1/64 as many values at 3-bit g128.
     /// </summary>
     private static QuantizedTraining ParseQuantizedTraining(string name) => name switch
     {

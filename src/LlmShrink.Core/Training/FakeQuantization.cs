@@ -47,7 +47,6 @@ public sealed class FakeQuantization
     private readonly int[] _groupIndex;
     private readonly int[] _frozenZeros;
     private readonly byte[] _storedCodes;
-    private readonly bool _codesFrozen;
     private readonly float[] _weights;
     private readonly float _maxCode;
 
@@ -63,7 +62,6 @@ public sealed class FakeQuantization
         Zeros = learnZeros ? new Parameter(module + ".zeros", [.. stored.Zeros.Select(z => (float)z)], stored.Zeros.Length) : null;
         _frozenZeros = (int[])stored.Zeros.Clone();
         _storedCodes = (byte[])stored.Codes.Clone();
-        _codesFrozen = mode == QuantizedTraining.Scales;
         _weights = new float[(long)Rows * Columns];
     }
 
@@ -117,7 +115,7 @@ public sealed class FakeQuantization
                 int g = _groupIndex[c], i = start + c;
                 float grad = dWeights[i], q = Code(latent[i], i, z[g]);
                 ds[g] += grad * (q - z[g]);
-                if (_codesFrozen) continue;
+                if (!TrainsWeights) continue;
                 float unclamped = MathF.Round(latent[i]) + z[g];
                 if (unclamped >= 0 && unclamped <= _maxCode) latentGrad[i] += grad * s[g];
                 else dz[g] -= grad * s[g];
@@ -153,7 +151,7 @@ public sealed class FakeQuantization
 
     /// <summary>The code of value <paramref name="i"/>: frozen, or the latent weight rounded onto the grid (as a float: exact for codes ≤ 255).</summary>
     private float Code(float latent, int i, int z) =>
-        _codesFrozen ? _storedCodes[i] : Math.Clamp(MathF.Round(latent) + z, 0, _maxCode);
+        !TrainsWeights ? _storedCodes[i] : Math.Clamp(MathF.Round(latent) + z, 0, _maxCode);
 
     private delegate void RowAction(int row, ReadOnlySpan<float> scales, ReadOnlySpan<int> zeros);
 
