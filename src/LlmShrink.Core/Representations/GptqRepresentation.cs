@@ -115,6 +115,16 @@ public sealed class GptqRepresentation : LayerRepresentation
     /// <summary>"GPTQ 4-bit g32 sym", "GPTQ 4-bit g128 asym act-order", "GPTQ 8-bit per-channel sym".</summary>
     public static string Describe(QuantizedMatrix m) =>
         $"GPTQ {m.Scheme.Bits}-bit {(m.GroupCount == 1 ? "per-channel" : $"g{GroupSize(m)}")} {(IsSymmetric(m) ? "sym" : "asym")}{(IsActOrder(m) ? " act-order" : "")}";
+
+    /// <summary>The four GPTQ v1 tensors of <paramref name="m"/> under <paramref name="module"/> (qweight, qzeros, scales, g_idx).</summary>
+    public static IEnumerable<SafetensorsWriter.Entry> Tensors(string module, QuantizedMatrix m)
+    {
+        var packed = GptqPacking.Pack(m);
+        yield return Entries.Ints(module + ".qweight", packed.QWeight, [packed.QWeight.Length / packed.OutFeatures, packed.OutFeatures]);
+        yield return Entries.Ints(module + ".qzeros", packed.QZeros, [packed.GroupCount, packed.QZeros.Length / packed.GroupCount]);
+        yield return Entries.Raw(module + ".scales", TensorType.F16, [packed.GroupCount, packed.OutFeatures], MemoryMarshal.AsBytes(packed.Scales.AsSpan()).ToArray());
+        yield return Entries.Ints(module + ".g_idx", packed.GIdx, [packed.InFeatures]);
+    }
 }
 
 /// <summary>A weight-only group-quantized layer (RTN, GPTQ, AWQ), stored in the GPTQ layout.</summary>
@@ -132,12 +142,5 @@ public sealed record QuantizedLayer(int Layer, LinearRole Role, QuantizedMatrix 
 
     protected override string Scheme => Matrix.Scheme.ToString();
 
-    public override IEnumerable<SafetensorsWriter.Entry> Tensors(string module)
-    {
-        var packed = GptqPacking.Pack(Matrix);
-        yield return Entries.Ints(module + ".qweight", packed.QWeight, [packed.QWeight.Length / packed.OutFeatures, packed.OutFeatures]);
-        yield return Entries.Ints(module + ".qzeros", packed.QZeros, [packed.GroupCount, packed.QZeros.Length / packed.GroupCount]);
-        yield return Entries.Raw(module + ".scales", TensorType.F16, [packed.GroupCount, packed.OutFeatures], MemoryMarshal.AsBytes(packed.Scales.AsSpan()).ToArray());
-        yield return Entries.Ints(module + ".g_idx", packed.GIdx, [packed.InFeatures]);
-    }
+    public override IEnumerable<SafetensorsWriter.Entry> Tensors(string module) => GptqRepresentation.Tensors(module, Matrix);
 }

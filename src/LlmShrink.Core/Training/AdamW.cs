@@ -15,7 +15,7 @@ public sealed class AdamW(float beta1 = 0.9f, float beta2 = 0.999f, float eps = 
     /// <summary>Steps taken so far (t of the last update).</summary>
     public int Step { get; private set; }
 
-    /// <summary>One update of every parameter with learning rate <paramref name="lr"/> (η).</summary>
+    /// <summary>One update of every parameter with learning rate <paramref name="lr"/> (η) times its <see cref="Parameter.RateScale"/>.</summary>
     public void Update(IReadOnlyList<Parameter> parameters, float lr)
     {
         int t = ++Step;
@@ -25,6 +25,7 @@ public sealed class AdamW(float beta1 = 0.9f, float beta2 = 0.999f, float eps = 
             if (!_moments.TryGetValue(p, out var state)) _moments[p] = state = (new float[p.Value.Length], new float[p.Value.Length]);
             var (m, v) = state;
             float decay = p.Decays ? weightDecay : 0;
+            float rate = lr * p.RateScale;
             var theta = p.Value;
             var grad = p.Grad;
             Parallel.For(0, (theta.Length + Chunk - 1) / Chunk, c =>
@@ -36,7 +37,7 @@ public sealed class AdamW(float beta1 = 0.9f, float beta2 = 0.999f, float eps = 
                     m[i] = beta1 * m[i] + (1 - beta1) * g;
                     v[i] = beta2 * v[i] + (1 - beta2) * g * g;
                     double mHat = m[i] / correction1, vHat = v[i] / correction2;
-                    theta[i] -= (float)(lr * (mHat / (Math.Sqrt(vHat) + eps) + decay * theta[i]));
+                    theta[i] -= (float)(rate * (mHat / (Math.Sqrt(vHat) + eps) + decay * theta[i]));
                 }
             });
         }

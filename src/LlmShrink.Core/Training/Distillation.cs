@@ -9,6 +9,11 @@ public sealed record DistillationOptions
     /// <summary>Tokens per sequence (BOS first); the loss covers the teacher's and student's distributions at every position.</summary>
     public int SeqLen { get; init; } = 128;
     public float Lr { get; init; } = 1e-4f;
+    /// <summary>
+    /// Peak rate of fake-quantized latent weights, which are in steps of their grid (<see cref="FakeQuantization"/>), on
+    /// the same schedule: <see cref="DistillationStudent.Load"/> gives them <see cref="Parameter.RateScale"/> = LatentLr / Lr.
+    /// </summary>
+    public float LatentLr { get; init; } = 1e-2f;
     /// <summary>Warmup steps; the rate then follows a cosine down to Lr / 10 at the last step.</summary>
     public int Warmup { get; init; } = 10;
     /// <summary>AdamW's decoupled decay: 0, so the student is pulled toward the teacher only, not toward zero.</summary>
@@ -24,6 +29,7 @@ public sealed record DistillationOptions
         if (Batch <= 0) throw new ShrinkException($"--batch: must be positive, not {Batch}");
         if (SeqLen < 2) throw new ShrinkException($"--seq-len: must be at least 2, not {SeqLen}");
         if (!(Lr > 0)) throw new ShrinkException($"--lr: must be positive, not {Lr}");
+        if (!(LatentLr >= 0) || !float.IsFinite(LatentLr)) throw new ShrinkException($"--latent-lr: must be 0 or positive, not {LatentLr}");
         if (Warmup < 0) throw new ShrinkException($"--warmup: must not be negative, not {Warmup}");
         if (!(Loss.Temperature > 0) || !float.IsFinite(Loss.Temperature)) throw new ShrinkException($"--temperature: must be positive, not {Loss.Temperature}");
         if (!(HiddenMse >= 0) || !float.IsFinite(HiddenMse)) throw new ShrinkException($"--hidden-mse: must be 0 or positive, not {HiddenMse}");
@@ -39,7 +45,8 @@ public sealed record DistillationOptions
 /// an AdamW step at the warmup + cosine rate. The gradient is scaled by τ² (Hinton et al. 2015, §2: the soft targets'
 /// gradients shrink as 1/τ², so their scale stays comparable across temperatures); the reported loss is L itself.
 /// With <see cref="DistillationOptions.HiddenMse"/> = w > 0 the loss is L + w·MSE(final hidden states) (<see cref="HiddenStateMse"/>).
-/// Masked (pruned) parameters keep their zeros (<see cref="Parameter.Mask"/>).
+/// Masked (pruned) parameters keep their zeros (<see cref="Parameter.Mask"/>); fake-quantized ones train their latent
+/// weights and grids, or their grids alone (<see cref="TrainableModel.Trainable"/>).
 /// </summary>
 public static class Distillation
 {
@@ -64,6 +71,7 @@ public static class Distillation
         var dLogits = new float[batch * seqLen * vocab];
         float tau = options.Loss.Temperature;
         var losses = new List<double>();
+        var trainable = student.Trainable;
         for (int step = 0; step < options.Steps; step++)
         {
             cancellation.ThrowIfCancellationRequested();
@@ -79,9 +87,9 @@ public static class Distillation
                 loss += options.HiddenMse * HiddenStateMse.Forward(teacherHidden, student.FinalHidden, dHidden, options.HiddenMse);
             }
             student.Backward(dLogits, dHidden);
-            GradientClipping.ClipGlobalNorm(student.Parameters, options.ClipNorm);
+            GradientClipping.ClipGlobalNorm(trainable, options.ClipNorm);
             float lr = schedule.At(step);
-            optimizer.Update(student.Parameters, lr);
+            optimizer.Update(trainable, lr);
             losses.Add(loss);
             onStep?.Invoke(step, loss, lr);
         }

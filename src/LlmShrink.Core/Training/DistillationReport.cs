@@ -5,7 +5,7 @@ namespace LlmShrink.Training;
 
 /// <summary>What a distillation run did, as the output folder's report.md: the command, the setup, the loss curve.</summary>
 public sealed record DistillationReport(string Command, string Teacher, string Student, string Data, DistillationOptions Options,
-    IReadOnlyList<string> Masked, IReadOnlyList<double> Losses, IReadOnlyList<float> Rates, TimeSpan Elapsed)
+    IReadOnlyList<string> Masked, IReadOnlyList<string> Quantized, QuantizedTraining QuantizedTraining, IReadOnlyList<double> Losses, IReadOnlyList<float> Rates, TimeSpan Elapsed)
 {
     /// <summary>The loss at every <paramref name="every"/>-th step and at the last, and the loss of the first step.</summary>
     public void Write(string path, int every)
@@ -30,6 +30,8 @@ public sealed record DistillationReport(string Command, string Teacher, string S
         md.AppendLine(i, $"| optimizer | AdamW, peak rate {o.Lr:G3}, {Math.Min(o.Warmup, o.Steps - 1)} warmup steps then cosine to {o.Lr / 10:G3}, weight decay {o.WeightDecay}, gradient norm clipped at {o.ClipNorm} |");
         string threshold = $"{DistillationStudent.PrunedZeroFraction:P0}";
         md.AppendLine(i, $"| pruning masks kept | {(Masked.Count == 0 ? $"none (no block linear or lm_head with ≥ {threshold} exact zeros)" : $"{Masked.Count} tensors (the exact zeros of every block linear / lm_head with ≥ {threshold} zeros)")} |");
+        if (Quantized.Count > 0)
+            md.AppendLine(i, $"| quantized layers | {Quantized.Count} tensors trained through fake quantization, {(QuantizedTraining == QuantizedTraining.Scales ? "scales only, codes and zero points frozen (PEQA)" : $"latent weights in grid steps (peak rate {o.LatentLr:G3}) and scales, and zero points where the grid is asymmetric (straight-through round)")}, re-packed as GPTQ with their stored bits, groups and symmetry; embeddings, norms and float layers train as usual |");
         md.AppendLine(i, $"| time | {Elapsed.TotalSeconds:F1} s |");
         md.AppendLine().AppendLine("## Loss").AppendLine();
         md.AppendLine("The loss on each step's own training batch, before that step's update: the mean divergence per position (plus the weighted hidden-state MSE when `--hidden-mse` is on).").AppendLine();

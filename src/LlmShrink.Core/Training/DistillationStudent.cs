@@ -1,3 +1,4 @@
+using LlmShrink.Compression.Quantization;
 using LlmShrink.Model;
 using LlmShrink.Representations;
 
@@ -5,36 +6,56 @@ namespace LlmShrink.Training;
 
 /// <summary>
 /// A student checkpoint (a folder this project wrote, or any dense Hugging Face folder) as a <see cref="TrainableModel"/>
-/// whose pruning survives training. Detection of a pruned layer: a block linear or lm_head whose weight holds at least
-/// <see cref="PrunedZeroFraction"/> exact zeros is taken as pruned, and exactly its zeros become the
-/// <see cref="Parameter.Mask"/> (<see cref="Parameter.MaskZeros"/>). This reads the weights alone, so it covers every
-/// pruning method and pattern (unstructured, N:M) and any folder, without trusting a recipe; a dense float model has
-/// essentially no exact zeros (a trained weight lands on 0.0 with probability ~2⁻²³ per value), so 5 % cannot be met
-/// by chance, while every pruning preset removes far more (50 %).
-/// A packed module (GPTQ, W8A8, ggml blocks, low-rank factors, an EoRA compensation) is refused for now: it would
-/// need fake quantization or factor training, not a dense copy.
+/// whose pruning survives training and whose quantized layers train through fake quantization. Detection of a pruned
+/// layer: a dense block linear or lm_head whose weight holds at least <see cref="PrunedZeroFraction"/> exact zeros is taken
+/// as pruned, and exactly its zeros become the <see cref="Parameter.Mask"/> (<see cref="Parameter.MaskZeros"/>). This reads
+/// the weights alone, so it covers every pruning method and pattern (unstructured, N:M) and any folder, without trusting a
+/// recipe; a dense float model has essentially no exact zeros (a trained weight lands on 0.0 with probability ~2⁻²³ per
+/// value), so 5 % cannot be met by chance, while every pruning preset removes far more (50 %).
+/// A GPTQ-packed layer (GPTQ, RTN and AWQ presets) becomes a <see cref="FakeQuantization"/> of its stored codes and grids,
+/// its latent weight the stored codes less zero points; no mask is looked for there (the zero code makes many exact zeros at 3 bits).
+/// Other packed modules (W8A8, ggml blocks, 2:4-sparse 4-bit, low-rank factors, an EoRA compensation) are refused.
 /// </summary>
 public static class DistillationStudent
 {
     public const double PrunedZeroFraction = 0.05;
 
-    /// <summary>The trainable student with masks on its pruned layers; returns the masked parameters' names too.</summary>
-    public static (TrainableModel Model, IReadOnlyList<string> Masked) Load(LoadedModel student)
+    /// <summary>
+    /// The trainable student with masks on its pruned layers and fake quantization (<paramref name="quantizedTraining"/>)
+    /// on its GPTQ-packed ones, whose latent weights (in grid steps) learn at <paramref name="latentRateScale"/> times the
+    /// schedule's rate; returns the masked and the quantized parameters' names too.
+    /// </summary>
+    public static (TrainableModel Model, IReadOnlyList<string> Masked, IReadOnlyList<string> Quantized) Load(LoadedModel student, QuantizedTraining quantizedTraining, float latentRateScale)
     {
         var c = student.Config;
+        var packed = new Dictionary<string, FakeQuantization>(StringComparer.Ordinal);
         foreach (string module in LinearModules(c))
-            if (LayerRepresentations.Find(student.Weights, module) is { IsDense: false } representation)
-                throw new ShrinkException($"distill: module {module} of {student.Source} is {representation.Name}-packed; training quantized or factored students is not built yet");
-        var model = TrainableModel.FromLoaded(student);
+            switch (LayerRepresentations.Find(student.Weights, module))
+            {
+                case GptqRepresentation:
+                    packed[module + ".weight"] = new FakeQuantization(module, GptqRepresentation.Read(student.Weights, module), quantizedTraining);
+                    break;
+                case { IsDense: false } representation:
+                    throw new ShrinkException($"distill: module {module} of {student.Source} is {representation.Name}-packed; training is built for dense, pruned and GPTQ-packed students only");
+            }
+        var model = TrainableModel.FromLoaded(student, name => packed.TryGetValue(name, out var q) ? q.InitialLatent() : null);
         var masked = new List<string>();
+        var quantized = new List<string>();
         foreach (var p in MaskableParameters(model))
         {
+            if (packed.TryGetValue(p.Name, out var q))
+            {
+                p.Quantize(q);
+                p.RateScale = latentRateScale;
+                quantized.Add(p.Name);
+                continue;
+            }
             long zeros = p.Value.LongCount(v => v == 0);
             if (zeros < PrunedZeroFraction * p.Value.Length) continue;
             p.MaskZeros();
             masked.Add(p.Name);
         }
-        return (model, masked);
+        return (model, masked, quantized);
     }
 
     /// <summary>Module paths of the block linears and lm_head (tied embeddings have no lm_head module).</summary>

@@ -7,7 +7,10 @@ namespace LlmShrink.Training;
 /// <summary>
 /// A linear layer Y[n, out] = X[n, in]·Wᵀ (+ b), W stored [out, in]. Backward:
 /// dX = dY·W, dW = dYᵀ·X, db = Σ_rows dY. A masked W (<see cref="Parameter.Mask"/>) computes with W ⊙ M, whose
-/// values are already zero under the mask, and gets dW = (dYᵀ·X) ⊙ M.
+/// values are already zero under the mask, and gets dW = (dYᵀ·X) ⊙ M. A fake-quantized W
+/// (<see cref="Parameter.Quantization"/>) computes with its grid's Ŵ, and dŴ = dYᵀ·X goes to the grid's backward
+/// (<see cref="FakeQuantization.Backward"/>), which routes it to the latent weight, the scales and the zero points; Ŵ is
+/// recomputed in the backward rather than kept (a pass over the weights, against the n times longer products).
 /// <para>All three products run on the inference kernel <see cref="MatMul.Multiply"/> (y = x·Wᵀ, multi-threaded on the
 /// shared <see cref="WorkerPool"/>): dX = dY·(Wᵀ)ᵀ with Wᵀ transposed once, dW = (dYᵀ)·(Xᵀ)ᵀ with dY and X transposed;
 /// a transpose costs O(n·in + n·out + in·out), the product O(n·in·out).</para>
@@ -17,7 +20,7 @@ public static unsafe class LinearOp
     public static void Forward(ReadOnlySpan<float> x, Parameter weight, Parameter? bias, Span<float> y, int n)
     {
         int outDim = weight.Rows, inDim = weight.Columns;
-        fixed (float* w = weight.Value) MatMul.Multiply(x[..(n * inDim)], w, y[..(n * outDim)], n, inDim, outDim);
+        fixed (float* w = Effective(weight)) MatMul.Multiply(x[..(n * inDim)], w, y[..(n * outDim)], n, inDim, outDim);
         if (bias is null) return;
         for (int i = 0; i < n; i++) TensorPrimitives.Add(y.Slice(i * outDim, outDim), bias.Value, y.Slice(i * outDim, outDim));
     }
@@ -34,7 +37,7 @@ public static unsafe class LinearOp
         try
         {
             // dX[n, in] = dY[n, out]·W[out, in] = dY·(Wᵀ)ᵀ: Wᵀ is the [in, out] matrix MatMul wants.
-            Transpose(weight.Value, outDim, inDim, b);
+            Transpose(Effective(weight), outDim, inDim, b);
             fixed (float* wt = b) MatMul.Multiply(dy[..(n * outDim)], wt, c.AsSpan(0, n * inDim), n, outDim, inDim);
             TensorPrimitives.Add(dx[..(n * inDim)], c.AsSpan(0, n * inDim), dx[..(n * inDim)]);
             // dW[out, in] = dYᵀ[out, n]·X[n, in] = dYᵀ·(Xᵀ)ᵀ.
@@ -42,9 +45,13 @@ public static unsafe class LinearOp
             Transpose(x, n, inDim, b);
             fixed (float* xt = b) MatMul.Multiply(a.AsSpan(0, outDim * n), xt, c.AsSpan(0, outDim * inDim), outDim, n, inDim);
             var dw = c.AsSpan(0, outDim * inDim);
-            if (weight.Mask is { } mask)
-                for (int i = 0; i < dw.Length; i++) if (mask[i] == 0) dw[i] = 0;
-            TensorPrimitives.Add(weight.Grad, dw, weight.Grad);
+            if (weight.Quantization is { } quantization) quantization.Backward(c, weight.Value, weight.Grad);
+            else
+            {
+                if (weight.Mask is { } mask)
+                    for (int i = 0; i < dw.Length; i++) if (mask[i] == 0) dw[i] = 0;
+                TensorPrimitives.Add(weight.Grad, dw, weight.Grad);
+            }
             if (bias is not null)
                 for (int i = 0; i < n; i++) TensorPrimitives.Add(bias.Grad, dy.Slice(i * outDim, outDim), bias.Grad);
         }
@@ -55,6 +62,9 @@ public static unsafe class LinearOp
             pool.Return(c);
         }
     }
+
+    /// <summary>The weight the product uses: the value itself, or its fake-quantized Ŵ.</summary>
+    private static float[] Effective(Parameter weight) => weight.Quantization?.Forward(weight.Value) ?? weight.Value;
 
     /// <summary>
     /// dst[c, r] = src[r, c] for a [rows, cols] matrix, in 16×16 tiles: each tile's 16 source rows and 16 destination

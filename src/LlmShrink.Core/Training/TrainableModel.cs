@@ -22,8 +22,15 @@ public sealed class TrainableModel
     /// <summary>The output projection; the same object as <see cref="Embedding"/> when the model ties them.</summary>
     public Parameter LmHead { get; }
     public IReadOnlyList<TrainableBlock> Blocks { get; }
-    /// <summary>Every parameter once (a tied lm_head is the embedding).</summary>
+    /// <summary>Every parameter once (a tied lm_head is the embedding): the checkpoint's tensors.</summary>
     public IReadOnlyList<Parameter> Parameters { get; }
+
+    /// <summary>
+    /// What the optimizer updates: <see cref="Parameters"/>, less fake-quantized weights whose codes are frozen (PEQA),
+    /// plus every fake-quantized weight's scales and zero points (<see cref="Parameter.Quantization"/>).
+    /// </summary>
+    public IReadOnlyList<Parameter> Trainable =>
+        [.. Parameters.Where(p => p.Quantization is not { TrainsWeights: false }), .. Parameters.SelectMany(p => p.Quantization?.Parameters ?? [])];
 
     private readonly Rope _rope;
     private readonly AttentionOp[] _attention;
@@ -50,10 +57,12 @@ public sealed class TrainableModel
     }
 
     /// <summary>
-    /// Copies a checkpoint's weights into float32 parameters, through the loader's tensors (F32, F16 or BF16; a packed
-    /// layer — GPTQ, GGML blocks — is refused: it would need fake quantization, not a dense copy).
+    /// Copies a checkpoint's weights into float32 parameters, through the loader's tensors (F32, F16 or BF16). A packed
+    /// layer (GPTQ, GGML blocks) is refused unless <paramref name="packed"/>(tensor name) gives its values (a quantized
+    /// student's latent weight, <see cref="FakeQuantization.InitialLatent"/>, which <see cref="DistillationStudent"/> then
+    /// fake-quantizes); null there means a dense tensor.
     /// </summary>
-    public static TrainableModel FromLoaded(LoadedModel model)
+    public static TrainableModel FromLoaded(LoadedModel model, Func<string, float[]?>? packed = null)
     {
         var c = model.Config;
         c.Validate(model.Source);
@@ -62,6 +71,11 @@ public sealed class TrainableModel
         if (factors is not null) TensorShapes.Expect(factors, c.HeadDim / 2);
         return Create(c, (name, shape) =>
         {
+            if (packed?.Invoke(name) is { } values)
+            {
+                if (values.Length != shape.Aggregate(1L, (a, b) => a * b)) throw ShrinkException.InFile(model.Source, $"packed tensor '{name}' does not have the shape [{string.Join(", ", shape)}] the configuration implies");
+                return values;
+            }
             var t = w.Find(name) ?? throw ShrinkException.InFile(model.Source, $"tensor '{name}' is missing (a packed layer has no dense weight to train)");
             if (t.Type is not (TensorType.F32 or TensorType.F16 or TensorType.BF16))
                 throw ShrinkException.InFile(model.Source, $"tensor '{name}' is stored as {t.Type}; training reads dense F32, F16 or BF16 weights");
@@ -104,7 +118,7 @@ public sealed class TrainableModel
 
     public void ZeroGrad()
     {
-        foreach (var p in Parameters) p.ZeroGrad();
+        foreach (var p in Trainable) p.ZeroGrad();
     }
 
     /// <summary>
