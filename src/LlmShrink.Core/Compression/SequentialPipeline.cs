@@ -157,18 +157,28 @@ public sealed class SequentialPipeline
         // (1) Statistics of the targeted layers' real inputs.
         progress?.Report(new PipelineProgress(layer, stages, "calibrating"));
         var statistics = RecordStatistics(block, plan.Select(p => (p.Modifier.Method.Needs, p.Roles)));
+        // Block-wise reconstruction also needs the uncompressed block's outputs: this pass computes them anyway.
+        bool keepOutputs = plan.Any(p => p.Modifier.Method.Needs.HasFlag(StatisticsNeeds.BlockOutputs));
+        var outputs = new List<float[]>();
         foreach (var h in hidden)
         {
             cancel.ThrowIfCancellationRequested();
             h.CopyTo(scratch, 0);
             cache.Clear();
             _transformer.ForwardBlock(layer, scratch, length, cache);
+            if (keepOutputs) outputs.Add((float[])scratch.Clone());
         }
         StopRecording(block);
 
         // (2) Compress.
         progress?.Report(new PipelineProgress(layer, stages, "compressing"));
-        var context = new BlockCompression(layer, _transformer.Config, block, _model.Weights, statistics, reshape: shape => _transformer.Reshape(layer, shape));
+        var context = new BlockCompression(layer, _transformer.Config, block, _model.Weights, statistics, reshape: shape => _transformer.Reshape(layer, shape))
+        {
+            BlockInputs = keepOutputs ? hidden : [],
+            BlockTargets = outputs,
+            Progress = done => progress?.Report(new PipelineProgress(layer, stages, "compressing", done)),
+            Cancellation = cancel,
+        };
         ApplyModifiers(context, plan, cancel);
         var (finished, blockReports) = context.Finish();
         // Each layer carries its site's mean x² (after any folding) so the writer can store the importance the GGUF re-fits weight by.
