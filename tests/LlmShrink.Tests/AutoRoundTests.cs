@@ -103,6 +103,90 @@ public class AutoRoundTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// The method's own guarantee, on tinylit-8m's first block (2-bit, groups of 64, 8 calibration samples × 64 tokens of
+    /// the calibration text, the block's outputs as targets): the starting point is exactly round-to-nearest, 40 steps
+    /// of signed gradient descent lower the block output's MSE over those samples below 0.3 of it (measured: 1.04e-3 → 1.45e-4), and the layers stored from
+    /// the optimized V, α, β dequantize to exactly the weights the optimization measured.
+    /// </summary>
+    [Fact]
+    public void Optimized_rounding_lowers_the_block_output_error_below_round_to_nearest()
+    {
+        using var model = ModelLoader.Load(SharedData.TinyLit);
+        using var transformer = new Transformer(model);
+        var c = OneBlock(model.Config);
+        var trainable = TrainableModel.Create(c, (name, shape) => name switch
+        {
+            TensorNames.Embedding => new float[shape[0] * shape[1]],
+            TensorNames.FinalNorm => Enumerable.Repeat(1f, shape[0]).ToArray(),
+            _ => model.Weights.Get(name).ToFloatArray(),
+        }, default);
+        const int seqLen = 64;
+        var calibration = CalibrationSet.FromFile(SharedData.Corpus("tinylit_calib.txt"), model.RequireTokenizer(), 8, seqLen, seed: 0);
+        var inputs = calibration.Samples.Select(sample =>
+        {
+            var h = new float[seqLen * c.HiddenSize];
+            transformer.Embed(sample, h);
+            return h;
+        }).ToList();
+        var targets = inputs.Select(h => trainable.ForwardBlocks(h, 1, seqLen).ToArray()).ToList();
+
+        var scheme = QuantScheme.Grouped(2, 64, symmetric: true);
+        var layers = Roles.Select(role =>
+        {
+            var p = Weight(trainable.Blocks[0], role);
+            var rtnWeights = Rtn.Quantize(p.Value, p.Rows, p.Columns, scheme).Dequantize();
+            var rounding = new LearnedRounding((float[])p.Value.Clone(), p.Rows, p.Columns, scheme);
+            rounding.FakeQuantize(p.Value);
+            Assert.Equal(rtnWeights, p.Value);
+            return (Weight: p, Rounding: rounding);
+        }).ToList();
+        double rtn = BlockReconstruction.Mse(trainable, layers, inputs, targets, seqLen, 4);
+
+        var result = BlockReconstruction.Run(trainable, layers, inputs, targets, seqLen, new AutoRoundOptions(Steps: 40, Batch: 4, LearningRate: 1.0 / 40));
+        output.WriteLine($"block 0, 2-bit g64: MSE {result.InitialMse:E4} (round-to-nearest) → {result.FinalMse:E4}");
+        Assert.Equal(rtn, result.InitialMse);
+        Assert.True(result.Kept);
+        Assert.True(result.FinalMse < 0.3 * result.InitialMse, $"MSE {result.FinalMse:E4} vs round-to-nearest {result.InitialMse:E4}");
+        foreach (var (p, r) in layers)
+        {
+            r.FakeQuantize(p.Value);
+            Assert.Equal(p.Value, r.Quantize().Dequantize());
+        }
+    }
+
+    /// <summary>Every key of an autoround modifier survives writing the recipe out as YAML and reading it back; bad values are one-line errors.</summary>
+    [Fact]
+    public void Recipe_round_trips_through_yaml()
+    {
+        var recipe = Recipe.Parse("""
+            modifiers:
+              - method: autoround
+                targets: [Linear]
+                ignore: [lm_head]
+                bits: 3
+                group_size: 64
+                symmetric: false
+                steps: 50
+                batch: 4
+                lr: 0.01
+                seed: 3
+                reference: block
+            """, "test", "test.yaml");
+        var again = Recipe.From("again", recipe.Modifiers.Select(m => m.Spec));
+        var (first, second) = (recipe.Modifiers.Single(), again.Modifiers.Single());
+        Assert.Equal(first.Spec.Parameters, second.Spec.Parameters);
+        Assert.Equal(["lm_head"], second.Spec.Ignore);
+        Assert.Equal(StatisticsNeeds.BlockOutputs, second.Method.Needs);
+        Assert.Equal(StatisticsNeeds.ReferenceOutputs, Recipe.Load("w2g64-autoround").Modifiers.Single().Method.Needs);
+        foreach (var bad in new[] { "steps: 0", "granularity: tensor", "reference: teacher", "lr: 2" })
+        {
+            var e = Assert.Throws<ShrinkException>(() => Recipe.Parse($"modifiers:\n  - method: autoround\n    {bad}\n", "bad", "bad.yaml"));
+            Assert.DoesNotContain('\n', e.Message);
+        }
+        Assert.Throws<ShrinkException>(() => Recipe.Parse("modifiers:\n  - method: autoround\n    targets: [lm_head]\n", "head", "head.yaml"));
+    }
+
+    /// <summary>
     /// AutoRound's Ŵ(V, α, β) in double with every discrete choice of the float quantizer at the point of the check held
     /// fixed: round(u) = u + δ (δ as it was), the stored scale s = s(α, β) + σ (σ its float16 rounding then), the
     /// asymmetric zero point z = −min'/s + ε, and whether each code was clamped (and to which end).

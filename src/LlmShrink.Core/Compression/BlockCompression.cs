@@ -45,11 +45,17 @@ public sealed class BlockCompression
 
     /// <summary>
     /// The calibration samples' hidden states entering this block, one array of sequence length × hidden size per sample:
-    /// the outputs of the blocks before it as they were compressed. Set when a modifier needs <see cref="StatisticsNeeds.BlockOutputs"/>.
+    /// the outputs of the blocks before it as they were compressed. Set when a modifier needs <see cref="StatisticsNeeds.BlockOutputs"/>
+    /// or <see cref="StatisticsNeeds.ReferenceOutputs"/>.
     /// </summary>
     public IReadOnlyList<float[]> BlockInputs { get; internal init; } = [];
-    /// <summary>What the block should output for <see cref="BlockInputs"/>: the uncompressed block's outputs on them.</summary>
-    public IReadOnlyList<float[]> BlockTargets { get; internal init; } = [];
+    /// <summary>The uncompressed block's outputs on <see cref="BlockInputs"/> (<see cref="StatisticsNeeds.BlockOutputs"/>).</summary>
+    public IReadOnlyList<float[]> BlockOutputs { get; internal init; } = [];
+    /// <summary>
+    /// The uncompressed model's hidden states after this block for the same samples (<see cref="StatisticsNeeds.ReferenceOutputs"/>):
+    /// what the block should output were it to undo the error the compressed blocks before it hand it as well.
+    /// </summary>
+    public IReadOnlyList<float[]> ReferenceOutputs { get; internal init; } = [];
     internal Action<double>? Progress { get; init; }
     /// <summary>The pipeline's cancellation, for a method whose work on one block is long (block reconstruction).</summary>
     public CancellationToken Cancellation { get; internal init; }

@@ -11,14 +11,17 @@ namespace LlmShrink.Compression.Methods;
 /// by signed gradient descent so that the block with its fake-quantized layers reproduces the uncompressed block's
 /// outputs on the calibration inputs (<see cref="BlockReconstruction"/>); then the layers are stored with those roundings
 /// as ordinary GPTQ-packed layers. The inputs are the outputs of the blocks before it as compressed (AutoRound's
-/// default), so each block also learns to absorb the error it is handed.
+/// <c>enable_quanted_input</c>). The targets are, with <c>reference: model</c> (AutoRound's choice), the uncompressed
+/// model's own hidden states after the block, so each block also learns to undo the error the blocks before it hand it;
+/// with <c>reference: block</c>, the uncompressed block's outputs on the same inputs (GPTQ's view: each block on its own).
 /// Keys: the scheme's (<c>bits</c>, <c>group_size</c>, <c>granularity</c> group | channel, <c>symmetric</c>), and
-/// <c>steps</c> (default 200), <c>batch</c> (samples per step, default 8), <c>lr</c> (default 1/steps), <c>seed</c>.
+/// <c>steps</c> (default 200), <c>batch</c> (samples per step, default 8), <c>lr</c> (default 1/steps), <c>seed</c>,
+/// <c>reference</c> (model | block).
 /// </summary>
-public sealed class AutoRoundMethod(QuantScheme scheme, AutoRoundOptions options) : ICompressionMethod
+public sealed class AutoRoundMethod(QuantScheme scheme, AutoRoundOptions options, bool referenceTargets) : ICompressionMethod
 {
     public string Name => "autoround";
-    public StatisticsNeeds Needs => StatisticsNeeds.BlockOutputs;
+    public StatisticsNeeds Needs => referenceTargets ? StatisticsNeeds.ReferenceOutputs : StatisticsNeeds.BlockOutputs;
     /// <summary>lm_head belongs to no block whose output could be reconstructed.</summary>
     public bool CanTargetLmHead => false;
 
@@ -30,7 +33,8 @@ public sealed class AutoRoundMethod(QuantScheme scheme, AutoRoundOptions options
         int steps = p.Int("steps", 200), batch = p.Int("batch", 8), seed = p.Int("seed", 0);
         if (steps < 1 || batch < 1) throw ShrinkException.InFile(p.Source, "modifier 'autoround': steps and batch must be positive");
         double lr = p.Double("lr", 1.0 / steps, 1e-6, 1);
-        return new AutoRoundMethod(scheme, new AutoRoundOptions(steps, batch, lr, seed));
+        bool reference = p.String("reference", "model", "model", "block") == "model";
+        return new AutoRoundMethod(scheme, new AutoRoundOptions(steps, batch, lr, seed), reference);
     }
 
     public void CompressBlock(BlockCompression block)
@@ -49,7 +53,7 @@ public sealed class AutoRoundMethod(QuantScheme scheme, AutoRoundOptions options
         var trainable = TrainableModel.Create(config, (name, size) => Values(block, decoder, targets, name, size), block.RopeFrequencyFactors());
         var layers = block.Targets.Select(role => (Parameter(trainable.Blocks[0], role), roundings[role])).ToList();
         int seqLen = block.BlockInputs[0].Length / config.HiddenSize;
-        BlockReconstruction.Run(trainable, layers, block.BlockInputs, block.BlockTargets, seqLen, options, block.ReportProgress, block.Cancellation);
+        BlockReconstruction.Run(trainable, layers, block.BlockInputs, referenceTargets ? block.ReferenceOutputs : block.BlockOutputs, seqLen, options, block.ReportProgress, block.Cancellation);
         foreach (var role in block.Targets) block.SetQuantized(role, roundings[role].Quantize());
     }
 
