@@ -9,6 +9,7 @@ using Xunit.Abstractions;
 namespace LlmShrink.Tests;
 
 /// <summary>AutoRound: the learned rounding's gradients, its reconstruction objective, and the method in the pipeline.</summary>
+[Collection(CompressedTinyLit.Collection)]
 public class AutoRoundTests(ITestOutputHelper output)
 {
     private static readonly LinearRole[] Roles = [LinearRole.Q, LinearRole.K, LinearRole.V, LinearRole.O, LinearRole.Gate, LinearRole.Up, LinearRole.Down];
@@ -152,6 +153,31 @@ public class AutoRoundTests(ITestOutputHelper output)
             r.FakeQuantize(p.Value);
             Assert.Equal(p.Value, r.Quantize().Dequantize());
         }
+    }
+
+    /// <summary>
+    /// Issue 14's orderings on held-out text, at a cost CI can pay: GPTQ and AutoRound on the same small calibration of
+    /// <see cref="CompressedTinyLit"/> (8 samples × 128 tokens), AutoRound with 20 steps of 4 samples per block instead of
+    /// the presets' 200 of 8, scored on the first 20 chunks of 256 tokens of tinylit_eval.txt (llama.cpp protocol).
+    /// Measured here: w3g128 KL autoround 1.100e-2 vs gptq 1.625e-2 (0.68×; perplexity 76.08 vs 77.03), w2g64 autoround
+    /// 6.31e-2 vs gptq 2.005e-1 (0.31×; 80.76 vs 97.14), so both hold with room (the bounds are issue 14's: below GPTQ at
+    /// 3 bits, at most 0.6× at 2). The presets with the CLI's defaults (128 × 256 calibration, 200 steps of 8, whole text,
+    /// standard protocol) give 0.40× (4.65e-3 vs 1.159e-2) and 0.24× (2.55e-2 vs 1.059e-1).
+    /// </summary>
+    [Fact]
+    public void Autoround_beats_gptq_at_three_bits_and_cuts_its_two_bit_kl_below_six_tenths()
+    {
+        const string Short = "\n    steps: 20\n    batch: 4";
+        const string W3 = "bits: 3\n    group_size: 128\n    symmetric: true", W2 = "bits: 2\n    group_size: 64\n    symmetric: true";
+        const int Chunks = 20;
+        var gptq3 = HeldOutScore.Of(CompressedTinyLit.Folder("gptq", W3), Chunks);
+        var autoround3 = HeldOutScore.Of(CompressedTinyLit.Folder("autoround", W3 + Short), Chunks);
+        var gptq2 = HeldOutScore.Of(CompressedTinyLit.Folder("gptq", W2), Chunks);
+        var autoround2 = HeldOutScore.Of(CompressedTinyLit.Folder("autoround", W2 + Short), Chunks);
+        output.WriteLine($"w3g128 KL autoround {autoround3.Kl:E3} (ppl {autoround3.Ppl:F3}) vs gptq {gptq3.Kl:E3} ({gptq3.Ppl:F3}): {autoround3.Kl / gptq3.Kl:F2}×");
+        output.WriteLine($"w2g64 KL autoround {autoround2.Kl:E3} (ppl {autoround2.Ppl:F3}) vs gptq {gptq2.Kl:E3} ({gptq2.Ppl:F3}): {autoround2.Kl / gptq2.Kl:F2}×");
+        Assert.True(autoround3.Kl < gptq3.Kl, $"w3g128: KL autoround {autoround3.Kl:E3} vs gptq {gptq3.Kl:E3}");
+        Assert.True(autoround2.Kl <= 0.6 * gptq2.Kl, $"w2g64: KL autoround {autoround2.Kl:E3} vs gptq {gptq2.Kl:E3} ({autoround2.Kl / gptq2.Kl:F2}×)");
     }
 
     /// <summary>Every key of an autoround modifier survives writing the recipe out as YAML and reading it back; bad values are one-line errors.</summary>
