@@ -75,6 +75,15 @@ public class CompressionTests
             granularity: channel
             symmetric: false
         """)]
+    [InlineData("""
+        modifiers:
+          - method: autoround
+            targets: [Linear]
+            ignore: [lm_head]
+            bits: 2
+            group_size: 64
+            steps: 4
+        """)]
     public void PackedCheckpointRunsExactlyLikeTheInMemoryModel(string recipe)
     {
         using var dir = new TempDir();

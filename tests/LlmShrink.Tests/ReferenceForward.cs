@@ -21,10 +21,19 @@ public static class ReferenceForward
     /// <summary>The same for weights given by canonical name (the training tests perturb them one value at a time).</summary>
     public static double[][] Logits(ModelConfig c, Func<string, double[]> W, float[]? ropeFactors, int[] tokens)
     {
-        int n = tokens.Length, d = c.HiddenSize, hd = c.HeadDim;
+        int n = tokens.Length, d = c.HiddenSize;
         var embedding = W(TensorNames.Embedding);
         var x = new double[n][];
         for (int t = 0; t < n; t++) x[t] = embedding.AsSpan(tokens[t] * d, d).ToArray();
+        x = Blocks(c, W, ropeFactors, x);
+        var head = W(c.TiedEmbeddings ? TensorNames.Embedding : TensorNames.LmHead);
+        return x.Select(row => Linear(Norm(row, W(TensorNames.FinalNorm), c.RmsNormEps), head, null, c.VocabSize)).ToArray();
+    }
+
+    /// <summary>The blocks alone on hidden states <paramref name="x"/> ([positions][hidden], from position 0), changed in place and returned.</summary>
+    public static double[][] Blocks(ModelConfig c, Func<string, double[]> W, float[]? ropeFactors, double[][] x)
+    {
+        int n = x.Length, d = c.HiddenSize, hd = c.HeadDim;
         double[] freqs = Frequencies(c, ropeFactors);
 
         for (int l = 0; l < c.NumLayers; l++)
@@ -75,8 +84,7 @@ public static class ReferenceForward
                 for (int i = 0; i < d; i++) x[t][i] += down[i];
             }
         }
-        var head = W(c.TiedEmbeddings ? TensorNames.Embedding : TensorNames.LmHead);
-        return x.Select(row => Linear(Norm(row, W(TensorNames.FinalNorm), c.RmsNormEps), head, null, c.VocabSize)).ToArray();
+        return x;
     }
 
     private static double[] Norm(double[] x, double[] weight, double eps)

@@ -41,7 +41,7 @@ internal static class CompressCommand
             var summary = Terminal.WithStages(stages, report => CompressionJob.Run(request, new Terminal.SynchronousProgress<PipelineProgress>(p =>
                 {
                     if (p.Stage == CompressionJob.EvaluatingStage) report(1, p.Done);
-                    else report(0, (p.Layer + StageFraction(p.Stage)) / p.Layers);
+                    else report(0, (p.Layer + StageFraction(p.Stage) + (p.Stage == "compressing" ? 0.4 * p.Done : 0)) / p.Layers);
                 }), cancellation));
             var p = summary.Pipeline;
             var table = Terminal.KeyValueTable("compressed")

@@ -43,6 +43,29 @@ public sealed class BlockCompression
     public IReadOnlySet<LinearRole> TargetedLater { get; internal set; } = new HashSet<LinearRole>();
     internal string MethodName { get; set; } = "";
 
+    /// <summary>
+    /// The calibration samples' hidden states entering this block, one array of sequence length × hidden size per sample:
+    /// the outputs of the blocks before it as they were compressed. Set when a modifier needs <see cref="StatisticsNeeds.BlockOutputs"/>
+    /// or <see cref="StatisticsNeeds.ReferenceOutputs"/>.
+    /// </summary>
+    public IReadOnlyList<float[]> BlockInputs { get; internal init; } = [];
+    /// <summary>The uncompressed block's outputs on <see cref="BlockInputs"/> (<see cref="StatisticsNeeds.BlockOutputs"/>).</summary>
+    public IReadOnlyList<float[]> BlockOutputs { get; internal init; } = [];
+    /// <summary>
+    /// The uncompressed model's hidden states after this block for the same samples (<see cref="StatisticsNeeds.ReferenceOutputs"/>):
+    /// what the block should output were it to undo the error the compressed blocks before it hand it as well.
+    /// </summary>
+    public IReadOnlyList<float[]> ReferenceOutputs { get; internal init; } = [];
+    internal Action<double>? Progress { get; init; }
+    /// <summary>The pipeline's cancellation, for a method whose work on one block is long (block reconstruction).</summary>
+    public CancellationToken Cancellation { get; internal init; }
+
+    /// <summary>Tells the pipeline's progress how much of the current method's work on this block is done, in [0, 1].</summary>
+    public void ReportProgress(double done) => Progress?.Invoke(done);
+
+    /// <summary>The checkpoint's stored RoPE frequency factors (llama3-style models from GGUF), or null.</summary>
+    public float[]? RopeFrequencyFactors() => _checkpoint.Find(TensorNames.RopeFrequencyFactors)?.ToFloatArray();
+
     /// <param name="head">For the head stage (block null): the transformer whose lm_head and final norm are compressed and rescaled.</param>
     /// <param name="reshape">Receives the block's new widths when a method removes heads or channels.</param>
     internal BlockCompression(int layer, ModelConfig config, TransformerBlock? block, TensorSet checkpoint,

@@ -89,6 +89,10 @@ public sealed class SequentialPipeline
         if (removed.Count > 0) sink?.BlocksRemoved(removed);
         Survey(calibration, hidden, removed, progress, cancel);
         ReleaseMapped(_model.Weights.Get(TensorNames.Embedding)); // only the sampled tokens' rows were read
+        // The uncompressed model's hidden states, carried beside the compressed ones when a method reconstructs towards them
+        // (after the survey, which re-embeds the hidden states it ran through the float blocks).
+        var reference = _recipe.Modifiers.Any(m => m.Method.Needs.HasFlag(StatisticsNeeds.ReferenceOutputs))
+            ? hidden.Select(h => (float[])h.Clone()).ToArray() : null;
         var reports = new List<LayerReport>();
         long writtenParameters = 0; // of the layers as finally written (counted, not kept: a block's layers are gigabytes)
         double writtenBits = 0;
@@ -96,14 +100,18 @@ public sealed class SequentialPipeline
 
         for (int layer = 0; layer < c.NumLayers; layer++)
         {
-            if (removed.Contains(layer)) continue; // the residual stream passes the block by
+            if (removed.Contains(layer)) // the residual stream passes the block by (the uncompressed model's runs it)
+            {
+                if (reference is not null) RunUncompressed(layer, reference, _transformer.NewCache(length), cancel);
+                continue;
+            }
             var block = _transformer.Blocks[layer];
             var plan = Plan(layer);
             var cache = _transformer.NewCache(length); // one block's keys and values, not every block's
 
             // (1) calibrate and (2) compress in a method of their own: the block's statistics and method state are
             // unreachable once it returns, whatever the JIT tier keeps alive in this loop's frame.
-            var (layers, blockReports) = CalibrateAndCompress(layer, stages, plan, hidden, scratch, cache, sink, progress, cancel);
+            var (layers, blockReports) = CalibrateAndCompress(layer, stages, plan, hidden, reference, scratch, cache, sink, progress, cancel);
             reports.AddRange(blockReports);
             writtenParameters += layers.Sum(l => (long)l.Rows * l.Columns);
             writtenBits += layers.Sum(l => l.StoredBits);
@@ -149,7 +157,7 @@ public sealed class SequentialPipeline
     }
 
     private (IReadOnlyList<CompressedLayer> Layers, IReadOnlyList<LayerReport> Reports) CalibrateAndCompress(int layer, int stages, List<(Modifier Modifier, IReadOnlyList<LinearRole> Roles)> plan,
-        float[][] hidden, float[] scratch, KvCache cache, IBlockSink? sink, IProgress<PipelineProgress>? progress, CancellationToken cancel)
+        float[][] hidden, float[][]? reference, float[] scratch, KvCache cache, IBlockSink? sink, IProgress<PipelineProgress>? progress, CancellationToken cancel)
     {
         var c = _model.Config;
         var block = _transformer.Blocks[layer];
@@ -157,24 +165,48 @@ public sealed class SequentialPipeline
         // (1) Statistics of the targeted layers' real inputs.
         progress?.Report(new PipelineProgress(layer, stages, "calibrating"));
         var statistics = RecordStatistics(block, plan.Select(p => (p.Modifier.Method.Needs, p.Roles)));
+        // Block-wise reconstruction also needs the uncompressed block's outputs: this pass computes them anyway.
+        bool keepOutputs = plan.Any(p => p.Modifier.Method.Needs.HasFlag(StatisticsNeeds.BlockOutputs));
+        bool reconstructs = keepOutputs || plan.Any(p => p.Modifier.Method.Needs.HasFlag(StatisticsNeeds.ReferenceOutputs));
+        var outputs = new List<float[]>();
         foreach (var h in hidden)
         {
             cancel.ThrowIfCancellationRequested();
             h.CopyTo(scratch, 0);
             cache.Clear();
             _transformer.ForwardBlock(layer, scratch, length, cache);
+            if (keepOutputs) outputs.Add((float[])scratch.Clone());
         }
         StopRecording(block);
+        if (reference is not null) RunUncompressed(layer, reference, cache, cancel);
 
         // (2) Compress.
         progress?.Report(new PipelineProgress(layer, stages, "compressing"));
-        var context = new BlockCompression(layer, _transformer.Config, block, _model.Weights, statistics, reshape: shape => _transformer.Reshape(layer, shape));
+        var context = new BlockCompression(layer, _transformer.Config, block, _model.Weights, statistics, reshape: shape => _transformer.Reshape(layer, shape))
+        {
+            BlockInputs = reconstructs ? hidden : [],
+            BlockOutputs = outputs,
+            ReferenceOutputs = reference ?? [],
+            Progress = done => progress?.Report(new PipelineProgress(layer, stages, "compressing", done)),
+            Cancellation = cancel,
+        };
         ApplyModifiers(context, plan, cancel);
         var (finished, blockReports) = context.Finish();
         // Each layer carries its site's mean x² (after any folding) so the writer can store the importance the GGUF re-fits weight by.
         var layers = finished.Select(l => statistics.TryGetValue(LinearRoles.Site(l.Role), out var site) ? l with { InputImportance = site.SquareMean() } : l).ToList();
         sink?.BlockDone(layer, block, layers);
         return (layers, blockReports);
+    }
+
+    /// <summary>Advances the uncompressed model's hidden states through block <paramref name="layer"/>, before anything in it is compressed.</summary>
+    private void RunUncompressed(int layer, float[][] reference, KvCache cache, CancellationToken cancel)
+    {
+        foreach (var h in reference)
+        {
+            cancel.ThrowIfCancellationRequested();
+            cache.Clear();
+            _transformer.ForwardBlock(layer, h, h.Length / _model.Config.HiddenSize, cache);
+        }
     }
 
     /// <summary>

@@ -17,6 +17,16 @@ public enum StatisticsNeeds
     ChannelMagnitudes = 2,
     /// <summary>A subsample of raw input rows, for output-error searches (AWQ).</summary>
     Samples = 4,
+    /// <summary>
+    /// Not a statistic of a site: the block's calibration inputs and the uncompressed block's outputs on them, for a
+    /// method that reconstructs the whole block's output (AutoRound). See <see cref="BlockCompression.BlockInputs"/>.
+    /// </summary>
+    BlockOutputs = 8,
+    /// <summary>
+    /// Not a statistic of a site: the uncompressed model's hidden states after the block, carried through every block
+    /// beside the compressed ones (AutoRound's targets). See <see cref="BlockCompression.ReferenceOutputs"/>.
+    /// </summary>
+    ReferenceOutputs = 16,
 }
 
 /// <summary>Statistics of the calibration activations reaching one input site of one block.</summary>

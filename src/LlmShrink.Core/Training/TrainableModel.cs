@@ -218,13 +218,48 @@ public sealed class TrainableModel
             TensorPrimitives.Add(dNorm, dHidden, dNorm);
         }
         RmsNormOp.Backward(dNorm, _finalInput, FinalNorm.Value, _finalRstd, dx, FinalNorm.Grad, n);
-        for (int l = c.NumLayers - 1; l >= 0; l--)
+        BackwardThroughBlocks();
+        EmbeddingOp.Backward(_tokens, dx, Embedding);
+    }
+
+    /// <summary>
+    /// The blocks alone on hidden states <paramref name="hidden"/> ([batch·seqLen, hiddenSize], each sequence from
+    /// position 0, as the embedding or an earlier block would give them): the last block's output, before the final
+    /// norm. Block-wise reconstruction (AutoRound) trains one block on its calibration inputs this way. The span belongs
+    /// to the model and is overwritten by the next forward pass.
+    /// </summary>
+    public ReadOnlySpan<float> ForwardBlocks(ReadOnlySpan<float> hidden, int batch, int seqLen)
+    {
+        var c = Config;
+        if (batch <= 0 || seqLen <= 0 || hidden.Length != batch * seqLen * c.HiddenSize)
+            throw new ArgumentException($"hidden must hold {batch}×{seqLen}×{c.HiddenSize} floats", nameof(hidden));
+        EnsureActivations(batch, seqLen);
+        _tokens = [];
+        hidden.CopyTo(_inputs[0]);
+        for (int l = 0; l < c.NumLayers; l++)
+            BlockForward(l, _inputs[l], l + 1 < c.NumLayers ? _inputs[l + 1] : _finalInput);
+        return _finalInput.AsSpan(0, hidden.Length);
+    }
+
+    /// <summary>Adds ∂L/∂θ into the blocks' parameter gradients, given <paramref name="dOutput"/> = ∂L/∂(output of the last <see cref="ForwardBlocks"/>).</summary>
+    public void BackwardBlocks(ReadOnlySpan<float> dOutput)
+    {
+        int n = _batch * _seqLen, d = Config.HiddenSize;
+        if (n == 0) throw new InvalidOperationException("BackwardBlocks needs a ForwardBlocks first");
+        if (dOutput.Length != n * d) throw new ArgumentException($"dOutput must hold {n}×{d} floats", nameof(dOutput));
+        dOutput.CopyTo(_dx);
+        BackwardThroughBlocks();
+    }
+
+    /// <summary>The blocks' backward, last to first: _dx holds ∂L/∂(last block output) on entry and ∂L/∂(first block input) on return.</summary>
+    private void BackwardThroughBlocks()
+    {
+        for (int l = Config.NumLayers - 1; l >= 0; l--)
         {
             // The block's output is not needed again (its gradient is in _dx): _dNorm takes it.
             if (_recomputing) BlockForward(l, _inputs[l], _dNorm);
             BlockBackward(l);
         }
-        EmbeddingOp.Backward(_tokens, dx, Embedding);
     }
 
     /// <summary>∂L/∂Y [n, out] and X [n, in] of one linear's backward, with its weight: what per-position gradient statistics read.</summary>

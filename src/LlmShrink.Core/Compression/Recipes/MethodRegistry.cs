@@ -29,6 +29,8 @@ public static class MethodRegistry
         // fwsvd's row weights are the Fisher information of the whole model's loss, from a survey before the first block.
         ["fwsvd"] = (LowRankMethod.FromRecipe(LowRankKind.Fwsvd), false),
         ["eora"] = (EoraMethod.FromRecipe, true),
+        // Block-wise reconstruction tunes every targeted layer of a block together against the block's output.
+        ["autoround"] = (AutoRoundMethod.FromRecipe, false),
     };
 
     public static IEnumerable<string> Names => Methods.Keys;

@@ -74,6 +74,9 @@ public static class RecipePresets
         ["w4g128-gptq"] = WeightOnly("gptq", 4, 128),
         ["w3g128-gptq"] = WeightOnly("gptq", 3, 128),
         ["w2g64-gptq"] = WeightOnly("gptq", 2, 64),
+        // AutoRound: the same schemes as the GPTQ presets, each block's roundings and clipping tuned against its output.
+        ["w3g128-autoround"] = WeightOnly("autoround", 3, 128),
+        ["w2g64-autoround"] = WeightOnly("autoround", 2, 64),
         // llm-awq's default: 4-bit, groups of 128, with zero points (asymmetric).
         ["w4g128-awq"] = """
             modifiers:
