@@ -19,10 +19,11 @@ namespace LlmShrink.Kernels;
 /// </para>
 /// <para>
 /// That is the decode path (n = 1), bound by reading W. A prompt (n &gt; 1) is bound by arithmetic instead, and an
-/// integer dot per (x row, W row) pair cannot keep up with a register-blocked float GEMM; so there a tile of
-/// <see cref="TiledGemm.TileRows"/> W rows × <see cref="MatMul.SliceK"/> elements is dequantized once into a per-worker float
-/// buffer and multiplied with every x row by <see cref="MatMul"/>'s micro-kernel (<see cref="TiledGemm"/>). Prompt results
-/// are then the dequantized float product, without the activation rounding of the decode path.
+/// integer dot per (x row, W row) pair, with its horizontal sum, cannot keep up with a register-blocked float GEMM. Q4_0
+/// and Q8_0 prompts re-lay 8 W rows so that one lane is one row (GgmlPromptGemm.cs) and stay on int8 activations, as
+/// decode does; the other types dequantize a tile of <see cref="TiledGemm.TileRows"/> W rows × <see cref="MatMul.SliceK"/>
+/// elements once into a per-worker float buffer and multiply it with every x row by <see cref="MatMul"/>'s micro-kernel
+/// (<see cref="TiledGemm"/>), so their prompt results are the dequantized float product, without the activation rounding.
 /// </para>
 /// </summary>
 public static unsafe partial class GgmlMatMul

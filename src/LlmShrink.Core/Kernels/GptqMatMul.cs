@@ -25,9 +25,10 @@ namespace LlmShrink.Kernels;
 /// a 16-float table, so <c>vpermps</c> with the word as index turns 16 codes into 16 floats in one instruction (it
 /// reads only the low bits of each lane; shifting the word exposes the next step), followed by float FMAs; 8-bit codes
 /// are widened to float. These two equal the dequantized matrix product up to float rounding.
-/// Prompt (n &gt; 1) is arithmetic-bound, so it runs on the float GEMM core (<see cref="TiledGemm"/>): a tile of weight
-/// rows is dequantized once into a per-worker buffer and then meets every x row in <see cref="MatMul"/>'s
-/// register-blocked micro-kernel, so for long prompts the packed layer runs at F32 GEMM speed.
+/// Prompt (n &gt; 1) is arithmetic-bound. Nibble layers whose 128-input blocks are whole groups run it on int8
+/// activations like decode, 8 rows re-laid so that one lane is one row (GptqInt8Gemm.cs); the others run on the float
+/// GEMM core (<see cref="TiledGemm"/>): a tile of weight rows is dequantized once into a per-worker buffer and then meets
+/// every x row in <see cref="MatMul"/>'s register-blocked micro-kernel, at F32 GEMM speed.
 /// </para>
 /// </summary>
 public sealed unsafe partial class GptqMatMul
