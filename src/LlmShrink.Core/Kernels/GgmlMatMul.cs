@@ -104,15 +104,6 @@ public static unsafe partial class GgmlMatMul
             QuantizeActivations.Quantize(x.Slice(i * inDim, inDim), block, t_q.AsSpan(i * inDim, inDim),
                 t_scales.AsSpan(i * inDim / block, inDim / block), NeedsActivationSums(type) ? t_sums.AsSpan(i * inDim / 32, inDim / 32) : default);
 
-        if (n > 1 && vectorized && HasIntegerPrompt(type))
-        {
-            fixed (sbyte* q = t_q)
-            fixed (float* scales = t_scales, py = y)
-            fixed (int* sums = t_sums)
-                MultiplyPrompt(type, w, q, scales, sums, py, n, inDim, outDim, pool, threads);
-            return;
-        }
-
         // −(c/8)·Σq per activation block of 32: the start of each of the eight int32 lanes of the block's dot, so that
         // the lanes sum to Σ(w + c)·q − c·Σq = Σ w·q exactly (CodeOffset; c/8 is whole for c = 8 and 128).
         int offset = CodeOffset(type);
@@ -124,6 +115,11 @@ public static unsafe partial class GgmlMatMul
         fixed (float* scales = t_scales, py = y)
         fixed (int* sums = t_sums, offsets = t_offsets)
         {
+            if (n > 1 && vectorized && HasIntegerPrompt(type))
+            {
+                MultiplyPrompt(type, w, q, scales, sums, offsets, py, n, inDim, outDim, pool, threads);
+                return;
+            }
             var job = t_job ??= new Job();
             job.Type = type; job.W = w; job.Q = q; job.Scales = scales; job.Offsets = offsets; job.Sums = sums; job.Y = py;
             job.Vectorized = vectorized; job.N = n; job.In = inDim; job.Out = outDim; job.RowBytes = (int)TensorTypes.ByteCount(type, inDim);

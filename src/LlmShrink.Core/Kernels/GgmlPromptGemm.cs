@@ -27,15 +27,18 @@ public static unsafe partial class GgmlMatMul
     [ThreadStatic] private static float[]? t_rowScales;
     [ThreadStatic] private static PromptJob? t_promptJob;
 
-    /// <summary>y = x·Wᵀ for n quantized activation rows (<paramref name="q"/>, one scale per 32, Σq per 32).</summary>
-    private static void MultiplyPrompt(TensorType type, byte* w, sbyte* q, float* scales, int* sums, float* y, int n, int inDim, int outDim,
+    /// <summary>
+    /// y = x·Wᵀ for n quantized activation rows (<paramref name="q"/>, one scale per 32, Σq per 32); <paramref name="offsets"/>
+    /// are the decode kernels' lane starts, for the last W rows that do not fill a group of 8.
+    /// </summary>
+    private static void MultiplyPrompt(TensorType type, byte* w, sbyte* q, float* scales, int* sums, int* offsets, float* y, int n, int inDim, int outDim,
         WorkerPool pool, int threads)
     {
         var job = t_promptJob ??= new PromptJob();
-        job.Type = type; job.W = w; job.Q = q; job.Scales = scales; job.Sums = sums; job.Y = y;
+        job.Type = type; job.W = w; job.Q = q; job.Scales = scales; job.Sums = sums; job.Offsets = offsets; job.Y = y;
         job.N = n; job.In = inDim; job.Out = outDim; job.RowBytes = (int)TensorTypes.ByteCount(type, inDim);
         pool.For((outDim + ItemRows - 1) / ItemRows, job, threads);
-        job.W = null; job.Q = null; job.Scales = null; job.Sums = null; job.Y = null;
+        job.W = null; job.Q = null; job.Scales = null; job.Sums = null; job.Offsets = null; job.Y = null;
     }
 
     private sealed class PromptJob : IParallelWork
@@ -44,7 +47,7 @@ public static unsafe partial class GgmlMatMul
         public byte* W;
         public sbyte* Q;
         public float* Scales, Y;
-        public int* Sums;
+        public int* Sums, Offsets;
         public int N, In, Out, RowBytes;
 
         public void Execute(int begin, int end, int worker)
@@ -72,25 +75,11 @@ public static unsafe partial class GgmlMatMul
                         byte* row = W + (long)j * RowBytes;
                         sbyte* qi = Q + (long)i * In;
                         float* si = Scales + (long)i * blocks;
-                        Y[(long)i * Out + j] = Type == TensorType.Q4_0 ? DotQ4_0Prompt(row, qi, si, Sums + (long)i * blocks, blocks) : DotQ8_0Prompt(row, qi, si, Sums + (long)i * blocks, blocks);
+                        int* oi = Offsets + (long)i * blocks;
+                        Y[(long)i * Out + j] = Type == TensorType.Q4_0 ? DotQ4_0(row, qi, si, oi, blocks) : DotQ8_0Vnni(row, qi, si, oi, blocks);
                     }
             }
         }
-    }
-
-    /// <summary>Q4_0 row dot with the lane starts computed here (the decode kernel takes them precomputed per block).</summary>
-    private static float DotQ4_0Prompt(byte* w, sbyte* q, float* scales, int* sums, int blocks)
-    {
-        int* starts = stackalloc int[blocks];
-        for (int b = 0; b < blocks; b++) starts[b] = -sums[b];
-        return DotQ4_0(w, q, scales, starts, blocks);
-    }
-
-    private static float DotQ8_0Prompt(byte* w, sbyte* q, float* scales, int* sums, int blocks)
-    {
-        int* starts = stackalloc int[blocks];
-        for (int b = 0; b < blocks; b++) starts[b] = -16 * sums[b];
-        return DotQ8_0Vnni(w, q, scales, starts, blocks);
     }
 
     /// <summary>A block's 32 codes as unsigned bytes w + c in element order (Q4_0: its nibbles; Q8_0: XOR 0x80).</summary>
