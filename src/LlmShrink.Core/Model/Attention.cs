@@ -1,4 +1,3 @@
-using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -70,12 +69,49 @@ internal sealed class Attention : IParallelWork
                 }
                 continue;
             }
-            for (int t = 0; t < scores.Length; t++)
-                scores[t] = TensorPrimitives.Dot(q, _keys.AsSpan((int)(cached + t * d), d)) * _scale;
-            Softmax.Apply(scores);
-            output.Clear();
-            for (int t = 0; t < scores.Length; t++)
-                TensorPrimitives.MultiplyAdd(_values.AsSpan((int)(cached + t * d), d), scores[t], output, output);
+            fixed (float* qp = q, s = scores, o = output, keys = _keys, values = _values)
+            {
+                NarrowScores(qp, keys + cached, s, scores.Length);
+                Softmax.Apply(scores);
+                NarrowWeightedValues(s, scores.Length, values + cached, o);
+            }
+        }
+    }
+
+    // Head sizes that are not whole 512-bit vectors (stories260K's 8) take loops over 256-bit vectors, or plain ones: a
+    // library call per position on spans of 8 floats cost several times its arithmetic (the whole-file stories260K
+    // perplexity spent a third of its time creating spans and calling TensorPrimitives).
+
+    /// <summary>s[t] = q·k_t / √d, one position at a time.</summary>
+    private unsafe void NarrowScores(float* q, float* k, float* s, int count)
+    {
+        int d = _headDim, whole = d - d % 8;
+        for (int t = 0; t < count; t++, k += d)
+        {
+            var a = Vector256<float>.Zero;
+            for (int c = 0; c < whole; c += 8) a = Vector256.FusedMultiplyAdd(Vector256.Load(q + c), Vector256.Load(k + c), a);
+            float dot = Vector256.Sum(a);
+            for (int c = whole; c < d; c++) dot += q[c] * k[c];
+            s[t] = dot * _scale;
+        }
+    }
+
+    /// <summary>o = Σ_t s[t]·v_t, each 8-float slice of o accumulated over all positions in a register.</summary>
+    private unsafe void NarrowWeightedValues(float* s, int count, float* v, float* o)
+    {
+        int d = _headDim, whole = d - d % 8;
+        for (int c = 0; c < whole; c += 8)
+        {
+            var a = Vector256<float>.Zero;
+            float* row = v + c;
+            for (int t = 0; t < count; t++, row += d) a = Vector256.FusedMultiplyAdd(Vector256.Load(row), Vector256.Create(s[t]), a);
+            a.Store(o + c);
+        }
+        for (int c = whole; c < d; c++)
+        {
+            float sum = 0;
+            for (int t = 0; t < count; t++) sum += s[t] * v[(long)t * d + c];
+            o[c] = sum;
         }
     }
 
