@@ -7,7 +7,7 @@ namespace LlmShrink.Tests;
 internal static class HeldOutScore
 {
     /// <summary>(perplexity, KL to the original) on the first <paramref name="chunks"/> chunks of 256 tokens (llama.cpp's protocol).</summary>
-    public static (double Ppl, double Kl) Of(string model, int chunks = 120)
+    public static (double Ppl, double Kl) Of(string model, int chunks = 60)
     {
         using var loaded = ModelLoader.Load(model);
         using var original = ModelLoader.Load(SharedData.TinyLit);
