@@ -51,7 +51,7 @@ public class StackingTests
                 bits: 3
                 group_size: 64
             """;
-        var (_, _, klGptq) = CompressionTests.Compress(recipe[(recipe.IndexOf("  - method: gptq", StringComparison.Ordinal))..].Insert(0, "modifiers:\n"));
+        var (_, _, klGptq) = CompressionTests.Compress(recipe[(recipe.IndexOf("  - method: gptq", StringComparison.Ordinal))..].Insert(0, "modifiers:\n"), Samples, Chunks);
         var (_, _, klStacked) = CompressionTests.Compress(recipe, Samples, Chunks);
         // GPTQ already compensates rounding through H, so AWQ's scales need not help it (measured at 32 × 256 calibration:
         // 1.14e-2 stacked vs 9.87e-3 GPTQ alone; at 128 × 256 the stack was the better one). What stacking guarantees is that

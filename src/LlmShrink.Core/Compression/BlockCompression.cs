@@ -331,10 +331,11 @@ public sealed class BlockCompression
         var (rows, columns) = Shape(role);
         if (pruned.Length != (long)rows * columns || keep.Length != pruned.Length) throw new ArgumentException($"{rows}×{columns} weights and mask entries are needed");
         var before = Weights(role);
-        var layer = new DenseLayer(Layer, role, pruned, rows, columns, Bias(role)) { Sparsity = pattern };
+        // Built in the type it will be stored in if no later modifier quantizes it: the next layers calibrate on what the
+        // checkpoint computes, and a 16-bit build holds half the bytes of a float32 one.
+        var layer = new DenseLayer(Layer, role, pruned, rows, columns, Bias(role)) { Sparsity = pattern, StoredType = DenseType(role) };
         var linear = layer.Build();
-        _reports.Add(new LayerReport(layer.ModulePath, MethodName, layer.Describe(), RelativeOutputError(role, before, linear),
-            (layer with { StoredType = DenseType(role) }).StoredBits, (long)rows * columns));
+        _reports.Add(new LayerReport(layer.ModulePath, MethodName, layer.Describe(), RelativeOutputError(role, before, linear), layer.StoredBits, (long)rows * columns));
         _weights[role] = pruned;
         _masks[role] = (keep, pattern);
         Replace(role, linear);

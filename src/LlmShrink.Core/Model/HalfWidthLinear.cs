@@ -1,4 +1,6 @@
+using System.Runtime.CompilerServices;
 using LlmShrink.Formats;
+using System.Runtime.InteropServices;
 using LlmShrink.Kernels;
 
 namespace LlmShrink.Model;
@@ -24,6 +26,13 @@ public sealed unsafe class HalfWidthLinear<TFormat> : Linear where TFormat : str
     public HalfWidthLinear(ushort[] weights, int outFeatures, int inFeatures, float[]? bias)
         : this(Pin(weights, outFeatures, inFeatures, out var pinned), pinned, inFeatures, outFeatures, bias) { }
 
+    /// <summary>Over 16-bit values [out, in] already in a pinned array, which the layer keeps (no copy).</summary>
+    internal static HalfWidthLinear<TFormat> Adopt(ushort[] pinned, int outFeatures, int inFeatures, float[]? bias)
+    {
+        if (pinned.Length != (long)outFeatures * inFeatures) throw new ArgumentException($"weights must hold {outFeatures}×{inFeatures} values", nameof(pinned));
+        return new((ushort*)Unsafe.AsPointer(ref pinned[0]), pinned, inFeatures, outFeatures, bias);
+    }
+
     private HalfWidthLinear(ushort* weights, object owner, int inFeatures, int outFeatures, float[]? bias) : base(inFeatures, outFeatures)
     {
         if (bias is not null && bias.Length != outFeatures) throw new ArgumentException($"bias has {bias.Length} entries, expected {outFeatures}", nameof(bias));
@@ -47,5 +56,28 @@ public sealed unsafe class HalfWidthLinear<TFormat> : Linear where TFormat : str
         GC.KeepAlive(_owner);
         Weights.Multiply(x, y, n, pool, threads);
         AddBias(y, n, _bias);
+    }
+}
+
+/// <summary>Half-width layers over float32 weights held in memory (a compression method's output stored as F16 or BF16).</summary>
+public static unsafe class HalfWidthLayers
+{
+    /// <summary>
+    /// Encodes [out, in] float32 weights to <paramref name="type"/> (F16 or BF16) straight into the pinned array the layer
+    /// runs on: one half-size copy, where rounding through float32 and pinning that cost two full-size ones (0.8 GB each
+    /// for a 7B model's MLP matrix), and the layer computes exactly what the written checkpoint will when it is loaded.
+    /// </summary>
+    public static Linear Encode(TensorType type, float[] weights, int outFeatures, int inFeatures, float[]? bias)
+    {
+        var encoded = GC.AllocateUninitializedArray<ushort>(weights.Length, pinned: true);
+        TensorEncoding.EncodeRow(type, weights, MemoryMarshal.AsBytes(encoded.AsSpan()));
+        return type switch
+        {
+            TensorType.BF16 => HalfWidthLinear<Bfloat16>.Adopt(encoded, outFeatures, inFeatures, bias),
+            TensorType.F16 => FiniteFloat16.HoldsOnlyFinite((ushort*)Unsafe.AsPointer(ref encoded[0]), encoded.Length)
+                ? HalfWidthLinear<FiniteFloat16>.Adopt(encoded, outFeatures, inFeatures, bias)
+                : HalfWidthLinear<Float16>.Adopt(encoded, outFeatures, inFeatures, bias),
+            _ => throw new ArgumentException($"{type} is not a 16-bit float type", nameof(type)),
+        };
     }
 }

@@ -53,7 +53,9 @@ public sealed record DenseLayer(int Layer, LinearRole Role, float[] Weights, int
     public override int Rows { get; } = Rows;
     public override int Columns { get; } = Columns;
 
-    public override Linear Build() => new DenseLinear(TensorEncoding.Round(StoredType, Weights), Rows, Columns, Bias);
+    public override Linear Build() => StoredType is TensorType.F16 or TensorType.BF16
+        ? HalfWidthLayers.Encode(StoredType, Weights, Rows, Columns, Bias)
+        : new DenseLinear(TensorEncoding.Round(StoredType, Weights), Rows, Columns, Bias);
 
     public override double StoredBits => (double)Rows * Columns * 8 * TensorTypes.ByteCount(StoredType, 1);
 
