@@ -127,7 +127,9 @@ public class AutoPlanningTests(ITestOutputHelper output)
     [InlineData(new[] { "--target-bpw", "4", "--max-kl", "0.01" }, "contradict")]
     [InlineData(new string[0], "give one budget")]
     [InlineData(new[] { "--max-kl", "0" }, "--max-kl: must be a positive number")]
-    [InlineData(new[] { "--min-tokens-per-s", "10" }, "not available yet")]
+    [InlineData(new[] { "--min-tokens-per-s", "10", "--target-bpw", "4" }, "--min-tokens-per-s: give it alone")]
+    [InlineData(new[] { "--min-tokens-per-s", "0" }, "--min-tokens-per-s: must be a positive number")]
+    [InlineData(new[] { "--min-tokens-per-s", "-5" }, "--min-tokens-per-s: must be a positive number")]
     public void ContradictoryOrMissingBudgetsAreOneLineErrors(string[] budget, string problem)
     {
         using var dir = new TempDir();

@@ -15,7 +15,8 @@ public class ParetoChartTests
     /// <summary>
     /// Two blocks of four fused groups on the default menu, priced like the folder layout (bits plus a 16-bit scale, and a
     /// 16-bit zero when asymmetric, per group of weights; "keep" at 32 bits), with the error falling 4× per bit, GPTQ
-    /// halving RTN's, and each group's first four schemes measured end to end — a table shaped like a real one.
+    /// halving RTN's, each group's first four schemes measured end to end, and a token taking 0.4 ns per float weight
+    /// and proportionally less per quantized one — a table shaped like a real one.
     /// </summary>
     private static (AutoRequest, AutoSummary, MultipleChoiceKnapsack) Example()
     {
@@ -25,24 +26,25 @@ public class ParetoChartTests
         long[] weights = [.. groups.Select(g => g.Name switch { "qkv_proj" => 3L << 16, "gate_up_proj" => 6L << 16, "down_proj" => 3L << 16, _ => 1L << 16 })];
         var entries = groups.Select((_, g) => candidates.Select((c, i) =>
         {
-            if (c.IsKeep) return new CandidateMeasurement(weights[g] * 4, 0, 0);
+            if (c.IsKeep) return new CandidateMeasurement(weights[g] * 4, 0, 0, weights[g] * 4e-10);
             var p = Regex.Match(c.Name, @"(\w+) bits=(\d+) group_size=(\d+) symmetric=(\w+)").Groups;
             int bits = int.Parse(p[2].Value), groupSize = int.Parse(p[3].Value);
             bool symmetric = p[4].Value == "true";
             double bitsPerWeight = bits + (symmetric ? 16.0 : 32.0) / groupSize;
             double proxy = Math.Pow(4, -bits) * (p[1].Value == "gptq" ? 0.5 : 1) * (1 + groupSize / 256.0) * (symmetric ? 1.3 : 1);
             double sensitivity = 0.05 * (1 + g % 4);
-            return new CandidateMeasurement((long)(weights[g] * bitsPerWeight / 8), proxy, i <= 4 ? sensitivity * proxy * 1.1 : null);
+            return new CandidateMeasurement((long)(weights[g] * bitsPerWeight / 8), proxy, i <= 4 ? sensitivity * proxy * 1.1 : null, weights[g] * bitsPerWeight * 0.5e-10);
         }).ToArray()).ToArray();
-        var table = new MeasurementTable("key", [.. groups.Select(g => g.Label)], [.. candidates.Select(c => c.Name)], entries, weights.Sum(), 12.5);
+        var table = new MeasurementTable("key", [.. groups.Select(g => g.Label)], [.. candidates.Select(c => c.Name)], entries, weights.Sum(), 12.5,
+            new DecodeTiming(FloatTokensPerSecond: 150, [.. weights.Select(w => w * 4e-10)]), MeasurementTable.CurrentVersion);
 
         var knapsack = new MultipleChoiceKnapsack([.. Enumerable.Range(0, groups.Count)
             .Select(g => (IReadOnlyList<Option>)[.. entries[g].Zip(table.PredictedKl(g), (m, loss) => new Option(m.Bytes, loss))])]);
         var request = new AutoRequest("model", "calib.txt", "out") { TargetBitsPerWeight = 3.5 };
-        var first = new PlanAttempt(knapsack.WithinCost((long)(3.5 * table.Parameters / 8))!, 1_000_000, 0);
-        first = first with { MeasuredKl = first.Selection.Loss * 1.4 };
-        var second = new PlanAttempt(knapsack.WithinCost(first.Selection.Cost - table.Parameters / 40)!, 990_000, 0);
-        second = second with { MeasuredKl = second.Selection.Loss * 1.3 };
+        PlanAttempt Attempt(Selection plan, long written, double klFactor) =>
+            new(plan, plan.Cost, PredictedTokensPerSecond: 100, written, plan.Loss * klFactor, MeasuredTokensPerSecond: 90, MeetsBudget: true);
+        var first = Attempt(knapsack.WithinCost((long)(3.5 * table.Parameters / 8))!, 1_000_000, 1.4);
+        var second = Attempt(knapsack.WithinCost(first.Selection.Cost - table.Parameters / 40)!, 990_000, 1.3);
         var summary = new AutoSummary(table, groups, candidates, Recipe.From("p", [new ModifierSpec("rtn")]), [first, second], second,
             FromCache: false, HeldBackTokens: 2048, Elapsed: TimeSpan.FromSeconds(20));
         return (request, summary, knapsack);

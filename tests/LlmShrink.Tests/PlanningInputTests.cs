@@ -121,7 +121,7 @@ public class PlanningInputTests
     public void PredictionsKeepMeasurementsAndScaleProxiesByTheFittedSensitivity()
     {
         CandidateMeasurement[] row = [new(100, 0, 0), new(50, 0.01, 0.002), new(40, 0.02, 0.005), new(30, 0.04, null)];
-        var table = new MeasurementTable("k", ["g"], ["keep", "a", "b", "c"], [row], 1000, 1.5);
+        var table = new MeasurementTable("k", ["g"], ["keep", "a", "b", "c"], [row], 1000, 1.5, Decode: null, MeasurementTable.CurrentVersion);
         double slope = (0.002 * 0.01 + 0.005 * 0.02) / (0.01 * 0.01 + 0.02 * 0.02);
         Assert.Equal(slope, table.Sensitivity(0), 12);
         Assert.Equal([0, 0.002, 0.005, slope * 0.04], table.PredictedKl(0));
@@ -131,7 +131,8 @@ public class PlanningInputTests
     public void TheCacheRoundTripsAndADamagedOneIsAOneLineError()
     {
         using var dir = new TempDir();
-        var table = new MeasurementTable("key", ["g0", "g1"], ["keep", "x"], [[new(8, 0, 0), new(4, 0.5, 0.01)], [new(9, 0, 0), new(3, 0.25, null)]], 17, 2.5);
+        var table = new MeasurementTable("key", ["g0", "g1"], ["keep", "x"], [[new(8, 0, 0, 4e-6), new(4, 0.5, 0.01, 2.5e-6)], [new(9, 0, 0, 5e-6), new(3, 0.25, null, 1e-6)]],
+            17, 2.5, new DecodeTiming(1000, [4e-6, 5e-6]), MeasurementTable.CurrentVersion);
         string path = dir.File("m.json");
         table.Save(path);
         var loaded = MeasurementTable.Load(path, "key")!;
@@ -139,11 +140,42 @@ public class PlanningInputTests
         Assert.Equal(table.Candidates, loaded.Candidates);
         Assert.Equal(table.Entries.SelectMany(r => r), loaded.Entries.SelectMany(r => r));
         Assert.Equal(17, loaded.Parameters);
+        Assert.Equal(1000, loaded.Decode!.FloatTokensPerSecond);
+        Assert.Equal([4e-6, 5e-6], loaded.Decode.FloatSeconds);
         Assert.Null(MeasurementTable.Load(path, "another model"));
         Assert.Null(MeasurementTable.Load(dir.File("absent.json"), "key"));
         File.WriteAllText(path, "{\"Key\": \"key\", \"Entries\": [[{");
         var e = Assert.Throws<ShrinkException>(() => MeasurementTable.Load(path, "key"));
         Assert.StartsWith(path + ": damaged measurement cache", e.Message);
         Assert.DoesNotContain('\n', e.Message);
+    }
+
+    /// <summary>
+    /// A cache written before decode times were measured (version 1: no times, no version) is measured again, not read
+    /// with its times as zeros.
+    /// </summary>
+    [Fact]
+    public void ACacheOfAnEarlierVersionIsMeasuredAgain()
+    {
+        using var dir = new TempDir();
+        string path = dir.File("m.json");
+        File.WriteAllText(path, """{"Key":"key","Groups":["g0"],"Candidates":["keep"],"Entries":[[{"Bytes":8,"Proxy":0,"MeasuredKl":0}]],"Parameters":17,"MeasurementSeconds":2.5}""");
+        Assert.Null(MeasurementTable.Load(path, "key"));
+    }
+
+    /// <summary>
+    /// The time model: what no plan changes is the float model's time per token less its groups' times, and a plan's
+    /// speed is one over that plus its groups' times.
+    /// </summary>
+    [Fact]
+    public void DecodeTimesAddToTheFixedPart()
+    {
+        var timing = new DecodeTiming(FloatTokensPerSecond: 100, FloatSeconds: [3e-3, 2e-3]); // 10 ms per token, 5 ms of it planned
+        Assert.Equal(5e-3, timing.FixedSeconds, 12);
+        Assert.Equal(1 / 7e-3, timing.PredictedTokensPerSecond(2e-3), 9);
+        Assert.Equal(1 / 125.0 - 5e-3, timing.PlannedBudget(125), 12);
+        // Timed apart on a busy machine the groups can outweigh the whole: the fixed part is then zero, not negative.
+        Assert.Equal(0, new DecodeTiming(100, [8e-3, 4e-3]).FixedSeconds);
+        Assert.Equal(1234, DecodeTiming.Nanoseconds(1.234e-6));
     }
 }

@@ -6,7 +6,7 @@ using LlmShrink.Planning;
 namespace LlmShrink.Cli.Commands;
 
 /// <summary>
-/// <c>llmshrink auto MODEL --calib FILE (--target-bpw B | --target-size BYTES | --max-kl K) --out DIR</c>: measure every
+/// <c>llmshrink auto MODEL --calib FILE (--target-bpw B | --target-size BYTES | --max-kl K | --min-tokens-per-s S) --out DIR</c>: measure every
 /// candidate on every layer group, plan per group under the budget, write the compressed folder with the plan as its
 /// recipe and plan.md explaining it.
 /// </summary>
@@ -19,7 +19,7 @@ internal static class AutoCommand
         var targetBpw = new Option<double?>("--target-bpw") { Description = "Budget: bits per weight of the planned layers as written" };
         var targetSize = new Option<long?>("--target-size") { Description = "Budget: bytes of the written safetensors files" };
         var maxKl = new Option<double?>("--max-kl") { Description = "Budget: mean KL per token to the original on held-back text (the smallest plan that meets it)" };
-        var minSpeed = new Option<double?>("--min-tokens-per-s") { Description = "Budget by decode speed (not available yet)" };
+        var minSpeed = new Option<double?>("--min-tokens-per-s") { Description = "Budget: generation speed of the written model on this machine, tokens/s (the least-KL plan that reaches it; alone, not with another budget)" };
         var format = new Option<string>("--format") { Description = "Output: folder (Hugging Face, GPTQ layout) or gguf (a folder holding model.gguf for llama.cpp)", DefaultValueFactory = _ => "folder" };
         var embeddingType = new Option<string>("--embedding-type") { Description = "gguf: type of the token embeddings (not planned)", DefaultValueFactory = _ => "Q4_K" };
         var candidates = new Option<string?>("--candidates") { Description = "YAML candidate menu (default folder: keep, RTN and GPTQ at 2/3/4/8 bits, groups 32/64/128, sym/asym; gguf: Q2_K…Q6_K, Q8_0)" };
@@ -37,7 +37,6 @@ internal static class AutoCommand
         };
         command.SetAction(parse =>
         {
-            if (parse.GetValue(minSpeed) is not null) throw new ShrinkException("--min-tokens-per-s: planning by speed is not available yet; use --target-bpw, --target-size or --max-kl");
             var planFormat = parse.GetValue(format) switch
             {
                 "folder" => PlanFormat.Folder,
@@ -48,7 +47,7 @@ internal static class AutoCommand
                 : throw new ShrinkException($"--embedding-type {parse.GetValue(embeddingType)}: not a GGUF export type ({string.Join(", ", Export.GgufExporter.Types)})");
             var request = new AutoRequest(parse.GetValue(model)!, parse.GetValue(calib)!, parse.GetValue(output)!)
             {
-                TargetBitsPerWeight = parse.GetValue(targetBpw), TargetSize = parse.GetValue(targetSize), MaxKl = parse.GetValue(maxKl),
+                TargetBitsPerWeight = parse.GetValue(targetBpw), TargetSize = parse.GetValue(targetSize), MaxKl = parse.GetValue(maxKl), MinTokensPerSecond = parse.GetValue(minSpeed),
                 CandidatesFile = parse.GetValue(candidates), CacheFolder = parse.GetValue(cache),
                 Samples = parse.GetValue(samples), SequenceLength = parse.GetValue(seqLen), Seed = parse.GetValue(seed),
                 KlSamples = parse.GetValue(klSamples), Anchors = parse.GetValue(anchors), Threads = parse.GetValue(threads),
@@ -69,6 +68,7 @@ internal static class AutoCommand
                 .AddText("bits per weight (planned layers)", $"{summary.BitsPerWeight:F3}")
                 .AddText("size on disk", Terminal.Bytes(c.TotalBytes))
                 .AddText("KL on held-back text", $"predicted {c.Selection.Loss:E3}, measured {c.MeasuredKl:E3}")
+                .AddText("generation (this machine)", $"predicted {c.PredictedTokensPerSecond:F1} tokens/s, measured {c.MeasuredTokensPerSecond:F1} tokens/s (as stored {summary.Decode.FloatTokensPerSecond:F1})")
                 .AddText("plans written", summary.Attempts.Count.ToString())
                 .AddText("measurement", summary.FromCache ? "from the cache" : $"{summary.Table.MeasurementSeconds:F1} s")
                 .AddText("time", $"{summary.Elapsed.TotalSeconds:F1} s")

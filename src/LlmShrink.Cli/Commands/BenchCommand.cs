@@ -10,16 +10,12 @@ namespace LlmShrink.Cli.Commands;
 /// generation speed (one token at a time with the KV cache). Generation is memory-bound: every token streams all
 /// linear weights once, so weight bytes per token × tokens/s is the memory bandwidth actually achieved, shown against
 /// the read bandwidth measured in the same process; prompt processing is arithmetic, shown against the measured FMA
-/// peak (<see cref="HardwareLimits"/>). With <c>--repetitions N</c> (llama-bench's <c>-r</c>) the prompt and the generation
+/// peak (<see cref="HardwareLimits"/>); both are timed by <see cref="GenerationBenchmark"/>. With <c>--repetitions N</c> (llama-bench's <c>-r</c>) the prompt and the generation
 /// run N times and the rates are reported as mean ± sample standard deviation, which on a shared host is the honest
 /// figure: consecutive single runs on this 2-core VM differed by up to 30 %.
 /// </summary>
 internal static class BenchCommand
 {
-    /// <summary>Decode warm-up: up to this many tokens, and at least two, within <see cref="WarmUpTime"/> (a 7B F32 token takes seconds).</summary>
-    private const int WarmUpTokens = 16;
-    private static readonly TimeSpan WarmUpTime = TimeSpan.FromSeconds(2);
-
     public static Command Create(CancellationToken cancellation)
     {
         var model = new Argument<string>("model") { Description = "Model to benchmark (no tokenizer needed)" };
@@ -53,52 +49,13 @@ internal static class BenchCommand
             using var transformer = new Transformer(loaded, threadCount);
             double loadSeconds = loading.Elapsed.TotalSeconds;
             var work = LinearWork.Of(transformer);
-            int vocab = loaded.Config.VocabSize;
-            var random = new Random(parse.GetValue(seed));
-            var promptIds = new int[prompt];
-            for (int i = 0; i < prompt; i++) promptIds[i] = random.Next(vocab);
-            int warmUpPrompt = Math.Min(prompt, 16);
-            var cache = transformer.NewCache(Math.Max(prompt + gen, warmUpPrompt + WarmUpTokens));
-            var logits = new float[vocab];
-
-            // Warm-up: pages the weights in and lets the JIT replace the first, unoptimized code of the hot paths (it
-            // recompiles a method after 30 calls, in the background, once no new method has started for 100 ms), so
-            // neither is timed. One decode token was too little: the first timed tokens still ran tier-0 code.
-            transformer.Forward(promptIds.AsSpan(0, warmUpPrompt), cache, logits);
-            var warmUp = Stopwatch.StartNew();
-            for (int i = 0; i < WarmUpTokens && (i < 2 || warmUp.Elapsed < WarmUpTime); i++)
-            {
-                cancellation.ThrowIfCancellationRequested();
-                transformer.Forward(promptIds.AsSpan(i % prompt, 1), cache, logits);
-            }
-            cache.Clear();
-            cancellation.ThrowIfCancellationRequested();
-
-            var prefillRates = new double[runs];
-            var decodeRates = new double[runs];
-            Span<int> next = stackalloc int[1];
-            for (int run = 0; run < runs; run++)
-            {
-                cache.Clear();
-                var clock = Stopwatch.StartNew();
-                transformer.Forward(promptIds, cache, logits);
-                prefillRates[run] = prompt / clock.Elapsed.TotalSeconds;
-
-                clock.Restart();
-                for (int i = 0; i < gen; i++)
-                {
-                    cancellation.ThrowIfCancellationRequested();
-                    next[0] = random.Next(vocab);
-                    transformer.Forward(next, cache, logits);
-                }
-                decodeRates[run] = gen / clock.Elapsed.TotalSeconds;
-            }
+            var rates = GenerationBenchmark.Measure(transformer, prompt, gen, runs, parse.GetValue(seed), cancellation);
             // Measured again afterwards, keeping the better of each figure: on a shared host the memory bandwidth drifts
             // by ±30 % within minutes, and one low reading would inflate the fractions below.
             limits = limits.Best(HardwareLimits.Measure(Environment.ProcessorCount));
 
-            (double prefillRate, double prefillSpread) = MeanAndDeviation(prefillRates);
-            (double decodeRate, double decodeSpread) = MeanAndDeviation(decodeRates);
+            (double prefillRate, double prefillSpread) = MeanAndDeviation([.. rates.Select(r => r.PromptTokensPerSecond)]);
+            (double decodeRate, double decodeSpread) = MeanAndDeviation([.. rates.Select(r => r.GenerationTokensPerSecond)]);
             double prefillGflops = work.PromptFlops(loaded.Config, prompt) / prompt * prefillRate / 1e9;
             double gigabytesPerSecond = work.BytesPerToken * decodeRate / 1e9;
             double percentOfPeak = 100 * prefillGflops / limits.FmaGflops, percentOfBandwidth = 100 * gigabytesPerSecond / limits.ReadGBps;

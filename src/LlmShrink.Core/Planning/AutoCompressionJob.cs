@@ -20,6 +20,8 @@ public sealed record AutoRequest(string Model, string CalibrationFile, string Ou
     public long? TargetSize { get; init; }
     /// <summary>Mean KL per token to the original on the held-back calibration text.</summary>
     public double? MaxKl { get; init; }
+    /// <summary>Generation speed of the written model on this machine, tokens per second.</summary>
+    public double? MinTokensPerSecond { get; init; }
     public string? CandidatesFile { get; init; }
     public string? CacheFolder { get; init; }
     /// <summary>Held-back windows (of <see cref="SequenceLength"/> tokens) the KL is measured on.</summary>
@@ -36,12 +38,21 @@ public sealed record AutoRequest(string Model, string CalibrationFile, string Ou
 public enum PlanFormat { Folder, Gguf }
 
 /// <summary>One applied plan: what the solver predicted and what the written model measured.</summary>
-public sealed record PlanAttempt(Selection Selection, long TotalBytes, double MeasuredKl);
+/// <param name="Selection">The solver's plan; its cost is bytes, or nanoseconds per token under <c>--min-tokens-per-s</c>.</param>
+/// <param name="PlannedBytes">The planned groups' priced bytes.</param>
+/// <param name="PredictedTokensPerSecond">Generation speed by the time model (<see cref="DecodeTiming"/>).</param>
+/// <param name="MeasuredTokensPerSecond">The written model's generation speed on this machine.</param>
+/// <param name="MeetsBudget">Whether the written model met the budget as measured (a bits-per-weight budget, priced exactly, always is).</param>
+public sealed record PlanAttempt(Selection Selection, long PlannedBytes, double PredictedTokensPerSecond, long TotalBytes, double MeasuredKl,
+    double MeasuredTokensPerSecond, bool MeetsBudget);
 
 public sealed record AutoSummary(MeasurementTable Table, IReadOnlyList<LayerGroup> Groups, IReadOnlyList<Candidate> Candidates, Recipe Plan,
     IReadOnlyList<PlanAttempt> Attempts, PlanAttempt Chosen, bool FromCache, int HeldBackTokens, TimeSpan Elapsed)
 {
-    public double BitsPerWeight => Chosen.Selection.Cost * 8.0 / Table.Parameters;
+    public double BitsPerWeight => Chosen.PlannedBytes * 8.0 / Table.Parameters;
+
+    /// <summary>The time model of the measurement (every table <c>auto</c> measures is timed).</summary>
+    public DecodeTiming Decode => Table.Decode ?? throw new InvalidOperationException("the measurement has no decode times");
 }
 
 /// <summary>
@@ -49,16 +60,20 @@ public sealed record AutoSummary(MeasurementTable Table, IReadOnlyList<LayerGrou
 /// Pareto front, write the plan as a recipe and apply it with the compression pipeline — the same run
 /// <c>llmshrink compress --recipe plan.yaml</c> makes — then measure what was written and close the loop: a size over
 /// budget (header bytes the prices could not know) lowers the budget by the excess; a KL over <c>--max-kl</c> rescales
-/// the predictions by measured / predicted and asks for less loss. At most <see cref="MaxAttempts"/> plans are written;
-/// the best one that meets the budget is kept, with plan.md explaining it.
+/// the predictions by measured / predicted and asks for less loss; a generation speed below <c>--min-tokens-per-s</c>
+/// scales the time budget by measured / predicted speed. At most <see cref="MaxAttempts"/> plans are written; the best
+/// one that meets the budget is kept, with plan.md explaining it. Every written plan's speed is measured, whatever the
+/// budget, so plan.md always says what the plan costs in time as well as in bytes.
 /// </summary>
 public static class AutoCompressionJob
 {
     public const int MaxAttempts = 4;
 
-    public static AutoSummary Run(AutoRequest request, IProgress<PipelineProgress>? progress = null, CancellationToken cancel = default)
+    /// <param name="decodeClock">Where decode times come from; null: measured on this machine (<see cref="StopwatchDecodeClock"/>).</param>
+    public static AutoSummary Run(AutoRequest request, IProgress<PipelineProgress>? progress = null, CancellationToken cancel = default, IDecodeClock? decodeClock = null)
     {
         var clock = Stopwatch.StartNew();
+        decodeClock ??= new StopwatchDecodeClock(request.Threads);
         CheckBudget(request);
         bool gguf = request.Format == PlanFormat.Gguf;
         var candidates = request.CandidatesFile is not null ? CandidateMenu.Load(request.CandidatesFile) : gguf ? CandidateMenu.DefaultGguf : CandidateMenu.Default;
@@ -79,13 +94,19 @@ public static class AutoCompressionJob
         bool fromCache = table is not null;
         if (table is null)
         {
-            table = new SensitivityMeasurement(model, transformer, groups, candidates, cost, request.Anchors).Measure(calibration, held, key, progress, cancel);
+            table = new SensitivityMeasurement(model, transformer, groups, candidates, cost, request.Anchors) { Clock = decodeClock }
+                .Measure(calibration, held, key, progress, cancel);
             if (cachePath is not null) table.Save(cachePath);
         }
 
-        var options = Enumerable.Range(0, groups.Count)
-            .Select(g => (IReadOnlyList<Option>)[.. table.Entries[g].Zip(table.PredictedKl(g), (m, loss) => new Option(m.Bytes, loss))]).ToList();
-        var knapsack = new MultipleChoiceKnapsack(options);
+        var timing = table.Decode ?? throw new InvalidOperationException("the measurement has no decode times");
+        MultipleChoiceKnapsack Knapsack(Func<CandidateMeasurement, long> price) => new([.. Enumerable.Range(0, groups.Count)
+            .Select(g => (IReadOnlyList<Option>)[.. table.Entries[g].Zip(table.PredictedKl(g), (m, loss) => new Option(price(m), loss))])]);
+        // Bytes price every plan (and plan.md's front); under --min-tokens-per-s a second knapsack prices time instead.
+        var knapsack = Knapsack(m => m.Bytes);
+        var byTime = request.MinTokensPerSecond is null ? null : Knapsack(m => DecodeTiming.Nanoseconds(m.Seconds!.Value));
+        // Rounded down: a plan within the budget in nanoseconds is then within it in seconds too.
+        long timeBudget = request.MinTokensPerSecond is { } speed ? (long)Math.Floor(timing.PlannedBudget(speed) * 1e9) : 0;
         // The most the planned layers can take: as stored (folder), or every group's dearest candidate (GGUF has no "keep").
         long ceiling = gguf ? knapsack.Front[^1].Cost : groups.Sum(g => g.Roles.Sum(r => cost.KeptBytes(model.Weights, g.Layer, r)));
         // What no plan changes — embeddings, norms, headers, tokenizer — first estimated, then read off each written file.
@@ -93,7 +114,8 @@ public static class AutoCompressionJob
         long cheapest = knapsack.Front[0].Cost;
         long Budget() => request.TargetSize is { } size ? size - fixedBytes
             : request.TargetBitsPerWeight is { } bpw ? (long)Math.Floor(bpw * table.Parameters / 8) : long.MaxValue;
-        if (request.MaxKl is null)
+        if (byTime is not null) CheckSpeed(request.MinTokensPerSecond!.Value, timing, byTime, timeBudget, candidates);
+        else if (request.MaxKl is null)
         {
             string asked = request.TargetSize is { } s ? $"--target-size {s}" : $"--target-bpw {request.TargetBitsPerWeight}";
             long shown = request.TargetSize is null ? 0 : fixedBytes;
@@ -107,16 +129,25 @@ public static class AutoCompressionJob
         double allowedLoss = request.MaxKl ?? double.PositiveInfinity;
         for (int k = 0; k < MaxAttempts; k++)
         {
-            var selection = request.MaxKl is null ? knapsack.WithinCost(Budget()) : knapsack.WithinLoss(allowedLoss);
+            var selection = byTime is not null ? byTime.WithinCost(timeBudget)
+                : request.MaxKl is null ? knapsack.WithinCost(Budget()) : knapsack.WithinLoss(allowedLoss);
             if (selection is null || attempts.Any(a => a.Attempt.Selection.Choices.SequenceEqual(selection.Choices))) break; // nothing new to try
             var plan = PlanRecipe(selection, groups, candidates, Path.GetFileName(Path.GetFullPath(request.Output)));
             string folder = Path.Combine(output.Path, $"attempt-{k + 1}");
             progress?.Report(new PipelineProgress(0, model.Config.NumLayers, $"applying plan {k + 1}"));
-            var attempt = Apply(request, plan, selection, folder, kl, progress, cancel);
+            var attempt = Apply(request, plan, selection, table, folder, kl, decodeClock, progress, cancel);
             attempts.Add((attempt, folder, plan));
-            fixedBytes = attempt.TotalBytes - selection.Cost;
+            fixedBytes = attempt.TotalBytes - attempt.PlannedBytes;
 
-            if (request.MaxKl is { } maxKl)
+            if (byTime is not null)
+            {
+                if (attempt.MeetsBudget) break;
+                // The time model was optimistic by measured / predicted speed (layers timed alone keep their weights in
+                // the cache more than generation does): ask the solver for that much less time than this plan took, so
+                // the next plan is a faster one.
+                timeBudget = (long)(selection.Cost * attempt.MeasuredTokensPerSecond / attempt.PredictedTokensPerSecond);
+            }
+            else if (request.MaxKl is { } maxKl)
             {
                 if (attempt.MeasuredKl <= maxKl) break;
                 // The additive prediction was optimistic by measured / predicted: ask the solver for that much less.
@@ -127,10 +158,12 @@ public static class AutoCompressionJob
             else if (request.TargetSize is null) break;
         }
 
-        var valid = attempts.Where(a => (request.TargetSize is not { } t || a.Attempt.TotalBytes <= t) && (request.MaxKl is not { } m || a.Attempt.MeasuredKl <= m)).ToList();
+        var valid = attempts.Where(a => a.Attempt.MeetsBudget).ToList();
         if (valid.Count == 0)
             throw new ShrinkException(request.MaxKl is { } mk
                 ? $"--max-kl {mk}: no plan the menu allows met it on the held-back text (best measured {attempts.Select(a => a.Attempt.MeasuredKl).DefaultIfEmpty(double.NaN).Min():G4}); allow more bits or keep"
+                : request.MinTokensPerSecond is { } ms
+                ? FormattableString.Invariant($"--min-tokens-per-s {ms}: no plan the menu allows reached it once written (best measured {attempts.Max(a => a.Attempt.MeasuredTokensPerSecond):F1} tokens/s); ask for less speed or offer faster candidates")
                 : $"--target-size {request.TargetSize}: no plan fits once written (smallest written {attempts.Min(a => a.Attempt.TotalBytes)} bytes)");
         var chosen = request.MaxKl is null ? valid.MinBy(a => a.Attempt.MeasuredKl) : valid.MinBy(a => a.Attempt.TotalBytes);
         if (gguf)
@@ -158,7 +191,8 @@ public static class AutoCompressionJob
     /// Writes one plan exactly as <c>llmshrink compress --recipe plan.yaml</c> would (and, for GGUF, exports it as
     /// <c>llmshrink export --format gguf --type EMBEDDING-TYPE</c> would), then measures its size and held-back KL.
     /// </summary>
-    private static PlanAttempt Apply(AutoRequest request, Recipe plan, Selection selection, string folder, HeldBackKl kl, IProgress<PipelineProgress>? progress, CancellationToken cancel)
+    private static PlanAttempt Apply(AutoRequest request, Recipe plan, Selection selection, MeasurementTable table, string folder, HeldBackKl kl,
+        IDecodeClock decodeClock, IProgress<PipelineProgress>? progress, CancellationToken cancel)
     {
         CompressionJob.Run(new CompressionRequest(request.Model, "plan.yaml", request.CalibrationFile, request.Samples, request.SequenceLength, request.Seed, folder, request.Threads),
             plan, progress, cancel);
@@ -174,7 +208,28 @@ public static class AutoCompressionJob
         else total = Directory.EnumerateFiles(folder, "*.safetensors").Where(f => Path.GetFileName(f) != Export.CompressedCheckpointWriter.ImportanceFile).Sum(f => new FileInfo(f).Length);
         using var model = ModelLoader.Load(written);
         using var run = new Transformer(model, request.Threads);
-        return new PlanAttempt(selection, total, kl.Measure(run, cancel));
+        double measuredKl = kl.Measure(run, cancel);
+        progress?.Report(new PipelineProgress(model.Config.NumLayers - 1, model.Config.NumLayers, "applying: timing generation"));
+        double speed = decodeClock.TokensPerSecond(run, cancel);
+        bool meets = (request.TargetSize is not { } size || total <= size) && (request.MaxKl is not { } maxKl || measuredKl <= maxKl)
+            && (request.MinTokensPerSecond is not { } minSpeed || speed >= minSpeed);
+        return new PlanAttempt(selection, table.PlannedBytes(selection.Choices), table.Decode!.PredictedTokensPerSecond(table.PlannedSeconds(selection.Choices)),
+            total, measuredKl, speed, meets);
+    }
+
+    /// <summary>
+    /// A speed the menu cannot reach even with each group's fastest candidate, or one the model as stored already has
+    /// (nothing to trade off), is refused before anything is written.
+    /// </summary>
+    private static void CheckSpeed(double speed, DecodeTiming timing, MultipleChoiceKnapsack byTime, long timeBudget, IReadOnlyList<Candidate> candidates)
+    {
+        long fastest = byTime.Front[0].Cost;
+        if (timeBudget < fastest)
+            throw new ShrinkException(FormattableString.Invariant(
+                $"--min-tokens-per-s {speed}: faster than the fastest plan the menu allows ({timing.PredictedTokensPerSecond(fastest / 1e9):F1} tokens/s predicted with each group's fastest candidate; the model as stored measured {timing.FloatTokensPerSecond:F1})"));
+        if (byTime.WithinCost(timeBudget)!.Choices.All(c => candidates[c].IsKeep))
+            throw new ShrinkException(FormattableString.Invariant(
+                $"--min-tokens-per-s {speed}: the model as stored already generates at {timing.FloatTokensPerSecond:F1} tokens/s here; nothing to trade off"));
     }
 
     /// <summary>The token embeddings' bytes in <paramref name="type"/>.</summary>
@@ -187,7 +242,14 @@ public static class AutoCompressionJob
     private static void CheckBudget(AutoRequest r)
     {
         int given = (r.TargetBitsPerWeight is null ? 0 : 1) + (r.TargetSize is null ? 0 : 1) + (r.MaxKl is null ? 0 : 1);
-        if (given == 0) throw new ShrinkException("give one budget: --target-bpw B, --target-size BYTES or --max-kl K");
+        // Speed is a budget of its own, not a second constraint: the solver's exact front is over one cost, and a second
+        // (bytes and time) would make it a surface in three objectives, far larger and only approximately prunable; on
+        // memory-bound generation time follows bytes anyway, and plan.md reports both for every plan.
+        if (r.MinTokensPerSecond is not null && given > 0)
+            throw new ShrinkException("--min-tokens-per-s: give it alone; the plan's one cost is then time, not beside --target-bpw, --target-size or --max-kl");
+        if (r.MinTokensPerSecond is { } speed && !(speed > 0 && double.IsFinite(speed))) throw new ShrinkException($"--min-tokens-per-s: must be a positive number, not {speed}");
+        if (r.MinTokensPerSecond is not null) return;
+        if (given == 0) throw new ShrinkException("give one budget: --target-bpw B, --target-size BYTES, --max-kl K or --min-tokens-per-s S");
         if (given > 1) throw new ShrinkException("give only one budget: --target-bpw, --target-size and --max-kl contradict each other");
         if (r.TargetBitsPerWeight is { } b && !(b > 0 && b < 32)) throw new ShrinkException($"--target-bpw: must be in (0, 32), not {b}");
         if (r.TargetSize is { } s && s <= 0) throw new ShrinkException($"--target-size: must be positive, not {s}");
@@ -212,7 +274,7 @@ public static class AutoCompressionJob
         return Recipe.From(name, specs);
     }
 
-    /// <summary>What the measurements depend on: model bytes, calibration text and drawing, held-back windows, menu, anchors.</summary>
+    /// <summary>What the measurements depend on: model bytes, calibration text and drawing, held-back windows, menu, anchors, threads.</summary>
     private static string CacheKey(AutoRequest r, LoadedModel model, IReadOnlyList<Candidate> candidates, int heldBack)
     {
         var s = new StringBuilder();
@@ -223,7 +285,8 @@ public static class AutoCompressionJob
             var calib = new FileInfo(r.CalibrationFile);
             s.Append(calib.FullName).Append('|').Append(calib.Length).Append('|').Append(calib.LastWriteTimeUtc.Ticks).Append('\n');
         }
-        s.Append(FormattableString.Invariant($"{r.Samples}|{r.SequenceLength}|{r.Seed}|{heldBack}|{r.Anchors}|{r.Format}\n"));
+        // Threads too: the decode times depend on them.
+        s.Append(FormattableString.Invariant($"{r.Samples}|{r.SequenceLength}|{r.Seed}|{heldBack}|{r.Anchors}|{r.Format}|{r.Threads}\n"));
         foreach (var c in candidates) s.Append(c.Name).Append('\n');
         return Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(s.ToString())));
     }

@@ -58,7 +58,7 @@ public static class ParetoChart
         var others = summary.Attempts.Where(a => a != summary.Chosen && a.MeasuredKl > 0).ToList();
         if (others.Count > 0)
         {
-            var tried = plot.Add.ScatterPoints(others.Select(a => Bits(a.Selection.Cost)).ToArray(), others.Select(a => Math.Log10(a.MeasuredKl)).ToArray());
+            var tried = plot.Add.ScatterPoints(others.Select(a => Bits(a.PlannedBytes)).ToArray(), others.Select(a => Math.Log10(a.MeasuredKl)).ToArray());
             tried.MarkerShape = MarkerShape.OpenDiamond;
             tried.MarkerSize = 12;
             tried.Color = Colors.DarkOrange;

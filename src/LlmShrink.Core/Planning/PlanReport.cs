@@ -4,7 +4,7 @@ using System.Text;
 namespace LlmShrink.Planning;
 
 /// <summary>
-/// plan.md: the budget and what was met, the per-group choices with their bytes, proxy, measured and predicted ΔKL and
+/// plan.md: the budget and what was met, the per-group choices with their bytes, decode time, proxy, measured and predicted ΔKL and
 /// why each group got what it got (what one step cheaper or one step better would have traded), the Pareto front, and
 /// every uniform candidate placed against the plan of the same size.
 /// </summary>
@@ -16,6 +16,7 @@ public static class PlanReport
     {
         var t = summary.Table;
         var chosen = summary.Chosen;
+        var timing = summary.Decode;
         var s = new StringBuilder();
         s.AppendLine("# LlmShrink automatic plan");
         s.AppendLine();
@@ -26,19 +27,23 @@ public static class PlanReport
         s.AppendLine(Inv, $"| calibration | `{request.CalibrationFile}`: {request.Samples} × {request.SequenceLength} tokens, seed {request.Seed}; KL measured on {summary.HeldBackTokens} held-back tokens no sample covers |");
         s.AppendLine(Inv, $"| menu | {summary.Candidates.Count} candidates × {summary.Groups.Count} groups (q/k/v and gate/up share a scheme, as vLLM fuses them) |");
         s.AppendLine(Inv, $"| measurement | {(summary.FromCache ? "read from the cache" : $"{t.MeasurementSeconds:F1} s")} |");
-        s.AppendLine(Inv, $"| planned layers | {t.Parameters:N0} weights, {chosen.Selection.Cost:N0} bytes = {summary.BitsPerWeight:F3} bits per weight (every stored tensor and header entry) |");
+        s.AppendLine(Inv, $"| planned layers | {t.Parameters:N0} weights, {chosen.PlannedBytes:N0} bytes = {summary.BitsPerWeight:F3} bits per weight (every stored tensor and header entry) |");
         s.AppendLine(Inv, $"| written | {chosen.TotalBytes:N0} bytes of safetensors |");
         s.AppendLine(Inv, $"| KL on held-back text | predicted {chosen.Selection.Loss:E3}, measured {chosen.MeasuredKl:E3} |");
+        s.AppendLine(Inv, $"| generation on this machine | predicted {chosen.PredictedTokensPerSecond:F1} tokens/s, measured {chosen.MeasuredTokensPerSecond:F1} tokens/s (as stored: measured {timing.FloatTokensPerSecond:F1}; {timing.FixedSeconds * 1e6:F0} µs per token no plan changes) |");
         s.AppendLine(Inv, $"| time | {summary.Elapsed.TotalSeconds:F1} s |");
         s.AppendLine();
         s.AppendLine("## Plans written (closed loop)");
         s.AppendLine();
-        s.AppendLine("| attempt | planned bytes | written bytes | predicted KL | measured KL |");
-        s.AppendLine("|---:|---:|---:|---:|---:|");
+        s.AppendLine("Tokens/s: generation on this machine, the best of 5 runs of 32 tokens after a 64-token prompt (`llmshrink bench`'s measurement);");
+        s.AppendLine("predicted = 1 / (the part no plan changes + the chosen groups' times).");
+        s.AppendLine();
+        s.AppendLine("| attempt | planned bytes | written bytes | predicted KL | measured KL | predicted tokens/s | measured tokens/s | meets the budget |");
+        s.AppendLine("|---:|---:|---:|---:|---:|---:|---:|---|");
         for (int i = 0; i < summary.Attempts.Count; i++)
         {
             var a = summary.Attempts[i];
-            s.AppendLine(Inv, $"| {i + 1}{(a == chosen ? " (kept)" : "")} | {a.Selection.Cost:N0} | {a.TotalBytes:N0} | {a.Selection.Loss:E3} | {a.MeasuredKl:E3} |");
+            s.AppendLine(Inv, $"| {i + 1}{(a == chosen ? " (kept)" : "")} | {a.PlannedBytes:N0} | {a.TotalBytes:N0} | {a.Selection.Loss:E3} | {a.MeasuredKl:E3} | {a.PredictedTokensPerSecond:F1} | {a.MeasuredTokensPerSecond:F1} | {(a.MeetsBudget ? "yes" : "no")} |");
         }
         s.AppendLine();
         s.AppendLine("## Choices");
@@ -46,9 +51,10 @@ public static class PlanReport
         s.AppendLine("Proxy = relative output error ‖XWᵀ − XŴᵀ‖²/‖XWᵀ‖² on calibration inputs; ΔKL = KL on the held-back text with only");
         s.AppendLine("this group changed (measured for the candidates on each group's bytes/proxy hull, else sensitivity × proxy).");
         s.AppendLine("\"Cheaper\" and \"better\" are the neighbouring options on the group's own front: bytes saved or spent, ΔKL added or removed.");
+        s.AppendLine("µs/token: the group's layers at one token, timed alone on this machine (median of 5 samples).");
         s.AppendLine();
-        s.AppendLine("| group | choice | bytes | proxy | ΔKL measured | ΔKL predicted | sensitivity | one step cheaper | one step better |");
-        s.AppendLine("|---|---|---:|---:|---:|---:|---:|---|---|");
+        s.AppendLine("| group | choice | bytes | µs/token | proxy | ΔKL measured | ΔKL predicted | sensitivity | one step cheaper | one step better |");
+        s.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---|---|");
         for (int g = 0; g < summary.Groups.Count; g++)
         {
             int c = chosen.Selection.Choices[g];
@@ -58,7 +64,7 @@ public static class PlanReport
             int at = front.IndexOf(c);
             string Step(int other) => other < 0 || other >= front.Count ? "—"
                 : FormattableString.Invariant($"{t.Candidates[front[other]]}: {t.Entries[g][front[other]].Bytes - m.Bytes:+#,0;-#,0} B, {predicted[front[other]] - predicted[c]:+0.0E0;-0.0E0} KL");
-            s.AppendLine(Inv, $"| {summary.Groups[g].Label} | {t.Candidates[c]} | {m.Bytes:N0} | {m.Proxy:E2} | {(m.MeasuredKl is { } kl ? kl.ToString("E2", Inv) : "—")} | {predicted[c]:E2} | {t.Sensitivity(g):G3} | {(at < 0 ? "—" : Step(at - 1))} | {(at < 0 ? "—" : Step(at + 1))} |");
+            s.AppendLine(Inv, $"| {summary.Groups[g].Label} | {t.Candidates[c]} | {m.Bytes:N0} | {m.Seconds * 1e6:F1} | {m.Proxy:E2} | {(m.MeasuredKl is { } kl ? kl.ToString("E2", Inv) : "—")} | {predicted[c]:E2} | {t.Sensitivity(g):G3} | {(at < 0 ? "—" : Step(at - 1))} | {(at < 0 ? "—" : Step(at + 1))} |");
         }
         s.AppendLine();
         s.AppendLine("## Pareto front (predicted) and uniform candidates");
@@ -91,6 +97,7 @@ public static class PlanReport
     private static string Budget(AutoRequest r) =>
         r.TargetSize is { } size ? $"--target-size {size:N0} bytes"
         : r.TargetBitsPerWeight is { } bpw ? string.Create(Inv, $"--target-bpw {bpw}")
+        : r.MinTokensPerSecond is { } speed ? string.Create(Inv, $"--min-tokens-per-s {speed}")
         : string.Create(Inv, $"--max-kl {r.MaxKl}");
 
     /// <summary>The group's options on its own front (cheapest first, each better than every cheaper one).</summary>

@@ -17,7 +17,8 @@ namespace LlmShrink.Planning;
 /// hidden states entering block l are kept from the float model, so only blocks l…L−1 and the head run again. Only
 /// one block's statistics and the held-back reference logits are held at a time. <see cref="MeasureEveryCandidate"/>
 /// measures the KL of every candidate instead (<c>llmshrink analyze</c>), and an <see cref="Observer"/> reads the same
-/// pass's statistics and block outputs.
+/// pass's statistics and block outputs. With a <see cref="Clock"/>, each trial's layers are also timed at one token, the
+/// float model's generation speed measured first (<see cref="DecodeTiming"/>).
 /// </summary>
 public sealed class SensitivityMeasurement
 {
@@ -51,10 +52,20 @@ public sealed class SensitivityMeasurement
     /// <summary>Sees each block's calibration statistics and float outputs as the measurement streams past them.</summary>
     public IMeasurementObserver? Observer { get; init; }
 
+    /// <summary>Times each group's layers, as stored and as each candidate builds them (null: nothing is timed).</summary>
+    public IDecodeClock? Clock { get; init; }
+
     public MeasurementTable Measure(CalibrationSet calibration, int[][] heldBack, string key, IProgress<PipelineProgress>? progress = null, CancellationToken cancel = default)
     {
         var clock = Stopwatch.StartNew();
         var c = _model.Config;
+        double? floatSpeed = null;
+        if (Clock is not null)
+        {
+            progress?.Report(new PipelineProgress(0, c.NumLayers, "timing generation"));
+            floatSpeed = Clock.TokensPerSecond(_transformer, cancel); // before any layer is swapped
+        }
+        var floatSeconds = new double[_groups.Count];
         var methods = _candidates.Select(candidate => candidate.Methods()).ToList();
         var needs = methods.SelectMany(m => m).Aggregate(Observer?.Needs ?? StatisticsNeeds.None, (n, m) => n | m.Needs);
         var hidden = Embed(calibration.Samples);
@@ -77,17 +88,18 @@ public sealed class SensitivityMeasurement
             {
                 int g = groups[k];
                 double done = (double)k / groups.Count;
+                if (Clock is not null) floatSeconds[g] = Time(_groups[g], new Dictionary<LinearRole, Linear>());
                 progress?.Report(new PipelineProgress(layer, c.NumLayers, $"trying {_candidates.Count} candidates on {_groups[g].Name}", done));
                 if (MeasureEveryCandidate)
                 {
                     entries[g] = [.. _candidates.Select((candidate, i) =>
                     {
-                        var (price, layers) = Price(context, _groups[g], candidate, methods[i], cancel);
+                        var (price, layers) = Price(context, _groups[g], candidate, methods[i], floatSeconds[g], cancel);
                         return price.MeasuredKl is null ? price with { MeasuredKl = SwappedKl(_groups[g], layers, held, reference, cancel) } : price;
                     })];
                     continue;
                 }
-                entries[g] = [.. _candidates.Select((candidate, i) => Price(context, _groups[g], candidate, methods[i], cancel).Measurement)];
+                entries[g] = [.. _candidates.Select((candidate, i) => Price(context, _groups[g], candidate, methods[i], floatSeconds[g], cancel).Measurement)];
                 progress?.Report(new PipelineProgress(layer, c.NumLayers, $"measuring KL of {_groups[g].Name}", done));
                 foreach (int i in Anchors(entries[g]))
                     entries[g][i] = entries[g][i] with { MeasuredKl = SwappedKl(_groups[g], context.Try(methods[i], _groups[g].Roles).Layers, held, reference, cancel) };
@@ -101,39 +113,56 @@ public sealed class SensitivityMeasurement
             // lm_head: its inputs are the final norm of the last block's outputs; a swap re-runs only the head.
             progress?.Report(new PipelineProgress(c.NumLayers - 1, c.NumLayers, "trying candidates on lm_head"));
             var context = new BlockCompression(c.NumLayers, c, null, _model.Weights, HeadStatistics(hidden, needs), _transformer);
-            entries[g] = [.. _candidates.Select((candidate, i) => Price(context, _groups[g], candidate, methods[i], cancel).Measurement)];
+            if (Clock is not null) floatSeconds[g] = Time(_groups[g], new Dictionary<LinearRole, Linear>());
+            entries[g] = [.. _candidates.Select((candidate, i) => Price(context, _groups[g], candidate, methods[i], floatSeconds[g], cancel).Measurement)];
             foreach (int i in Anchors(entries[g]))
                 entries[g][i] = entries[g][i] with { MeasuredKl = SwappedHeadKl(context, methods[i], held, reference, cancel) };
         }
         long parameters = _groups.Sum(g => g.Roles.Sum(r => Parameters(g.Layer, r)));
-        return new MeasurementTable(key, [.. _groups.Select(g => g.Label)], [.. _candidates.Select(x => x.Name)], entries, parameters, clock.Elapsed.TotalSeconds);
+        var decode = floatSpeed is { } speed ? new DecodeTiming(speed, floatSeconds) : null;
+        return new MeasurementTable(key, [.. _groups.Select(g => g.Label)], [.. _candidates.Select(x => x.Name)], entries, parameters, clock.Elapsed.TotalSeconds,
+            decode, MeasurementTable.CurrentVersion);
     }
 
     private long Parameters(int layer, LinearRole role)
     {
-        var linear = role == LinearRole.LmHead ? _transformer.LmHead : LinearRoles.Get(_transformer.Blocks[layer], role);
+        var linear = Float(layer, role);
         return (long)linear.InFeatures * linear.OutFeatures;
     }
 
-    /// <summary>Bytes and proxy of one candidate on one group, from a trial that commits nothing, and the trial's layers.</summary>
+    /// <summary>The layer as stored (the transformer's, which the measurement only swaps within a KL run).</summary>
+    private Linear Float(int layer, LinearRole role) => role == LinearRole.LmHead ? _transformer.LmHead : LinearRoles.Get(_transformer.Blocks[layer], role);
+
+    /// <summary>Seconds per token of the group with <paramref name="built"/> standing in for its roles (the others as stored).</summary>
+    private double Time(LayerGroup group, IReadOnlyDictionary<LinearRole, Linear> built) =>
+        Clock!.LayerSeconds([.. group.Roles.Select(r => built.TryGetValue(r, out var linear) ? linear : Float(group.Layer, r))]);
+
+    /// <summary>
+    /// Bytes, proxy and (with a <see cref="Clock"/>) time of one candidate on one group, from a trial that commits
+    /// nothing, and the trial's layers. "keep" takes the group's time as stored, <paramref name="floatSeconds"/>.
+    /// </summary>
     private (CandidateMeasurement Measurement, IReadOnlyList<CompressedLayer> Layers) Price(BlockCompression context, LayerGroup group, Candidate candidate,
-        IReadOnlyList<ICompressionMethod> methods, CancellationToken cancel)
+        IReadOnlyList<ICompressionMethod> methods, double floatSeconds, CancellationToken cancel)
     {
         cancel.ThrowIfCancellationRequested();
-        if (candidate.IsKeep) return (new CandidateMeasurement(group.Roles.Sum(r => _cost.KeptBytes(_model.Weights, group.Layer, r)), 0, 0), []);
+        double? timed = Clock is null ? null : floatSeconds;
+        if (candidate.IsKeep) return (new CandidateMeasurement(group.Roles.Sum(r => _cost.KeptBytes(_model.Weights, group.Layer, r)), 0, 0, timed), []);
         var (layers, _) = context.Try(methods, group.Roles);
         long bytes = 0;
         double weightedError = 0, parameters = 0;
+        var built = new Dictionary<LinearRole, Linear>();
         foreach (var role in group.Roles)
         {
             var layer = layers.FirstOrDefault(l => l.Role == role);
             if (layer is null) { bytes += _cost.KeptBytes(_model.Weights, group.Layer, role); continue; }
             bytes += _cost.Bytes(layer);
             double n = (double)layer.Rows * layer.Columns;
-            weightedError += n * context.RelativeOutputError(role, layer.Build());
+            built[role] = layer.Build();
+            weightedError += n * context.RelativeOutputError(role, built[role]);
             parameters += n;
         }
-        return (new CandidateMeasurement(bytes, parameters > 0 ? weightedError / parameters : 0, null), layers);
+        if (Clock is not null) timed = Time(group, built);
+        return (new CandidateMeasurement(bytes, parameters > 0 ? weightedError / parameters : 0, null, timed), layers);
     }
 
     /// <summary>
