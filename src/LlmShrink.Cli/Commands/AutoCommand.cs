@@ -68,7 +68,9 @@ internal static class AutoCommand
                 .AddText("bits per weight (planned layers)", $"{summary.BitsPerWeight:F3}")
                 .AddText("size on disk", Terminal.Bytes(c.TotalBytes))
                 .AddText("KL on held-back text", $"predicted {c.Selection.Loss:E3}, measured {c.MeasuredKl:E3}")
-                .AddText("generation (this machine)", $"predicted {c.PredictedTokensPerSecond:F1} tokens/s, measured {c.MeasuredTokensPerSecond:F1} tokens/s (as stored {summary.Decode.FloatTokensPerSecond:F1})")
+                .AddText("generation (this machine)", summary.Decode is { } timing
+                    ? $"predicted {c.PredictedTokensPerSecond:F1} tokens/s, measured {c.MeasuredTokensPerSecond:F1} tokens/s (as stored {timing.FloatTokensPerSecond:F1})"
+                    : $"measured {c.MeasuredTokensPerSecond:F1} tokens/s")
                 .AddText("plans written", summary.Attempts.Count.ToString())
                 .AddText("measurement", summary.FromCache ? "from the cache" : $"{summary.Table.MeasurementSeconds:F1} s")
                 .AddText("time", $"{summary.Elapsed.TotalSeconds:F1} s")

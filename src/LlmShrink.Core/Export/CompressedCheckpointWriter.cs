@@ -28,7 +28,7 @@ public sealed class CompressedCheckpointWriter : IBlockSink, IDisposable
     private readonly List<(string Tensor, int Shard)> _tensors = new();
     private readonly SortedSet<int> _removed = new();
     private readonly SortedDictionary<int, LayerShape> _shapes = new(); // each written block's widths, by its index in the folder
-    private readonly List<(string Module, CompressedLayer? Layer)> _modules = new();
+    private readonly List<ModuleScheme> _modules = new(); // what config.json says of each module, not the layer (gigabytes per block)
     private readonly List<SafetensorsWriter.Entry> _importance = new();
     private readonly List<SafetensorsWriter.Entry> _compensation = new();
     private long _totalBytes;
@@ -119,7 +119,7 @@ public sealed class CompressedCheckpointWriter : IBlockSink, IDisposable
         else
             foreach (var entry in result.Tensors(module))
                 (CompensatedRepresentation.IsFactor(entry.Name) ? _compensation : entries).Add(entry);
-        _modules.Add((module, result));
+        _modules.Add(ModuleScheme.Of(module, result is CompensatedLayer c ? c.Base : result));
     }
 
     /// <summary>Writes the model (<see cref="WriteModel"/>), then the report, and moves the folder into place.</summary>
@@ -186,26 +186,32 @@ public sealed class CompressedCheckpointWriter : IBlockSink, IDisposable
     /// </summary>
     private JsonObject? QuantizationConfig()
     {
-        var modules = _modules.Select(m => (m.Module, Layer: m.Layer is CompensatedLayer c ? c.Base : m.Layer)).ToList();
-        var w8a8 = modules.Where(m => m.Layer is W8A8Layer).Select(m => m.Module).ToList();
+        var w8a8 = _modules.Where(m => m.W8A8).Select(m => m.Module).ToList();
         if (w8a8.Count > 0)
             return new JsonObject
             {
                 ["quant_method"] = "llmshrink-w8a8", ["weights"] = "int8 per output channel, symmetric", ["activations"] = "int8 per token, dynamic, symmetric",
                 ["lm_head"] = w8a8.Contains(TensorNames.LmHeadModule),
             };
-        var ggml = modules.Where(m => m.Layer is GgmlTypeLayer).ToList();
+        var ggml = _modules.Where(m => m.GgmlType is not null).ToList();
         if (ggml.Count > 0)
             return new JsonObject
             {
                 ["quant_method"] = "llmshrink-ggml", ["weights"] = "llama.cpp block types, each module's in its ggml_type tensor",
-                ["types"] = new JsonArray([.. ggml.Select(m => ((GgmlTypeLayer)m.Layer!).Type.ToString()).Distinct().Order(StringComparer.Ordinal).Select(t => (JsonNode)t)]),
+                ["types"] = new JsonArray([.. ggml.Select(m => m.GgmlType!.Value.ToString()).Distinct().Order(StringComparer.Ordinal).Select(t => (JsonNode)t)]),
                 ["lm_head"] = ggml.Any(m => m.Module == TensorNames.LmHeadModule),
             };
-        var gptq = modules.Where(m => m.Layer is QuantizedLayer).Select(m => GptqSafetensorsExporter.Describe(m.Module, ((QuantizedLayer)m.Layer!).Matrix)).ToList();
+        var gptq = _modules.Where(m => m.Gptq is not null).Select(m => m.Gptq!).ToList();
         if (gptq.Count == 0) return null;
-        var dense = modules.Where(m => m.Layer is null or { Representation.IsDense: true }).Select(m => m.Module).Where(m => m != TensorNames.LmHeadModule).ToList();
+        var dense = _modules.Where(m => m.Dense).Select(m => m.Module).Where(m => m != TensorNames.LmHeadModule).ToList();
         return GptqSafetensorsExporter.QuantizationConfig(gptq, dense, _model.Config.NumLayers);
+    }
+
+    /// <summary>A written module as config.json describes it (a compensated layer as its base).</summary>
+    private sealed record ModuleScheme(string Module, bool W8A8, TensorType? GgmlType, GptqSafetensorsExporter.GptqModule? Gptq, bool Dense)
+    {
+        public static ModuleScheme Of(string module, CompressedLayer? layer) => new(module, layer is W8A8Layer, (layer as GgmlTypeLayer)?.Type,
+            layer is QuantizedLayer q ? GptqSafetensorsExporter.Describe(module, q.Matrix) : null, layer is null or { Representation.IsDense: true });
     }
 
     private void WriteShard(int index, List<SafetensorsWriter.Entry> entries)

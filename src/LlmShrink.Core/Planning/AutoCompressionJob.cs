@@ -40,10 +40,10 @@ public enum PlanFormat { Folder, Gguf }
 /// <summary>One applied plan: what the solver predicted and what the written model measured.</summary>
 /// <param name="Selection">The solver's plan; its cost is bytes, or nanoseconds per token under <c>--min-tokens-per-s</c>.</param>
 /// <param name="PlannedBytes">The planned groups' priced bytes.</param>
-/// <param name="PredictedTokensPerSecond">Generation speed by the time model (<see cref="DecodeTiming"/>).</param>
+/// <param name="PredictedTokensPerSecond">Generation speed by the time model (<see cref="DecodeTiming"/>); null when layers were not timed (no speed target).</param>
 /// <param name="MeasuredTokensPerSecond">The written model's generation speed on this machine.</param>
 /// <param name="MeetsBudget">Whether the written model met the budget as measured (a bits-per-weight budget, priced exactly, always is).</param>
-public sealed record PlanAttempt(Selection Selection, long PlannedBytes, double PredictedTokensPerSecond, long TotalBytes, double MeasuredKl,
+public sealed record PlanAttempt(Selection Selection, long PlannedBytes, double? PredictedTokensPerSecond, long TotalBytes, double MeasuredKl,
     double MeasuredTokensPerSecond, bool MeetsBudget);
 
 public sealed record AutoSummary(MeasurementTable Table, IReadOnlyList<LayerGroup> Groups, IReadOnlyList<Candidate> Candidates, Recipe Plan,
@@ -51,8 +51,8 @@ public sealed record AutoSummary(MeasurementTable Table, IReadOnlyList<LayerGrou
 {
     public double BitsPerWeight => Chosen.PlannedBytes * 8.0 / Table.Parameters;
 
-    /// <summary>The time model of the measurement (every table <c>auto</c> measures is timed).</summary>
-    public DecodeTiming Decode => Table.Decode ?? throw new InvalidOperationException("the measurement has no decode times");
+    /// <summary>The time model of the measurement: layers are timed only for <c>--min-tokens-per-s</c> (null otherwise).</summary>
+    public DecodeTiming? Decode => Table.Decode;
 }
 
 /// <summary>
@@ -90,23 +90,27 @@ public static class AutoCompressionJob
         var kl = new HeldBackKl(held, transformer);
         string key = CacheKey(request, model, candidates, held.Length);
         string? cachePath = request.CacheFolder is null ? null : Path.Combine(CacheFolder(request.CacheFolder), $"measurements-{key[..16]}.json");
+        // Timing every candidate on every group costs ~30 ms a trial (a minute on tinylit-8m's default menu), so layers are
+        // timed only for a speed target; a cache measured without times is measured again for one.
+        bool timed = request.MinTokensPerSecond is not null;
         var table = cachePath is null ? null : MeasurementTable.Load(cachePath, key);
+        if (timed && table?.Decode is null) table = null;
         bool fromCache = table is not null;
         if (table is null)
         {
-            table = new SensitivityMeasurement(model, transformer, groups, candidates, cost, request.Anchors) { Clock = decodeClock }
+            table = new SensitivityMeasurement(model, transformer, groups, candidates, cost, request.Anchors) { Clock = timed ? decodeClock : null }
                 .Measure(calibration, held, key, progress, cancel);
             if (cachePath is not null) table.Save(cachePath);
         }
 
-        var timing = table.Decode ?? throw new InvalidOperationException("the measurement has no decode times");
+        var timing = table.Decode;
         MultipleChoiceKnapsack Knapsack(Func<CandidateMeasurement, long> price) => new([.. Enumerable.Range(0, groups.Count)
             .Select(g => (IReadOnlyList<Option>)[.. table.Entries[g].Zip(table.PredictedKl(g), (m, loss) => new Option(price(m), loss))])]);
         // Bytes price every plan (and plan.md's front); under --min-tokens-per-s a second knapsack prices time instead.
         var knapsack = Knapsack(m => m.Bytes);
         var byTime = request.MinTokensPerSecond is null ? null : Knapsack(m => DecodeTiming.Nanoseconds(m.Seconds!.Value));
         // Rounded down: a plan within the budget in nanoseconds is then within it in seconds too.
-        long timeBudget = request.MinTokensPerSecond is { } speed ? (long)Math.Floor(timing.PlannedBudget(speed) * 1e9) : 0;
+        long timeBudget = request.MinTokensPerSecond is { } speed ? (long)Math.Floor(timing!.PlannedBudget(speed) * 1e9) : 0;
         // The most the planned layers can take: as stored (folder), or every group's dearest candidate (GGUF has no "keep").
         long ceiling = gguf ? knapsack.Front[^1].Cost : groups.Sum(g => g.Roles.Sum(r => cost.KeptBytes(model.Weights, g.Layer, r)));
         // What no plan changes — embeddings, norms, headers, tokenizer — first estimated, then read off each written file.
@@ -114,7 +118,7 @@ public static class AutoCompressionJob
         long cheapest = knapsack.Front[0].Cost;
         long Budget() => request.TargetSize is { } size ? size - fixedBytes
             : request.TargetBitsPerWeight is { } bpw ? (long)Math.Floor(bpw * table.Parameters / 8) : long.MaxValue;
-        if (byTime is not null) CheckSpeed(request.MinTokensPerSecond!.Value, timing, byTime, timeBudget, candidates);
+        if (byTime is not null) CheckSpeed(request.MinTokensPerSecond!.Value, timing!, byTime, timeBudget, candidates);
         else if (request.MaxKl is null)
         {
             string asked = request.TargetSize is { } s ? $"--target-size {s}" : $"--target-bpw {request.TargetBitsPerWeight}";
@@ -145,7 +149,7 @@ public static class AutoCompressionJob
                 // The time model was optimistic by measured / predicted speed (layers timed alone keep their weights in
                 // the cache more than generation does): ask the solver for that much less time than this plan took, so
                 // the next plan is a faster one.
-                timeBudget = (long)(selection.Cost * attempt.MeasuredTokensPerSecond / attempt.PredictedTokensPerSecond);
+                timeBudget = (long)(selection.Cost * attempt.MeasuredTokensPerSecond / attempt.PredictedTokensPerSecond!.Value);
             }
             else if (request.MaxKl is { } maxKl)
             {
@@ -213,7 +217,7 @@ public static class AutoCompressionJob
         double speed = decodeClock.TokensPerSecond(run, cancel);
         bool meets = (request.TargetSize is not { } size || total <= size) && (request.MaxKl is not { } maxKl || measuredKl <= maxKl)
             && (request.MinTokensPerSecond is not { } minSpeed || speed >= minSpeed);
-        return new PlanAttempt(selection, table.PlannedBytes(selection.Choices), table.Decode!.PredictedTokensPerSecond(table.PlannedSeconds(selection.Choices)),
+        return new PlanAttempt(selection, table.PlannedBytes(selection.Choices), table.Decode?.PredictedTokensPerSecond(table.PlannedSeconds(selection.Choices)),
             total, measuredKl, speed, meets);
     }
 

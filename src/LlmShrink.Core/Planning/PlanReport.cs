@@ -30,7 +30,9 @@ public static class PlanReport
         s.AppendLine(Inv, $"| planned layers | {t.Parameters:N0} weights, {chosen.PlannedBytes:N0} bytes = {summary.BitsPerWeight:F3} bits per weight (every stored tensor and header entry) |");
         s.AppendLine(Inv, $"| written | {chosen.TotalBytes:N0} bytes of safetensors |");
         s.AppendLine(Inv, $"| KL on held-back text | predicted {chosen.Selection.Loss:E3}, measured {chosen.MeasuredKl:E3} |");
-        s.AppendLine(Inv, $"| generation on this machine | predicted {chosen.PredictedTokensPerSecond:F1} tokens/s, measured {chosen.MeasuredTokensPerSecond:F1} tokens/s (as stored: measured {timing.FloatTokensPerSecond:F1}; {timing.FixedSeconds * 1e6:F0} µs per token no plan changes) |");
+        s.AppendLine(timing is null
+            ? string.Create(Inv, $"| generation on this machine | measured {chosen.MeasuredTokensPerSecond:F1} tokens/s (layers are timed only for --min-tokens-per-s) |")
+            : string.Create(Inv, $"| generation on this machine | predicted {chosen.PredictedTokensPerSecond:F1} tokens/s, measured {chosen.MeasuredTokensPerSecond:F1} tokens/s (as stored: measured {timing.FloatTokensPerSecond:F1}; {timing.FixedSeconds * 1e6:F0} µs per token no plan changes) |"));
         s.AppendLine(Inv, $"| time | {summary.Elapsed.TotalSeconds:F1} s |");
         s.AppendLine();
         s.AppendLine("## Plans written (closed loop)");
@@ -43,7 +45,7 @@ public static class PlanReport
         for (int i = 0; i < summary.Attempts.Count; i++)
         {
             var a = summary.Attempts[i];
-            s.AppendLine(Inv, $"| {i + 1}{(a == chosen ? " (kept)" : "")} | {a.PlannedBytes:N0} | {a.TotalBytes:N0} | {a.Selection.Loss:E3} | {a.MeasuredKl:E3} | {a.PredictedTokensPerSecond:F1} | {a.MeasuredTokensPerSecond:F1} | {(a.MeetsBudget ? "yes" : "no")} |");
+            s.AppendLine(Inv, $"| {i + 1}{(a == chosen ? " (kept)" : "")} | {a.PlannedBytes:N0} | {a.TotalBytes:N0} | {a.Selection.Loss:E3} | {a.MeasuredKl:E3} | {(a.PredictedTokensPerSecond is { } p ? p.ToString("F1", Inv) : "—")} | {a.MeasuredTokensPerSecond:F1} | {(a.MeetsBudget ? "yes" : "no")} |");
         }
         s.AppendLine();
         s.AppendLine("## Choices");
@@ -64,7 +66,7 @@ public static class PlanReport
             int at = front.IndexOf(c);
             string Step(int other) => other < 0 || other >= front.Count ? "—"
                 : FormattableString.Invariant($"{t.Candidates[front[other]]}: {t.Entries[g][front[other]].Bytes - m.Bytes:+#,0;-#,0} B, {predicted[front[other]] - predicted[c]:+0.0E0;-0.0E0} KL");
-            s.AppendLine(Inv, $"| {summary.Groups[g].Label} | {t.Candidates[c]} | {m.Bytes:N0} | {m.Seconds * 1e6:F1} | {m.Proxy:E2} | {(m.MeasuredKl is { } kl ? kl.ToString("E2", Inv) : "—")} | {predicted[c]:E2} | {t.Sensitivity(g):G3} | {(at < 0 ? "—" : Step(at - 1))} | {(at < 0 ? "—" : Step(at + 1))} |");
+            s.AppendLine(Inv, $"| {summary.Groups[g].Label} | {t.Candidates[c]} | {m.Bytes:N0} | {(m.Seconds is { } seconds ? (seconds * 1e6).ToString("F1", Inv) : "—")} | {m.Proxy:E2} | {(m.MeasuredKl is { } kl ? kl.ToString("E2", Inv) : "—")} | {predicted[c]:E2} | {t.Sensitivity(g):G3} | {(at < 0 ? "—" : Step(at - 1))} | {(at < 0 ? "—" : Step(at + 1))} |");
         }
         s.AppendLine();
         s.AppendLine("## Pareto front (predicted) and uniform candidates");
