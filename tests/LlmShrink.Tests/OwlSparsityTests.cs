@@ -93,6 +93,27 @@ public class OwlSparsityTests(ITestOutputHelper output)
         Assert.Equal(wanda.Sparsities, Allocation("magnitude").Sparsities);
     }
 
+    /// <summary>
+    /// λ = 0 gives every block the target: the run must then be uniform pruning exactly — the survey runs the calibration
+    /// through the float blocks on the pipeline's own hidden states and re-embeds them, and nothing of it may leak into the
+    /// compressed model.
+    /// </summary>
+    [Fact]
+    public void Owl_with_lambda_zero_is_uniform_pruning_bit_for_bit()
+    {
+        using var owl = TinyLitCompression.Run(CompressionTests.LoadRecipe(OwlRecipe("wanda", "0.7", "    owl_lambda: 0\n")), output: null);
+        using var uniform = TinyLitCompression.Run(CompressionTests.LoadRecipe("modifiers:\n  - method: wanda\n    sparsity: 0.7\n"), output: null);
+        var tokens = owl.Model.RequireTokenizer().Encode("Once upon a time the old sailor told the children a story about the sea.", addBos: true);
+        float[] Logits(Transformer t)
+        {
+            var logits = new float[tokens.Length * t.Config.VocabSize];
+            t.Forward(tokens, t.NewCache(tokens.Length), logits);
+            return logits;
+        }
+        Assert.Equal(Logits(uniform.Transformer), Logits(owl.Transformer));
+        Assert.All(owl.Result.Layers, r => Assert.EndsWith(", 70.0 % unstructured (OWL)", r.Scheme));
+    }
+
     [Fact]
     public void Owl_presets_and_keys_round_trip_through_recipe_yaml()
     {
