@@ -53,8 +53,8 @@ public sealed record PruningParameters(SparsityPattern Pattern, double Sparsity,
 
     /// <summary>
     /// The sparsity to prune block <paramref name="layer"/> at and its report text ("70.0 % unstructured", "63.4 %
-    /// unstructured (OWL)" or "2:4"): the block's OWL sparsity when the allocation has it, else the recipe's (lm_head,
-    /// which OWL's allocation over blocks leaves out).
+    /// unstructured (OWL: 0.612 % outliers)" or "2:4"): the block's OWL sparsity, with the outlier ratio that set it, when
+    /// the allocation has it, else the recipe's (lm_head, which OWL's allocation over blocks leaves out).
     /// </summary>
     /// <param name="allocation">What this run's survey allocated; null when none ran.</param>
     public (double Sparsity, string Description) At(int layer, OwlAllocation? allocation, string method)
@@ -64,6 +64,8 @@ public sealed record PruningParameters(SparsityPattern Pattern, double Sparsity,
         if (allocation is null)
             throw new ShrinkException($"{method}: allocation: owl needs a survey of the whole model before the first block, which only the compression pipeline takes " +
                 "(the planner measures one layer group at a time)");
-        return allocation.Sparsities.TryGetValue(layer, out double s) ? (s, $"{s * 100:0.0} % unstructured (OWL)") : (Sparsity, $"{Sparsity * 100:0.0} % unstructured");
+        return allocation.Sparsities.TryGetValue(layer, out double s)
+            ? (s, $"{s * 100:0.0} % unstructured (OWL: {allocation.OutlierRatios[layer] * 100:0.000} % outliers)")
+            : (Sparsity, $"{Sparsity * 100:0.0} % unstructured");
     }
 }
