@@ -3,8 +3,8 @@ namespace LlmShrink.Compression.Methods;
 /// <summary>
 /// The keys of <c>allocation: owl</c> on an unstructured pruning modifier (<see cref="OwlAllocation"/>): <c>owl_lambda</c>,
 /// λ, how far a block's sparsity may move from the target S (each block stays within [S − λ, S + λ]), and <c>owl_m</c>, M,
-/// the multiple of a block's mean score above which a score counts as an outlier. Defaults are the values Yin et al. 2023
-/// use for LLaMA at 70 % sparsity (λ = 0.08, M = 5; their Table 8 sweeps M ∈ {3, 5, 7, 10} and λ from 0.02 to 0.2).
+/// the multiple of a block's mean score above which a score counts as an outlier. The defaults are those of Yin et al.'s
+/// scripts for LLaMA-7B at 70 % sparsity (λ = 0.08, M = 5); the paper tunes both per model.
 /// </summary>
 public sealed record OwlParameters(double Lambda, double M)
 {

@@ -117,7 +117,8 @@ public static class RecipePresets
         ["wanda-2of4"] = Pruned("wanda", "2:4"),
         ["sparsegpt-2of4"] = Pruned("sparsegpt", "2:4"),
         // OWL (Yin et al. 2023): 70 % of the block linears' weights on average, each block between 62 % and 78 %, fewer
-        // where the float model's Wanda scores have more outliers; the paper's gains over uniform show at such sparsities.
+        // where the float model's Wanda scores have more outliers; the paper's gains over uniform show at such sparsities
+        // (on LLaMA; on tinylit-8m OWL loses to uniform, docs/BENCHMARKS.md).
         ["wanda-owl-70"] = Pruned("wanda", "unstructured", "\n    allocation: owl", sparsity: 0.7),
         ["sparsegpt-owl-70"] = Pruned("sparsegpt", "unstructured", "\n    allocation: owl", sparsity: 0.7),
         // SparseGPT's joint pass: the 2:4 mask and 4-bit g128 codes chosen together (pruned weights at the zero code).
