@@ -14,7 +14,7 @@ public sealed class MagnitudeMethod(PruningParameters pruning) : ICompressionMet
 
     public static ICompressionMethod FromRecipe(RecipeParameters p) => new MagnitudeMethod(PruningParameters.Read(p));
 
-    /// <summary>With <c>allocation: owl</c>, the per-block sparsities this run's survey chose (null before the survey, or uniform).</summary>
+    /// <summary>With <c>allocation: owl</c>, the per-block sparsities this run's survey chose (null before the survey, and for uniform pruning).</summary>
     public OwlAllocation? Owl { get; private set; }
 
     public bool SurveysModel => pruning.Owl is not null;

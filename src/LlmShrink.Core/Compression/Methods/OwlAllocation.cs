@@ -4,13 +4,13 @@ using LlmShrink.Model;
 namespace LlmShrink.Compression.Methods;
 
 /// <summary>
-/// OWL's per-block sparsities for one pipeline run (Yin et al. 2023, §4): every targeted block's outlier ratio D_l is
+/// OWL's per-block sparsities for one pipeline run (Yin et al. 2023): every targeted block's outlier ratio D_l is
 /// measured on the uncompressed model, as the paper does before pruning anything — which the sequential pipeline allows only
 /// through a survey of the whole model before its first block (<see cref="ModelSurvey.ForEachBlock"/>) — then
 /// <see cref="OutlierWeightedSparsity.Allocate"/> turns the ratios into sparsities S_l averaging the recipe's S, lower where
 /// outliers are denser. D_l pools the block's targeted linears under one mean (<see cref="OutlierWeightedSparsity.OutlierRatio"/>)
 /// and counts Wanda scores |W_ij|·‖X_j‖₂ on the float model's calibration activations whichever method then prunes: the
-/// outliers OWL protects are the activations' outlier features (§3), which |W| alone cannot see, and the paper's reference
+/// outliers OWL protects are the activations' outlier features, which |W| alone cannot see, and the paper's reference
 /// code allocates SparseGPT's and magnitude pruning's sparsities by the same Wanda-score ratios. So magnitude with OWL reads
 /// calibration data for its allocation, while each block's weights are still ranked by |W| alone.
 /// The mean over blocks is S; for blocks of equal size (every model the paper prunes) so is the model's overall sparsity.

@@ -23,7 +23,7 @@ public sealed class SparseGptMethod(PruningParameters pruning, QuantScheme? sche
         return new SparseGptMethod(pruning, scheme, options);
     }
 
-    /// <summary>With <c>allocation: owl</c>, the per-block sparsities this run's survey chose (null before the survey, or uniform).</summary>
+    /// <summary>With <c>allocation: owl</c>, the per-block sparsities this run's survey chose (null before the survey, and for uniform pruning).</summary>
     public OwlAllocation? Owl { get; private set; }
 
     public bool SurveysModel => pruning.Owl is not null;
