@@ -62,6 +62,7 @@ public class PlanningInputTests
     [InlineData("candidates:\n  - method: drop-blocks\n", "cannot be a per-layer candidate")]
     [InlineData("candidates:\n  - method: fwsvd\n    ratio: 0.2\n", "needs a survey of the whole model")]
     [InlineData("candidates:\n  - method: svd-llm\n    ratio: 0.4\n    allocation: loss\n", "needs a survey of the whole model before the first block")]
+    [InlineData("candidates:\n  - method: wanda\n    sparsity: 0.7\n    allocation: owl\n", "needs a survey of the whole model before the first block")]
     [InlineData("candidates:\n  - method: nope\n", "unknown method 'nope'")]
     [InlineData("candidates:\n  - method: gptq\n    targets: [q_proj]\n", "'targets' is chosen by the planner")]
     [InlineData("candidates:\n  - method: gptq\n    bits: [4, 5]\n", "bits")]

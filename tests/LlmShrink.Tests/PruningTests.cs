@@ -170,11 +170,23 @@ public class PruningTests
     {
         // Scores |w|·‖x‖ = [1, 2, 1, 10; 1, 1, 1, 10]: mean 28/8 = 3.5. Above 2 × 3.5 = 7: the two 10s (2/8); above 5 × 3.5: none.
         float[] w = [1, -2, 1, 1, -1, 1, 1, -1], norms = [1, 1, 1, 10];
-        Assert.Equal(0.25, OutlierWeightedSparsity.OutlierRatio(w, 2, 4, norms, m: 2));
-        Assert.Equal(0.0, OutlierWeightedSparsity.OutlierRatio(w, 2, 4, norms));
+        Assert.Equal(0.25, OutlierWeightedSparsity.OutlierRatio([(w, 2, 4, norms)], m: 2));
+        Assert.Equal(0.0, OutlierWeightedSparsity.OutlierRatio([(w, 2, 4, norms)]));
         // Scores [1, 1, 1, 1; 1, 1, 1, 20]: mean 27/8 = 3.375, above 16.875: the 20 alone.
         float[] spike = [1, 1, 1, 1, 1, 1, 1, 20];
-        Assert.Equal(0.125, OutlierWeightedSparsity.OutlierRatio(spike, 2, 4, [1, 1, 1, 1]));
+        Assert.Equal(0.125, OutlierWeightedSparsity.OutlierRatio([(spike, 2, 4, new float[] { 1, 1, 1, 1 })]));
+    }
+
+    [Fact]
+    public void OutlierRatioPoolsABlocksLinearsUnderOneMean()
+    {
+        // Scores all 1 in one linear and all 10 in the other: neither has an outlier against its own mean, but against the
+        // pooled mean 5.5 (threshold 1.5 × 5.5 = 8.25) the second linear's four scores all are: 4 of 8.
+        float[] ones = [1, 1, 1, 1], tens = [10, -10, 10, -10];
+        float[] scales = [1, 1];
+        Assert.Equal(0.0, OutlierWeightedSparsity.OutlierRatio([(ones, 2, 2, scales)], m: 1.5));
+        Assert.Equal(0.0, OutlierWeightedSparsity.OutlierRatio([(tens, 2, 2, scales)], m: 1.5));
+        Assert.Equal(0.5, OutlierWeightedSparsity.OutlierRatio([(ones, 2, 2, scales), (tens, 2, 2, scales)], m: 1.5));
     }
 
     [Fact]

@@ -23,15 +23,23 @@ public sealed class SparseGptMethod(PruningParameters pruning, QuantScheme? sche
         return new SparseGptMethod(pruning, scheme, options);
     }
 
+    /// <summary>With <c>allocation: owl</c>, the per-block sparsities this run's survey chose (null before the survey, and for uniform pruning).</summary>
+    public OwlAllocation? Owl { get; private set; }
+
+    public bool SurveysModel => pruning.Owl is not null;
+
+    public void Survey(ModelSurvey survey) => Owl = OwlAllocation.Measure(survey, pruning);
+
     public void CompressBlock(BlockCompression block)
     {
+        var (sparsity, described) = pruning.At(block.Layer, Owl, Name);
         foreach (var role in block.Targets)
         {
             var (rows, columns) = block.Shape(role);
             var result = SparseGpt.PruneConsumingHessian(block.Weights(role), rows, columns, block.HessianToConsume(role),
-                pruning.Pattern, pruning.Sparsity, scheme, options);
-            if (result.Quantized is { } q) block.SetQuantized(role, q, (result.Keep, pruning.ToString()));
-            else block.SetPruned(role, result.Weights, result.Keep, pruning.ToString());
+                pruning.Pattern, sparsity, scheme, options);
+            if (result.Quantized is { } q) block.SetQuantized(role, q, (result.Keep, described));
+            else block.SetPruned(role, result.Weights, result.Keep, described);
         }
     }
 }

@@ -9,22 +9,36 @@ namespace LlmShrink.Compression.Pruning;
 /// </summary>
 public static class OutlierWeightedSparsity
 {
-    /// <summary>The fraction of the Wanda scores of W [rows, columns] greater than <paramref name="m"/> × their mean.</summary>
-    /// <param name="columnNorms">‖X_j‖₂ of every input, in any common positive scale (as for <see cref="Wanda.Prune"/>).</param>
+    /// <summary>
+    /// The fraction of the Wanda scores |W_ij|·‖X_j‖₂ of all <paramref name="matrices"/> together greater than <paramref name="m"/> ×
+    /// their common mean: the outlier ratio of a layer made of several linears, pooled as the paper's reference code pools a
+    /// decoder block's (one mean over every linear's scores, not a ratio per linear averaged).
+    /// </summary>
+    /// <param name="matrices">
+    /// Each linear's W [Rows, Columns] and ‖X_j‖₂ of its inputs, in any positive scale common to all the matrices (as for
+    /// <see cref="Wanda.Prune"/>, where only a row's ranking matters; here the matrices share one mean).
+    /// </param>
     /// <param name="m">The outlier threshold M (the paper tunes it per model; 5 is its usual choice).</param>
-    public static double OutlierRatio(ReadOnlySpan<float> w, int rows, int columns, ReadOnlySpan<float> columnNorms, double m = 5)
+    public static double OutlierRatio(IReadOnlyList<(float[] W, int Rows, int Columns, float[] ColumnNorms)> matrices, double m = 5)
     {
-        if (w.Length != rows * columns || columnNorms.Length != columns)
-            throw new ArgumentException($"OWL: W must be {rows}×{columns} and the norms {columns} long");
+        if (matrices.Count == 0) throw new ArgumentException("OWL: no matrices to score");
         double sum = 0;
-        for (int r = 0; r < rows; r++)
-            for (int c = 0; c < columns; c++) sum += Math.Abs(w[r * columns + c]) * (double)columnNorms[c];
-        double threshold = m * sum / w.Length;
+        long count = 0;
+        foreach (var (w, rows, columns, norms) in matrices)
+        {
+            if (w.Length != rows * columns || norms.Length != columns)
+                throw new ArgumentException($"OWL: W must be {rows}×{columns} and the norms {columns} long");
+            for (int r = 0; r < rows; r++)
+                for (int c = 0; c < columns; c++) sum += Math.Abs(w[r * columns + c]) * (double)norms[c];
+            count += w.Length;
+        }
+        double threshold = m * sum / count;
         long outliers = 0;
-        for (int r = 0; r < rows; r++)
-            for (int c = 0; c < columns; c++)
-                if (Math.Abs(w[r * columns + c]) * (double)columnNorms[c] > threshold) outliers++;
-        return (double)outliers / w.Length;
+        foreach (var (w, rows, columns, norms) in matrices)
+            for (int r = 0; r < rows; r++)
+                for (int c = 0; c < columns; c++)
+                    if (Math.Abs(w[r * columns + c]) * (double)norms[c] > threshold) outliers++;
+        return (double)outliers / count;
     }
 
     /// <summary>
