@@ -30,7 +30,7 @@ public class DistillCommandTests
     }
 
     /// <summary>2:4 pruning by magnitude: in every 4 consecutive inputs of a row, the 2 smallest weights become 0.</summary>
-    private static void Prune2Of4(TrainableModel model)
+    internal static void Prune2Of4(TrainableModel model)
     {
         foreach (var p in model.Blocks.SelectMany(b => new[] { b.Q, b.K, b.V, b.O, b.Gate, b.Up, b.Down }))
             for (int g = 0; g < p.Value.Length; g += 4)
