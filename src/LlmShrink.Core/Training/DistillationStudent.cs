@@ -79,7 +79,7 @@ public static class DistillationStudent
             string name = module + suffix + ".weight";
             var t = student.Weights.Find(name);
             if (t is null || t.Type is not (TensorType.F32 or TensorType.F16 or TensorType.BF16) || t.Shape.Length != 2)
-                throw ShrinkException.InFile(student.Source, $"module {module}: its low-rank factors are quantized (GPTQ-packed {module + suffix}); distill trains float (F16, BF16 or F32) factors only");
+                throw ShrinkException.InFile(student.Source, $"low-rank factor {module + suffix} is not a float matrix (quantized factors, bits: 4|8?); distill trains F16, BF16 or F32 factors only");
             return new Parameter(name, t.ToFloatArray(), (int)t.Shape[0], (int)t.Shape[1]);
         }
         var u = Factor(LowRankRepresentation.U);
