@@ -10,7 +10,7 @@ namespace LlmShrink.Cli.Commands;
 
 /// <summary>
 /// <c>llmshrink distill --teacher MODEL --student DIR --data FILE --steps N --out DIR</c>: knowledge distillation of a
-/// dense, pruned or GPTQ-packed student folder from a teacher's logits (<see cref="Distillation"/>), pruning masks kept and
+/// dense, pruned, GPTQ-packed or low-rank student folder from a teacher's logits (<see cref="Distillation"/>), pruning masks kept and
 /// quantized layers trained through fake quantization (<see cref="DistillationStudent"/>, <see cref="FakeQuantization"/>),
 /// into a Hugging Face folder of the same kind (quantized layers re-packed). With <c>--teacher-data generate:N</c> the data
 /// are N sequences sampled from the teacher (<see cref="TeacherSampling"/>). With <c>--save-every K</c> the output folder
@@ -26,7 +26,7 @@ internal static class DistillCommand
     public static Command Create(CancellationToken cancellation)
     {
         var teacher = new Option<string>("--teacher") { Description = "Teacher model (Hugging Face folder, .gguf, org/name)", Required = true };
-        var student = new Option<string>("--student") { Description = "Student folder: a dense, pruned or GPTQ-quantized Hugging Face folder (e.g. from llmshrink compress)", Required = true };
+        var student = new Option<string>("--student") { Description = "Student folder: a dense, pruned, GPTQ-quantized or low-rank Hugging Face folder (e.g. from llmshrink compress)", Required = true };
         var data = new Option<string?>("--data") { Description = "Training text (never the held-out evaluation text)" };
         var teacherData = new Option<string?>("--teacher-data") { Description = "generate:N — train on N sequences sampled from the teacher (temperature 1, seeded) instead of --data" };
         var steps = new Option<int>("--steps") { Description = "Optimizer steps", Required = true };
