@@ -35,7 +35,7 @@ internal static class DistillCommand
         var beta = new Option<float>("--beta") { Description = "JSD's β (0 < β < 1)", DefaultValueFactory = _ => 0.5f };
         var temperature = new Option<float>("--temperature") { Description = "Softmax temperature of teacher and student in the loss", DefaultValueFactory = _ => 1f };
         var hiddenMse = new Option<float>("--hidden-mse") { Description = "Weight of the MSE between teacher and student final hidden states, added to the loss (0 = none; equal hidden sizes)", DefaultValueFactory = _ => 0f };
-        var lr = new Option<float>("--lr") { Description = "Peak learning rate (linear warmup, then cosine to a tenth of it)", DefaultValueFactory = _ => 1e-4f };
+        var lr = new Option<float?>("--lr") { Description = "Peak learning rate (linear warmup, then cosine to a tenth of it); default 1e-4, with --lora-rank 1e-3" };
         var warmup = new Option<int>("--warmup") { Description = "Warmup steps", DefaultValueFactory = _ => 10 };
         var batch = new Option<int>("--batch") { Description = "Sequences per step", DefaultValueFactory = _ => 8 };
         var seqLen = new Option<int>("--seq-len") { Description = "Tokens per sequence (BOS first)", DefaultValueFactory = _ => 128 };
@@ -63,9 +63,11 @@ internal static class DistillCommand
         };
         command.SetAction(parse =>
         {
+            var lora = ParseLora(parse.GetValue(loraRank), parse.GetValue(loraAlpha), parse.GetValue(loraKeep));
             var options = new DistillationOptions
             {
-                Steps = parse.GetValue(steps), Batch = parse.GetValue(batch), SeqLen = parse.GetValue(seqLen), Lr = parse.GetValue(lr), LatentLr = parse.GetValue(latentLr), Warmup = parse.GetValue(warmup),
+                Steps = parse.GetValue(steps), Batch = parse.GetValue(batch), SeqLen = parse.GetValue(seqLen),
+                Lr = parse.GetValue(lr) ?? (lora is null ? FullRate : LoraSettings.DefaultRate), LatentLr = parse.GetValue(latentLr), Warmup = parse.GetValue(warmup),
                 HiddenMse = parse.GetValue(hiddenMse),
                 Loss = new DistillationLoss(ParseLoss(parse.GetValue(loss)!), parse.GetValue(temperature), parse.GetValue(beta)),
             };
@@ -76,7 +78,6 @@ internal static class DistillCommand
             if (threadCount < 0) throw new ShrinkException($"--threads: must not be negative (got {threadCount})");
             if (every < 0) throw new ShrinkException($"--save-every: must not be negative (got {every})");
             if (log <= 0) throw new ShrinkException($"--log-every: must be positive (got {log})");
-            var lora = ParseLora(parse.GetValue(loraRank), parse.GetValue(loraAlpha), parse.GetValue(loraKeep));
             string teacherPath = parse.GetValue(teacher)!, studentPath = parse.GetValue(student)!, outputPath = parse.GetValue(output)!;
             string? dataPath = parse.GetValue(data), generate = parse.GetValue(teacherData);
             int generated = ParseGenerate(dataPath, generate);
@@ -160,6 +161,9 @@ internal static class DistillCommand
     }
 
     private const string WeightsAndScales = "weights+scales";
+
+    /// <summary>--lr without --lora-rank: a fine-tuning rate for a pretrained student (<see cref="DistillationOptions.Lr"/>).</summary>
+    private const float FullRate = 1e-4f;
 
     /// <summary>
     /// --quantized-train. The default trains weights and scales (LLM-QAT's and EfficientQAT's setting). On tinylit-8m's
