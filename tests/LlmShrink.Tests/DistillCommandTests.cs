@@ -30,7 +30,7 @@ public class DistillCommandTests
     }
 
     /// <summary>2:4 pruning by magnitude: in every 4 consecutive inputs of a row, the 2 smallest weights become 0.</summary>
-    private static void Prune2Of4(TrainableModel model)
+    internal static void Prune2Of4(TrainableModel model)
     {
         foreach (var p in model.Blocks.SelectMany(b => new[] { b.Q, b.K, b.V, b.O, b.Gate, b.Up, b.Down }))
             for (int g = 0; g < p.Value.Length; g += 4)
@@ -177,7 +177,7 @@ public class DistillCommandTests
         CliTests.AssertUserError(CliTests.Run([.. Args(student, "--data", data), "--loss", "jsd", "--beta", "1"]), "--beta");
 
         CliTests.AssertUserError(CliTests.Run([.. Args(student, "--data", data), "--quantized-train", "codes"]), "--quantized-train");
-        // A packed form other than GPTQ's (W8A8 here; 2:4-sparse 4-bit, ggml blocks, low-rank factors alike): not trainable yet.
+        // A packed form other than GPTQ and low-rank factors (W8A8 here; 2:4-sparse 4-bit, ggml blocks, EoRA alike): not trainable yet.
         string w8a8 = dir.File("w8a8");
         CompressionJob.Run(new CompressionRequest(student, "w8a8-smoothquant", data, Samples: 2, SequenceLength: 16, Seed: 0, w8a8));
         var refused = CliTests.Run(Args(w8a8, "--data", data));

@@ -10,11 +10,14 @@ namespace LlmShrink.Cli.Commands;
 
 /// <summary>
 /// <c>llmshrink distill --teacher MODEL --student DIR --data FILE --steps N --out DIR</c>: knowledge distillation of a
-/// dense, pruned or GPTQ-packed student folder from a teacher's logits (<see cref="Distillation"/>), pruning masks kept and
+/// dense, pruned, GPTQ-packed or low-rank student folder from a teacher's logits (<see cref="Distillation"/>), pruning masks kept and
 /// quantized layers trained through fake quantization (<see cref="DistillationStudent"/>, <see cref="FakeQuantization"/>),
 /// into a Hugging Face folder of the same kind (quantized layers re-packed). With <c>--teacher-data generate:N</c> the data
 /// are N sequences sampled from the teacher (<see cref="TeacherSampling"/>). With <c>--save-every K</c> the output folder
 /// holds a finished checkpoint every K steps (<see cref="CheckpointFolder"/>), and an interrupted run keeps the last one.
+/// A low-rank student trains its factors and is written back low-rank. With <c>--lora-rank R</c> the student is frozen and
+/// only LoRA adapters on its block linears train (<see cref="LoraAdapters"/>), then are merged into the weights (masked on
+/// pruned layers) or, with <c>--lora-keep</c>, written beside them as a compensation (<see cref="TrainedCheckpoint"/>).
 /// </summary>
 internal static class DistillCommand
 {
@@ -23,7 +26,7 @@ internal static class DistillCommand
     public static Command Create(CancellationToken cancellation)
     {
         var teacher = new Option<string>("--teacher") { Description = "Teacher model (Hugging Face folder, .gguf, org/name)", Required = true };
-        var student = new Option<string>("--student") { Description = "Student folder: a dense, pruned or GPTQ-quantized Hugging Face folder (e.g. from llmshrink compress)", Required = true };
+        var student = new Option<string>("--student") { Description = "Student folder: a dense, pruned, GPTQ-quantized or low-rank Hugging Face folder (e.g. from llmshrink compress)", Required = true };
         var data = new Option<string?>("--data") { Description = "Training text (never the held-out evaluation text)" };
         var teacherData = new Option<string?>("--teacher-data") { Description = "generate:N — train on N sequences sampled from the teacher (temperature 1, seeded) instead of --data" };
         var steps = new Option<int>("--steps") { Description = "Optimizer steps", Required = true };
@@ -32,7 +35,7 @@ internal static class DistillCommand
         var beta = new Option<float>("--beta") { Description = "JSD's β (0 < β < 1)", DefaultValueFactory = _ => 0.5f };
         var temperature = new Option<float>("--temperature") { Description = "Softmax temperature of teacher and student in the loss", DefaultValueFactory = _ => 1f };
         var hiddenMse = new Option<float>("--hidden-mse") { Description = "Weight of the MSE between teacher and student final hidden states, added to the loss (0 = none; equal hidden sizes)", DefaultValueFactory = _ => 0f };
-        var lr = new Option<float>("--lr") { Description = "Peak learning rate (linear warmup, then cosine to a tenth of it)", DefaultValueFactory = _ => 1e-4f };
+        var lr = new Option<float?>("--lr") { Description = "Peak learning rate (linear warmup, then cosine to a tenth of it); default 1e-4, with --lora-rank 1e-3" };
         var warmup = new Option<int>("--warmup") { Description = "Warmup steps", DefaultValueFactory = _ => 10 };
         var batch = new Option<int>("--batch") { Description = "Sequences per step", DefaultValueFactory = _ => 8 };
         var seqLen = new Option<int>("--seq-len") { Description = "Tokens per sequence (BOS first)", DefaultValueFactory = _ => 128 };
@@ -50,15 +53,21 @@ internal static class DistillCommand
             DefaultValueFactory = _ => 1e-2f,
         };
         var logEvery = new Option<int?>("--log-every") { Description = "Print the loss every K steps on stderr (default: steps / 50)" };
-        var command = new Command("distill", "Distill a teacher into a dense, pruned or quantized student folder (KL / reverse KL / JSD on the logits, pruning masks kept, quantized layers re-packed)")
+        var loraRank = new Option<int?>("--lora-rank") { Description = "Train only LoRA adapters of rank R on every block linear, the student frozen; merged into the weights at the end (masked on pruned layers)" };
+        var loraAlpha = new Option<float?>("--lora-alpha") { Description = "LoRA's α: adapters are scaled by α / R (default 2R, LLM-Pruner's recovery setting)" };
+        var loraKeep = new Option<bool>("--lora-keep") { Description = "Write the adapters un-merged, beside the unchanged weights (compensation.safetensors; exports as --format peft-lora / gguf-lora); not for pruned students" };
+        var command = new Command("distill", "Distill a teacher into a dense, pruned, quantized or low-rank student folder (KL / reverse KL / JSD on the logits, pruning masks kept, quantized layers re-packed, or LoRA adapters only)")
         {
             teacher, student, data, teacherData, steps, output, loss, beta, temperature, hiddenMse, lr, warmup, batch, seqLen, seed, threads, saveEvery, quantizedTrain, latentLr, logEvery,
+            loraRank, loraAlpha, loraKeep,
         };
         command.SetAction(parse =>
         {
+            var lora = ParseLora(parse.GetValue(loraRank), parse.GetValue(loraAlpha), parse.GetValue(loraKeep));
             var options = new DistillationOptions
             {
-                Steps = parse.GetValue(steps), Batch = parse.GetValue(batch), SeqLen = parse.GetValue(seqLen), Lr = parse.GetValue(lr), LatentLr = parse.GetValue(latentLr), Warmup = parse.GetValue(warmup),
+                Steps = parse.GetValue(steps), Batch = parse.GetValue(batch), SeqLen = parse.GetValue(seqLen),
+                Lr = parse.GetValue(lr) ?? (lora is null ? FullRate : LoraSettings.DefaultRate), LatentLr = parse.GetValue(latentLr), Warmup = parse.GetValue(warmup),
                 HiddenMse = parse.GetValue(hiddenMse),
                 Loss = new DistillationLoss(ParseLoss(parse.GetValue(loss)!), parse.GetValue(temperature), parse.GetValue(beta)),
             };
@@ -90,13 +99,18 @@ internal static class DistillCommand
                     throw ShrinkException.InFile(path, $"has a context of {model.Config.MaxPositions} tokens, shorter than --seq-len {options.SeqLen}");
             var textBatches = dataPath is null ? null
                 : DistillationBatches.FromText(CalibrationSet.Tokenize(dataPath, tokenizer), tokenizer.BosId, options.Batch, options.SeqLen, s, dataPath);
-            var (trainable, masked, quantized) = DistillationStudent.Load(studentModel, quantizedTraining, options.LatentLr / options.Lr);
+            var (trainable, masked, quantized, factored) = DistillationStudent.Load(studentModel, quantizedTraining, options.LatentLr / options.Lr);
+            var adapted = lora is null ? [] : LoraAdapters.Attach(trainable, lora, s);
+            if (lora is { Keep: true } && masked.Count > 0)
+                throw ShrinkException.InFile(studentPath, $"--lora-keep: {masked.Count} tensors are pruned; their adapters train through the mask so that the merge keeps every zero, which an un-merged adapter cannot hold (drop --lora-keep)");
             using var transformer = new Transformer(teacherModel, threadCount);
             var teacherLogits = new TeacherLogits(transformer);
 
             long parameters = trainable.Trainable.Sum(p => (long)p.Value.Length);
             string quantizedNote = quantized.Count == 0 ? "" : $", {quantized.Count} quantized tensors train {(quantizedTraining == QuantizedTraining.Scales ? "their scales (codes frozen)" : "weights and scales through fake quantization")}";
-            Console.Error.WriteLine($"distilling {Terminal.Count(parameters)} parameters ({masked.Count} pruned tensors keep their zeros{quantizedNote}): {options.Steps} steps of {options.Batch}×{options.SeqLen} tokens");
+            string factoredNote = factored.Count == 0 ? "" : $", {factored.Count} low-rank modules train their factors";
+            string loraNote = lora is null ? "" : $", LoRA r={lora.Rank} α={lora.Alpha:G} on {adapted.Count} modules, the rest frozen";
+            Console.Error.WriteLine($"distilling {Terminal.Count(parameters)} parameters ({masked.Count} pruned tensors keep their zeros{quantizedNote}{factoredNote}{loraNote}): {options.Steps} steps of {options.Batch}×{options.SeqLen} tokens");
             string[] stages = generated > 0 ? ["sampling from the teacher", "distilling"] : ["distilling"];
             var clock = Stopwatch.StartNew();
             var losses = new List<double>();
@@ -105,7 +119,7 @@ internal static class DistillCommand
             string source = generated > 0 ? $"{generated} sequences of {options.SeqLen} tokens sampled from the teacher (temperature 1, seed {s})" : $"`{dataPath}`, windows at seeded random positions (seed {s})";
             void Save() => folder.Save(dir =>
             {
-                TrainedCheckpoint.Write(trainable, dir);
+                TrainedCheckpoint.Write(trainable, dir, keepAdapters: lora is { Keep: true });
                 // The importance matrix (calibration inputs' mean x² per column) weights a GGUF export's re-fit of re-packed
                 // quantized layers; the student's inputs after distillation are close to the ones it was measured on.
                 foreach (string file in SafetensorsExporter.TokenizerFiles.Append("recipe.yaml").Append(CompressedCheckpointWriter.ImportanceFile))
@@ -113,7 +127,10 @@ internal static class DistillCommand
                     string from = Path.Combine(studentPath, file);
                     if (File.Exists(from)) File.Copy(from, Path.Combine(dir, file));
                 }
-                new DistillationReport(command, teacherPath, studentPath, source, options, masked, quantized, quantizedTraining, losses, rates, clock.Elapsed).Write(Path.Combine(dir, "report.md"), log);
+                new DistillationReport(command, teacherPath, studentPath, source, options, masked, quantized, quantizedTraining, losses, rates, clock.Elapsed)
+                {
+                    Factored = factored, Lora = lora, Adapted = adapted.Count,
+                }.Write(Path.Combine(dir, "report.md"), log);
             });
 
             Terminal.WithStages(stages, report =>
@@ -145,6 +162,9 @@ internal static class DistillCommand
 
     private const string WeightsAndScales = "weights+scales";
 
+    /// <summary>--lr without --lora-rank: a fine-tuning rate for a pretrained student (<see cref="DistillationOptions.Lr"/>).</summary>
+    private const float FullRate = 1e-4f;
+
     /// <summary>
     /// --quantized-train. The default trains weights and scales (LLM-QAT's and EfficientQAT's setting). On tinylit-8m's
     /// GPTQ w3g128 student, 100 steps of 8 × 128, held-out KL from 0.01159: both modes 0.00748 at --latent-lr 1e-2 (no
@@ -158,6 +178,20 @@ internal static class DistillCommand
         "scales" => QuantizedTraining.Scales,
         _ => throw new ShrinkException($"--quantized-train: '{name}' is not one of weights+scales, scales"),
     };
+
+    /// <summary>--lora-rank / --lora-alpha / --lora-keep, or null without --lora-rank (then the other two are errors).</summary>
+    private static LoraSettings? ParseLora(int? rank, float? alpha, bool keep)
+    {
+        if (rank is not { } r)
+        {
+            if (alpha is not null) throw new ShrinkException("--lora-alpha: needs --lora-rank");
+            if (keep) throw new ShrinkException("--lora-keep: needs --lora-rank");
+            return null;
+        }
+        var settings = new LoraSettings(r, alpha ?? LoraSettings.DefaultAlpha(r), keep);
+        LoraAdapters.Validate(settings);
+        return settings;
+    }
 
     private static Divergence ParseLoss(string name) => name switch
     {

@@ -1,4 +1,5 @@
 using LlmShrink.Compression.Quantization;
+using LlmShrink.Formats;
 using LlmShrink.Model;
 using LlmShrink.Representations;
 
@@ -14,34 +15,43 @@ namespace LlmShrink.Training;
 /// value), so 5 % cannot be met by chance, while every pruning preset removes far more (50 %).
 /// A GPTQ-packed layer (GPTQ, RTN and AWQ presets) becomes a <see cref="FakeQuantization"/> of its stored codes and grids,
 /// its latent weight the stored codes less zero points; no mask is looked for there (the zero code makes many exact zeros at 3 bits).
-/// Other packed modules (W8A8, ggml blocks, 2:4-sparse 4-bit, low-rank factors, an EoRA compensation) are refused.
+/// A low-rank module with float factors (<see cref="LowRankRepresentation"/>: svd, asvd, svd-llm presets) becomes a
+/// <see cref="Parameter.Factored"/> layer whose factors U and V train (<see cref="LowRankAdapter"/>, s = 1) and are written
+/// back in the type they were read in; quantized factors are refused.
+/// Other packed modules (W8A8, ggml blocks, 2:4-sparse 4-bit, an EoRA compensation) are refused.
 /// </summary>
 public static class DistillationStudent
 {
     public const double PrunedZeroFraction = 0.05;
 
     /// <summary>
-    /// The trainable student with masks on its pruned layers and fake quantization (<paramref name="quantizedTraining"/>)
+    /// The trainable student with masks on its pruned layers, fake quantization (<paramref name="quantizedTraining"/>)
     /// on its GPTQ-packed ones, whose latent weights (in grid steps) learn at <paramref name="latentRateScale"/> times the
-    /// schedule's rate; returns the masked and the quantized parameters' names too.
+    /// schedule's rate, and trainable factors on its low-rank ones; returns the masked, quantized and factored parameters' names too.
     /// </summary>
-    public static (TrainableModel Model, IReadOnlyList<string> Masked, IReadOnlyList<string> Quantized) Load(LoadedModel student, QuantizedTraining quantizedTraining, float latentRateScale)
+    public static (TrainableModel Model, IReadOnlyList<string> Masked, IReadOnlyList<string> Quantized, IReadOnlyList<string> Factored) Load(
+        LoadedModel student, QuantizedTraining quantizedTraining, float latentRateScale)
     {
         var c = student.Config;
         var packed = new Dictionary<string, FakeQuantization>(StringComparer.Ordinal);
+        var factored = new Dictionary<string, Parameter>(StringComparer.Ordinal);
         foreach (string module in LinearModules(c))
             switch (LayerRepresentations.Find(student.Weights, module))
             {
                 case GptqRepresentation:
                     packed[module + ".weight"] = new FakeQuantization(module, GptqRepresentation.Read(student.Weights, module), quantizedTraining);
                     break;
+                case LowRankRepresentation:
+                    factored[module + ".weight"] = Factored(student, module);
+                    break;
                 case { IsDense: false } representation:
-                    throw new ShrinkException($"distill: module {module} of {student.Source} is {representation.Name}-packed; training is built for dense, pruned and GPTQ-packed students only");
+                    throw new ShrinkException($"distill: module {module} of {student.Source} is {representation.Name}-packed; training is built for dense, pruned, GPTQ-packed and low-rank students only");
             }
-        var model = TrainableModel.FromLoaded(student, name => packed.TryGetValue(name, out var q) ? q.InitialLatent() : null);
+        var model = TrainableModel.FromLoaded(student, name => packed.TryGetValue(name, out var q) ? q.InitialLatent() : null,
+            name => factored.GetValueOrDefault(name));
         var masked = new List<string>();
         var quantized = new List<string>();
-        foreach (var p in MaskableParameters(model))
+        foreach (var p in MaskableParameters(model).Where(p => p.HasValue))
         {
             if (packed.TryGetValue(p.Name, out var q))
             {
@@ -55,7 +65,28 @@ public static class DistillationStudent
             p.MaskZeros();
             masked.Add(p.Name);
         }
-        return (model, masked, quantized);
+        return (model, masked, quantized, [.. factored.Keys]);
+    }
+
+    /// <summary>
+    /// A low-rank module's float factors U [out, rank] and V [rank, in] as a factored layer computing U·V (B = U, A = V,
+    /// s = 1), written back under the same names and in the same type (<see cref="LowRankAdapter.StoredType"/>).
+    /// </summary>
+    private static Parameter Factored(LoadedModel student, string module)
+    {
+        Parameter Factor(string suffix)
+        {
+            string name = module + suffix + ".weight";
+            var t = student.Weights.Find(name);
+            if (t is null || t.Type is not (TensorType.F32 or TensorType.F16 or TensorType.BF16) || t.Shape.Length != 2)
+                throw ShrinkException.InFile(student.Source, $"low-rank factor {module + suffix} is not a float matrix (quantized factors, bits: 4|8?); distill trains F16, BF16 or F32 factors only");
+            return new Parameter(name, t.ToFloatArray(), (int)t.Shape[0], (int)t.Shape[1]);
+        }
+        var u = Factor(LowRankRepresentation.U);
+        var v = Factor(LowRankRepresentation.V);
+        LowRankRepresentation.Instance.Shape(student.Weights, module); // checks that the ranks agree, naming the file
+        var type = student.Weights.Get(module + LowRankRepresentation.U + ".weight").Type;
+        return Parameter.Factored(module + ".weight", new LowRankAdapter(v, u, 1) { StoredType = type });
     }
 
     /// <summary>Module paths of the block linears and lm_head (tied embeddings have no lm_head module).</summary>

@@ -11,6 +11,10 @@ namespace LlmShrink.Training;
 /// (<see cref="Parameter.Quantization"/>) computes with its grid's Ŵ, and dŴ = dYᵀ·X goes to the grid's backward
 /// (<see cref="FakeQuantization.Backward"/>), which routes it to the latent weight, the scales and the zero points; Ŵ is
 /// recomputed in the backward rather than kept (a pass over the weights, against the n times longer products).
+/// <para>A frozen W (<see cref="Parameter.Frozen"/>) gets no dW: the product is skipped. An adapter
+/// (<see cref="Parameter.Adapter"/>, LoRA or a factored layer's factors) adds s·B·A: on a dense or factored W as two chained
+/// linears (<see cref="LowRankAdapter.Forward"/>); on a masked W inside the weight, which computes with
+/// (W + s·B·A) ⊙ M, whose dW — masked — goes to the factors (<see cref="LowRankAdapter.BackwardFromProduct"/>).</para>
 /// <para>All three products run on the inference kernel <see cref="MatMul.Multiply"/> (y = x·Wᵀ, multi-threaded on the
 /// shared <see cref="WorkerPool"/>): dX = dY·(Wᵀ)ᵀ with Wᵀ transposed once, dW = (dYᵀ)·(Xᵀ)ᵀ with dY and X transposed;
 /// a transpose costs O(n·in + n·out + in·out), the product O(n·in·out).</para>
@@ -20,16 +24,26 @@ public static unsafe class LinearOp
     public static void Forward(ReadOnlySpan<float> x, Parameter weight, Parameter? bias, Span<float> y, int n)
     {
         int outDim = weight.Rows, inDim = weight.Columns;
-        fixed (float* w = Effective(weight)) MatMul.Multiply(x[..(n * inDim)], w, y[..(n * outDim)], n, inDim, outDim);
+        if (weight.HasValue)
+            fixed (float* w = Effective(weight)) MatMul.Multiply(x[..(n * inDim)], w, y[..(n * outDim)], n, inDim, outDim);
+        else y[..(n * outDim)].Clear();
+        if (weight.Adapter is { } adapter && !ThroughMask(weight)) adapter.Forward(x, y, n);
         if (bias is null) return;
         for (int i = 0; i < n; i++) TensorPrimitives.Add(y.Slice(i * outDim, outDim), bias.Value, y.Slice(i * outDim, outDim));
     }
 
     /// <summary>
-    /// Adds dY·W into <paramref name="dx"/>, dYᵀ·X (masked) into the weight's gradient, Σ dY into the bias's.
+    /// Adds dY·W into <paramref name="dx"/>, dYᵀ·X (masked) into the weight's gradient (or its adapter's, or none when
+    /// frozen), Σ dY into the bias's.
     /// </summary>
     public static void Backward(ReadOnlySpan<float> dy, ReadOnlySpan<float> x, Parameter weight, Parameter? bias, Span<float> dx, int n)
     {
+        if (weight.Adapter is { } adapter && !ThroughMask(weight)) adapter.Backward(dy, x, dx, n);
+        if (!weight.HasValue)
+        {
+            AddBiasGradient(dy, bias, weight.Rows, n);
+            return;
+        }
         int outDim = weight.Rows, inDim = weight.Columns;
         var pool = ArrayPool<float>.Shared;
         // a: dYᵀ; b: Wᵀ, then Xᵀ; c: the product before it is added.
@@ -40,6 +54,8 @@ public static unsafe class LinearOp
             Transpose(Effective(weight), outDim, inDim, b);
             fixed (float* wt = b) MatMul.Multiply(dy[..(n * outDim)], wt, c.AsSpan(0, n * inDim), n, outDim, inDim);
             TensorPrimitives.Add(dx[..(n * inDim)], c.AsSpan(0, n * inDim), dx[..(n * inDim)]);
+            AddBiasGradient(dy, bias, outDim, n);
+            if (weight.Frozen && !ThroughMask(weight)) return;
             // dW[out, in] = dYᵀ[out, n]·X[n, in] = dYᵀ·(Xᵀ)ᵀ.
             Transpose(dy, n, outDim, a);
             Transpose(x, n, inDim, b);
@@ -50,10 +66,9 @@ public static unsafe class LinearOp
             {
                 if (weight.Mask is { } mask)
                     for (int i = 0; i < dw.Length; i++) if (mask[i] == 0) dw[i] = 0;
-                TensorPrimitives.Add(weight.Grad, dw, weight.Grad);
+                if (ThroughMask(weight)) weight.Adapter!.BackwardFromProduct(dw);
+                else TensorPrimitives.Add(weight.Grad, dw, weight.Grad);
             }
-            if (bias is not null)
-                for (int i = 0; i < n; i++) TensorPrimitives.Add(bias.Grad, dy.Slice(i * outDim, outDim), bias.Grad);
         }
         finally
         {
@@ -63,8 +78,21 @@ public static unsafe class LinearOp
         }
     }
 
-    /// <summary>The weight the product uses: the value itself, or its fake-quantized Ŵ.</summary>
-    private static float[] Effective(Parameter weight) => weight.Quantization?.Forward(weight.Value) ?? weight.Value;
+    private static void AddBiasGradient(ReadOnlySpan<float> dy, Parameter? bias, int outDim, int n)
+    {
+        if (bias is null || bias.Frozen) return;
+        for (int i = 0; i < n; i++) TensorPrimitives.Add(bias.Grad, dy.Slice(i * outDim, outDim), bias.Grad);
+    }
+
+    /// <summary>The weight the product uses: the value itself, its fake-quantized Ŵ, or (W + s·B·A) ⊙ M for a masked weight with an adapter.</summary>
+    private static float[] Effective(Parameter weight) =>
+        ThroughMask(weight) ? weight.Adapter!.Masked(weight.Value, weight.Mask) : weight.Quantization?.Forward(weight.Value) ?? weight.Value;
+
+    /// <summary>
+    /// A pruned weight's adapter trains through the mask: s·B·A is dense, and were it added beside W the layer would lose
+    /// its zeros on merging; masked inside the weight, the merged layer is exactly the trained one.
+    /// </summary>
+    private static bool ThroughMask(Parameter weight) => weight.Adapter is not null && weight.Mask is not null;
 
     /// <summary>
     /// dst[c, r] = src[r, c] for a [rows, cols] matrix, in 16×16 tiles: each tile's 16 source rows and 16 destination

@@ -10,6 +10,11 @@ namespace LlmShrink.Training;
 /// <para>A <see cref="Quantization"/> makes it fake-quantized (a quantized layer): <see cref="Value"/> is the latent
 /// weight in steps of the grid, the forward pass computes with its grid's Ŵ, and the grid's scales (and zero points) are
 /// parameters of their own.</para>
+/// <para>A <see cref="Frozen"/> tensor does not train: backward passes skip its gradient, so it never allocates
+/// <see cref="Grad"/> (and the optimizer, which sees only <see cref="TrainableModel.Trainable"/>, keeps no moments for
+/// it) — what makes LoRA cheap in memory. An <see cref="Adapter"/> adds a trainable low-rank term s·B·A to a frozen
+/// weight (LoRA); a <see cref="Factored"/> tensor has no stored value and computes with its adapter's product alone (a
+/// low-rank student's layer).</para>
 /// </summary>
 public sealed class Parameter
 {
@@ -17,7 +22,9 @@ public sealed class Parameter
     /// <summary>[rows, columns] for a matrix, [length] for a vector.</summary>
     public int[] Shape { get; }
     public float[] Value { get; }
-    public float[] Grad { get; }
+    /// <summary>∂L/∂Value, allocated at first use (a <see cref="Frozen"/> tensor's backward never uses it).</summary>
+    public float[] Grad => _grad ??= new float[Value.Length];
+    private float[]? _grad;
     /// <summary>1 where the weight trains, 0 where it is pruned (held at zero); null for a dense tensor.</summary>
     public byte[]? Mask { get; private set; }
     /// <summary>The grid the forward pass rounds <see cref="Value"/> onto; null for a float tensor.</summary>
@@ -30,7 +37,46 @@ public sealed class Parameter
         Name = name;
         Shape = shape;
         Value = value;
-        Grad = new float[value.Length];
+    }
+
+    /// <summary>Whether the tensor is held fixed: no gradient is computed for it (<see cref="GradTarget"/>).</summary>
+    public bool Frozen { get; private set; }
+
+    /// <summary>Where a backward pass adds this tensor's gradient: <see cref="Grad"/>, or nowhere (empty) when it is frozen.</summary>
+    public Span<float> GradTarget => Frozen ? Span<float>.Empty : Grad;
+
+    /// <summary>The low-rank term this linear weight adds to its output (LoRA beside a frozen weight, or a factored layer's factors), or null.</summary>
+    public LowRankAdapter? Adapter { get; private set; }
+
+    /// <summary>False for a <see cref="Factored"/> tensor: the layer computes with its adapter alone, <see cref="Value"/> is empty.</summary>
+    public bool HasValue => Value.Length > 0;
+
+    /// <summary>
+    /// A linear layer [rows, columns] stored only as the factors of <paramref name="factors"/> (W = s·B·A): its own value is
+    /// empty and frozen, the factors train.
+    /// </summary>
+    public static Parameter Factored(string name, LowRankAdapter factors) =>
+        new(name, factors.Rows, factors.Columns) { Frozen = true, Adapter = factors };
+
+    private Parameter(string name, int rows, int columns)
+    {
+        Name = name;
+        Shape = [rows, columns];
+        Value = [];
+    }
+
+    /// <summary>Holds the tensor fixed from now on (see <see cref="Frozen"/>).</summary>
+    public void Freeze() => Frozen = true;
+
+    /// <summary>Freezes this linear weight and adds <paramref name="adapter"/>'s trainable term to it (LoRA); a mask stays and applies to the term too.</summary>
+    public void Adapt(LowRankAdapter adapter)
+    {
+        if (Quantization is not null) throw new InvalidOperationException($"{Name}: a fake-quantized tensor cannot take an adapter");
+        if (Adapter is not null) throw new InvalidOperationException($"{Name}: already has an adapter");
+        if (Shape.Length != 2 || adapter.Rows != Rows || adapter.Columns != Columns)
+            throw new ArgumentException($"{Name}: a [{adapter.Rows}, {adapter.Columns}] adapter for shape [{string.Join(", ", Shape)}]", nameof(adapter));
+        Adapter = adapter;
+        Frozen = true;
     }
 
     /// <summary>
@@ -44,7 +90,10 @@ public sealed class Parameter
     /// <summary>Weight decay applies to matrices only (embeddings, linear weights), not to norm gains or biases, as in GPT-2 / llm.c.</summary>
     public bool Decays => Shape.Length == 2;
 
-    public void ZeroGrad() => Array.Clear(Grad);
+    public void ZeroGrad()
+    {
+        if (_grad is not null) Array.Clear(_grad);
+    }
 
     /// <summary>Freezes the current zeros: from now on exactly the nonzero weights train (a pruned checkpoint's pattern, e.g. 2:4).</summary>
     public void MaskZeros()
@@ -61,13 +110,18 @@ public sealed class Parameter
         if (mask.Length != Value.Length) throw new ArgumentException($"{Name}: mask has {mask.Length} entries for {Value.Length} values", nameof(mask));
         Mask = mask;
         for (int i = 0; i < mask.Length; i++)
-            if (mask[i] == 0) Value[i] = Grad[i] = 0;
+            if (mask[i] == 0)
+            {
+                Value[i] = 0;
+                if (_grad is not null) _grad[i] = 0;
+            }
     }
 
     /// <summary>Trains this tensor through <paramref name="quantization"/> (a grid of its shape) from now on.</summary>
     public void Quantize(FakeQuantization quantization)
     {
         if (Mask is not null) throw new InvalidOperationException($"{Name}: a masked tensor cannot be fake-quantized");
+        if (Adapter is not null) throw new InvalidOperationException($"{Name}: a tensor with an adapter cannot be fake-quantized");
         if (quantization.Rows != Rows || quantization.Columns != Columns || Shape.Length != 2)
             throw new ArgumentException($"{Name}: a [{quantization.Rows}, {quantization.Columns}] grid for shape [{string.Join(", ", Shape)}]", nameof(quantization));
         Quantization = quantization;

@@ -24,11 +24,12 @@ public static class RmsNormOp
         }
     }
 
-    /// <summary>Adds the gradients into <paramref name="dx"/> and <paramref name="dWeight"/>.</summary>
+    /// <summary>Adds the gradients into <paramref name="dx"/> and <paramref name="dWeight"/> (none when it is empty: a frozen gain).</summary>
     public static void Backward(ReadOnlySpan<float> dy, ReadOnlySpan<float> x, ReadOnlySpan<float> weight, ReadOnlySpan<float> rstd,
         Span<float> dx, Span<float> dWeight, int rows)
     {
         int d = weight.Length;
+        bool gain = !dWeight.IsEmpty;
         for (int r = 0; r < rows; r++)
         {
             var dyr = dy.Slice(r * d, d);
@@ -41,7 +42,7 @@ public static class RmsNormOp
             for (int j = 0; j < d; j++)
             {
                 dxr[j] += s * (dyr[j] * weight[j] - xr[j] * c);
-                dWeight[j] += dyr[j] * xr[j] * s;
+                if (gain) dWeight[j] += dyr[j] * xr[j] * s;
             }
         }
     }

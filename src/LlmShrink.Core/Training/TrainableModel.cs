@@ -26,11 +26,13 @@ public sealed class TrainableModel
     public IReadOnlyList<Parameter> Parameters { get; }
 
     /// <summary>
-    /// What the optimizer updates: <see cref="Parameters"/>, less fake-quantized weights whose codes are frozen (PEQA),
-    /// plus every fake-quantized weight's scales and zero points (<see cref="Parameter.Quantization"/>).
+    /// What the optimizer updates: <see cref="Parameters"/>, less frozen ones (<see cref="Parameter.Frozen"/>) and
+    /// fake-quantized weights whose codes are frozen (PEQA), plus every fake-quantized weight's scales and zero points
+    /// (<see cref="Parameter.Quantization"/>) and every adapter's factors (<see cref="Parameter.Adapter"/>).
     /// </summary>
     public IReadOnlyList<Parameter> Trainable =>
-        [.. Parameters.Where(p => p.Quantization is not { TrainsWeights: false }), .. Parameters.SelectMany(p => p.Quantization?.Parameters ?? [])];
+        [.. Parameters.Where(p => !p.Frozen && p.Quantization is not { TrainsWeights: false }), .. Parameters.SelectMany(p => p.Quantization?.Parameters ?? []),
+            .. Parameters.SelectMany(p => p.Adapter?.Parameters ?? [])];
 
     private readonly Rope _rope;
     private readonly AttentionOp[] _attention;
@@ -60,34 +62,44 @@ public sealed class TrainableModel
     /// Copies a checkpoint's weights into float32 parameters, through the loader's tensors (F32, F16 or BF16). A packed
     /// layer (GPTQ, GGML blocks) is refused unless <paramref name="packed"/>(tensor name) gives its values (a quantized
     /// student's latent weight, <see cref="FakeQuantization.InitialLatent"/>, which <see cref="DistillationStudent"/> then
-    /// fake-quantizes); null there means a dense tensor.
+    /// fake-quantizes); null there means a dense tensor. A low-rank module is refused unless <paramref name="factored"/>(tensor
+    /// name) gives its <see cref="Parameter.Factored"/> parameter.
     /// </summary>
-    public static TrainableModel FromLoaded(LoadedModel model, Func<string, float[]?>? packed = null)
+    public static TrainableModel FromLoaded(LoadedModel model, Func<string, float[]?>? packed = null, Func<string, Parameter?>? factored = null)
     {
         var c = model.Config;
         c.Validate(model.Source);
         var w = model.Weights;
         var factors = w.Find(TensorNames.RopeFrequencyFactors);
         if (factors is not null) TensorShapes.Expect(factors, c.HeadDim / 2);
-        return Create(c, (name, shape) =>
+        return Create(c, Parameter (name, shape) =>
         {
+            if (factored?.Invoke(name) is { } parameter)
+            {
+                if (parameter.Rows != shape[0] || parameter.Columns != shape[^1]) throw ShrinkException.InFile(model.Source, $"low-rank module '{name}' does not have the shape [{string.Join(", ", shape)}] the configuration implies");
+                return parameter;
+            }
             if (packed?.Invoke(name) is { } values)
             {
                 if (values.Length != shape.Aggregate(1L, (a, b) => a * b)) throw ShrinkException.InFile(model.Source, $"packed tensor '{name}' does not have the shape [{string.Join(", ", shape)}] the configuration implies");
-                return values;
+                return new Parameter(name, values, shape);
             }
             var t = w.Find(name) ?? throw ShrinkException.InFile(model.Source, $"tensor '{name}' is missing (a packed layer has no dense weight to train)");
             if (t.Type is not (TensorType.F32 or TensorType.F16 or TensorType.BF16))
                 throw ShrinkException.InFile(model.Source, $"tensor '{name}' is stored as {t.Type}; training reads dense F32, F16 or BF16 weights");
             TensorShapes.Expect(t, [.. shape.Select(s => (long)s)]);
-            return t.ToFloatArray();
+            return new Parameter(name, t.ToFloatArray(), shape);
         }, factors is null ? default : factors.ToFloatArray());
     }
 
     /// <summary>The model of configuration <paramref name="c"/> whose tensor of each canonical name and shape holds <paramref name="values"/>(name, shape).</summary>
-    public static TrainableModel Create(ModelConfig c, Func<string, int[], float[]> values, ReadOnlySpan<float> ropeFactors)
+    public static TrainableModel Create(ModelConfig c, Func<string, int[], float[]> values, ReadOnlySpan<float> ropeFactors) =>
+        Create(c, (name, shape) => new Parameter(name, values(name, shape), shape), ropeFactors);
+
+    /// <summary>The model of configuration <paramref name="c"/> whose parameter of each canonical name and shape is <paramref name="parameter"/>(name, shape).</summary>
+    private static TrainableModel Create(ModelConfig c, Func<string, int[], Parameter> parameter, ReadOnlySpan<float> ropeFactors)
     {
-        Parameter P(string name, params int[] shape) => new(name, values(name, shape), shape);
+        Parameter P(string name, params int[] shape) => parameter(name, shape);
         int d = c.HiddenSize, hd = c.HeadDim;
         var blocks = new TrainableBlock[c.NumLayers];
         for (int l = 0; l < c.NumLayers; l++)
@@ -217,9 +229,9 @@ public sealed class TrainableModel
             if (dHidden.Length != n * d) throw new ArgumentException($"dHidden must hold {n}×{d} floats", nameof(dHidden));
             TensorPrimitives.Add(dNorm, dHidden, dNorm);
         }
-        RmsNormOp.Backward(dNorm, _finalInput, FinalNorm.Value, _finalRstd, dx, FinalNorm.Grad, n);
+        RmsNormOp.Backward(dNorm, _finalInput, FinalNorm.Value, _finalRstd, dx, FinalNorm.GradTarget, n);
         BackwardThroughBlocks();
-        EmbeddingOp.Backward(_tokens, dx, Embedding);
+        if (!Embedding.Frozen) EmbeddingOp.Backward(_tokens, dx, Embedding);
     }
 
     /// <summary>
@@ -296,7 +308,7 @@ public sealed class TrainableModel
         var dNorm = Zeroed(_dNorm, n * d);
         LinearBackward(dGate, a.Norm2, b.Gate, null, dNorm, n);
         LinearBackward(dUp, a.Norm2, b.Up, null, dNorm, n);
-        RmsNormOp.Backward(dNorm, a.Mid, b.FfnNorm.Value, a.Rstd2, dx, b.FfnNorm.Grad, n);
+        RmsNormOp.Backward(dNorm, a.Mid, b.FfnNorm.Value, a.Rstd2, dx, b.FfnNorm.GradTarget, n);
 
         // Attention: Mid = Input + o(attention(rope(q), rope(k), v)) with q, k, v from norm(Input).
         var dAttention = Zeroed(_dAttention, n * qDim);
@@ -313,8 +325,8 @@ public sealed class TrainableModel
         {
             var dQRaw = Zeroed(_dQRaw, n * qDim);
             var dKRaw = Zeroed(_dKRaw, n * kvDim);
-            RmsNormOp.Backward(dQ, a.QRaw, b.QNorm.Value, a.QRstd, dQRaw, b.QNorm.Grad, n * shape.Heads);
-            RmsNormOp.Backward(dK, a.KRaw, b.KNorm.Value, a.KRstd, dKRaw, b.KNorm.Grad, n * shape.KvHeads);
+            RmsNormOp.Backward(dQ, a.QRaw, b.QNorm.Value, a.QRstd, dQRaw, b.QNorm.GradTarget, n * shape.Heads);
+            RmsNormOp.Backward(dK, a.KRaw, b.KNorm.Value, a.KRstd, dKRaw, b.KNorm.GradTarget, n * shape.KvHeads);
             dQ = dQRaw;
             dK = dKRaw;
         }
@@ -322,7 +334,7 @@ public sealed class TrainableModel
         LinearBackward(dQ, a.Norm1, b.Q, b.QBias, dNorm, n);
         LinearBackward(dK, a.Norm1, b.K, b.KBias, dNorm, n);
         LinearBackward(_dV.AsSpan(0, n * kvDim), a.Norm1, b.V, b.VBias, dNorm, n);
-        RmsNormOp.Backward(dNorm, _inputs[layer], b.AttnNorm.Value, a.Rstd1, dx, b.AttnNorm.Grad, n);
+        RmsNormOp.Backward(dNorm, _inputs[layer], b.AttnNorm.Value, a.Rstd1, dx, b.AttnNorm.GradTarget, n);
     }
 
     private static Span<float> Zeroed(float[] buffer, int length)
