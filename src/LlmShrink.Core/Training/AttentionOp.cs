@@ -15,8 +15,10 @@ namespace LlmShrink.Training;
 /// dQ = dS·K, dK = dSᵀ·Q, dV = Pᵀ·dO), over blocks of 4 query (or key) rows. Per (sequence, head) the operands B of the
 /// products are first packed into scratch: Kᵀ and Vᵀ [d, T₁₆] so that scores for 16 keys are d broadcast-FMAs with no
 /// horizontal sum, and K, V, Q, dO [T, d₁₆] with contiguous rows (T₁₆, d₁₆: rounded up to 16). Packing costs O(T·d)
-/// against the products' O(T²·d). Written as dot products per score and a load/store of the output row per key, attention
-/// took a fifth of a training step on tinylit-8m while doing 3.5 % of its arithmetic.</para>
+/// against the products' O(T²·d). Written as a 32-float dot product with a horizontal sum per score and a load/store of
+/// the output row per key, attention took a fifth of a training step on tinylit-8m while doing 3.5 % of its arithmetic;
+/// tiled, one layer of 16×256 tokens (8 heads, 4 kv heads, d 32) takes 21–23 ms forward and 25–27 ms backward against
+/// 84–92 and 110–169 ms (2 threads on the shared Zen 4, best of 13), about 4 % of a step.</para>
 /// <para>Row t of a block of 4 rows [t₀, t₀ + 4) is computed over the keys [lo, hi) of the block: lo = first(t₀) rounded
 /// down to 16, hi = t₀ + 4 rounded up to 16, which hold every row's window [first(t), t]. The forward stores P over
 /// [lo, min(hi, T)) with zeros outside the window, so the products can run over the block's whole range; those zeros
