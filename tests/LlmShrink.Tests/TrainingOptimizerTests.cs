@@ -65,6 +65,19 @@ public class TrainingOptimizerTests
         Assert.Equal([1.5f, 2f, 6f], [.. a.Grad, .. b.Grad]);
     }
 
+    [Theory]
+    [InlineData(0)]
+    [InlineData(15)]
+    [InlineData(16)]
+    [InlineData(1_000_003)]
+    public void Gradient_sum_of_squares_matches_the_scalar_sum(int count)
+    {
+        var random = new Random(count);
+        var values = Enumerable.Range(0, count).Select(_ => (2 * random.NextSingle() - 1) * 1e-3f).ToArray();
+        double expected = GradientClipping.SumOfSquaresReference(values);
+        Assert.Equal(expected, GradientClipping.SumOfSquares(values), Math.Max(expected, 1e-300) * 1e-12);
+    }
+
     [Fact]
     public void Schedule_warms_up_linearly_then_follows_the_cosine_to_the_minimum()
     {

@@ -51,14 +51,14 @@ public static unsafe class LinearOp
         try
         {
             // dX[n, in] = dY[n, out]·W[out, in] = dY·(Wᵀ)ᵀ: Wᵀ is the [in, out] matrix MatMul wants.
-            Transpose(Effective(weight), outDim, inDim, b);
+            Transpose.Apply(Effective(weight), outDim, inDim, b);
             fixed (float* wt = b) MatMul.Multiply(dy[..(n * outDim)], wt, c.AsSpan(0, n * inDim), n, outDim, inDim);
             TensorPrimitives.Add(dx[..(n * inDim)], c.AsSpan(0, n * inDim), dx[..(n * inDim)]);
             AddBiasGradient(dy, bias, outDim, n);
             if (weight.Frozen && !ThroughMask(weight)) return;
             // dW[out, in] = dYᵀ[out, n]·X[n, in] = dYᵀ·(Xᵀ)ᵀ.
-            Transpose(dy, n, outDim, a);
-            Transpose(x, n, inDim, b);
+            Transpose.Apply(dy, n, outDim, a);
+            Transpose.Apply(x, n, inDim, b);
             fixed (float* xt = b) MatMul.Multiply(a.AsSpan(0, outDim * n), xt, c.AsSpan(0, outDim * inDim), outDim, n, inDim);
             var dw = c.AsSpan(0, outDim * inDim);
             if (weight.Quantization is { } quantization) quantization.Backward(c, weight.Value, weight.Grad);
@@ -93,26 +93,4 @@ public static unsafe class LinearOp
     /// its zeros on merging; masked inside the weight, the merged layer is exactly the trained one.
     /// </summary>
     private static bool ThroughMask(Parameter weight) => weight.Adapter is not null && weight.Mask is not null;
-
-    /// <summary>
-    /// dst[c, r] = src[r, c] for a [rows, cols] matrix, in 16×16 tiles: each tile's 16 source rows and 16 destination
-    /// rows stay in L1 while it is copied. Through pointers: with bounds-checked span indexing the transposes of dY and X
-    /// took longer than the product they feed (45 ms against 15 ms for 4096 tokens × 256 → 768, one Zen 4 core; 6 ms now).
-    /// </summary>
-    internal static void Transpose(ReadOnlySpan<float> source, int rows, int cols, Span<float> destination)
-    {
-        const int Tile = 16;
-        if (source.Length < (long)rows * cols || destination.Length < (long)rows * cols) throw new ArgumentException($"transpose of a {rows}×{cols} matrix: buffers too short");
-        fixed (float* src = source, dst = destination)
-            for (int r0 = 0; r0 < rows; r0 += Tile)
-                for (int c0 = 0; c0 < cols; c0 += Tile)
-                {
-                    int r1 = Math.Min(r0 + Tile, rows), c1 = Math.Min(c0 + Tile, cols);
-                    for (int c = c0; c < c1; c++)
-                    {
-                        float* d = dst + (long)c * rows, s = src + c;
-                        for (int r = r0; r < r1; r++) d[r] = s[(long)r * cols];
-                    }
-                }
-    }
 }

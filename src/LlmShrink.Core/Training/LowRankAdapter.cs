@@ -144,8 +144,8 @@ public sealed class LowRankAdapter
             var dB = product.AsSpan(0, rows * rank);
             fixed (float* a = A.Value) MatMul.Multiply(g[..(rows * columns)], a, dB, rows, columns, rank);
             TensorPrimitives.MultiplyAdd(dB, Scale, B.Grad, B.Grad);
-            LinearOp.Transpose(B.Value, rows, rank, bt);
-            LinearOp.Transpose(g, rows, columns, gt);
+            Transpose.Apply(B.Value, rows, rank, bt);
+            Transpose.Apply(g, rows, columns, gt);
             var dA = product.AsSpan(0, rank * columns);
             fixed (float* gtp = gt) MatMul.Multiply(bt.AsSpan(0, rank * rows), gtp, dA, rank, rows, columns);
             TensorPrimitives.MultiplyAdd(dA, Scale, A.Grad, A.Grad);
