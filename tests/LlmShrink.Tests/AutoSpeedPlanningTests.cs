@@ -43,7 +43,7 @@ public class AutoSpeedPlanningTests(ITestOutputHelper output)
         string root = Workspace.Value;
         var request = new AutoRequest(Path.Combine(root, "model"), "random", output)
         {
-            MinTokensPerSecond = minTokensPerSecond, TargetBitsPerWeight = bitsPerWeight,
+            MinTokensPerSecond = minTokensPerSecond, TargetBitsPerWeight = bitsPerWeight, TimeLayers = true,
             CandidatesFile = Path.Combine(root, menu), CacheFolder = Path.Combine(root, "cache"),
             Samples = 8, SequenceLength = 32, KlSamples = 2, Anchors = 2,
         };
@@ -88,11 +88,11 @@ public class AutoSpeedPlanningTests(ITestOutputHelper output)
             output.WriteLine($"target {target:F1} tokens/s (fastest {fastest:F1}, slowest {slowest:F1}): {time} of {budget} ns, predicted KL {chosen.Selection.Loss:E4}, " +
                 $"predicted {chosen.PredictedTokensPerSecond:F2}, measured {chosen.MeasuredTokensPerSecond:F2} tokens/s");
             Assert.True(time <= budget, $"{time} ns > budget {budget} ns");
-            Assert.True(chosen.PredictedTokensPerSecond >= target);
+            Assert.True(chosen.PredictedTokensPerSecond!.Value >= target);
             Assert.Equal(plans.Where(p => p.Nanoseconds <= budget).Min(p => p.Loss), chosen.Selection.Loss, 12);
             // The byte clock makes the written model exactly as fast as predicted: its layers are the trials' layers,
             // and the fixed part (lm_head included) is read off the float model. So the first plan meets the target.
-            Assert.Equal(chosen.PredictedTokensPerSecond, chosen.MeasuredTokensPerSecond, 6);
+            Assert.Equal(chosen.PredictedTokensPerSecond!.Value, chosen.MeasuredTokensPerSecond, 6);
             Assert.True(chosen.MeetsBudget);
             Assert.Single(summary.Attempts);
             if (previousKl is { } tighter) Assert.True(chosen.Selection.Loss <= tighter, $"looser target: KL {chosen.Selection.Loss:E4} > {tighter:E4}");

@@ -22,6 +22,8 @@ public sealed record AutoRequest(string Model, string CalibrationFile, string Ou
     public double? MaxKl { get; init; }
     /// <summary>Generation speed of the written model on this machine, tokens per second.</summary>
     public double? MinTokensPerSecond { get; init; }
+    /// <summary>Time every candidate's layers even without a speed budget, so that a later <c>--min-tokens-per-s</c> reads them from the cache.</summary>
+    public bool TimeLayers { get; init; }
     public string? CandidatesFile { get; init; }
     public string? CacheFolder { get; init; }
     /// <summary>Held-back windows (of <see cref="SequenceLength"/> tokens) the KL is measured on.</summary>
@@ -92,7 +94,7 @@ public static class AutoCompressionJob
         string? cachePath = request.CacheFolder is null ? null : Path.Combine(CacheFolder(request.CacheFolder), $"measurements-{key[..16]}.json");
         // Timing every candidate on every group costs ~30 ms a trial (a minute on tinylit-8m's default menu), so layers are
         // timed only for a speed target; a cache measured without times is measured again for one.
-        bool timed = request.MinTokensPerSecond is not null;
+        bool timed = request.TimeLayers || request.MinTokensPerSecond is not null;
         var table = cachePath is null ? null : MeasurementTable.Load(cachePath, key);
         if (timed && table?.Decode is null) table = null;
         bool fromCache = table is not null;
