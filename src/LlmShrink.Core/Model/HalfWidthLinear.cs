@@ -1,6 +1,6 @@
 using System.Runtime.CompilerServices;
-using LlmShrink.Formats;
 using System.Runtime.InteropServices;
+using LlmShrink.Formats;
 using LlmShrink.Kernels;
 
 namespace LlmShrink.Model;
