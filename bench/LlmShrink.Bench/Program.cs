@@ -454,8 +454,8 @@ static class Benchmarks
         var cache = transformer.NewCache(prompt + 2 * rounds * reps + 32);
         var logits = new float[c.VocabSize];
         transformer.Forward(tokens, cache, logits);
-        var x = RandomFloats(Math.Max(c.HiddenSize, c.IntermediateSize), 6);
-        var y = new float[c.VocabSize];
+        var x = RandomFloats(layers.Max(l => l.InFeatures), 6);
+        var y = new float[layers.Max(l => l.OutFeatures)];
         void Linears() { foreach (var l in layers) l.Apply(x.AsSpan(0, l.InFeatures), y.AsSpan(0, l.OutFeatures), 1, WorkerPool.Shared, threads); }
         void Token() => transformer.Forward(tokens.AsSpan(0, 1), cache, logits);
         for (int i = 0; i < 30; i++) { Linears(); if (i < 16) Token(); } // the JIT's optimized code, pages in
@@ -475,6 +475,36 @@ static class Benchmarks
             double linearRate = bytes / linears / 1e6, tokenRate = bytes / token / 1e6;
             Console.WriteLine($"| {round} | {read:F1} | {linears:F2} | {linearRate:F1} | {100 * linearRate / read:F0}% | {token:F2} | {tokenRate:F1} | {100 * tokenRate / read:F0}% | {token - linears:F2} |");
         }
+        LinearsByRole(transformer, x, y, threads, reps);
+    }
+
+    /// <summary>
+    /// The linears' time split by their place in a block (q, k, v, o, gate, up, down), each role summed over all blocks
+    /// and run in model order so every matrix streams from memory as in a real token: which matrices miss the read rate.
+    /// </summary>
+    private static void LinearsByRole(LlmShrink.Model.Transformer transformer, float[] x, float[] y, int threads, int reps)
+    {
+        string[] roles = ["q", "k", "v", "o", "gate", "up", "down"];
+        var microseconds = new double[roles.Length];
+        var bytes = new long[roles.Length];
+        for (int rep = 0; rep < reps; rep++)
+            foreach (var block in transformer.Blocks)
+            {
+                var linears = block.Linears;
+                for (int role = 0; role < linears.Length; role++)
+                {
+                    var l = linears[role];
+                    long start = Stopwatch.GetTimestamp();
+                    l.Apply(x.AsSpan(0, l.InFeatures), y.AsSpan(0, l.OutFeatures), 1, WorkerPool.Shared, threads);
+                    microseconds[role] += Stopwatch.GetElapsedTime(start).TotalMicroseconds;
+                    if (rep == 0) bytes[role] += l.WeightBytes;
+                }
+            }
+        Console.WriteLine($"\n| role | layer type | in → out | ms per token (all blocks) | GB/s |");
+        Console.WriteLine("|---|---|---|---:|---:|");
+        var first = transformer.Blocks[0].Linears;
+        for (int role = 0; role < roles.Length; role++)
+            Console.WriteLine($"| {roles[role]} | {first[role].GetType().Name} | {first[role].InFeatures} → {first[role].OutFeatures} | {microseconds[role] / reps / 1000:F2} | {bytes[role] * reps / microseconds[role] / 1e3:F1} |");
     }
 }
 

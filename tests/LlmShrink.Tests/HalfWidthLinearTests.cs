@@ -40,7 +40,9 @@ public class HalfWidthLinearTests
 
     [Theory]
     [InlineData(1, 64, 5)]
-    [InlineData(1, 1000, 37)]   // in not a multiple of 16: scalar tail
+    [InlineData(1, 1000, 37)]   // in not a multiple of 16: a masked last vector; 37 rows: one left after the 4-row passes
+    [InlineData(1, 983, 7)]     // a low-rank factor's rank as the row length
+    [InlineData(1, 9, 6)]       // rows shorter than one vector: scalar
     [InlineData(1, 2048, 130)]
     [InlineData(4, 200, 9)]
     [InlineData(70, 1100, 150)] // prompt tiles: several 512-element slices, x blocks of 64 rows, ragged last tile

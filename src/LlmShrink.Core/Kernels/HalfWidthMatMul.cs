@@ -60,8 +60,11 @@ public sealed unsafe class HalfWidthMatMul<TFormat> : IRowDecoder where TFormat 
         {
             var m = Owner!;
             int j0 = begin * ItemRows, j1 = Math.Min(end * ItemRows, m.OutDim), j = j0;
-            if (m.Vectorized)
+            if (m.Vectorized && m.InDim >= 16)
+            {
                 for (; j + 4 <= j1; j += 4) Dot1x4(X, m._w + (long)j * m.InDim, m.InDim, Y + j);
+                for (; j < j1; j++) Y[j] = Dot1(X, m._w + (long)j * m.InDim, m.InDim);
+            }
             for (; j < j1; j++) Y[j] = DotScalar(X, m._w + (long)j * m.InDim, m.InDim);
         }
     }
@@ -69,7 +72,7 @@ public sealed unsafe class HalfWidthMatMul<TFormat> : IRowDecoder where TFormat 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> Widen(ushort* p) => TFormat.Widen(p);
 
-    /// <summary>y[c] = x · w_c for 4 rows of W; two accumulators per row hide the FMA latency.</summary>
+    /// <summary>y[c] = x · w_c for 4 rows of W (len ≥ 16); two accumulators per row hide the FMA latency.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Dot1x4(float* x, ushort* w, int len, float* y)
     {
@@ -98,13 +101,35 @@ public sealed unsafe class HalfWidthMatMul<TFormat> : IRowDecoder where TFormat 
             c2 = Vector512.FusedMultiplyAdd(a, Widen(w2 + k), c2);
             c3 = Vector512.FusedMultiplyAdd(a, Widen(w3 + k), c3);
         }
-        float s0 = Vector512.Sum(c0 + d0), s1 = Vector512.Sum(c1 + d1), s2 = Vector512.Sum(c2 + d2), s3 = Vector512.Sum(c3 + d3);
-        for (; k < len; k++)
+        if (k < len)
         {
-            s0 += x[k] * Widen(w0[k]); s1 += x[k] * Widen(w1[k]);
-            s2 += x[k] * Widen(w2[k]); s3 += x[k] * Widen(w3[k]);
+            // The last len mod 16 inputs: the 16 ending at len, with the lanes already summed left out (a low-rank factor's
+            // rank, e.g. 983, is rarely a multiple of 16, and widening a scalar binary16 is ~10 instructions per value).
+            int start = len - 16;
+            var fresh = Vector512.GreaterThanOrEqual(Vector512<int>.Indices, Vector512.Create(k - start)).AsSingle();
+            var a = Vector512.Load(x + start);
+            c0 = Vector512.ConditionalSelect(fresh, Vector512.FusedMultiplyAdd(a, Widen(w0 + start), c0), c0);
+            c1 = Vector512.ConditionalSelect(fresh, Vector512.FusedMultiplyAdd(a, Widen(w1 + start), c1), c1);
+            c2 = Vector512.ConditionalSelect(fresh, Vector512.FusedMultiplyAdd(a, Widen(w2 + start), c2), c2);
+            c3 = Vector512.ConditionalSelect(fresh, Vector512.FusedMultiplyAdd(a, Widen(w3 + start), c3), c3);
         }
-        y[0] = s0; y[1] = s1; y[2] = s2; y[3] = s3;
+        y[0] = Vector512.Sum(c0 + d0); y[1] = Vector512.Sum(c1 + d1); y[2] = Vector512.Sum(c2 + d2); y[3] = Vector512.Sum(c3 + d3);
+    }
+
+    /// <summary>x · w for one row (the rows left over when a matrix's row count is not a multiple of 4); len ≥ 16.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float Dot1(float* x, ushort* w, int len)
+    {
+        Vector512<float> c = default;
+        int k = 0;
+        for (; k <= len - 16; k += 16) c = Vector512.FusedMultiplyAdd(Vector512.Load(x + k), Widen(w + k), c);
+        if (k < len)
+        {
+            int start = len - 16;
+            var fresh = Vector512.GreaterThanOrEqual(Vector512<int>.Indices, Vector512.Create(k - start)).AsSingle();
+            c = Vector512.ConditionalSelect(fresh, Vector512.FusedMultiplyAdd(Vector512.Load(x + start), Widen(w + start), c), c);
+        }
+        return Vector512.Sum(c);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
