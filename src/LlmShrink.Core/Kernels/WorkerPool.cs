@@ -1,3 +1,5 @@
+using System.Diagnostics;
+
 namespace LlmShrink.Kernels;
 
 /// <summary>A piece of parallel work: items [begin, end) done by worker number <c>worker</c> (0 = the calling thread).</summary>
@@ -33,7 +35,13 @@ public sealed class WorkerPool : IDisposable
     private bool _stopping;
 
     private const long Closed = int.MaxValue;
-    private const int SpinsBeforeSleep = 2000;
+    /// <summary>
+    /// How long an idle worker spins for the next call before it sleeps: 100 µs, longer than the gaps between a decode
+    /// token's matmuls (norms, RoPE, attention at short contexts). It was 2000 × <c>Thread.SpinWait(20)</c>, 1.5–3.8 ms
+    /// here: with other processes on the cores, that spinning cost the caller's own work about half its speed, and two
+    /// threads generated 1.6–3.5 tokens/s where one made 4.8–5.8 (load average 6–17, 1B shape, docs/BENCHMARKS.md).
+    /// </summary>
+    private static readonly long SpinTicks = Stopwatch.Frequency / 10_000;
 
     public WorkerPool(int threads)
     {
@@ -107,8 +115,8 @@ public sealed class WorkerPool : IDisposable
         long seen = 0;
         while (true)
         {
-            int spins = 0;
-            while (Volatile.Read(ref _claim) >> 32 == seen && spins++ < SpinsBeforeSleep) Thread.SpinWait(20);
+            long spinUntil = Stopwatch.GetTimestamp() + SpinTicks;
+            while (Volatile.Read(ref _claim) >> 32 == seen && Stopwatch.GetTimestamp() < spinUntil) Thread.SpinWait(20);
             if (Volatile.Read(ref _claim) >> 32 == seen)
             {
                 lock (_gate)
