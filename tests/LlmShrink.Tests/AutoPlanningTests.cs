@@ -130,6 +130,9 @@ public class AutoPlanningTests(ITestOutputHelper output)
     [InlineData(new[] { "--min-tokens-per-s", "10", "--target-bpw", "4" }, "--min-tokens-per-s: give it alone")]
     [InlineData(new[] { "--min-tokens-per-s", "0" }, "--min-tokens-per-s: must be a positive number")]
     [InlineData(new[] { "--min-tokens-per-s", "-5" }, "--min-tokens-per-s: must be a positive number")]
+    [InlineData(new[] { "--format", "gguf", "--target-bpw", "4", "--embedding-type", "auto" }, "--embedding-type auto: plans the embeddings of a GGUF file under --target-size or --max-kl")]
+    [InlineData(new[] { "--target-size", "9000000", "--embedding-type", "auto" }, "--embedding-type auto: plans the embeddings of a GGUF file")]
+    [InlineData(new[] { "--format", "gguf", "--target-size", "9000000", "--embedding-type", "Q9_K" }, "--embedding-type Q9_K: not 'auto' or a GGUF export type")]
     public void ContradictoryOrMissingBudgetsAreOneLineErrors(string[] budget, string problem)
     {
         using var dir = new TempDir();

@@ -42,11 +42,11 @@ public class ParetoChartTests
             .Select(g => (IReadOnlyList<Option>)[.. entries[g].Zip(table.PredictedKl(g), (m, loss) => new Option(m.Bytes, loss))])]);
         var request = new AutoRequest("model", "calib.txt", "out") { TargetBitsPerWeight = 3.5 };
         PlanAttempt Attempt(Selection plan, long written, double klFactor) =>
-            new(plan, plan.Cost, PredictedTokensPerSecond: 100, written, plan.Loss * klFactor, MeasuredTokensPerSecond: 90, MeetsBudget: true);
+            new(plan, plan.Cost, PredictedTokensPerSecond: 100, written, plan.Loss * klFactor, MeasuredTokensPerSecond: 90, MeetsBudget: true, Embedding: null);
         var first = Attempt(knapsack.WithinCost((long)(3.5 * table.Parameters / 8))!, 1_000_000, 1.4);
         var second = Attempt(knapsack.WithinCost(first.Selection.Cost - table.Parameters / 40)!, 990_000, 1.3);
         var summary = new AutoSummary(table, groups, candidates, Recipe.From("p", [new ModifierSpec("rtn")]), [first, second], second,
-            FromCache: false, HeldBackTokens: 2048, Elapsed: TimeSpan.FromSeconds(20));
+            FromCache: false, HeldBackTokens: 2048, Elapsed: TimeSpan.FromSeconds(20), Embeddings: null);
         return (request, summary, knapsack);
     }
 

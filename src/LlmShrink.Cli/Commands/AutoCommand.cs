@@ -21,7 +21,7 @@ internal static class AutoCommand
         var maxKl = new Option<double?>("--max-kl") { Description = "Budget: mean KL per token to the original on held-back text (the smallest plan that meets it)" };
         var minSpeed = new Option<double?>("--min-tokens-per-s") { Description = "Budget: generation speed of the written model on this machine, tokens/s (the least-KL plan that reaches it; alone, not with another budget)" };
         var format = new Option<string>("--format") { Description = "Output: folder (Hugging Face, GPTQ layout) or gguf (a folder holding model.gguf for llama.cpp)", DefaultValueFactory = _ => "folder" };
-        var embeddingType = new Option<string>("--embedding-type") { Description = "gguf: type of the token embeddings (not planned)", DefaultValueFactory = _ => "Q4_K" };
+        var embeddingType = new Option<string>("--embedding-type") { Description = "gguf: type of the token embeddings, or 'auto' to plan it with the layers (under --target-size or --max-kl)", DefaultValueFactory = _ => "Q4_K" };
         var candidates = new Option<string?>("--candidates") { Description = "YAML candidate menu (default folder: keep, RTN and GPTQ at 2/3/4/8 bits, groups 32/64/128, sym/asym; gguf: Q2_K…Q6_K, Q8_0)" };
         var timeLayers = new Option<bool>("--time-layers") { Description = "Time every candidate at one token even without --min-tokens-per-s, so that a later speed budget re-plans from --cache" };
         var cache = new Option<string?>("--cache") { Description = "Folder keeping measurements: another budget on the same model, calibration and menu re-plans without measuring" };
@@ -44,8 +44,9 @@ internal static class AutoCommand
                 "gguf" => PlanFormat.Gguf,
                 var other => throw new ShrinkException($"--format {other}: not folder or gguf"),
             };
-            var embedding = Enum.TryParse<Formats.TensorType>(parse.GetValue(embeddingType), ignoreCase: true, out var t) && Export.GgufExporter.Types.Contains(t) ? t
-                : throw new ShrinkException($"--embedding-type {parse.GetValue(embeddingType)}: not a GGUF export type ({string.Join(", ", Export.GgufExporter.Types)})");
+            Formats.TensorType? embedding = parse.GetValue(embeddingType) is "auto" ? null
+                : Enum.TryParse<Formats.TensorType>(parse.GetValue(embeddingType), ignoreCase: true, out var t) && Export.GgufExporter.Types.Contains(t) ? t
+                : throw new ShrinkException($"--embedding-type {parse.GetValue(embeddingType)}: not 'auto' or a GGUF export type ({string.Join(", ", Export.GgufExporter.Types)})");
             var request = new AutoRequest(parse.GetValue(model)!, parse.GetValue(calib)!, parse.GetValue(output)!)
             {
                 TargetBitsPerWeight = parse.GetValue(targetBpw), TargetSize = parse.GetValue(targetSize), MaxKl = parse.GetValue(maxKl), MinTokensPerSecond = parse.GetValue(minSpeed), TimeLayers = parse.GetValue(timeLayers),

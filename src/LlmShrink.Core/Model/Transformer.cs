@@ -134,6 +134,15 @@ public sealed class Transformer : IDisposable
         cache.Length = first + n;
     }
 
+    /// <summary>Writes token <c>token</c>'s embedding row into <c>destination</c> ([hiddenSize]).</summary>
+    public delegate void EmbeddingRow(int token, Span<float> destination);
+
+    /// <summary>
+    /// While set, token rows come from here instead of the stored table: the planner measures the model with its
+    /// embeddings in another type without writing one (<see cref="Planning.EmbeddingPlan"/>).
+    /// </summary>
+    public EmbeddingRow? EmbeddingRows { get; set; }
+
     /// <summary>Token embeddings of <paramref name="tokens"/> into <paramref name="hidden"/> ([n, hiddenSize]).</summary>
     public void Embed(ReadOnlySpan<int> tokens, Span<float> hidden)
     {
@@ -141,7 +150,8 @@ public sealed class Transformer : IDisposable
         for (int i = 0; i < tokens.Length; i++)
         {
             if ((uint)tokens[i] >= (uint)Config.VocabSize) throw new ArgumentOutOfRangeException(nameof(tokens), $"token {tokens[i]} is outside the vocabulary of {Config.VocabSize}");
-            _embedding.DequantizeRow(tokens[i], hidden.Slice(i * d, d));
+            if (EmbeddingRows is { } rows) rows(tokens[i], hidden.Slice(i * d, d));
+            else _embedding.DequantizeRow(tokens[i], hidden.Slice(i * d, d));
         }
     }
 

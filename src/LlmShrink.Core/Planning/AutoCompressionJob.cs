@@ -32,8 +32,11 @@ public sealed record AutoRequest(string Model, string CalibrationFile, string Ou
     public int Anchors { get; init; } = 4;
     public int Threads { get; init; }
     public PlanFormat Format { get; init; } = PlanFormat.Folder;
-    /// <summary>GGUF: the type of the token embeddings (not planned yet; llama.cpp's mixes give them the mix's base type).</summary>
-    public TensorType EmbeddingType { get; init; } = TensorType.Q4_K;
+    /// <summary>
+    /// GGUF: the type of the token embeddings (llama.cpp's mixes give them the mix's base type), or null to plan it with
+    /// the layers (<see cref="EmbeddingPlan"/>; under --target-size or --max-kl, the budgets that count its bytes).
+    /// </summary>
+    public TensorType? EmbeddingType { get; init; } = TensorType.Q4_K;
 }
 
 /// <summary>What <c>auto</c> writes: a Hugging Face folder (GPTQ layout), or a folder holding a GGUF file for llama.cpp.</summary>
@@ -45,11 +48,13 @@ public enum PlanFormat { Folder, Gguf }
 /// <param name="PredictedTokensPerSecond">Generation speed by the time model (<see cref="DecodeTiming"/>); null when layers were not timed (no speed target).</param>
 /// <param name="MeasuredTokensPerSecond">The written model's generation speed on this machine.</param>
 /// <param name="MeetsBudget">Whether the written model met the budget as measured (a bits-per-weight budget, priced exactly, always is).</param>
+/// <param name="Embedding">GGUF: the token embeddings' type and bytes (null for a folder).</param>
 public sealed record PlanAttempt(Selection Selection, long PlannedBytes, double? PredictedTokensPerSecond, long TotalBytes, double MeasuredKl,
-    double MeasuredTokensPerSecond, bool MeetsBudget);
+    double MeasuredTokensPerSecond, bool MeetsBudget, EmbeddingOption? Embedding);
 
+/// <param name="Embeddings">GGUF: the embedding types the plan chose from, with their measured KL when it planned them (one, unmeasured, when given).</param>
 public sealed record AutoSummary(MeasurementTable Table, IReadOnlyList<LayerGroup> Groups, IReadOnlyList<Candidate> Candidates, Recipe Plan,
-    IReadOnlyList<PlanAttempt> Attempts, PlanAttempt Chosen, bool FromCache, int HeldBackTokens, TimeSpan Elapsed)
+    IReadOnlyList<PlanAttempt> Attempts, PlanAttempt Chosen, bool FromCache, int HeldBackTokens, TimeSpan Elapsed, IReadOnlyList<EmbeddingOption>? Embeddings)
 {
     public double BitsPerWeight => Chosen.PlannedBytes * 8.0 / Table.Parameters;
 
@@ -105,6 +110,11 @@ public static class AutoCompressionJob
             if (cachePath is not null) table.Save(cachePath);
         }
 
+        // GGUF: the embeddings' types to choose from — every planned one measured, or the one given (its KL not measured:
+        // a constant does not change the choice).
+        var embeddings = !gguf ? null : request.EmbeddingType is { } given ? [EmbeddingPlan.Given(model, given)]
+            : EmbeddingPlan.Measure(model, transformer, kl, progress, cancel);
+
         var timing = table.Decode;
         MultipleChoiceKnapsack Knapsack(Func<CandidateMeasurement, long> price) => new([.. Enumerable.Range(0, groups.Count)
             .Select(g => (IReadOnlyList<Option>)[.. table.Entries[g].Zip(table.PredictedKl(g), (m, loss) => new Option(price(m), loss))])]);
@@ -113,13 +123,25 @@ public static class AutoCompressionJob
         var byTime = request.MinTokensPerSecond is null ? null : Knapsack(m => DecodeTiming.Nanoseconds(m.Seconds!.Value));
         // Rounded down: a plan within the budget in nanoseconds is then within it in seconds too.
         long timeBudget = request.MinTokensPerSecond is { } speed ? (long)Math.Floor(timing!.PlannedBudget(speed) * 1e9) : 0;
-        // The most the planned layers can take: as stored (folder), or every group's dearest candidate (GGUF has no "keep").
-        long ceiling = gguf ? knapsack.Front[^1].Cost : groups.Sum(g => g.Roles.Sum(r => cost.KeptBytes(model.Weights, g.Layer, r)));
-        // What no plan changes — embeddings, norms, headers, tokenizer — first estimated, then read off each written file.
-        long fixedBytes = gguf ? EmbeddingBytes(model, request.EmbeddingType) + (1 << 16) : model.BytesOnDisk - ceiling;
-        long cheapest = knapsack.Front[0].Cost;
+        // The most the planned layers (and GGUF embeddings) can take: as stored (folder), or every group's dearest candidate
+        // (GGUF has no "keep").
+        long ceiling = gguf ? knapsack.Front[^1].Cost + embeddings!.Max(e => e.Bytes) : groups.Sum(g => g.Roles.Sum(r => cost.KeptBytes(model.Weights, g.Layer, r)));
+        // What no plan changes — norms, headers, tokenizer, a folder's embeddings — first estimated, then read off each written file.
+        long fixedBytes = gguf ? 1 << 16 : model.BytesOnDisk - ceiling;
+        long cheapest = knapsack.Front[0].Cost + (embeddings?.Min(e => e.Bytes) ?? 0);
         long Budget() => request.TargetSize is { } size ? size - fixedBytes
             : request.TargetBitsPerWeight is { } bpw ? (long)Math.Floor(bpw * table.Parameters / 8) : long.MaxValue;
+        // Bits per weight count the planned layers only, so there the embeddings stay out of the budget.
+        long Within(EmbeddingOption? e) => request.TargetSize is null ? 0 : e?.Bytes ?? 0;
+        (Selection Layers, EmbeddingOption? Embedding)? Choose(double allowedLoss)
+        {
+            if (byTime is not null) return byTime.WithinCost(timeBudget) is { } fast ? (fast, embeddings?[0]) : null;
+            if (embeddings is null)
+                return (request.MaxKl is null ? knapsack.WithinCost(Budget()) : knapsack.WithinLoss(allowedLoss)) is { } plain ? (plain, null) : null;
+            if (request.TargetBitsPerWeight is not null) return knapsack.WithinCost(Budget()) is { } byBits ? (byBits, embeddings[0]) : null;
+            var both = request.MaxKl is null ? EmbeddingPlan.WithinCost(knapsack, embeddings, Budget()) : EmbeddingPlan.WithinLoss(knapsack, embeddings, allowedLoss);
+            return both is { } b ? (b.Layers, b.Embedding) : null;
+        }
         if (byTime is not null) CheckSpeed(request.MinTokensPerSecond!.Value, timing!, byTime, timeBudget, candidates);
         else if (request.MaxKl is null)
         {
@@ -135,15 +157,14 @@ public static class AutoCompressionJob
         double allowedLoss = request.MaxKl ?? double.PositiveInfinity;
         for (int k = 0; k < MaxAttempts; k++)
         {
-            var selection = byTime is not null ? byTime.WithinCost(timeBudget)
-                : request.MaxKl is null ? knapsack.WithinCost(Budget()) : knapsack.WithinLoss(allowedLoss);
-            if (selection is null || attempts.Any(a => a.Attempt.Selection.Choices.SequenceEqual(selection.Choices))) break; // nothing new to try
+            if (Choose(allowedLoss) is not var (selection, embedding)) break;
+            if (attempts.Any(a => a.Attempt.Selection.Choices.SequenceEqual(selection.Choices) && a.Attempt.Embedding == embedding)) break; // nothing new to try
             var plan = PlanRecipe(selection, groups, candidates, Path.GetFileName(Path.GetFullPath(request.Output)));
             string folder = Path.Combine(output.Path, $"attempt-{k + 1}");
             progress?.Report(new PipelineProgress(0, model.Config.NumLayers, $"applying plan {k + 1}"));
-            var attempt = Apply(request, plan, selection, table, folder, kl, decodeClock, progress, cancel);
+            var attempt = Apply(request, plan, selection, embedding, table, folder, kl, decodeClock, progress, cancel);
             attempts.Add((attempt, folder, plan));
-            fixedBytes = attempt.TotalBytes - attempt.PlannedBytes;
+            fixedBytes = attempt.TotalBytes - attempt.PlannedBytes - Within(embedding);
 
             if (byTime is not null)
             {
@@ -157,9 +178,11 @@ public static class AutoCompressionJob
             {
                 if (attempt.MeasuredKl <= maxKl) break;
                 // The additive prediction was optimistic by measured / predicted: ask the solver for that much less.
-                allowedLoss = selection.Loss > 0 ? allowedLoss * selection.Loss / attempt.MeasuredKl * 0.95 : allowedLoss / 2;
+                double predicted = selection.Loss + (embedding?.Kl ?? 0);
+                allowedLoss = predicted > 0 ? allowedLoss * predicted / attempt.MeasuredKl * 0.95 : allowedLoss / 2;
             }
-            else if (request.TargetSize is { } target && attempt.TotalBytes <= target && knapsack.WithinCost(Budget()) is { } better && better.Cost <= selection.Cost)
+            else if (request.TargetSize is { } target && attempt.TotalBytes <= target && Choose(allowedLoss) is var (better, betterEmbedding)
+                && better.Cost + Within(betterEmbedding) <= selection.Cost + Within(embedding))
                 break; // fits, and the exact fixed bytes leave no room for a better plan
             else if (request.TargetSize is null) break;
         }
@@ -183,7 +206,7 @@ public static class AutoCompressionJob
             if (Directory.Exists(a.Folder)) Directory.Delete(a.Folder, recursive: true);
             File.Delete(a.Folder + ".gguf");
         }
-        var summary = new AutoSummary(table, groups, candidates, chosen.Plan, [.. attempts.Select(a => a.Attempt)], chosen.Attempt, fromCache, kl.Tokens, clock.Elapsed);
+        var summary = new AutoSummary(table, groups, candidates, chosen.Plan, [.. attempts.Select(a => a.Attempt)], chosen.Attempt, fromCache, kl.Tokens, clock.Elapsed, embeddings);
         File.WriteAllText(output.File("plan.md"), PlanReport.Write(request, summary, knapsack));
         ParetoChart.Write(output.File("pareto.png"), request, summary, knapsack);
         output.Commit();
@@ -197,7 +220,7 @@ public static class AutoCompressionJob
     /// Writes one plan exactly as <c>llmshrink compress --recipe plan.yaml</c> would (and, for GGUF, exports it as
     /// <c>llmshrink export --format gguf --type EMBEDDING-TYPE</c> would), then measures its size and held-back KL.
     /// </summary>
-    private static PlanAttempt Apply(AutoRequest request, Recipe plan, Selection selection, MeasurementTable table, string folder, HeldBackKl kl,
+    private static PlanAttempt Apply(AutoRequest request, Recipe plan, Selection selection, EmbeddingOption? embedding, MeasurementTable table, string folder, HeldBackKl kl,
         IDecodeClock decodeClock, IProgress<PipelineProgress>? progress, CancellationToken cancel)
     {
         CompressionJob.Run(new CompressionRequest(request.Model, "plan.yaml", request.CalibrationFile, request.Samples, request.SequenceLength, request.Seed, folder, request.Threads),
@@ -208,7 +231,7 @@ public static class AutoCompressionJob
         {
             written = folder + ".gguf";
             using (var compressed = ModelLoader.Load(folder))
-                Export.GgufExporter.Export(compressed, request.EmbeddingType, written);
+                Export.GgufExporter.Export(compressed, embedding!.Type, written);
             total = new FileInfo(written).Length;
         }
         else total = Directory.EnumerateFiles(folder, "*.safetensors").Where(f => Path.GetFileName(f) != Export.CompressedCheckpointWriter.ImportanceFile).Sum(f => new FileInfo(f).Length);
@@ -220,7 +243,7 @@ public static class AutoCompressionJob
         bool meets = (request.TargetSize is not { } size || total <= size) && (request.MaxKl is not { } maxKl || measuredKl <= maxKl)
             && (request.MinTokensPerSecond is not { } minSpeed || speed >= minSpeed);
         return new PlanAttempt(selection, table.PlannedBytes(selection.Choices), table.Decode?.PredictedTokensPerSecond(table.PlannedSeconds(selection.Choices)),
-            total, measuredKl, speed, meets);
+            total, measuredKl, speed, meets, embedding);
     }
 
     /// <summary>
@@ -238,15 +261,10 @@ public static class AutoCompressionJob
                 $"--min-tokens-per-s {speed}: the model as stored already generates at {timing.FloatTokensPerSecond:F1} tokens/s here; nothing to trade off"));
     }
 
-    /// <summary>The token embeddings' bytes in <paramref name="type"/>.</summary>
-    private static long EmbeddingBytes(LoadedModel model, TensorType type)
-    {
-        var shape = model.Weights.Get(TensorNames.Embedding).Shape;
-        return shape.Aggregate(1L, (a, b) => a * b) / TensorTypes.BlockElements(type) * TensorTypes.BlockBytes(type);
-    }
-
     private static void CheckBudget(AutoRequest r)
     {
+        if (r.EmbeddingType is null && (r.Format != PlanFormat.Gguf || (r.TargetSize is null && r.MaxKl is null)))
+            throw new ShrinkException("--embedding-type auto: plans the embeddings of a GGUF file under --target-size or --max-kl, the budgets that count their bytes");
         int given = (r.TargetBitsPerWeight is null ? 0 : 1) + (r.TargetSize is null ? 0 : 1) + (r.MaxKl is null ? 0 : 1);
         // Speed is a budget of its own, not a second constraint: the solver's exact front is over one cost, and a second
         // (bytes and time) would make it a surface in three objectives, far larger and only approximately prunable; on

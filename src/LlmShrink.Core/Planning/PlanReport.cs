@@ -25,11 +25,13 @@ public static class PlanReport
         s.AppendLine($"| model | `{request.Model}` |");
         s.AppendLine($"| budget | {Budget(request)} |");
         s.AppendLine(Inv, $"| calibration | `{request.CalibrationFile}`: {request.Samples} × {request.SequenceLength} tokens, seed {request.Seed}; KL measured on {summary.HeldBackTokens} held-back tokens no sample covers |");
-        s.AppendLine(Inv, $"| menu | {summary.Candidates.Count} candidates × {summary.Groups.Count} groups (q/k/v and gate/up share a scheme, as vLLM fuses them) |");
+        s.AppendLine(Inv, $"| menu | {summary.Candidates.Count} candidates × {summary.Groups.Count} groups ({(request.Format == PlanFormat.Gguf ? "every matrix typed on its own, as GGUF stores it" : "q/k/v and gate/up share a scheme, as vLLM fuses them")}) |");
         s.AppendLine(Inv, $"| measurement | {(summary.FromCache ? "read from the cache" : $"{t.MeasurementSeconds:F1} s")} |");
         s.AppendLine(Inv, $"| planned layers | {t.Parameters:N0} weights, {chosen.PlannedBytes:N0} bytes = {summary.BitsPerWeight:F3} bits per weight (every stored tensor and header entry) |");
-        s.AppendLine(Inv, $"| written | {chosen.TotalBytes:N0} bytes of safetensors |");
-        s.AppendLine(Inv, $"| KL on held-back text | predicted {chosen.Selection.Loss:E3}, measured {chosen.MeasuredKl:E3} |");
+        s.AppendLine(Inv, $"| written | {chosen.TotalBytes:N0} bytes ({(request.Format == PlanFormat.Gguf ? "model.gguf" : "the safetensors files")}) |");
+        if (chosen.Embedding is { } e)
+            s.AppendLine(Inv, $"| token embeddings | {e.Stored}, {e.Bytes:N0} bytes ({(summary.Embeddings!.Count > 1 ? "planned: see below" : "as given by --embedding-type")}) |");
+        s.AppendLine(Inv, $"| KL on held-back text | predicted {chosen.Selection.Loss + (chosen.Embedding?.Kl ?? 0):E3}, measured {chosen.MeasuredKl:E3} |");
         s.AppendLine(timing is null
             ? string.Create(Inv, $"| generation on this machine | measured {chosen.MeasuredTokensPerSecond:F1} tokens/s (layers are timed only for --min-tokens-per-s) |")
             : string.Create(Inv, $"| generation on this machine | predicted {chosen.PredictedTokensPerSecond:F1} tokens/s, measured {chosen.MeasuredTokensPerSecond:F1} tokens/s (as stored: measured {timing.FloatTokensPerSecond:F1}; {timing.FixedSeconds * 1e6:F0} µs per token no plan changes) |"));
@@ -69,6 +71,19 @@ public static class PlanReport
             s.AppendLine(Inv, $"| {summary.Groups[g].Label} | {t.Candidates[c]} | {m.Bytes:N0} | {(m.Seconds is { } seconds ? (seconds * 1e6).ToString("F1", Inv) : "—")} | {m.Proxy:E2} | {(m.MeasuredKl is { } kl ? kl.ToString("E2", Inv) : "—")} | {predicted[c]:E2} | {t.Sensitivity(g):G3} | {(at < 0 ? "—" : Step(at - 1))} | {(at < 0 ? "—" : Step(at + 1))} |");
         }
         s.AppendLine();
+        if (summary.Embeddings is { Count: > 1 } options)
+        {
+            s.AppendLine("## Token embeddings");
+            s.AppendLine();
+            s.AppendLine("Each type measured end to end with only the embeddings rounded as the export writes them. The plan takes the type whose");
+            s.AppendLine("KL plus the best layer plan in the bytes it leaves is least (under --max-kl: whose total bytes are).");
+            s.AppendLine();
+            s.AppendLine("| type | bytes | ΔKL measured |");
+            s.AppendLine("|---|---:|---:|");
+            foreach (var o in options)
+                s.AppendLine(Inv, $"| {o.Stored}{(o == chosen.Embedding ? " (chosen)" : "")} | {o.Bytes:N0} | {o.Kl:E2} |");
+            s.AppendLine();
+        }
         s.AppendLine("## Pareto front (predicted) and uniform candidates");
         s.AppendLine();
         s.AppendLine("![Pareto front](pareto.png)");
@@ -91,7 +106,7 @@ public static class PlanReport
         s.AppendLine();
         s.AppendLine("Re-apply with `llmshrink compress MODEL --recipe recipe.yaml` and the same `--calib`, `--samples`, `--seq-len` and `--seed`:");
         s.AppendLine(request.Format == PlanFormat.Gguf
-            ? $"it runs the same pipeline; `llmshrink export FOLDER --format gguf --type {request.EmbeddingType}` then writes the same model.gguf (the planned layers' blocks copied, the token embeddings as {request.EmbeddingType})."
+            ? $"it runs the same pipeline; `llmshrink export FOLDER --format gguf --type {chosen.Embedding!.Type}` then writes the same model.gguf (the planned layers' blocks copied, the token embeddings as {chosen.Embedding.Stored})."
             : "it runs the same pipeline and writes the same bytes.");
         return s.ToString();
     }
