@@ -39,3 +39,58 @@ public class EmbeddingPlanTests
         }
     }
 }
+
+/// <summary><see cref="EmbeddingPlan.Measure"/> on tinylit-8m, untied and with its embeddings tied to lm_head.</summary>
+public class EmbeddingPlanMeasureTests
+{
+    [Fact]
+    public void FinerTypesLoseLessTiedTablesLoseMoreAndTheModelIsLeftAsItWas()
+    {
+        using var dir = new TempDir();
+        // The same weights with lm_head read from the embedding table (tinylit's own lm_head tensor is then unused).
+        string tiedFolder = dir.File("tied");
+        Directory.CreateDirectory(tiedFolder);
+        foreach (var file in Directory.EnumerateFiles(SharedData.TinyLit).Where(f => Path.GetFileName(f) != "config.json"))
+            File.CreateSymbolicLink(Path.Combine(tiedFolder, Path.GetFileName(file)), file);
+        File.WriteAllText(Path.Combine(tiedFolder, "config.json"),
+            File.ReadAllText(Path.Combine(SharedData.TinyLit, "config.json")).Replace("\"tie_word_embeddings\": false", "\"tie_word_embeddings\": true"));
+
+        // Untied, the measurement is the lookup alone; tied, the table is lm_head too, so lm_head is rounded as well.
+        var (untied, untiedLookup) = Measure(SharedData.TinyLit, tied: false);
+        Assert.Equal(untiedLookup, untied[0].Kl, 12);
+        var (tied, tiedLookup) = Measure(tiedFolder, tied: true);
+        Assert.True(Math.Abs(tied[0].Kl - tiedLookup) > 0.1 * tiedLookup, $"tied Q2_K: {tied[0].Kl} with lm_head rounded, {tiedLookup} lookup alone");
+    }
+
+    /// <returns>The options, and the Q2_K KL of rounding the lookups alone (by hand).</returns>
+    private static (IReadOnlyList<EmbeddingOption> Options, double LookupOnlyQ2K) Measure(string folder, bool tied)
+    {
+        using var model = Model.ModelLoader.Load(folder);
+        Assert.Equal(tied, model.Config.TiedEmbeddings);
+        using var transformer = new Model.Transformer(model);
+        var random = new Random(3);
+        int[][] windows = [[.. Enumerable.Range(0, 48).Select(_ => random.Next(model.Config.VocabSize))]];
+        var kl = new HeldBackKl(windows, transformer);
+        var head = transformer.LmHead;
+
+        var options = EmbeddingPlan.Measure(model, transformer, kl);
+
+        Assert.Equal(EmbeddingPlan.Types, options.Select(o => o.Stored));
+        Assert.True(options.Zip(options.Skip(1)).All(p => p.First.Kl > p.Second.Kl && p.First.Bytes < p.Second.Bytes), string.Join(", ", options));
+        Assert.Equal(4096L * 256 / 256 * 84, options[0].Bytes); // Q2_K: 84 bytes per 256 weights
+        Assert.Same(head, transformer.LmHead);
+        Assert.Null(transformer.EmbeddingRows);
+        Assert.Equal(0, kl.Measure(transformer), 12);
+
+        var table = model.Weights.Get(Model.TensorNames.Embedding);
+        transformer.EmbeddingRows = (token, destination) =>
+        {
+            var row = new float[table.Columns];
+            table.DequantizeRow(token, row);
+            TensorEncoding.Round(TensorType.Q2_K, row).CopyTo(destination);
+        };
+        double lookupOnly = kl.Measure(transformer);
+        transformer.EmbeddingRows = null;
+        return (options, lookupOnly);
+    }
+}

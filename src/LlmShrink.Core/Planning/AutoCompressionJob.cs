@@ -89,8 +89,9 @@ public static class AutoCompressionJob
         using var output = new OutputFolder(request.Output, model.Weights.Files.Select(f => f.Path).Append(model.Source));
         var (calibration, held) = HeldBackSplit.Draw(request.CalibrationFile, model, request.Samples, request.SequenceLength, request.Seed, request.KlSamples);
         // A folder fuses q/k/v and gate/up (one scheme each) and keeps lm_head as stored, like the presets; a GGUF file
-        // types every tensor on its own, lm_head included (llama.cpp's mixes give it Q6_K).
-        var groups = LayerGroup.Of(model.Config, fused: !gguf, head: gguf);
+        // types every tensor on its own, lm_head included (llama.cpp's mixes give it Q6_K) — unless it is the embedding
+        // table itself (tied), which GGUF stores once, as token_embd, in the embeddings' type.
+        var groups = LayerGroup.Of(model.Config, fused: !gguf, head: gguf && !model.Config.TiedEmbeddings);
         IStorageCost cost = gguf ? new GgufStorageCost(model.Config, model.Weights) : FolderStorageCost.Instance;
 
         using var transformer = new Transformer(model, request.Threads);

@@ -2,6 +2,7 @@ using LlmShrink.Compression;
 using LlmShrink.Export;
 using LlmShrink.Formats;
 using LlmShrink.Model;
+using LlmShrink.Representations;
 
 namespace LlmShrink.Planning;
 
@@ -35,35 +36,50 @@ public static class EmbeddingPlan
         return new EmbeddingOption(type, stored, Bytes(table, stored), 0);
     }
 
-    /// <summary>Every type's bytes and held-back KL on <paramref name="transformer"/> (the float model, left as it was).</summary>
+    /// <summary>
+    /// Every type's bytes and held-back KL on <paramref name="transformer"/> (the float model, left as it was). With tied
+    /// embeddings the table is lm_head too, so lm_head runs on the rounded table as well, as llama.cpp runs token_embd.
+    /// </summary>
     public static IReadOnlyList<EmbeddingOption> Measure(LoadedModel model, Transformer transformer, HeldBackKl kl,
         IProgress<PipelineProgress>? progress = null, CancellationToken cancel = default)
     {
-        if (model.Config.TiedEmbeddings)
-            throw new ShrinkException("--embedding-type auto: this model's embeddings are also its lm_head (tied), which the plan types on its own; give a type");
         var table = model.Weights.Get(TensorNames.Embedding);
-        int columns = checked((int)table.Columns);
+        int rows = checked((int)table.Rows), columns = checked((int)table.Columns);
+        bool tied = model.Config.TiedEmbeddings;
+        var head = transformer.LmHead;
         var options = new List<EmbeddingOption>();
-        foreach (var stored in Types.Select(t => (Asked: t, Stored: GgufExporter.ChooseType(table.Shape, t))).DistinctBy(t => t.Stored))
+        foreach (var (asked, stored) in Types.Select(t => (Asked: t, Stored: GgufExporter.ChooseType(table.Shape, t))).DistinctBy(t => t.Stored))
         {
             cancel.ThrowIfCancellationRequested();
-            progress?.Report(new PipelineProgress(model.Config.NumLayers - 1, model.Config.NumLayers, $"measuring the embeddings as {stored.Stored}"));
-            // Only the rows the held-back windows read are rounded, once each.
-            var rounded = new Dictionary<int, float[]>();
-            transformer.EmbeddingRows = (token, destination) =>
+            progress?.Report(new PipelineProgress(model.Config.NumLayers - 1, model.Config.NumLayers, $"measuring the embeddings as {stored}"));
+            int rowBytes = checked((int)TensorTypes.ByteCount(stored, columns));
+            var encoded = Encode(table, stored, rowBytes);
+            transformer.EmbeddingRows = (token, destination) => TensorDecoding.DecodeRow(stored, encoded.AsSpan(token * rowBytes, rowBytes), destination);
+            if (tied)
+                transformer.LmHead = TensorTypes.IsBlockQuantized(stored) ? GgmlTypeRepresentation.Build(stored, encoded, rows, columns, null)
+                    : HalfWidthLayers.Encode(TensorType.F16, GgmlTypeRepresentation.Decode(stored, encoded, rows, columns), rows, columns, null); // the F16 fallback
+            try { options.Add(new EmbeddingOption(asked, stored, Bytes(table, stored), kl.Measure(transformer, cancel))); }
+            finally
             {
-                if (!rounded.TryGetValue(token, out var row))
-                {
-                    var original = new float[columns];
-                    table.DequantizeRow(token, original);
-                    rounded[token] = row = TensorEncoding.Round(stored.Stored, original);
-                }
-                row.CopyTo(destination);
-            };
-            try { options.Add(new EmbeddingOption(stored.Asked, stored.Stored, Bytes(table, stored.Stored), kl.Measure(transformer, cancel))); }
-            finally { transformer.EmbeddingRows = null; }
+                transformer.EmbeddingRows = null;
+                transformer.LmHead = head;
+            }
         }
         return options;
+    }
+
+    /// <summary>The table as the export writes it in <paramref name="type"/> (each row encoded from its stored values).</summary>
+    private static byte[] Encode(StoredTensor table, TensorType type, int rowBytes)
+    {
+        int columns = checked((int)table.Columns);
+        var encoded = new byte[table.Rows * rowBytes];
+        Parallel.For(0, table.Rows, () => new float[columns], (row, _, scratch) =>
+        {
+            table.DequantizeRow(row, scratch);
+            TensorEncoding.EncodeRow(type, scratch, encoded.AsSpan(checked((int)(row * rowBytes)), rowBytes));
+            return scratch;
+        }, _ => { });
+        return encoded;
     }
 
     private static long Bytes(StoredTensor table, TensorType stored) =>
