@@ -3,6 +3,7 @@ using LlmShrink.Analysis;
 using LlmShrink.Cli;
 using LlmShrink.LinearAlgebra;
 using LlmShrink.Model;
+using LlmShrink.Planning;
 using Xunit;
 
 namespace LlmShrink.Tests;
@@ -230,5 +231,56 @@ public class AnalyzeTests(AnalyzedTinyLit analyzed) : IClassFixture<AnalyzedTiny
             "--seq-len", "64", "--kl-samples", "1", "--out", dir.File("out"));
         Assert.Equal(Program.Interrupted, code);
         Assert.Empty(Directory.EnumerateFileSystemEntries(dir.Path));
+    }
+
+    // auto --analysis: the planner reads analyze's KLs back as its own measurements (same fixture: analyze runs once).
+
+    private static AutoRequest Request(int seed = 0) => new(SharedData.TinyLit, SharedData.Corpus("tinylit_calib.txt"), "out")
+    {
+        Samples = 16, SequenceLength = 128, KlSamples = 4, Seed = seed, TargetBitsPerWeight = 4,
+    };
+
+    [Fact]
+    public void ItsKlsAreWhatThePlannerMeasuresAndFusedGroupsSumTheirLayers()
+    {
+        Assert.True(analyzed.Result.Code == 0, analyzed.Result.Stderr);
+        string path = Path.Combine(analyzed.Folder, AnalysisJob.DocumentFile);
+        using var model = ModelLoader.Load(SharedData.TinyLit);
+        using var transformer = new Transformer(model);
+        var request = Request();
+        var (calibration, held) = HeldBackSplit.Draw(request.CalibrationFile, model, request.Samples, request.SequenceLength, request.Seed, request.KlSamples);
+        var rtn = SensitivityMethod.All.Single(m => m.Id == "rtn-3bit").ToCandidate();
+        Candidate[] candidates = [Candidate.Keep, rtn];
+
+        // Single layers: the analysis's KL is the measurement the planner would make, to the last bit.
+        var layers = LayerGroup.Of(model.Config, fused: false);
+        var prior = AnalysisPrior.Read(path, request, model, layers, candidates, held);
+        var measured = new SensitivityMeasurement(model, transformer, layers, candidates, FolderStorageCost.Instance, anchors: 1) { MeasureEveryCandidate = true }
+            .Measure(calibration, held, "prior-test");
+        for (int g = 0; g < layers.Count; g++)
+        {
+            Assert.Null(prior[g][0]); // keep: nothing the analysis measured
+            Assert.Equal(measured.Entries[g][1].MeasuredKl!.Value, prior[g][1]!.Value, 12);
+        }
+
+        // Fused groups: the sum of their layers'.
+        var fused = LayerGroup.Of(model.Config, fused: true);
+        var summed = AnalysisPrior.Read(path, request, model, fused, candidates, held);
+        var byLayer = layers.Select((group, g) => (group, g)).ToDictionary(x => (x.group.Layer, x.group.Roles[0]), x => prior[x.g][1]!.Value);
+        for (int g = 0; g < fused.Count; g++)
+            Assert.Equal(fused[g].Roles.Sum(r => Math.Max(byLayer[(fused[g].Layer, r)], 0)), summed[g][1]!.Value, 12);
+    }
+
+    [Fact]
+    public void AnotherCalibrationDrawingIsAOneLineError()
+    {
+        Assert.True(analyzed.Result.Code == 0, analyzed.Result.Stderr);
+        string path = Path.Combine(analyzed.Folder, AnalysisJob.DocumentFile);
+        using var model = ModelLoader.Load(SharedData.TinyLit);
+        var request = Request(seed: 5);
+        var (_, held) = HeldBackSplit.Draw(request.CalibrationFile, model, request.Samples, request.SequenceLength, request.Seed, request.KlSamples);
+        var e = Assert.Throws<ShrinkException>(() => AnalysisPrior.Read(path, request, model, LayerGroup.Of(model.Config, fused: true), [Candidate.Keep], held));
+        Assert.Contains("seed 0), not on this run's 4 of 'tinylit_calib.txt' (16 × 128, seed 5)", e.Message);
+        Assert.StartsWith(path, e.Message);
     }
 }

@@ -24,6 +24,7 @@ internal static class AutoCommand
         var embeddingType = new Option<string>("--embedding-type") { Description = "gguf: type of the token embeddings, or 'auto' to plan it with the layers (under --target-size or --max-kl)", DefaultValueFactory = _ => "Q4_K" };
         var candidates = new Option<string?>("--candidates") { Description = "YAML candidate menu (default folder: keep, RTN and GPTQ at 2/3/4/8 bits, groups 32/64/128, sym/asym; gguf: Q2_K…Q6_K, Q8_0)" };
         var timeLayers = new Option<bool>("--time-layers") { Description = "Time every candidate at one token even without --min-tokens-per-s, so that a later speed budget re-plans from --cache" };
+        var analysis = new Option<string?>("--analysis") { Description = "analysis.json of `llmshrink analyze` on the same model and calibration: candidates it measured (e.g. 3-bit RTN g128) reuse its KLs" };
         var cache = new Option<string?>("--cache") { Description = "Folder keeping measurements: another budget on the same model, calibration and menu re-plans without measuring" };
         var samples = new Option<int>("--samples") { Description = "Calibration samples", DefaultValueFactory = _ => 128 };
         var seqLen = new Option<int>("--seq-len") { Description = "Tokens per calibration sample and per held-back window", DefaultValueFactory = _ => 256 };
@@ -34,7 +35,7 @@ internal static class AutoCommand
         var threads = new Option<int>("--threads") { Description = "Worker threads (0 = all cores)", DefaultValueFactory = _ => 0 };
         var command = new Command("auto", "Plan per-layer compression under a budget from measured sensitivities, and apply it")
         {
-            model, calib, targetBpw, targetSize, maxKl, minSpeed, timeLayers, format, embeddingType, candidates, cache, samples, seqLen, seed, klSamples, anchors, output, threads,
+            model, calib, targetBpw, targetSize, maxKl, minSpeed, timeLayers, format, embeddingType, candidates, analysis, cache, samples, seqLen, seed, klSamples, anchors, output, threads,
         };
         command.SetAction(parse =>
         {
@@ -50,7 +51,7 @@ internal static class AutoCommand
             var request = new AutoRequest(parse.GetValue(model)!, parse.GetValue(calib)!, parse.GetValue(output)!)
             {
                 TargetBitsPerWeight = parse.GetValue(targetBpw), TargetSize = parse.GetValue(targetSize), MaxKl = parse.GetValue(maxKl), MinTokensPerSecond = parse.GetValue(minSpeed), TimeLayers = parse.GetValue(timeLayers),
-                CandidatesFile = parse.GetValue(candidates), CacheFolder = parse.GetValue(cache),
+                CandidatesFile = parse.GetValue(candidates), CacheFolder = parse.GetValue(cache), AnalysisFile = parse.GetValue(analysis),
                 Samples = parse.GetValue(samples), SequenceLength = parse.GetValue(seqLen), Seed = parse.GetValue(seed),
                 KlSamples = parse.GetValue(klSamples), Anchors = parse.GetValue(anchors), Threads = parse.GetValue(threads),
                 Format = planFormat, EmbeddingType = embedding,

@@ -26,6 +26,8 @@ public sealed record AutoRequest(string Model, string CalibrationFile, string Ou
     public bool TimeLayers { get; init; }
     public string? CandidatesFile { get; init; }
     public string? CacheFolder { get; init; }
+    /// <summary>An <c>llmshrink analyze</c> analysis.json of the same model and calibration whose ΔKLs the planner reuses (<see cref="AnalysisPrior"/>).</summary>
+    public string? AnalysisFile { get; init; }
     /// <summary>Held-back windows (of <see cref="SequenceLength"/> tokens) the KL is measured on.</summary>
     public int KlSamples { get; init; } = 8;
     /// <summary>Candidates per group whose end-to-end KL is measured.</summary>
@@ -53,8 +55,10 @@ public sealed record PlanAttempt(Selection Selection, long PlannedBytes, double?
     double MeasuredTokensPerSecond, bool MeetsBudget, EmbeddingOption? Embedding);
 
 /// <param name="Embeddings">GGUF: the embedding types the plan chose from, with their measured KL when it planned them (one, unmeasured, when given).</param>
+/// <param name="FromAnalysis">(group, candidate) ΔKLs read from <c>--analysis</c> instead of measured.</param>
 public sealed record AutoSummary(MeasurementTable Table, IReadOnlyList<LayerGroup> Groups, IReadOnlyList<Candidate> Candidates, Recipe Plan,
-    IReadOnlyList<PlanAttempt> Attempts, PlanAttempt Chosen, bool FromCache, int HeldBackTokens, TimeSpan Elapsed, IReadOnlyList<EmbeddingOption>? Embeddings)
+    IReadOnlyList<PlanAttempt> Attempts, PlanAttempt Chosen, bool FromCache, int HeldBackTokens, TimeSpan Elapsed, IReadOnlyList<EmbeddingOption>? Embeddings,
+    int FromAnalysis = 0)
 {
     public double BitsPerWeight => Chosen.PlannedBytes * 8.0 / Table.Parameters;
 
@@ -104,9 +108,10 @@ public static class AutoCompressionJob
         var table = cachePath is null ? null : MeasurementTable.Load(cachePath, key);
         if (timed && table?.Decode is null) table = null;
         bool fromCache = table is not null;
+        var prior = request.AnalysisFile is null ? null : AnalysisPrior.Read(request.AnalysisFile, request, model, groups, candidates, held);
         if (table is null)
         {
-            table = new SensitivityMeasurement(model, transformer, groups, candidates, cost, request.Anchors) { Clock = timed ? decodeClock : null }
+            table = new SensitivityMeasurement(model, transformer, groups, candidates, cost, request.Anchors) { Clock = timed ? decodeClock : null, Prior = prior }
                 .Measure(calibration, held, key, progress, cancel);
             if (cachePath is not null) table.Save(cachePath);
         }
@@ -207,7 +212,8 @@ public static class AutoCompressionJob
             if (Directory.Exists(a.Folder)) Directory.Delete(a.Folder, recursive: true);
             File.Delete(a.Folder + ".gguf");
         }
-        var summary = new AutoSummary(table, groups, candidates, chosen.Plan, [.. attempts.Select(a => a.Attempt)], chosen.Attempt, fromCache, kl.Tokens, clock.Elapsed, embeddings);
+        var summary = new AutoSummary(table, groups, candidates, chosen.Plan, [.. attempts.Select(a => a.Attempt)], chosen.Attempt, fromCache, kl.Tokens, clock.Elapsed, embeddings,
+            prior?.Sum(row => row.Count(kl => kl is not null)) ?? 0);
         File.WriteAllText(output.File("plan.md"), PlanReport.Write(request, summary, knapsack));
         ParetoChart.Write(output.File("pareto.png"), request, summary, knapsack);
         output.Commit();
@@ -309,6 +315,11 @@ public static class AutoCompressionJob
         {
             var calib = new FileInfo(r.CalibrationFile);
             s.Append(calib.FullName).Append('|').Append(calib.Length).Append('|').Append(calib.LastWriteTimeUtc.Ticks).Append('\n');
+        }
+        if (r.AnalysisFile is not null)
+        {
+            var analysis = new FileInfo(r.AnalysisFile);
+            s.Append(analysis.FullName).Append('|').Append(analysis.Exists ? analysis.Length : -1).Append('|').Append(analysis.Exists ? analysis.LastWriteTimeUtc.Ticks : 0).Append('\n');
         }
         // Threads too: the decode times depend on them.
         s.Append(FormattableString.Invariant($"{r.Samples}|{r.SequenceLength}|{r.Seed}|{heldBack}|{r.Anchors}|{r.Format}|{r.Threads}\n"));

@@ -27,6 +27,8 @@ public static class PlanReport
         s.AppendLine(Inv, $"| calibration | `{request.CalibrationFile}`: {request.Samples} × {request.SequenceLength} tokens, seed {request.Seed}; KL measured on {summary.HeldBackTokens} held-back tokens no sample covers |");
         s.AppendLine(Inv, $"| menu | {summary.Candidates.Count} candidates × {summary.Groups.Count} groups ({(request.Format == PlanFormat.Gguf ? "every matrix typed on its own, as GGUF stores it" : "q/k/v and gate/up share a scheme, as vLLM fuses them")}) |");
         s.AppendLine(Inv, $"| measurement | {(summary.FromCache ? "read from the cache" : $"{t.MeasurementSeconds:F1} s")} |");
+        if (request.AnalysisFile is not null)
+            s.AppendLine(Inv, $"| analysis | {summary.FromAnalysis} ΔKLs (group, candidate) read from `{request.AnalysisFile}` instead of measured; a fused group's is the sum of its layers' |");
         s.AppendLine(Inv, $"| planned layers | {t.Parameters:N0} weights, {chosen.PlannedBytes:N0} bytes = {summary.BitsPerWeight:F3} bits per weight (every stored tensor and header entry) |");
         s.AppendLine(Inv, $"| written | {chosen.TotalBytes:N0} bytes ({(request.Format == PlanFormat.Gguf ? "model.gguf" : "the safetensors files")}) |");
         if (chosen.Embedding is { } e)

@@ -52,6 +52,9 @@ public sealed class SensitivityMeasurement
     /// <summary>Sees each block's calibration statistics and float outputs as the measurement streams past them.</summary>
     public IMeasurementObserver? Observer { get; init; }
 
+    /// <summary>ΔKLs known before measuring, [group][candidate] (<see cref="AnalysisPrior"/>): taken as measured, so they need no anchor run.</summary>
+    public double?[][]? Prior { get; init; }
+
     /// <summary>Times each group's layers, as stored and as each candidate builds them (null: nothing is timed).</summary>
     public IDecodeClock? Clock { get; init; }
 
@@ -100,6 +103,8 @@ public sealed class SensitivityMeasurement
                     continue;
                 }
                 entries[g] = [.. _candidates.Select((candidate, i) => Price(context, _groups[g], candidate, methods[i], floatSeconds[g], cancel).Measurement)];
+                for (int i = 0; i < _candidates.Count; i++)
+                    if (Prior?[g][i] is { } known && entries[g][i].MeasuredKl is null) entries[g][i] = entries[g][i] with { MeasuredKl = known };
                 progress?.Report(new PipelineProgress(layer, c.NumLayers, $"measuring KL of {_groups[g].Name}", done));
                 foreach (int i in Anchors(entries[g]))
                     entries[g][i] = entries[g][i] with { MeasuredKl = SwappedKl(_groups[g], context.Try(methods[i], _groups[g].Roles).Layers, held, reference, cancel) };
