@@ -94,7 +94,9 @@ public sealed class SensitivityMeasurement
                 {
                     entries[g] = [.. _candidates.Select((candidate, i) =>
                     {
+                        progress?.Report(new PipelineProgress(layer, c.NumLayers, $"trying {candidate.Name} on {_groups[g].Name}", done));
                         var (price, layers) = Price(context, _groups[g], candidate, methods[i], floatSeconds[g], cancel);
+                        progress?.Report(new PipelineProgress(layer, c.NumLayers, $"measuring KL of {candidate.Name} on {_groups[g].Name}", done));
                         return price.MeasuredKl is null ? price with { MeasuredKl = SwappedKl(_groups[g], layers, held, reference, cancel) } : price;
                     })];
                     continue;
