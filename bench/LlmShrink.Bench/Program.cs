@@ -1,5 +1,7 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
+using LlmShrink.Analysis;
+using LlmShrink.Compression.LowRank;
 using LlmShrink.Compression.Pruning;
 using LlmShrink.Compression.Quantization;
 using LlmShrink.Evaluation;
@@ -16,6 +18,7 @@ using LlmShrink.LinearAlgebra;
 //   dotnet bench/LlmShrink.Bench/bin/Release/net10.0/LlmShrink.Bench.dll ggml-gemv [--in 4096 --out 4096 --reps 20]
 //   dotnet bench/LlmShrink.Bench/bin/Release/net10.0/LlmShrink.Bench.dll decode --model DIR [--threads 2 --prompt 512 --rounds 4]
 //   dotnet bench/LlmShrink.Bench/bin/Release/net10.0/LlmShrink.Bench.dll svd [--rows 4096 --columns 11008 --threads 2 --reps 1 --save MATRIX.f32]
+//   dotnet bench/LlmShrink.Bench/bin/Release/net10.0/LlmShrink.Bench.dll whiten [--rows 2048 --columns 8192]
 
 var command = args.Length > 0 ? args[0] : "all";
 var options = Options.Parse(args.Skip(1).ToArray());
@@ -31,6 +34,7 @@ switch (command)
     case "ggml-gemv": Benchmarks.GgmlGemv(options); break;
     case "decode": Benchmarks.Decode(options); break;
     case "svd": Benchmarks.SvdTimes(options); break;
+    case "whiten": Benchmarks.WhitenedLayer(options); break;
     case "all": Benchmarks.Hessian(options, Benchmarks.Gemm(options)); Benchmarks.GptqLayer(options); Benchmarks.SparseGptLayer(options); break;
     default:
         Console.Error.WriteLine("usage: LlmShrink.Bench gemm|hessian|gptq|sparsegpt|gemv|all [--n 512 --in 4096 --out 4096 --tokens 8192 --width 4096 --rows 4096 --bits 4 --group 128 --reps N]");
@@ -38,6 +42,7 @@ switch (command)
         Console.Error.WriteLine("       LlmShrink.Bench ggml-gemv [--in 2048 --out 8192 --copies 8 --reps 20 --types F32,BF16,F16,Q8_0,Q6_K,Q4_K,Q4_0]");
         Console.Error.WriteLine("       LlmShrink.Bench decode --model DIR [--threads 2 --prompt 512 --rounds 4]");
         Console.Error.WriteLine("       LlmShrink.Bench svd [--rows 4096 --columns 11008 --threads 2 --reps 1 --save MATRIX.f32]");
+        Console.Error.WriteLine("       LlmShrink.Bench whiten [--rows 2048 --columns 8192]");
         return 2;
 }
 return 0;
@@ -408,6 +413,57 @@ static class Benchmarks
         double valuesGap = values.Zip(svd.S, (x, y) => Math.Abs(x - y) / y).Max();
         Console.WriteLine($"σ₁ = {svd.S[0]:F6}, σ_k = {svd.S[k - 1]:F6}; ‖A − U·S·Vᵀ‖_F/‖A‖_F over {checkRows} rows = {Math.Sqrt(error / norm):E2}; " +
             $"max |VᵀV − I| over {checkRows} pairs = {orthogonality:E2}; values-only S vs decomposition S, max relative difference = {valuesGap:E2}");
+    }
+
+    /// <summary>
+    /// What <c>analyze</c> does to one block linear W [rows, columns] beside its KL runs, step by step (one timed run each,
+    /// all cores): SVD-LLM's whitening L (Cholesky of the dampened input Gram matrix), W·L, the raw and whitened spectra
+    /// (Gram matrix and eigenvalues), and the half-rank trial's SVD of W·L and factors (V·L⁻¹). The default shape is the
+    /// Llama-3.2-1B down_proj. The Gram matrix is a random diagonally dominant one: the steps' costs do not depend on it.
+    /// </summary>
+    public static void WhitenedLayer(Options o)
+    {
+        int rows = o.Int("rows", 2048), columns = o.Int("columns", 8192);
+        var random = new Random(17);
+        var w = RandomFloats(rows * columns, 19);
+        var h = new double[(long)columns * columns];
+        for (int i = 0; i < columns; i++)
+        {
+            h[(long)i * columns + i] = 2 + random.NextDouble();
+            for (int j = 0; j < i; j++) h[(long)i * columns + j] = h[(long)j * columns + i] = (random.NextDouble() - 0.5) / columns;
+        }
+        var warm = RandomFloats(300 * 600, 23); // JIT warm-up of every step on a small matrix
+        Time(() => WeightSpectrum.Of(warm, 300, 600, InputTransform.Whitening(SmallGram(600), 600, 1e-6)).Truncate(100));
+        GramSpectrum.SingularValues(InputTransform.Identity(600).Apply(warm, 300), 300, 600);
+
+        Console.WriteLine($"\n## whitened layer: W {rows}×{columns}, {Environment.ProcessorCount} threads, load before {LoadAverage()}");
+        Console.WriteLine("| step | seconds |");
+        Console.WriteLine("|---|---:|");
+        WhiteningTransform? whitening = null;
+        double[] whitened = [];
+        WeightSpectrum? spectrum = null;
+        int rank = LowRankFactors.RankForRatio(rows, columns, 0.5);
+        Row("whitening L (Cholesky)", () => whitening = InputTransform.Whitening(h, columns, 1e-6));
+        Row("W·L", () => whitened = whitening!.Apply(w, rows));
+        Row("raw spectrum (Gram + eigenvalues)", () => GramSpectrum.SingularValues(InputTransform.Identity(columns).Apply(w, rows), rows, columns));
+        Row("whitened spectrum of W·L (Gram + eigenvalues)", () => GramSpectrum.SingularValues(whitened, rows, columns));
+        Row("half rank: W·L and its thin SVD", () => spectrum = WeightSpectrum.Of(w, rows, columns, whitening!));
+        Row($"half rank: factors at rank {rank} (V·L⁻¹)", () => spectrum!.Truncate(rank));
+        Console.WriteLine($"load after {LoadAverage()}");
+
+        static void Row(string step, Action run) => Console.WriteLine($"| {step} | {Time(run):F2} |");
+        static double Time(Action run)
+        {
+            var clock = Stopwatch.StartNew();
+            run();
+            return clock.Elapsed.TotalSeconds;
+        }
+        static double[] SmallGram(int n)
+        {
+            var g = new double[n * n];
+            for (int i = 0; i < n; i++) g[i * n + i] = 1;
+            return g;
+        }
     }
 
     static string LoadAverage() => File.Exists("/proc/loadavg") ? File.ReadAllText("/proc/loadavg").Split(' ')[0] : "unknown";

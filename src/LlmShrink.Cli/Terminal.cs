@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using LlmShrink.Compression;
 using LlmShrink.Model;
 using Spectre.Console;
 using Spectre.Console.Rendering;
@@ -50,6 +51,23 @@ internal static class Terminal
                 var task = context.AddTask(description, maxValue: total);
                 return work(value => task.Value = value);
             });
+    }
+
+    /// <summary>
+    /// For a long job whose stderr is a file rather than a terminal (no bar to draw): one line per new stage, with the
+    /// time since the job started, so the log shows where the time went. Null when stderr is a terminal.
+    /// </summary>
+    public static IProgress<PipelineProgress>? StageLines()
+    {
+        if (!Console.IsErrorRedirected) return null;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        (int Layer, string Stage)? last = null;
+        return new SynchronousProgress<PipelineProgress>(p =>
+        {
+            if (last == (p.Layer, p.Stage)) return;
+            last = (p.Layer, p.Stage);
+            Console.Error.WriteLine($"{clock.Elapsed.TotalSeconds,8:F1} s  block {p.Layer + 1}/{p.Layers}: {p.Stage}");
+        });
     }
 
     /// <summary>

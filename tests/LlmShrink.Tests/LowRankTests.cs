@@ -110,6 +110,47 @@ public class LowRankTests
         }
     }
 
+    /// <summary>
+    /// SVD-LLM's whitening works by blocks of L's rows (GEMMs); on more inputs than one block (600: two whole blocks of 256
+    /// and a ragged one) W·L must equal the plain triangular product and v·L⁻¹ must undo it. L itself is W·L for W = I.
+    /// </summary>
+    [Fact]
+    public void Whitening_by_blocks_matches_the_plain_triangular_products()
+    {
+        var random = new Random(29);
+        const int n = 600, m = 7, tokens = 650;
+        var h = Gram(CorrelatedInputs(random, tokens, n), tokens, n);
+        var whitening = InputTransform.Whitening(h, n, 1e-6);
+        var identity = new float[n * n];
+        for (int i = 0; i < n; i++) identity[i * n + i] = 1;
+        var l = whitening.Apply(identity, n);
+        double meanDiagonal = Enumerable.Range(0, n).Average(i => h[i * n + i]), damped = whitening.Dampening * meanDiagonal;
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++)
+            {
+                if (j > i) { Assert.Equal(0, l[i * n + j]); continue; }
+                double product = 0; // (L·Lᵀ)[i, j] = H[i, j] (+ λ on the diagonal)
+                for (int k = 0; k <= j; k++) product += l[i * n + k] * l[j * n + k];
+                Assert.Equal(h[i * n + j] + (i == j ? damped : 0), product, 1e-10 * meanDiagonal);
+            }
+
+        var w = RandomMatrix(random, m, n);
+        var wl = whitening.Apply(w, m);
+        for (int r = 0; r < m; r++)
+            for (int j = 0; j < n; j++)
+            {
+                double expected = 0, scale = 0;
+                for (int k = j; k < n; k++)
+                {
+                    expected += w[r * n + k] * l[k * n + j];
+                    scale += Math.Abs(w[r * n + k] * l[k * n + j]);
+                }
+                Assert.Equal(expected, wl[r * n + j], 1e-12 * scale);
+            }
+        whitening.SolveRows(wl, m);
+        for (int i = 0; i < w.Length; i++) Assert.Equal(w[i], wl[i], 1e-9);
+    }
+
     [Fact]
     public void Ranks_follow_the_ratio_and_stop_paying_at_mn_over_m_plus_n()
     {

@@ -36,8 +36,9 @@ internal static class AnalyzeCommand
                 Samples = parse.GetValue(samples), SequenceLength = parse.GetValue(seqLen), Seed = parse.GetValue(seed),
                 KlSamples = parse.GetValue(klSamples), Methods = SensitivityMethod.Parse(parse.GetValue(methods)!), Threads = parse.GetValue(threads),
             };
+            var lines = Terminal.StageLines();
             var document = Terminal.WithProgress("analyzing", 1, report => AnalysisJob.Run(request,
-                new Progress<PipelineProgress>(p => report(Math.Min(1, (p.Layer + p.Done) / p.Layers))), cancellation));
+                lines ?? new Progress<PipelineProgress>(p => report(Math.Min(1, (p.Layer + p.Done) / p.Layers))), cancellation));
             var table = Terminal.KeyValueTable("analyzed")
                 .AddText("output", $"{request.Output} ({AnalysisJob.ReportFile}, {AnalysisJob.DocumentFile}, {AnalysisCharts.Files(document).Count} charts)")
                 .AddText("matrices", $"{document.Matrices.Count} block linears, {document.Methods.Count} methods each")

@@ -41,9 +41,8 @@ internal sealed class AnalysisObserver(ModelConfig config, int threads, IProgres
             var (rows, columns) = context.Shape(role);
             var w = context.Weights(role);
             var raw = SpectrumAnalysis.Raw(w, rows, columns, threads);
-            var (whitened, dampening) = SpectrumAnalysis.Whitened(w, rows, columns, statistics[LinearRoles.Site(role)].Hessian(),
-                LowRankParameters.DefaultDampening, threads);
-            Spectra[(layer, role)] = (raw, whitened, dampening);
+            var whitening = statistics[LinearRoles.Site(role)].Whitening(LowRankParameters.DefaultDampening);
+            Spectra[(layer, role)] = (raw, SpectrumAnalysis.Whitened(w, rows, columns, whitening, threads), whitening.Dampening);
         }
         foreach (var (site, s) in statistics.OrderBy(kv => kv.Key)) Outliers.Add(ActivationOutliers.Of(layer, site, s));
         _clock.Stop();

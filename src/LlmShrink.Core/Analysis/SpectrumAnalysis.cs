@@ -30,16 +30,13 @@ public static class SpectrumAnalysis
     public static Spectrum Raw(float[] w, int rows, int columns, int threads) =>
         Of(GramSpectrum.SingularValues(InputTransform.Identity(columns).Apply(w, rows), rows, columns, threads), rows, columns);
 
-    /// <param name="hessian">GPTQ's H = (2/N)·XXᵀ of the layer's inputs, [n, n].</param>
-    /// <param name="dampening">λ/mean(diag H) added before the Cholesky factorization, raised as svd-llm raises it while H is singular.</param>
-    /// <returns>The spectrum and the dampening the factorization succeeded with.</returns>
-    public static (Spectrum Spectrum, double Dampening) Whitened(float[] w, int rows, int columns, double[] hessian, double dampening, int threads)
+    /// <param name="whitening">L with LLᵀ = H + λI for GPTQ's H = (2/N)·XXᵀ of the layer's inputs (<see cref="Compression.SiteStatistics.Whitening"/>).</param>
+    public static Spectrum Whitened(float[] w, int rows, int columns, WhiteningTransform whitening, int threads)
     {
-        var whitening = InputTransform.Whitening(hessian, columns, dampening);
         var sigma = GramSpectrum.SingularValues(whitening.Apply(w, rows), rows, columns, threads);
         // L·Lᵀ = H = 2·XXᵀ/N, so σ(W·L)/√2 are the singular values for XXᵀ/N: Σσ² = E‖W x‖², the unit of an output energy.
         for (int i = 0; i < sigma.Length; i++) sigma[i] /= Math.Sqrt(2);
-        return (Of(sigma, rows, columns), whitening.Dampening);
+        return Of(sigma, rows, columns);
     }
 
     /// <summary>Effective ranks and the energy kept at half the parameters, from σ descending.</summary>

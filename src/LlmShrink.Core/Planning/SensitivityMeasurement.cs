@@ -82,7 +82,7 @@ public sealed class SensitivityMeasurement
             var groups = Enumerable.Range(0, _groups.Count).Where(g => _groups[g].Layer == layer).ToList();
             progress?.Report(new PipelineProgress(layer, c.NumLayers, "calibrating"));
             var statistics = SequentialPipeline.RecordStatistics(block, groups.Select(g => (needs, _groups[g].Roles)));
-            RunBlock(layer, hidden, copy: true, cancel);
+            RunBlock(layer, hidden, observe: true, cancel); // advances the calibration samples too: no trial is ever committed
             SequentialPipeline.StopRecording(block);
             var context = new BlockCompression(layer, c, block, _model.Weights, statistics);
             Observer?.Calibrated(context, statistics, cancel);
@@ -97,7 +97,9 @@ public sealed class SensitivityMeasurement
                 {
                     entries[g] = [.. _candidates.Select((candidate, i) =>
                     {
+                        progress?.Report(new PipelineProgress(layer, c.NumLayers, $"trying {candidate.Name} on {_groups[g].Name}", done));
                         var (price, layers) = Price(context, _groups[g], candidate, methods[i], floatSeconds[g], cancel);
+                        progress?.Report(new PipelineProgress(layer, c.NumLayers, $"measuring KL of {candidate.Name} on {_groups[g].Name}", done));
                         return price.MeasuredKl is null ? price with { MeasuredKl = SwappedKl(_groups[g], layers, held, reference, cancel) } : price;
                     })];
                     continue;
@@ -110,8 +112,7 @@ public sealed class SensitivityMeasurement
                     entries[g][i] = entries[g][i] with { MeasuredKl = SwappedKl(_groups[g], context.Try(methods[i], _groups[g].Roles).Layers, held, reference, cancel) };
             }
             progress?.Report(new PipelineProgress(layer, c.NumLayers, "propagating"));
-            RunBlock(layer, hidden, copy: false, cancel);
-            RunBlock(layer, held, copy: false, cancel);
+            RunBlock(layer, held, observe: false, cancel);
         }
         foreach (int g in Enumerable.Range(0, _groups.Count).Where(g => _groups[g].Layer == c.NumLayers))
         {
@@ -248,23 +249,25 @@ public sealed class SensitivityMeasurement
     }
 
     /// <summary>
-    /// Runs block <paramref name="layer"/> on every sequence: on a copy (to record statistics; the observer sees each
-    /// sequence's input and output) or in place (to advance).
+    /// Runs block <paramref name="layer"/> on every sequence in place, advancing it to the next block's input; with
+    /// <paramref name="observe"/>, the observer sees each sequence's input and output. The calibration samples advance
+    /// in the same pass that records their statistics: the block stays the float model's (trials are never committed),
+    /// so running it again on them to advance, as the compression pipeline must, would compute the same outputs once more
+    /// (a 4096-token pass per block for 16 × 256 calibration tokens).
     /// </summary>
-    private void RunBlock(int layer, float[][] hidden, bool copy, CancellationToken cancel)
+    private void RunBlock(int layer, float[][] hidden, bool observe, CancellationToken cancel)
     {
         int d = _model.Config.HiddenSize;
         int longest = hidden.Max(h => h.Length);
         var cache = _transformer.NewCache(longest / d);
-        var scratch = copy ? new float[longest] : null; // one buffer for every sequence, as the pipeline records
+        var input = observe && Observer is not null ? new float[longest] : null; // one buffer for every sequence
         foreach (var h in hidden)
         {
             cancel.ThrowIfCancellationRequested();
             cache.Clear();
-            var run = scratch is null ? h.AsSpan() : scratch.AsSpan(0, h.Length);
-            if (scratch is not null) h.CopyTo(run);
-            _transformer.ForwardBlock(layer, run, h.Length / d, cache);
-            if (copy) Observer?.BlockRan(layer, h, run, h.Length / d);
+            if (input is not null) h.CopyTo(input, 0);
+            _transformer.ForwardBlock(layer, h, h.Length / d, cache);
+            if (input is not null) Observer!.BlockRan(layer, input.AsSpan(0, h.Length), h, h.Length / d);
         }
     }
 

@@ -140,7 +140,7 @@ public sealed class LowRankMethod(LowRankKind kind, LowRankParameters parameters
         {
             LowRankKind.Svd => InputTransform.Identity(columns),
             LowRankKind.Asvd => InputTransform.Diagonal(ActivationScales(block.Statistics(site).AbsMean(), parameters.Alpha)),
-            LowRankKind.SvdLlm => InputTransform.Whitening(block.Statistics(site).Hessian(), columns, parameters.Dampening),
+            LowRankKind.SvdLlm => block.Statistics(site).Whitening(parameters.Dampening),
             _ => InputTransform.Identity(columns),
         };
         var rowScale = kind == LowRankKind.Fwsvd ? FisherScales(_fisher!.Rows(block.Layer, role)) : null;
