@@ -81,6 +81,7 @@ public class ParetoChartTests
     [InlineData("gptq bits=4 group_size=128 symmetric=false", "gptq b4 g128 asym")]
     [InlineData("rtn bits=8 group_size=32 symmetric=true", "rtn b8 g32 sym")]
     [InlineData("ggml type=Q4_K", "ggml Q4_K")]
+    [InlineData("ggml rounding=gptq type=Q3_K", "ggml gptq Q3_K")]
     [InlineData("sparsegpt pattern=2:4 → gptq bits=4", "sparsegpt 2:4 → gptq b4")]
     [InlineData("keep", "keep")]
     public void CandidateNamesAreShortenedForLabels(string name, string label) => Assert.Equal(label, ParetoChart.ShortName(name));

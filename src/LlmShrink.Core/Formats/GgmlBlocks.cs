@@ -180,7 +180,7 @@ public static class GgmlBlocks
     /// (g &lt; 8) or the high nibble of byte g − 8; the high 2 bits are bits 2·(g/4)..+1 of byte 8 + g%4.
     /// This is what ggml-quants.c's kmask1/kmask2 word shuffle computes four scales at a time.
     /// </summary>
-    private static int Q3KScale(ReadOnlySpan<byte> scales, int g)
+    internal static int Q3KScale(ReadOnlySpan<byte> scales, int g)
     {
         int low = g < 8 ? scales[g] & 0xF : scales[g - 8] >> 4;
         int high = (scales[8 + g % 4] >> (2 * (g / 4))) & 3;
@@ -192,7 +192,7 @@ public static class GgmlBlocks
     /// the low 6 bits of bytes j and j+4; sub-blocks 4..7 keep the low 4 bits in byte j+4 (scale low nibble, min high
     /// nibble) and the high 2 bits in the top bits of bytes j−4 (scale) and j (min).
     /// </summary>
-    private static (int Scale, int Min) ScaleMinK4(ReadOnlySpan<byte> packed, int j) =>
+    internal static (int Scale, int Min) ScaleMinK4(ReadOnlySpan<byte> packed, int j) =>
         j < 4
             ? (packed[j] & 63, packed[j + 4] & 63)
             : ((packed[j + 4] & 0xF) | (packed[j - 4] >> 6) << 4, (packed[j + 4] >> 4) | (packed[j] >> 6) << 4);

@@ -48,12 +48,17 @@ public static class CandidateMenu
 
     /// <summary>
     /// For <c>--format gguf</c>: the llama.cpp block types from 2.6 to 8.5 bits per weight that llama.cpp's own K-quant
-    /// mixes are made of, each layer quantized with its calibration importance (llama.cpp's imatrix).
+    /// mixes are made of, each in two roundings: nearest with the layer's calibration importance (llama.cpp's imatrix),
+    /// and GPTQ's error feedback on the same blocks (<see cref="Compression.Quantization.GgmlGptq"/>). Both cost the same
+    /// bytes; the planner keeps whichever each tensor loses less with end to end.
     /// </summary>
     public const string DefaultGgufText = """
         candidates:
           - method: ggml
             type: [Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_0]
+          - method: ggml
+            type: [Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_0]
+            rounding: gptq
         """;
 
     public static IReadOnlyList<Candidate> DefaultGguf => Parse(DefaultGgufText, "the default GGUF candidate menu");

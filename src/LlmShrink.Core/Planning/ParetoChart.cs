@@ -150,7 +150,7 @@ public static class ParetoChart
         : r.TargetBitsPerWeight is { } bpw ? string.Create(Inv, $"{bpw} bits/weight")
         : string.Create(Inv, $"KL ≤ {r.MaxKl}");
 
-    /// <summary>"gptq bits=4 group_size=128 symmetric=false" → "gptq b4 g128 asym", "ggml type=Q4_K" → "ggml Q4_K": other keys show their value.</summary>
+    /// <summary>"gptq bits=4 group_size=128 symmetric=false" → "gptq b4 g128 asym", "ggml type=Q4_K" → "ggml Q4_K", "ggml rounding=gptq type=Q4_K" → "ggml gptq Q4_K": other keys show their value.</summary>
     public static string ShortName(string candidate) =>
         Regex.Replace(candidate, @"(\w+)=(\S+)", m => (m.Groups[1].Value, m.Groups[2].Value) switch
         {
