@@ -129,16 +129,16 @@ public static class AutoCompressionJob
         var byTime = request.MinTokensPerSecond is null ? null : Knapsack(m => DecodeTiming.Nanoseconds(m.Seconds!.Value));
         // Rounded down: a plan within the budget in nanoseconds is then within it in seconds too.
         long timeBudget = request.MinTokensPerSecond is { } speed ? (long)Math.Floor(timing!.PlannedBudget(speed) * 1e9) : 0;
-        // The most the planned layers (and GGUF embeddings) can take: as stored (folder), or every group's dearest candidate
-        // (GGUF has no "keep").
-        long ceiling = gguf ? knapsack.Front[^1].Cost + embeddings!.Max(e => e.Bytes) : groups.Sum(g => g.Roles.Sum(r => cost.KeptBytes(model.Weights, g.Layer, r)));
+        // The most the planned layers can take: as stored (folder), or every group's dearest candidate (GGUF has no "keep").
+        long ceiling = gguf ? knapsack.Front[^1].Cost : groups.Sum(g => g.Roles.Sum(r => cost.KeptBytes(model.Weights, g.Layer, r)));
         // What no plan changes — norms, headers, tokenizer, a folder's embeddings — first estimated, then read off each written file.
         long fixedBytes = gguf ? 1 << 16 : model.BytesOnDisk - ceiling;
-        long cheapest = knapsack.Front[0].Cost + (embeddings?.Min(e => e.Bytes) ?? 0);
+        long cheapest = knapsack.Front[0].Cost;
         long Budget() => request.TargetSize is { } size ? size - fixedBytes
             : request.TargetBitsPerWeight is { } bpw ? (long)Math.Floor(bpw * table.Parameters / 8) : long.MaxValue;
-        // Bits per weight count the planned layers only, so there the embeddings stay out of the budget.
+        // A GGUF size budget holds the embeddings too; bits per weight count the planned layers only.
         long Within(EmbeddingOption? e) => request.TargetSize is null ? 0 : e?.Bytes ?? 0;
+        long leastEmbedding = embeddings is null ? 0 : Within(embeddings.MinBy(e => e.Bytes)), mostEmbedding = embeddings is null ? 0 : Within(embeddings.MaxBy(e => e.Bytes));
         (Selection Layers, EmbeddingOption? Embedding)? Choose(double allowedLoss)
         {
             if (byTime is not null) return byTime.WithinCost(timeBudget) is { } fast ? (fast, embeddings?[0]) : null;
@@ -153,10 +153,10 @@ public static class AutoCompressionJob
         {
             string asked = request.TargetSize is { } s ? $"--target-size {s}" : $"--target-bpw {request.TargetBitsPerWeight}";
             long shown = request.TargetSize is null ? 0 : fixedBytes;
-            if (Budget() < cheapest)
-                throw new ShrinkException($"{asked}: below the smallest plan the menu allows ({Describe(cheapest + shown, table.Parameters, cheapest)})");
-            if (Budget() >= ceiling)
-                throw new ShrinkException($"{asked}: at or above {(gguf ? "the largest plan the menu allows" : "keeping every layer as stored")} ({Describe(ceiling + shown, table.Parameters, ceiling)}); nothing to trade off");
+            if (Budget() < cheapest + leastEmbedding)
+                throw new ShrinkException($"{asked}: below the smallest plan the menu allows ({Describe(cheapest + leastEmbedding + shown, table.Parameters, cheapest)})");
+            if (Budget() >= ceiling + mostEmbedding)
+                throw new ShrinkException($"{asked}: at or above {(gguf ? "the largest plan the menu allows" : "keeping every layer as stored")} ({Describe(ceiling + mostEmbedding + shown, table.Parameters, ceiling)}); nothing to trade off");
         }
 
         var attempts = new List<(PlanAttempt Attempt, string Folder, Recipe Plan)>();
