@@ -183,6 +183,7 @@ public class GgmlTypeMethodTests(ITestOutputHelper output)
     [InlineData("type: F16", "type: 'F16' is not a ggml block type")]
     [InlineData("type: 12", "type: '12' is not a ggml block type")] // GGML_TYPE_Q4_K's id, but types are named
     [InlineData("bits: 4", "type: required")]
+    [InlineData("rounding: gptq\n    type: IQ4_XS", "type: 'IQ4_XS' is not a ggml block type")] // GPTQ's rounding has a grid only for the types ggml encodes
     public void A_bad_type_is_a_one_line_recipe_error(string parameter, string message)
     {
         var e = Assert.Throws<ShrinkException>(() => CompressionTests.LoadRecipe($"modifiers:\n  - method: ggml\n    targets: [Linear]\n    {parameter}\n"));
@@ -191,11 +192,13 @@ public class GgmlTypeMethodTests(ITestOutputHelper output)
         Assert.DoesNotContain('\n', e.Message);
     }
 
-    [Fact]
-    public void A_row_length_that_is_not_a_whole_number_of_blocks_is_a_one_line_error()
+    [Theory]
+    [InlineData("nearest")]
+    [InlineData("gptq")]
+    public void A_row_length_that_is_not_a_whole_number_of_blocks_is_a_one_line_error_naming_the_modifier(string rounding)
     {
         // A quarter of the MLP channels removed leaves down_proj 576 inputs: 18 Q4_0 blocks, 2.25 Q4_K super-blocks.
-        var recipe = CompressionTests.LoadRecipe("""
+        var recipe = CompressionTests.LoadRecipe($"""
             modifiers:
               - method: prune-ffn
                 targets: [down_proj]
@@ -203,9 +206,10 @@ public class GgmlTypeMethodTests(ITestOutputHelper output)
               - method: ggml
                 targets: [down_proj]
                 type: Q4_K
+                rounding: {rounding}
             """);
         var e = Assert.Throws<ShrinkException>(() => TinyLitCompression.Run(recipe, null).Dispose());
-        Assert.Equal("ggml Q4_K: model.layers.0.mlp.down_proj has 576 inputs, not a multiple of the Q4_K block size 256", e.Message);
+        Assert.Equal("test.yaml: line 5, column 5: modifier 'ggml': model.layers.0.mlp.down_proj has 576 inputs, not a multiple of the Q4_K block size 256", e.Message);
     }
 
     [Fact]

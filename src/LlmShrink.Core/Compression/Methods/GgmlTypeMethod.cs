@@ -23,9 +23,10 @@ public enum GgmlRounding
 /// chooses their levels by GPTQ's error-feedback walk over the layer's Hessian (<see cref="GgmlGptq"/>): same type, same
 /// bytes per row, lower output error. It is a rounding of this method rather than a <c>gptq</c> parameter because the
 /// block type fixes what gptq's <c>bits</c>, <c>group_size</c> and <c>symmetric</c> would describe, and the layer is stored
-/// as ggml blocks either way.
+/// as ggml blocks either way. <paramref name="source"/> is where the recipe states the modifier: a layer whose inputs are not
+/// whole blocks is only found when the block is reached, and the error names the modifier there.
 /// </summary>
-public sealed class GgmlTypeMethod(TensorType type, GgmlRounding rounding = GgmlRounding.Nearest) : ICompressionMethod
+public sealed class GgmlTypeMethod(TensorType type, GgmlRounding rounding, string source) : ICompressionMethod
 {
     public string Name => "ggml";
     // Per-channel Σx² (the importance) is always gathered; GPTQ's walk also needs the full Hessian.
@@ -40,7 +41,7 @@ public sealed class GgmlTypeMethod(TensorType type, GgmlRounding rounding = Ggml
         var chosen = encodable.Where(t => string.Equals(t.ToString(), text, StringComparison.OrdinalIgnoreCase)).ToList();
         if (chosen.Count == 0) throw ShrinkException.InFile(p.Source, $"modifier '{p.Modifier}': type: '{text}' is not a ggml block type LlmShrink can encode ({string.Join(", ", encodable)})");
         var rounding = p.String("rounding", "nearest", "nearest", "gptq") == "gptq" ? GgmlRounding.Gptq : GgmlRounding.Nearest;
-        return new GgmlTypeMethod(chosen[0], rounding);
+        return new GgmlTypeMethod(chosen[0], rounding, p.Source);
     }
 
     public void CompressBlock(BlockCompression block)
@@ -50,7 +51,7 @@ public sealed class GgmlTypeMethod(TensorType type, GgmlRounding rounding = Ggml
         {
             var (rows, columns) = block.Shape(role);
             if (columns % blockElements != 0)
-                throw new ShrinkException($"ggml {type}: {LinearRoles.ModulePath(block.Layer, role)} has {columns} inputs, not a multiple of the {type} block size {blockElements}");
+                throw ShrinkException.InFile(source, $"modifier 'ggml': {LinearRoles.ModulePath(block.Layer, role)} has {columns} inputs, not a multiple of the {type} block size {blockElements}");
             var importance = block.Statistics(LinearRoles.Site(role)).SquareMean();
             var w = block.Weights(role);
             byte[] blocks;
