@@ -14,12 +14,13 @@ public class CompressionTests
 
     /// <summary>
     /// Compresses tinylit-8m in memory (128 calibration samples × 256 tokens, the defaults) and scores it against the
-    /// original on the first chunks of the held-out text: (perplexity, original's perplexity, mean KL(original ‖ compressed)).
+    /// original on the first chunks of the held-out text: (perplexity, original's perplexity, mean KL(original ‖ compressed),
+    /// % of positions whose most likely next token is the original's).
     /// </summary>
-    internal static (double Ppl, double Reference, double Kl) Compress(string recipe) => Compress(recipe, 128, EvalChunks);
+    internal static (double Ppl, double Reference, double Kl, double Top1) Compress(string recipe) => Compress(recipe, 128, EvalChunks);
 
     /// <summary>As <see cref="Compress(string)"/> with <paramref name="samples"/> calibration samples and <paramref name="chunks"/> evaluation chunks.</summary>
-    internal static (double Ppl, double Reference, double Kl) Compress(string recipe, int samples, int chunks)
+    internal static (double Ppl, double Reference, double Kl, double Top1) Compress(string recipe, int samples, int chunks)
     {
         using var model = ModelLoader.Load(SharedData.TinyLit);
         using var original = ModelLoader.Load(SharedData.TinyLit);
@@ -31,7 +32,7 @@ public class CompressionTests
         var tokens = tokenizer.Encode(File.ReadAllText(SharedData.Corpus("tinylit_eval.txt")), addBos: true);
         var r = Perplexity.Evaluate(tokens, 256, PerplexityProtocol.LlamaCpp, tokenizer.BosId,
             new TransformerLogitModel(transformer, 256), new TransformerLogitModel(reference, 256), chunks);
-        return (r.Perplexity, r.ReferencePerplexity!.Value, r.MeanKlDivergence!.Value);
+        return (r.Perplexity, r.ReferencePerplexity!.Value, r.MeanKlDivergence!.Value, r.Top1AgreementPercent!.Value);
     }
 
     internal static Recipe LoadRecipe(string presetOrYaml) =>

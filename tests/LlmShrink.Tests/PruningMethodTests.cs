@@ -23,11 +23,17 @@ public class PruningMethodTests
         var wanda = CompressionTests.Compress("wanda-50", Samples, Chunks);
         var sparsegpt = CompressionTests.Compress("sparsegpt-50", Samples, Chunks);
         Assert.True(wanda.Kl < magnitude.Kl && wanda.Ppl < magnitude.Ppl, $"wanda {wanda} vs magnitude {magnitude}");
-        // SparseGPT's KL is well below magnitude's (measured 0.0216 vs 0.0385), but on this 8M-parameter model its perplexity
-        // is not (84.24 vs 83.87, float 82.12): removing half the weights by magnitude costs the held-out text less than 3 %,
-        // and a reconstruction of each layer's float outputs need not lower the next-token loss further. KL against the
-        // float model is what every layer's objective approximates, so that is the ordering asserted for SparseGPT.
+        // SparseGPT's KL is well below magnitude's (measured 0.0210 vs 0.0393), but on this 8M-parameter model its perplexity
+        // is not (77.66 vs 77.44, float 76.24). Perplexity does not rank closeness to the original here: on texts the model
+        // was not trained on, magnitude pruning beats the float model itself (150 chunks of 256, 128 calibration samples:
+        // tinyshakespeare 402.1 magnitude vs 418.2 float, sotu 179.3 vs 179.8), a gain no reconstruction of the original
+        // can make. SparseGPT's perplexity is above
+        // magnitude's on all three texts (tinylit_eval 86.41 vs 85.94, tinyshakespeare 416.5 vs 402.1, sotu 186.2 vs
+        // 179.3) while its KL to the float model is 28–39 % lower and its top-1 agreement 4–5 points higher on each of
+        // them. So the orderings asserted for SparseGPT are the two that measure fidelity to the original, which is what
+        // each layer's objective approximates: KL, and top-1 agreement (88.0 % vs 83.0 % here).
         Assert.True(sparsegpt.Kl < 0.75 * magnitude.Kl, $"sparsegpt {sparsegpt} vs magnitude {magnitude}");
+        Assert.True(sparsegpt.Top1 > magnitude.Top1 + 2, $"sparsegpt {sparsegpt} vs magnitude {magnitude}");
     }
 
     [Fact]

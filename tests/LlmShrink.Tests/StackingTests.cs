@@ -17,8 +17,8 @@ public class StackingTests
     [Fact]
     public void Smoothquant_then_gptq_loses_less_than_smoothquant_alone()
     {
-        var (_, _, klSmooth) = CompressionTests.Compress("w8a8-smoothquant", Samples, Chunks);
-        var (_, _, klStacked) = CompressionTests.Compress("w8a8-smoothquant-gptq", Samples, Chunks);
+        var (_, _, klSmooth, _) = CompressionTests.Compress("w8a8-smoothquant", Samples, Chunks);
+        var (_, _, klStacked, _) = CompressionTests.Compress("w8a8-smoothquant-gptq", Samples, Chunks);
         Assert.True(klStacked < klSmooth, $"KL smoothquant+gptq {klStacked:E3} vs smoothquant {klSmooth:E3}");
     }
 
@@ -51,8 +51,8 @@ public class StackingTests
                 bits: 3
                 group_size: 64
             """;
-        var (_, _, klGptq) = CompressionTests.Compress(recipe[(recipe.IndexOf("  - method: gptq", StringComparison.Ordinal))..].Insert(0, "modifiers:\n"), Samples, Chunks);
-        var (_, _, klStacked) = CompressionTests.Compress(recipe, Samples, Chunks);
+        var (_, _, klGptq, _) = CompressionTests.Compress(recipe[(recipe.IndexOf("  - method: gptq", StringComparison.Ordinal))..].Insert(0, "modifiers:\n"), Samples, Chunks);
+        var (_, _, klStacked, _) = CompressionTests.Compress(recipe, Samples, Chunks);
         // GPTQ already compensates rounding through H, so AWQ's scales need not help it (measured at 32 × 256 calibration:
         // 1.14e-2 stacked vs 9.87e-3 GPTQ alone; at 128 × 256 the stack was the better one). What stacking guarantees is that
         // GPTQ quantizes weights whose folds keep the function: a scale applied to the weights but not folded into the norm
