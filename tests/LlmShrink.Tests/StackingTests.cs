@@ -37,6 +37,28 @@ public class StackingTests
         TinyLitCompression.AssertReloadsIdentically(stacked.Transformer, dir.File("out"));
     }
 
+    /// <summary>
+    /// AWQ on q_proj alone rescales its whole input site, so k_proj and v_proj, pruned earlier and not quantized, change
+    /// after their pruned layers were built: the block's end must run them as they are written (rescaled, F32), not as
+    /// they were pruned (a runtime layer kept from the pruning step would leave the in-memory model off the checkpoint).
+    /// </summary>
+    [Fact]
+    public void Pruned_layers_rescaled_by_a_later_fold_run_as_written()
+    {
+        using var dir = new TempDir();
+        using var run = TinyLitCompression.Run(CompressionTests.LoadRecipe("""
+            modifiers:
+              - method: wanda
+                sparsity: 0.5
+              - method: awq
+                bits: 4
+                group_size: 128
+                targets: [q_proj]
+            """), dir.File("out"));
+        Assert.Contains(run.Result.Layers, l => l.Module.EndsWith("k_proj", StringComparison.Ordinal) && l.Method == "wanda");
+        TinyLitCompression.AssertReloadsIdentically(run.Transformer, dir.File("out"));
+    }
+
     [Fact]
     public void Awq_then_gptq_stores_gptq_layers_over_the_awq_scaled_weights()
     {
