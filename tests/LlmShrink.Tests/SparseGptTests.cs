@@ -82,6 +82,18 @@ public class SparseGptTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>Ctrl+C reaches the column walks of SparseGPT and GPTQ (a 7B down_proj takes tens of seconds), not only the pipeline between layers.</summary>
+    [Fact]
+    public void A_cancelled_walk_stops_with_OperationCanceledException()
+    {
+        using var cancelled = new CancellationTokenSource();
+        cancelled.Cancel();
+        Assert.Throws<OperationCanceledException>(() => SparseGpt.PruneConsumingHessian(W, Rows, Columns, (double[])H.Clone(),
+            SparsityPattern.Unstructured, 0.5, cancel: cancelled.Token));
+        Assert.Throws<OperationCanceledException>(() => Gptq.QuantizeConsumingHessian(W, Rows, Columns, (double[])H.Clone(),
+            FourBitG128, cancel: cancelled.Token));
+    }
+
     [Fact]
     public void OutputErrorRanksSparseGptBelowWandaBelowMagnitude()
     {

@@ -35,7 +35,7 @@ public sealed class GptqMethod(QuantScheme scheme, GptqOptions options, bool int
         foreach (var role in block.Targets)
         {
             var (rows, columns) = block.Shape(role);
-            var q = Gptq.QuantizeConsumingHessian(block.Weights(role), rows, columns, block.HessianToConsume(role), scheme, options);
+            var q = Gptq.QuantizeConsumingHessian(block.Weights(role), rows, columns, block.HessianToConsume(role), scheme, options, cancel: block.Cancellation);
             if (!int8Activations) { block.SetQuantized(role, q); continue; }
             // Symmetric 8-bit codes sit around the zero point 128: the int8 level is code − 128, the row's grid scale its W8A8 scale.
             var levels = new sbyte[q.Codes.Length];

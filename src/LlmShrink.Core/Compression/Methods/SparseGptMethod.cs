@@ -37,7 +37,7 @@ public sealed class SparseGptMethod(PruningParameters pruning, QuantScheme? sche
         {
             var (rows, columns) = block.Shape(role);
             var result = SparseGpt.PruneConsumingHessian(block.Weights(role), rows, columns, block.HessianToConsume(role),
-                pruning.Pattern, sparsity, scheme, options);
+                pruning.Pattern, sparsity, scheme, options, block.Cancellation);
             if (result.Quantized is { } q) block.SetQuantized(role, q, (result.Keep, described));
             else block.SetPruned(role, result.Weights, result.Keep, described);
         }

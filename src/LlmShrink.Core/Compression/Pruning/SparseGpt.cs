@@ -52,8 +52,9 @@ public static class SparseGpt
     /// As <see cref="Prune"/>, using <paramref name="hessian"/> as the float64 workspace: it is dampened and turned into U
     /// (then into U in float32) in place, as <see cref="Gptq.QuantizeConsumingHessian"/> does. H is garbage afterwards.
     /// </summary>
+    /// <param name="cancel">Checked at every block of columns: a 7B down_proj takes tens of seconds, too long to wait for Ctrl+C.</param>
     public static SparseGptResult PruneConsumingHessian(ReadOnlySpan<float> w, int rows, int columns, double[] hessian,
-        SparsityPattern pattern, double? sparsity = null, QuantScheme? scheme = null, SparseGptOptions? options = null)
+        SparsityPattern pattern, double? sparsity = null, QuantScheme? scheme = null, SparseGptOptions? options = null, CancellationToken cancel = default)
     {
         options ??= new SparseGptOptions();
         if (w.Length != (long)rows * columns || hessian.Length != (long)columns * columns)
@@ -87,6 +88,7 @@ public static class SparseGpt
         int chunks = (rows + RowChunk - 1) / RowChunk;
         for (int i1 = 0; i1 < n; i1 += block)
         {
+            cancel.ThrowIfCancellationRequested();
             int i2 = Math.Min(i1 + block, n);
             blockMask?.Choose(weights, hessian, n, rows, i1, i2, fraction, keep);
             Parallel.For(0, chunks, chunk =>

@@ -39,8 +39,9 @@ public static class Gptq
     /// and turned into U (then into U in float32) in place, so besides a float32 copy of W no other n×n matrix is
     /// allocated (a 7B down_proj's H is 11008² float64 ≈ 1 GB). H is garbage afterwards.
     /// </summary>
+    /// <param name="cancel">Checked at every block of columns: a 7B down_proj takes tens of seconds, too long to wait for Ctrl+C.</param>
     public static QuantizedMatrix QuantizeConsumingHessian(ReadOnlySpan<float> w, int rows, int columns, double[] hessian,
-        QuantScheme scheme, GptqOptions? options = null, bool[]? keep = null)
+        QuantScheme scheme, GptqOptions? options = null, bool[]? keep = null, CancellationToken cancel = default)
     {
         options ??= new GptqOptions();
         if (w.Length != (long)rows * columns || hessian.Length != (long)columns * columns || (keep != null && keep.Length != w.Length))
@@ -83,8 +84,9 @@ public static class Gptq
         {
             int r0 = chunk * RowChunk, count = Math.Min(RowChunk, rows - r0);
             QuantizeRows(weights, InverseHessianFactor.Float32(h, n), n, r0, count, scheme, options, perm, q, upfront,
-                grouped && !options.StaticGroups, keep);
+                grouped && !options.StaticGroups, keep, cancel);
         });
+        cancel.ThrowIfCancellationRequested(); // the row chunks return early when cancelled (an exception inside Parallel.For would arrive wrapped)
         return q;
     }
 
@@ -122,13 +124,14 @@ public static class Gptq
     }
 
     static void QuantizeRows(float[] wp, Span<float> u, int n, int r0, int rowCount, QuantScheme scheme, GptqOptions options,
-        int[] perm, QuantizedMatrix q, QuantGrid[]? upfront, bool fitGroupsOnTheWay, bool[]? keep)
+        int[] perm, QuantizedMatrix q, QuantGrid[]? upfront, bool fitGroupsOnTheWay, bool[]? keep, CancellationToken cancel)
     {
         int block = options.BlockSize, groupSize = scheme.GroupWidth(n), rows = q.Rows;
         var negErrors = new float[rowCount * block]; // −(w − ŵ)/U_ii for the current block, [rowCount, block]
         var grids = new QuantGrid[rowCount];
         for (int i1 = 0; i1 < n; i1 += block)
         {
+            if (cancel.IsCancellationRequested) return;
             int i2 = Math.Min(i1 + block, n);
             for (int i = i1; i < i2; i++)
             {
