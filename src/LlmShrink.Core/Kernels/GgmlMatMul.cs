@@ -163,7 +163,16 @@ public static unsafe partial class GgmlMatMul
                 int* sums = Sums + (long)i * In / 32;
                 int* offsets = Offsets + (long)i * In / 32;
                 byte* pairs = Pairs + (long)i * PairRowBytes;
-                for (int j = j0; j < j1; j++)
+                int j = j0;
+                if (Vectorized && Type == TensorType.Q4_0)
+                {
+                    // Row j with row j + half: two rows per pass share the x loads (GgmlQ4_0Pairs.cs); an odd row is left over.
+                    int half = (j1 - j0) / 2;
+                    for (; j < j0 + half; j++)
+                        DotQ4_0PairsTwoRows(W + (long)j * RowBytes, RowBytes, half, pairs, q, scales, offsets, In / 32, Y + (long)i * Out + j);
+                    j = j0 + 2 * half;
+                }
+                for (; j < j1; j++)
                 {
                     byte* row = W + (long)j * RowBytes;
                     Y[(long)i * Out + j] = !Vectorized ? DotReference(Type, new ReadOnlySpan<byte>(row, RowBytes), new ReadOnlySpan<sbyte>(q, In),

@@ -10,9 +10,13 @@ namespace LlmShrink.Kernels;
 /// shift for both, into [b: 0..15 | b + 1: 0..15] and [b: 16..31 | b + 1: 16..31]. The activations are arranged once per
 /// call into that order (<see cref="ArrangePairs"/>), so two <c>vpdpbusd</c> leave block b's dot in int32 lanes 0–3 and
 /// block b + 1's in lanes 4–7, and one convert and one FMA with the scale vector [d_b·d_x,b ×4 | d_b+1·d_x,b+1 ×4]
-/// finish both blocks, instead of a nibble split, convert, scale product and FMA per block: 19 instructions per pair
-/// instead of about 30 (JIT disassembly). ggml-gemv 8192×2048 Q4_0, old µs / new µs alternating on a loaded Zen 4:
-/// 1.26–1.44 (in L3) and 1.23–1.30 (from DRAM) at 1 and 2 threads, e.g. 572 → 397 µs at 1 thread.
+/// finish both blocks, instead of a nibble split, convert, scale product and FMA per block: 21 instructions per pair
+/// instead of 42 (JIT disassembly, loop included). ggml-gemv 8192×2048 Q4_0, old µs / new µs alternating on a loaded
+/// Zen 4: 1.26–1.44 (in L3) and 1.23–1.30 (from DRAM) at 1 and 2 threads, e.g. 572 → 397 µs at 1 thread.
+/// <para>
+/// Two W rows per pass (<see cref="DotQ4_0PairsTwoRows"/>) then share each pair record's four loads: a further
+/// 1.19–1.41× at 1 thread (ggml-gemv, L3 and DRAM, A-B-B-A rounds).
+/// </para>
 /// </summary>
 public static unsafe partial class GgmlMatMul
 {
@@ -42,9 +46,9 @@ public static unsafe partial class GgmlMatMul
     }
 
     /// <summary>
-    /// One W row against one x row arranged by <see cref="ArrangePairs"/>; <paramref name="q"/>, <paramref name="scales"/>
-    /// and <paramref name="offsets"/> serve an odd last block. Two pairs per pass into two accumulators, because one FMA
-    /// chain waits 4 cycles per step on Zen 4.
+    /// One W row against one x row arranged by <see cref="ArrangePairs"/>, for a row left over by
+    /// <see cref="DotQ4_0PairsTwoRows"/>; <paramref name="q"/>, <paramref name="scales"/> and <paramref name="offsets"/>
+    /// serve an odd last block. Two pairs per pass into two accumulators, because one FMA chain waits 4 cycles per step on Zen 4.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float DotQ4_0Pairs(byte* w, byte* pairs, sbyte* q, float* scales, int* offsets, int blocks)
@@ -54,30 +58,74 @@ public static unsafe partial class GgmlMatMul
         int b = 0;
         for (; b + 4 <= blocks; b += 4, w += 72, pairs += 2 * PairBytes)
         {
-            first = AccumulatePair(first, w, pairs, mask);
-            second = AccumulatePair(second, w + 36, pairs + PairBytes, mask);
+            first = AccumulatePair(first, w, PairRecord.Load(pairs), mask);
+            second = AccumulatePair(second, w + 36, PairRecord.Load(pairs + PairBytes), mask);
         }
         if (b + 2 <= blocks)
         {
-            first = AccumulatePair(first, w, pairs, mask);
+            first = AccumulatePair(first, w, PairRecord.Load(pairs), mask);
             b += 2;
             w += 36;
         }
-        if (b < blocks)
-            second = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(DotUnsigned(Vector256.Create(offsets[b]), Nibbles(w + 2), Vector256.Load(q + 32 * b))),
-                Vector256.Create(Fp16(w) * scales[b]), second);
+        if (b < blocks) second = AccumulateBlock(second, w, q + 32 * b, offsets[b], scales[b]);
         return Vector256.Sum(first + second);
+    }
+
+    /// <summary>
+    /// W rows <paramref name="w"/> and <paramref name="w"/> + <paramref name="rowStep"/> rows against one arranged x row,
+    /// into y[0] and y[<paramref name="rowStep"/>]. The caller pairs rows half a work item apart: two adjacent rows read
+    /// in step ran 2.8× slower from DRAM (ggml-gemv copies 8: 1160 against 420 µs; in L3 they were not slower),
+    /// presumably the hardware prefetcher meeting two interleaved streams 1152 bytes apart.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void DotQ4_0PairsTwoRows(byte* w, int rowBytes, int rowStep, byte* pairs, sbyte* q, float* scales, int* offsets, int blocks, float* y)
+    {
+        Vector256<float> first = default, second = default;
+        var mask = Vector256.Create((byte)0xF);
+        byte* v = w + (long)rowStep * rowBytes;
+        int b = 0;
+        for (; b + 2 <= blocks; b += 2, w += 36, v += 36, pairs += PairBytes)
+        {
+            var x = PairRecord.Load(pairs);
+            first = AccumulatePair(first, w, x, mask);
+            second = AccumulatePair(second, v, x, mask);
+        }
+        if (b < blocks)
+        {
+            first = AccumulateBlock(first, w, q + 32 * b, offsets[b], scales[b]);
+            second = AccumulateBlock(second, v, q + 32 * b, offsets[b], scales[b]);
+        }
+        y[0] = Vector256.Sum(first);
+        y[rowStep] = Vector256.Sum(second);
+    }
+
+    /// <summary>A pair record in registers (see <see cref="ArrangePairs"/>).</summary>
+    private readonly struct PairRecord(Vector256<sbyte> low, Vector256<sbyte> high, Vector256<int> laneStarts, Vector256<float> scales)
+    {
+        public readonly Vector256<sbyte> Low = low, High = high;
+        public readonly Vector256<int> LaneStarts = laneStarts;
+        public readonly Vector256<float> Scales = scales;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static PairRecord Load(byte* pair) => new(Vector256.Load((sbyte*)pair), Vector256.Load((sbyte*)pair + 32),
+            Vector256.Load((int*)(pair + 64)), Vector256.Load((float*)(pair + 96)));
     }
 
     /// <summary><paramref name="acc"/> plus blocks <paramref name="w"/> and <paramref name="w"/> + 18 against their pair record.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> AccumulatePair(Vector256<float> acc, byte* w, byte* pair, Vector256<byte> mask)
+    private static Vector256<float> AccumulatePair(Vector256<float> acc, byte* w, in PairRecord x, Vector256<byte> mask)
     {
         var codes = Vector256.Create(Vector128.Load(w + 2), Vector128.Load(w + 20));
         var low = codes & mask;
         var high = (codes.AsUInt16() >>> 4).AsByte() & mask;
-        var dot = DotUnsigned(DotUnsigned(Vector256.Load((int*)(pair + 64)), low, Vector256.Load((sbyte*)pair)), high, Vector256.Load((sbyte*)pair + 32));
+        var dot = DotUnsigned(DotUnsigned(x.LaneStarts, low, x.Low), high, x.High);
         var weightScales = Vector256.Create(Vector128.Create(Fp16(w)), Vector128.Create(Fp16(w + 18)));
-        return Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(dot), weightScales * Vector256.Load((float*)(pair + 96)), acc);
+        return Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(dot), weightScales * x.Scales, acc);
     }
+
+    /// <summary><paramref name="acc"/> plus one block against its 32 activations in element order (an odd last block).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> AccumulateBlock(Vector256<float> acc, byte* w, sbyte* x, int offset, float scale) =>
+        Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(DotUnsigned(Vector256.Create(offset), Nibbles(w + 2), Vector256.Load(x))),
+            Vector256.Create(Fp16(w) * scale), acc);
 }
