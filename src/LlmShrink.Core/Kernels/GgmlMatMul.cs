@@ -166,11 +166,11 @@ public static unsafe partial class GgmlMatMul
                 int j = j0;
                 if (Vectorized && Type == TensorType.Q4_0)
                 {
-                    // Row j with row j + half: two rows per pass share the x loads (GgmlQ4_0Pairs.cs); an odd row is left over.
-                    int half = (j1 - j0) / 2;
-                    for (; j < j0 + half; j++)
-                        DotQ4_0PairsTwoRows(W + (long)j * RowBytes, RowBytes, half, pairs, q, scales, offsets, In / 32, Y + (long)i * Out + j);
-                    j = j0 + 2 * half;
+                    // Rows j, j + quarter, j + 2·quarter, j + 3·quarter per pass share the x loads (GgmlQ4_0Pairs.cs); up to 3 rows are left over.
+                    int quarter = (j1 - j0) / 4;
+                    for (; j < j0 + quarter; j++)
+                        DotQ4_0PairsFourRows(W + (long)j * RowBytes, RowBytes, quarter, pairs, q, scales, offsets, In / 32, Y + (long)i * Out + j);
+                    j = j0 + 4 * quarter;
                 }
                 for (; j < j1; j++)
                 {

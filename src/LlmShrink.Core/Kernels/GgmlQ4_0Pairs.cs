@@ -14,8 +14,8 @@ namespace LlmShrink.Kernels;
 /// instead of 42 (JIT disassembly, loop included). ggml-gemv 8192×2048 Q4_0, old µs / new µs alternating on a loaded
 /// Zen 4: 1.26–1.44 (in L3) and 1.23–1.30 (from DRAM) at 1 and 2 threads, e.g. 572 → 397 µs at 1 thread.
 /// <para>
-/// Two W rows per pass (<see cref="DotQ4_0PairsTwoRows"/>) then share each pair record's four loads: a further
-/// 1.19–1.41× at 1 thread (ggml-gemv, L3 and DRAM, A-B-B-A rounds).
+/// Several W rows per pass then share each pair record's four loads: two rows a further 1.19–1.41× at 1 thread
+/// (ggml-gemv, L3 and DRAM, A-B-B-A rounds), four rows (<see cref="DotQ4_0PairsFourRows"/>) 1.06–1.19× on top of two.
 /// </para>
 /// </summary>
 public static unsafe partial class GgmlMatMul
@@ -46,8 +46,8 @@ public static unsafe partial class GgmlMatMul
     }
 
     /// <summary>
-    /// One W row against one x row arranged by <see cref="ArrangePairs"/>, for a row left over by
-    /// <see cref="DotQ4_0PairsTwoRows"/>; <paramref name="q"/>, <paramref name="scales"/> and <paramref name="offsets"/>
+    /// One W row against one x row arranged by <see cref="ArrangePairs"/>, for the rows left over by
+    /// <see cref="DotQ4_0PairsFourRows"/>; <paramref name="q"/>, <paramref name="scales"/> and <paramref name="offsets"/>
     /// serve an odd last block. Two pairs per pass into two accumulators, because one FMA chain waits 4 cycles per step on Zen 4.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -72,31 +72,39 @@ public static unsafe partial class GgmlMatMul
     }
 
     /// <summary>
-    /// W rows <paramref name="w"/> and <paramref name="w"/> + <paramref name="rowStep"/> rows against one arranged x row,
-    /// into y[0] and y[<paramref name="rowStep"/>]. The caller pairs rows half a work item apart: two adjacent rows read
-    /// in step ran 2.8× slower from DRAM (ggml-gemv copies 8: 1160 against 420 µs; in L3 they were not slower),
-    /// presumably the hardware prefetcher meeting two interleaved streams 1152 bytes apart.
+    /// W rows <paramref name="w"/> + k·<paramref name="rowStep"/> rows (k = 0..3) against one arranged x row, into
+    /// y[k·<paramref name="rowStep"/>]; the four rows share each pair record's loads. The caller takes rows a quarter of a
+    /// work item apart: two adjacent rows read in step ran 2.8× slower from DRAM (ggml-gemv copies 8: 1160 against
+    /// 420 µs; in L3 they were not slower), presumably the hardware prefetcher meeting interleaved streams 1152 bytes
+    /// apart. No spills: the loop keeps 12 vector registers (JIT disassembly, .NET 10).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void DotQ4_0PairsTwoRows(byte* w, int rowBytes, int rowStep, byte* pairs, sbyte* q, float* scales, int* offsets, int blocks, float* y)
+    private static void DotQ4_0PairsFourRows(byte* w, int rowBytes, int rowStep, byte* pairs, sbyte* q, float* scales, int* offsets, int blocks, float* y)
     {
-        Vector256<float> first = default, second = default;
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default; // four FMA chains: no second accumulator per row needed
         var mask = Vector256.Create((byte)0xF);
-        byte* v = w + (long)rowStep * rowBytes;
+        long step = (long)rowStep * rowBytes;
+        byte* w1 = w + step, w2 = w + 2 * step, w3 = w + 3 * step;
         int b = 0;
-        for (; b + 2 <= blocks; b += 2, w += 36, v += 36, pairs += PairBytes)
+        for (; b + 2 <= blocks; b += 2, w += 36, w1 += 36, w2 += 36, w3 += 36, pairs += PairBytes)
         {
             var x = PairRecord.Load(pairs);
-            first = AccumulatePair(first, w, x, mask);
-            second = AccumulatePair(second, v, x, mask);
+            a0 = AccumulatePair(a0, w, x, mask);
+            a1 = AccumulatePair(a1, w1, x, mask);
+            a2 = AccumulatePair(a2, w2, x, mask);
+            a3 = AccumulatePair(a3, w3, x, mask);
         }
         if (b < blocks)
         {
-            first = AccumulateBlock(first, w, q + 32 * b, offsets[b], scales[b]);
-            second = AccumulateBlock(second, v, q + 32 * b, offsets[b], scales[b]);
+            a0 = AccumulateBlock(a0, w, q + 32 * b, offsets[b], scales[b]);
+            a1 = AccumulateBlock(a1, w1, q + 32 * b, offsets[b], scales[b]);
+            a2 = AccumulateBlock(a2, w2, q + 32 * b, offsets[b], scales[b]);
+            a3 = AccumulateBlock(a3, w3, q + 32 * b, offsets[b], scales[b]);
         }
-        y[0] = Vector256.Sum(first);
-        y[rowStep] = Vector256.Sum(second);
+        y[0] = Vector256.Sum(a0);
+        y[rowStep] = Vector256.Sum(a1);
+        y[2 * rowStep] = Vector256.Sum(a2);
+        y[3 * rowStep] = Vector256.Sum(a3);
     }
 
     /// <summary>A pair record in registers (see <see cref="ArrangePairs"/>).</summary>
