@@ -51,6 +51,8 @@ public unsafe class GgmlLinearTests
         { TensorType.IQ2_XXS, 1, 256, 7 }, { TensorType.IQ2_XXS, 1, 1024, 40 }, { TensorType.IQ2_XXS, 5, 512, 19 },
         { TensorType.IQ2_XS, 1, 256, 7 }, { TensorType.IQ2_XS, 1, 1024, 40 }, { TensorType.IQ2_XS, 5, 512, 19 },
         { TensorType.IQ2_S, 1, 256, 7 }, { TensorType.IQ2_S, 1, 1024, 40 }, { TensorType.IQ2_S, 5, 512, 19 },
+        // Q4_0 decode pairs blocks (GgmlQ4_0Pairs.cs): rows of 1, 3, 5, 7 and 33 blocks leave an odd block, a lone pair or both.
+        { TensorType.Q4_0, 1, 32, 5 }, { TensorType.Q4_0, 1, 96, 7 }, { TensorType.Q4_0, 1, 160, 9 }, { TensorType.Q4_0, 1, 224, 6 }, { TensorType.Q4_0, 1, 1056, 19 },
         // Integer prompts (Q4_0, Q8_0): whole groups of 8 W rows and 4 x rows only, then with leftovers of both.
         { TensorType.Q4_0, 4, 512, 16 }, { TensorType.Q8_0, 8, 256, 32 }, { TensorType.Q8_0, 9, 1088, 19 },
         // Prompt tiles: several 512-element slices (the last one partial), more than one tile of 64 W rows.

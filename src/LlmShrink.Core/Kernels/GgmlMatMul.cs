@@ -68,6 +68,7 @@ public static unsafe partial class GgmlMatMul
     [ThreadStatic] private static float[]? t_scales;
     [ThreadStatic] private static int[]? t_sums;
     [ThreadStatic] private static int[]? t_offsets;
+    [ThreadStatic] private static byte[]? t_pairs;
     [ThreadStatic] private static Job? t_job;
     [ThreadStatic] private static TileDecoder? t_decoder;
 
@@ -111,20 +112,31 @@ public static unsafe partial class GgmlMatMul
         if (offset != 0)
             for (int b = 0; b < elements / 32; b++) t_offsets[b] = -(offset / 8) * t_sums[b];
 
+        // Q4_0 decode reads x in pair records (GgmlQ4_0Pairs.cs), 64-byte aligned so that no vector load splits a cache line.
+        bool pairedQ4_0 = type == TensorType.Q4_0 && vectorized && !(n > 1 && HasIntegerPrompt(type));
+        int pairRowBytes = inDim / 64 * PairBytes;
+        if (pairedQ4_0 && (t_pairs is null || t_pairs.Length < n * pairRowBytes + 64)) t_pairs = GC.AllocateUninitializedArray<byte>(n * pairRowBytes + 64, pinned: true);
+
         fixed (sbyte* q = t_q)
         fixed (float* scales = t_scales, py = y)
         fixed (int* sums = t_sums, offsets = t_offsets)
+        fixed (byte* pairBuffer = t_pairs)
         {
             if (n > 1 && vectorized && HasIntegerPrompt(type))
             {
                 MultiplyPrompt(type, w, q, scales, sums, offsets, py, n, inDim, outDim, pool, threads);
                 return;
             }
+            byte* pairs = (byte*)(((nuint)pairBuffer + 63) & ~(nuint)63);
+            if (pairedQ4_0)
+                for (int i = 0; i < n; i++)
+                    ArrangePairs(q + (long)i * inDim, scales + (long)i * inDim / 32, sums + (long)i * inDim / 32, pairs + (long)i * pairRowBytes, inDim / 32);
             var job = t_job ??= new Job();
             job.Type = type; job.W = w; job.Q = q; job.Scales = scales; job.Offsets = offsets; job.Sums = sums; job.Y = py;
+            job.Pairs = pairs; job.PairRowBytes = pairRowBytes;
             job.Vectorized = vectorized; job.N = n; job.In = inDim; job.Out = outDim; job.RowBytes = (int)TensorTypes.ByteCount(type, inDim);
             pool.For((outDim + ItemRows - 1) / ItemRows, job, threads);
-            job.W = null; job.Q = null; job.Scales = null; job.Offsets = null; job.Sums = null; job.Y = null;
+            job.W = null; job.Q = null; job.Scales = null; job.Offsets = null; job.Sums = null; job.Y = null; job.Pairs = null;
         }
     }
 
@@ -135,7 +147,8 @@ public static unsafe partial class GgmlMatMul
         public sbyte* Q;
         public float* Scales, Y;
         public int* Sums, Offsets;
-        public int N, In, Out, RowBytes;
+        public byte* Pairs;
+        public int N, In, Out, RowBytes, PairRowBytes;
         public bool Vectorized;
 
         public void Execute(int begin, int end, int worker)
@@ -149,14 +162,24 @@ public static unsafe partial class GgmlMatMul
                 float* scales = Scales + (long)i * In / block;
                 int* sums = Sums + (long)i * In / 32;
                 int* offsets = Offsets + (long)i * In / 32;
-                for (int j = j0; j < j1; j++)
+                byte* pairs = Pairs + (long)i * PairRowBytes;
+                int j = j0;
+                if (Vectorized && Type == TensorType.Q4_0)
+                {
+                    // Rows j, j + quarter, j + 2·quarter, j + 3·quarter per pass share the x loads (GgmlQ4_0Pairs.cs); up to 3 rows are left over.
+                    int quarter = (j1 - j0) / 4;
+                    for (; j < j0 + quarter; j++)
+                        DotQ4_0PairsFourRows(W + (long)j * RowBytes, RowBytes, quarter, pairs, q, scales, offsets, In / 32, Y + (long)i * Out + j);
+                    j = j0 + 4 * quarter;
+                }
+                for (; j < j1; j++)
                 {
                     byte* row = W + (long)j * RowBytes;
                     Y[(long)i * Out + j] = !Vectorized ? DotReference(Type, new ReadOnlySpan<byte>(row, RowBytes), new ReadOnlySpan<sbyte>(q, In),
                             new ReadOnlySpan<float>(scales, In / block), new ReadOnlySpan<int>(sums, In / 32))
                         : Type switch
                         {
-                            TensorType.Q4_0 => DotQ4_0(row, q, scales, offsets, In / 32),
+                            TensorType.Q4_0 => DotQ4_0Pairs(row, pairs, q, scales, offsets, In / 32),
                             TensorType.Q8_0 => AvxVnni.IsSupported ? DotQ8_0Vnni(row, q, scales, offsets, In / 32) : DotQ8_0(row, q, scales, In / 32),
                             TensorType.Q4_K => DotQ4_K(row, q, scales, sums, In / 256),
                             TensorType.Q5_K => DotQ5_K(row, q, scales, sums, In / 256),
@@ -252,6 +275,7 @@ public static unsafe partial class GgmlMatMul
     /// Q4_0: the nibbles go straight into the dot as unsigned codes w + 8, the lanes starting from the block's −Σq_x
     /// (<paramref name="offsets"/>), so they sum to Σ w·q_x without moving signs per block. Two accumulators, because
     /// one FMA chain waits 4 cycles per block on Zen 4 (two blocks per pass: 8 % faster on ggml-gemv, 1 and 2 threads).
+    /// Decode uses <see cref="DotQ4_0Pairs"/>, which needs x arranged per call; this serves the prompt's leftover rows.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float DotQ4_0(byte* w, sbyte* q, float* scales, int* offsets, int blocks)
