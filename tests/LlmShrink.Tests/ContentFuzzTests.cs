@@ -66,18 +66,20 @@ public class ContentFuzzTests
         Assert.True(failure is null, failure);
     }
 
-    /// <summary>Runs one case in a fresh sub-folder of <paramref name="work"/>; returns what went wrong, or null.</summary>
+    /// <summary>
+    /// Runs one case in a fresh sub-folder of <paramref name="work"/>; returns what went wrong, or null. The mutation is
+    /// drawn before the clock starts: the first draw builds the target's input (an export of a small model, seconds on
+    /// a loaded 2-core CI host — CI once timed it out), and only the product code run on the mutated files can hang.
+    /// </summary>
     private static string? RunCase(Func<Random, string, (string What, Action Run)> mutate, int seed, int caseNumber, string work)
     {
         string folder = Path.Combine(work, $"case{caseNumber}");
         Directory.CreateDirectory(folder);
-        string what = "(mutation not drawn yet)";
-        var task = Task.Run(() =>
+        var (what, run) = mutate(new Random(seed * 100_000 + caseNumber), folder);
+        bool answered = HangGuard.TryRun(() =>
         {
-            var random = new Random(seed * 100_000 + caseNumber);
             try
             {
-                (what, var run) = mutate(random, folder);
                 run();
                 return null;
             }
@@ -91,9 +93,9 @@ public class ContentFuzzTests
             {
                 return $"exit 1: {e.GetType().Name}: {e.Message.ReplaceLineEndings(" ")} {string.Join(" ", e.StackTrace?.Split('\n').Take(4).Select(l => l.Trim()) ?? [])}";
             }
-        });
-        string? failure = task.Wait(CaseTimeout) ? task.Result : $"no answer within {CaseTimeout.TotalSeconds} s (hang)";
-        if (task.IsCompleted) Directory.Delete(folder, recursive: true);
+        }, CaseTimeout, out string? failure);
+        if (answered) Directory.Delete(folder, recursive: true);
+        else failure = HangGuard.Hang(CaseTimeout);
         return failure is null ? null : $"seed {seed} case {caseNumber} ({what}): {failure}";
     }
 

@@ -75,7 +75,7 @@ public class FuzzTests
     /// <summary>Loads the model and touches every tensor's first and last row; returns a description of what went wrong, or null.</summary>
     private static string? LoadOnce(string modelArg)
     {
-        var task = Task.Run(() =>
+        bool answered = HangGuard.TryRun(() =>
         {
             long before = GC.GetAllocatedBytesForCurrentThread();
             try
@@ -97,8 +97,8 @@ public class FuzzTests
             catch (Exception e) { return e.GetType().Name + ": " + e.Message; }
             long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
             return allocated > AllocationLimit ? $"allocated {allocated >> 20} MB" : null;
-        });
-        return task.Wait(CaseTimeout) ? task.Result : $"no answer within {CaseTimeout.TotalSeconds} s (hang)";
+        }, CaseTimeout, out string? failure);
+        return answered ? failure : HangGuard.Hang(CaseTimeout);
     }
 
     private static (byte[] Bytes, string What) Mutate(byte[] original, int headerEnd, Random random)
