@@ -71,6 +71,31 @@ public class HalfWidthLinearTests
     }
 
     /// <summary>
+    /// Decode's F16 kernel leaves the 2¹¹² of the widening to the activations (scaled once per call): its y must be the
+    /// exact-widening kernel's bit for bit, with subnormal and zero weights, and with activations so large (2¹⁸, beyond
+    /// the 2¹⁵ that x·2¹¹² keeps finite) that the scale is lowered and the rest applied to y.
+    /// </summary>
+    [Theory]
+    [InlineData(1f)]
+    [InlineData(300_000f)]
+    [InlineData(3e37f)]
+    public void Finite_f16_decode_with_scaled_activations_equals_the_exact_kernel_bit_for_bit(float activationSize)
+    {
+        if (!System.Runtime.Intrinsics.X86.Avx512F.IsSupported) return;
+        var random = new Random(11);
+        int inDim = 1000, outDim = 37;
+        var (x, w) = RandomProblem(random, 1, inDim, outDim, f16: true);
+        for (int i = 0; i < x.Length; i++) x[i] *= activationSize;
+        for (int i = 0; i < w.Length; i += 7) w[i] = (ushort)(random.Next(2) << 15 | random.Next(1, 1024)); // subnormals
+        for (int i = 3; i < w.Length; i += 11) w[i] = 0;
+        float[] exact = new float[outDim], scaled = new float[outDim];
+        new HalfWidthLinear<Float16>(w, outDim, inDim, bias: null).Apply(x, exact, 1, WorkerPool.Shared, 0);
+        new HalfWidthLinear<FiniteFloat16>(w, outDim, inDim, bias: null).Apply(x, scaled, 1, WorkerPool.Shared, 0);
+        Assert.Equal(exact.Select(BitConverter.SingleToUInt32Bits), scaled.Select(BitConverter.SingleToUInt32Bits));
+        Assert.All(exact, y => Assert.True(float.IsFinite(y) && y != 0));
+    }
+
+    /// <summary>
     /// Every one of the 65536 binary16 bit patterns — zeros, subnormals, normals, infinities, NaNs — widens in registers
     /// to exactly the float32 bits of .NET's own conversion (NaNs: to a NaN with the same sign and payload), in registers
     /// in scalar code, and in the table the block kernels read their fp16 scales from.

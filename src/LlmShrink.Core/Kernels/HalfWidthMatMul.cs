@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -45,32 +46,64 @@ public sealed unsafe class HalfWidthMatMul<TFormat> : IRowDecoder where TFormat 
                 return;
             }
             var job = t_job ??= new GemvJob();
-            job.Owner = this; job.X = px; job.Y = py;
-            pool.For((OutDim + ItemRows - 1) / ItemRows, job, threads);
-            job.Owner = null; job.X = job.Y = null;
+            bool vectorized = Vectorized && InDim >= 16;
+            int dotScaleLog2 = vectorized ? ActivationScaleLog2(x) : 0;
+            if (dotScaleLog2 != 0)
+            {
+                if (job.Scaled.Length < InDim) job.Scaled = new float[InDim];
+                TensorPrimitives.Multiply(x, MathF.ScaleB(1, dotScaleLog2), job.Scaled.AsSpan(0, InDim));
+            }
+            fixed (float* scaled = job.Scaled)
+            {
+                job.Owner = this; job.Vectorized = vectorized; job.Y = py;
+                job.X = dotScaleLog2 != 0 ? scaled : px;
+                job.YScale = MathF.ScaleB(1, TFormat.DotScaleLog2 - dotScaleLog2);
+                pool.For((OutDim + ItemRows - 1) / ItemRows, job, threads);
+                job.Owner = null; job.X = job.Y = null;
+            }
         }
+    }
+
+    /// <summary>
+    /// The power of two decode multiplies x by, so that x times <see cref="IHalfWidthFormat.WidenForDot"/> is x times
+    /// the weight: the format's own (2¹¹² for F16), lowered only as far as keeps the largest |x| finite — products and
+    /// sums are then those of the unscaled kernel exactly (scaling by a power of two rounds nothing), and only
+    /// activations beyond 2¹⁵ (none seen in a model's matrix inputs) pay the remainder as one multiply of y.
+    /// </summary>
+    private static int ActivationScaleLog2(ReadOnlySpan<float> x)
+    {
+        int log2 = TFormat.DotScaleLog2;
+        if (log2 == 0) return 0;
+        float largest = MathF.Abs(TensorPrimitives.MaxMagnitude(x)); // the element itself, sign included
+        return largest > 0 && float.IsFinite(largest) ? Math.Min(log2, 127 - MathF.ILogB(largest)) : log2;
     }
 
     private sealed class GemvJob : IParallelWork
     {
         public HalfWidthMatMul<TFormat>? Owner;
+        public bool Vectorized;
+        /// <summary>x, carrying 2^(format's DotScaleLog2) / YScale when vectorized.</summary>
         public float* X, Y;
+        public float YScale;
+        public float[] Scaled = [];
 
         public void Execute(int begin, int end, int worker)
         {
             var m = Owner!;
             int j0 = begin * ItemRows, j1 = Math.Min(end * ItemRows, m.OutDim), j = j0;
-            if (m.Vectorized && m.InDim >= 16)
+            if (Vectorized)
             {
                 for (; j + 4 <= j1; j += 4) Dot1x4(X, m._w + (long)j * m.InDim, m.InDim, Y + j);
                 for (; j < j1; j++) Y[j] = Dot1(X, m._w + (long)j * m.InDim, m.InDim);
+                if (YScale != 1) for (int r = j0; r < j1; r++) Y[r] *= YScale;
             }
             for (; j < j1; j++) Y[j] = DotScalar(X, m._w + (long)j * m.InDim, m.InDim);
         }
     }
 
+    /// <summary>Decode's widening: the weights over 2^DotScaleLog2, which x carries.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Widen(ushort* p) => TFormat.Widen(p);
+    private static Vector512<float> Widen(ushort* p) => TFormat.WidenForDot(p);
 
     /// <summary>y[c] = x · w_c for 4 rows of W (len ≥ 16); two accumulators per row hide the FMA latency.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -147,7 +180,7 @@ public sealed unsafe class HalfWidthMatMul<TFormat> : IRowDecoder where TFormat 
         ushort* p = _w + (long)row * InDim + k0;
         int k = 0;
         if (Vectorized)
-            for (; k <= len - 16; k += 16) Widen(p + k).Store(destination + k);
+            for (; k <= len - 16; k += 16) TFormat.Widen(p + k).Store(destination + k);
         for (; k < len; k++) destination[k] = Widen(p[k]);
     }
 
