@@ -73,7 +73,7 @@ public class HalfWidthLinearTests
     /// <summary>
     /// Decode's F16 kernel leaves the 2¹¹² of the widening to the activations (scaled once per call): its y must be the
     /// exact-widening kernel's bit for bit, with subnormal and zero weights, and with activations so large (2¹⁸, beyond
-    /// the 2¹⁵ that x·2¹¹² keeps finite) that the scale is lowered and the rest applied to y.
+    /// the 2¹⁵ that x·2¹¹² keeps finite) that the scale is lowered and the rest applied to y; x is a longer buffer.
     /// </summary>
     [Theory]
     [InlineData(1f)]
@@ -88,6 +88,7 @@ public class HalfWidthLinearTests
         for (int i = 0; i < x.Length; i++) x[i] *= activationSize;
         for (int i = 0; i < w.Length; i += 7) w[i] = (ushort)(random.Next(2) << 15 | random.Next(1, 1024)); // subnormals
         for (int i = 3; i < w.Length; i += 11) w[i] = 0;
+        x = [.. x, 0.5f, -0.5f]; // a longer buffer, as the transformer passes
         float[] exact = new float[outDim], scaled = new float[outDim];
         new HalfWidthLinear<Float16>(w, outDim, inDim, bias: null).Apply(x, exact, 1, WorkerPool.Shared, 0);
         new HalfWidthLinear<FiniteFloat16>(w, outDim, inDim, bias: null).Apply(x, scaled, 1, WorkerPool.Shared, 0);

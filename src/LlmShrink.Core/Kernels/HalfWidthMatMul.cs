@@ -47,11 +47,12 @@ public sealed unsafe class HalfWidthMatMul<TFormat> : IRowDecoder where TFormat 
             }
             var job = t_job ??= new GemvJob();
             bool vectorized = Vectorized && InDim >= 16;
-            int dotScaleLog2 = vectorized ? ActivationScaleLog2(x) : 0;
+            var input = x[..InDim]; // x may be a longer buffer
+            int dotScaleLog2 = vectorized ? ActivationScaleLog2(input) : 0;
             if (dotScaleLog2 != 0)
             {
                 if (job.Scaled.Length < InDim) job.Scaled = new float[InDim];
-                TensorPrimitives.Multiply(x, MathF.ScaleB(1, dotScaleLog2), job.Scaled.AsSpan(0, InDim));
+                TensorPrimitives.Multiply(input, MathF.ScaleB(1, dotScaleLog2), job.Scaled.AsSpan(0, InDim));
             }
             fixed (float* scaled = job.Scaled)
             {
