@@ -9,7 +9,7 @@ namespace LlmShrink.Kernels;
 /// y[n, out] = x[n, in]·Wᵀ with W in a 16-bit float format (<see cref="Bfloat16"/> or <see cref="Float16"/>), read in
 /// place: half the bytes of float32, and never widened in memory. Widening is exact in both formats: 16 weights load as
 /// 16 ushorts, zero-extend to 32-bit lanes (<c>vpmovzxwd</c>) and become float32 in registers. Decode (n = 1) streams W
-/// once, 4 rows per pass so each x vector is loaded once per 4 FMAs; a prompt (n &gt; 1) widens tiles into float32 and
+/// once, a row at a time; a prompt (n &gt; 1) widens tiles into float32 and
 /// runs the float micro-kernel (<see cref="TiledGemm"/>).
 /// </summary>
 public sealed unsafe class HalfWidthMatMul<TFormat> : IRowDecoder where TFormat : struct, IHalfWidthFormat
@@ -94,7 +94,6 @@ public sealed unsafe class HalfWidthMatMul<TFormat> : IRowDecoder where TFormat 
             int j0 = begin * ItemRows, j1 = Math.Min(end * ItemRows, m.OutDim), j = j0;
             if (Vectorized)
             {
-                for (; j + 4 <= j1; j += 4) Dot1x4(X, m._w + (long)j * m.InDim, m.InDim, Y + j);
                 for (; j < j1; j++) Y[j] = Dot1(X, m._w + (long)j * m.InDim, m.InDim);
                 if (YScale != 1) for (int r = j0; r < j1; r++) Y[r] *= YScale;
             }
@@ -106,64 +105,33 @@ public sealed unsafe class HalfWidthMatMul<TFormat> : IRowDecoder where TFormat 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> Widen(ushort* p) => TFormat.WidenForDot(p);
 
-    /// <summary>y[c] = x · w_c for 4 rows of W (len ≥ 16); two accumulators per row hide the FMA latency.</summary>
+    /// <summary>
+    /// x · w for one row (len ≥ 16), four accumulators to hide the FMA latency. One row at a time, not four: decode is
+    /// bound by reading W, and one stream per thread reads it faster than four adjacent rows 2·len bytes apart —
+    /// F16 8192×2048 from DRAM 1,500 → 900 µs at 1 and 2 threads, BF16 likewise (ggml-gemv, docs/BENCHMARKS.md).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Dot1x4(float* x, ushort* w, int len, float* y)
+    private static float Dot1(float* x, ushort* w, int len)
     {
-        ushort* w0 = w, w1 = w + len, w2 = w + 2 * len, w3 = w + 3 * len;
         Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default;
-        Vector512<float> d0 = default, d1 = default, d2 = default, d3 = default;
         int k = 0;
-        for (; k <= len - 32; k += 32)
+        for (; k <= len - 64; k += 64)
         {
-            var a = Vector512.Load(x + k);
-            var e = Vector512.Load(x + k + 16);
-            c0 = Vector512.FusedMultiplyAdd(a, Widen(w0 + k), c0);
-            c1 = Vector512.FusedMultiplyAdd(a, Widen(w1 + k), c1);
-            c2 = Vector512.FusedMultiplyAdd(a, Widen(w2 + k), c2);
-            c3 = Vector512.FusedMultiplyAdd(a, Widen(w3 + k), c3);
-            d0 = Vector512.FusedMultiplyAdd(e, Widen(w0 + k + 16), d0);
-            d1 = Vector512.FusedMultiplyAdd(e, Widen(w1 + k + 16), d1);
-            d2 = Vector512.FusedMultiplyAdd(e, Widen(w2 + k + 16), d2);
-            d3 = Vector512.FusedMultiplyAdd(e, Widen(w3 + k + 16), d3);
+            c0 = Vector512.FusedMultiplyAdd(Vector512.Load(x + k), Widen(w + k), c0);
+            c1 = Vector512.FusedMultiplyAdd(Vector512.Load(x + k + 16), Widen(w + k + 16), c1);
+            c2 = Vector512.FusedMultiplyAdd(Vector512.Load(x + k + 32), Widen(w + k + 32), c2);
+            c3 = Vector512.FusedMultiplyAdd(Vector512.Load(x + k + 48), Widen(w + k + 48), c3);
         }
-        for (; k <= len - 16; k += 16)
-        {
-            var a = Vector512.Load(x + k);
-            c0 = Vector512.FusedMultiplyAdd(a, Widen(w0 + k), c0);
-            c1 = Vector512.FusedMultiplyAdd(a, Widen(w1 + k), c1);
-            c2 = Vector512.FusedMultiplyAdd(a, Widen(w2 + k), c2);
-            c3 = Vector512.FusedMultiplyAdd(a, Widen(w3 + k), c3);
-        }
+        for (; k <= len - 16; k += 16) c0 = Vector512.FusedMultiplyAdd(Vector512.Load(x + k), Widen(w + k), c0);
         if (k < len)
         {
             // The last len mod 16 inputs: the 16 ending at len, with the lanes already summed left out (a low-rank factor's
             // rank, e.g. 983, is rarely a multiple of 16, and widening a scalar binary16 is ~10 instructions per value).
             int start = len - 16;
             var fresh = Vector512.GreaterThanOrEqual(Vector512<int>.Indices, Vector512.Create(k - start)).AsSingle();
-            var a = Vector512.Load(x + start);
-            c0 = Vector512.ConditionalSelect(fresh, Vector512.FusedMultiplyAdd(a, Widen(w0 + start), c0), c0);
-            c1 = Vector512.ConditionalSelect(fresh, Vector512.FusedMultiplyAdd(a, Widen(w1 + start), c1), c1);
-            c2 = Vector512.ConditionalSelect(fresh, Vector512.FusedMultiplyAdd(a, Widen(w2 + start), c2), c2);
-            c3 = Vector512.ConditionalSelect(fresh, Vector512.FusedMultiplyAdd(a, Widen(w3 + start), c3), c3);
+            c1 = Vector512.ConditionalSelect(fresh, Vector512.FusedMultiplyAdd(Vector512.Load(x + start), Widen(w + start), c1), c1);
         }
-        y[0] = Vector512.Sum(c0 + d0); y[1] = Vector512.Sum(c1 + d1); y[2] = Vector512.Sum(c2 + d2); y[3] = Vector512.Sum(c3 + d3);
-    }
-
-    /// <summary>x · w for one row (the rows left over when a matrix's row count is not a multiple of 4); len ≥ 16.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float Dot1(float* x, ushort* w, int len)
-    {
-        Vector512<float> c = default;
-        int k = 0;
-        for (; k <= len - 16; k += 16) c = Vector512.FusedMultiplyAdd(Vector512.Load(x + k), Widen(w + k), c);
-        if (k < len)
-        {
-            int start = len - 16;
-            var fresh = Vector512.GreaterThanOrEqual(Vector512<int>.Indices, Vector512.Create(k - start)).AsSingle();
-            c = Vector512.ConditionalSelect(fresh, Vector512.FusedMultiplyAdd(Vector512.Load(x + start), Widen(w + start), c), c);
-        }
-        return Vector512.Sum(c);
+        return Vector512.Sum((c0 + c1) + (c2 + c3));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
