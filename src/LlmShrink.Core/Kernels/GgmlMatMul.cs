@@ -324,27 +324,31 @@ public static unsafe partial class GgmlMatMul
     /// <summary>
     /// Q4_K: y = Σ_sub (d·sc·Σ q_w·q_x − dmin·m·Σ q_x)·d_x. The sub-block scale multiplies the int16 pair sums inside
     /// <c>vpmaddwd</c> (≤ 2·15·127·63, no overflow); the minimum uses the activation's Σq per 32 from quantization.
+    /// The eight scales sit in both 128-bit halves of one register, and <c>vpshufb</c> spreads scale k over every int16
+    /// lane (<see cref="FirstScaleIndex"/>): one instruction instead of a byte load, move and broadcast.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float DotQ4_K(byte* w, sbyte* q, float* scales, int* sums, int blocks)
     {
         Vector256<float> acc = default, minimums = default;
-        byte* packed = stackalloc byte[16];
         var mask = Vector256.Create((byte)0xF);
         for (int b = 0; b < blocks; b++, w += 144, q += 256, sums += 8)
         {
-            UnpackScaleMinK4(w + 4, packed);
+            var scalesAndMins = UnpackScaleMinK4(w + 4);
+            var subScales = Vector256.Create(scalesAndMins);
+            Vector256<byte> lowIndex = FirstScaleIndex, highIndex = FirstScaleIndex + NextScaleIndex;
             var isum = Vector256<int>.Zero;
             for (int chunk = 0; chunk < 4; chunk++)
             {
                 var bytes = Vector256.Load(w + 16 + 32 * chunk);
                 var low = Avx2.MultiplyAddAdjacent(bytes & mask, Vector256.Load(q + 64 * chunk));
                 var high = Avx2.MultiplyAddAdjacent((bytes >>> 4) & mask, Vector256.Load(q + 64 * chunk + 32));
-                isum += Avx2.MultiplyAddAdjacent(low, Vector256.Create((short)packed[2 * chunk]));
-                isum += Avx2.MultiplyAddAdjacent(high, Vector256.Create((short)packed[2 * chunk + 1]));
+                isum += Avx2.MultiplyAddAdjacent(low, Avx2.Shuffle(subScales, lowIndex).AsInt16());
+                isum += Avx2.MultiplyAddAdjacent(high, Avx2.Shuffle(subScales, highIndex).AsInt16());
+                lowIndex += NextScaleIndex + NextScaleIndex; highIndex += NextScaleIndex + NextScaleIndex;
             }
             acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(isum), Vector256.Create(Fp16(w) * scales[b]), acc);
-            minimums = Vector256.FusedMultiplyAdd(MinimumTerms(packed + 8, sums), Vector256.Create(Fp16(w + 2) * scales[b]), minimums);
+            minimums = Vector256.FusedMultiplyAdd(MinimumTerms(scalesAndMins, sums), Vector256.Create(Fp16(w + 2) * scales[b]), minimums);
         }
         return Vector256.Sum(acc - minimums);
     }
@@ -358,12 +362,13 @@ public static unsafe partial class GgmlMatMul
     private static float DotQ5_K(byte* w, sbyte* q, float* scales, int* sums, int blocks)
     {
         Vector256<float> acc = default, minimums = default;
-        byte* packed = stackalloc byte[16];
         var mask = Vector256.Create((byte)0xF);
         var one = Vector256.Create((byte)1);
         for (int b = 0; b < blocks; b++, w += 176, q += 256, sums += 8)
         {
-            UnpackScaleMinK4(w + 4, packed);
+            var scalesAndMins = UnpackScaleMinK4(w + 4);
+            var subScales = Vector256.Create(scalesAndMins);
+            Vector256<byte> lowIndex = FirstScaleIndex, highIndex = FirstScaleIndex + NextScaleIndex;
             var high = Vector256.Load(w + 16);
             var isum = Vector256<int>.Zero;
             for (int chunk = 0; chunk < 4; chunk++)
@@ -373,14 +378,22 @@ public static unsafe partial class GgmlMatMul
                 var highCodes = (bytes >>> 4) | ((high >>> (2 * chunk + 1)) & one) << 4;
                 var low = Avx2.MultiplyAddAdjacent(lowCodes, Vector256.Load(q + 64 * chunk));
                 var upper = Avx2.MultiplyAddAdjacent(highCodes, Vector256.Load(q + 64 * chunk + 32));
-                isum += Avx2.MultiplyAddAdjacent(low, Vector256.Create((short)packed[2 * chunk]));
-                isum += Avx2.MultiplyAddAdjacent(upper, Vector256.Create((short)packed[2 * chunk + 1]));
+                isum += Avx2.MultiplyAddAdjacent(low, Avx2.Shuffle(subScales, lowIndex).AsInt16());
+                isum += Avx2.MultiplyAddAdjacent(upper, Avx2.Shuffle(subScales, highIndex).AsInt16());
+                lowIndex += NextScaleIndex + NextScaleIndex; highIndex += NextScaleIndex + NextScaleIndex;
             }
             acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(isum), Vector256.Create(Fp16(w) * scales[b]), acc);
-            minimums = Vector256.FusedMultiplyAdd(MinimumTerms(packed + 8, sums), Vector256.Create(Fp16(w + 2) * scales[b]), minimums);
+            minimums = Vector256.FusedMultiplyAdd(MinimumTerms(scalesAndMins, sums), Vector256.Create(Fp16(w + 2) * scales[b]), minimums);
         }
         return Vector256.Sum(acc - minimums);
     }
+
+    /// <summary>
+    /// <c>vpshufb</c> indices that spread byte k of each 128-bit half over all sixteen int16 lanes: k in every even byte,
+    /// 0x80 (which writes zero) in every odd one. Scale 0's; adding <see cref="NextScaleIndex"/> moves to the next scale.
+    /// </summary>
+    private static Vector256<byte> FirstScaleIndex => Vector256.Create((ushort)0x8000).AsByte();
+    private static Vector256<byte> NextScaleIndex => Vector256.Create((ushort)1).AsByte();
 
     /// <summary>
     /// Q6_K: y = d·d_x·Σ_group sc·Σ (q − 32)·q_x, with a signed scale per 16 elements. The codes q − 32 ∈ [−32, 31] are
@@ -480,19 +493,24 @@ public static unsafe partial class GgmlMatMul
     /// take their low 4 bits from bytes 8–11 and their top 2 from the top bits of bytes 0–3 and 4–7.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void UnpackScaleMinK4(byte* s, byte* output)
+    private static void UnpackScaleMinK4(byte* s, byte* output) => UnpackScaleMinK4(s).Store(output);
+
+    /// <summary>
+    /// The same in a register (scales in bytes 0–7, mins in 8–15), built from the four 32-bit results: storing them and
+    /// reloading 16 or 8 bytes at once stalls on store forwarding, which cost the Q4_K kernel about a third of its time.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<byte> UnpackScaleMinK4(byte* s)
     {
         uint u0 = *(uint*)s, u1 = *(uint*)(s + 4), u2 = *(uint*)(s + 8);
-        *(uint*)output = u0 & 0x3F3F3F3F;
-        *(uint*)(output + 4) = (u2 & 0x0F0F0F0F) | ((u0 >> 6) & 0x03030303) << 4;
-        *(uint*)(output + 8) = u1 & 0x3F3F3F3F;
-        *(uint*)(output + 12) = ((u2 >> 4) & 0x0F0F0F0F) | ((u1 >> 6) & 0x03030303) << 4;
+        return Vector128.Create(u0 & 0x3F3F3F3F, (u2 & 0x0F0F0F0F) | ((u0 >> 6) & 0x03030303) << 4,
+            u1 & 0x3F3F3F3F, ((u2 >> 4) & 0x0F0F0F0F) | ((u1 >> 6) & 0x03030303) << 4).AsByte();
     }
 
-    /// <summary>The eight mins m_j (bytes) times the activation's Σq of their sub-blocks, as floats: the dot's Σ m·Σq term.</summary>
+    /// <summary>The eight mins m_j (bytes 8–15 of the unpacked scales) times the activation's Σq of their sub-blocks, as floats: the dot's Σ m·Σq term.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> MinimumTerms(byte* mins, int* sums) =>
-        Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32(mins) * Vector256.Load(sums));
+    private static Vector256<float> MinimumTerms(Vector128<byte> scalesAndMins, int* sums) =>
+        Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32(Sse2.UnpackHigh(scalesAndMins.AsUInt64(), scalesAndMins.AsUInt64()).AsByte()) * Vector256.Load(sums));
 
     /// <summary>Σ level·q over the 32 nibbles of <paramref name="qs"/> (IQ4_NL's layout: low nibbles first) and 32 activations.</summary>
     private static int LevelDot(ReadOnlySpan<byte> qs, ReadOnlySpan<sbyte> q)
