@@ -363,19 +363,21 @@ public static unsafe partial class GgmlMatMul
     {
         Vector256<float> acc = default, minimums = default;
         var mask = Vector256.Create((byte)0xF);
-        var one = Vector256.Create((byte)1);
+        var sixteen = Vector256.Create((byte)16);
         for (int b = 0; b < blocks; b++, w += 176, q += 256, sums += 8)
         {
             var scalesAndMins = UnpackScaleMinK4(w + 4);
             var subScales = Vector256.Create(scalesAndMins);
             Vector256<byte> lowIndex = FirstScaleIndex, highIndex = FirstScaleIndex + NextScaleIndex;
-            var high = Vector256.Load(w + 16);
+            // qh moves down two bits per chunk as 16-bit lanes (one shift; a byte shift by the chunk's count compiled to
+            // eight instructions): what crosses in from the neighbouring byte lands in bits 6–7, never read as bits 0–1.
+            var high = Vector256.Load(w + 16).AsUInt16();
             var isum = Vector256<int>.Zero;
-            for (int chunk = 0; chunk < 4; chunk++)
+            for (int chunk = 0; chunk < 4; chunk++, high >>>= 2)
             {
                 var bytes = Vector256.Load(w + 48 + 32 * chunk);
-                var lowCodes = (bytes & mask) | ((high >>> (2 * chunk)) & one) << 4;
-                var highCodes = (bytes >>> 4) | ((high >>> (2 * chunk + 1)) & one) << 4;
+                var lowCodes = (bytes & mask) | ((high << 4).AsByte() & sixteen);
+                var highCodes = (bytes >>> 4) | ((high << 3).AsByte() & sixteen);
                 var low = Avx2.MultiplyAddAdjacent(lowCodes, Vector256.Load(q + 64 * chunk));
                 var upper = Avx2.MultiplyAddAdjacent(highCodes, Vector256.Load(q + 64 * chunk + 32));
                 isum += Avx2.MultiplyAddAdjacent(low, Avx2.Shuffle(subScales, lowIndex).AsInt16());
