@@ -1,0 +1,365 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using LlmShrink.Formats;
+
+namespace LlmShrink.Kernels;
+
+/// <summary>
+/// The prompt (n &gt; 1) path of Q4_K, Q5_K and Q6_K on int8 activations (one scale per 256, as decode), laid out as
+/// Q4_0/Q8_0's (GgmlPromptGemm.cs): a worker re-lays 8 W rows once so that 32-bit lane j holds 4 consecutive codes of
+/// row j (<see cref="LaneInterleave"/>), and one <c>vpdpbusd</c> against 4 broadcast activation bytes advances all 8
+/// rows. The codes go in unsigned as stored (Q4_K 0..15, Q5_K 0..31, Q6_K 0..63); the sub-block scales multiply each
+/// sub-block's int32 dot (<c>vpmulld</c> by a vector of the 8 rows' scales), so a super-block's integer sum is the
+/// decode kernels' exactly, and the float scales d·d_x apply once per super-block.
+/// <list type="bullet">
+/// <item>Q4_K/Q5_K (8 sub-blocks of 32, w = d·sc·q − dmin·m): Σ w·x = d_x·(d·Σ_s sc_s·Σ q·q_x − dmin·Σ_s m_s·Σq_x).
+/// The minimum term needs no codes: per sub-block one FMA of the 8 rows' −dmin·m_s with the activation's d_x·Σq_x.
+/// Bound: a sub-block dot ≤ 32·31·127 = 125,984, times sc ≤ 63, 8 of them: 63.5·10⁶ &lt; 2³¹.</item>
+/// <item>Q6_K (16 groups of 16, w = d·sc·(q − 32), sc signed): each group's chain starts from −32·Σ₁₆ q_x (computed
+/// once per call), so it ends at Σ (q − 32)·q_x ∈ ±16·32·127 = ±65,024 (and passes no further than ±16·63·127 +
+/// 65,024 on the way); times |sc| ≤ 128, 16 of them: 1.33·10⁸ &lt; 2³¹.</item>
+/// </list>
+/// Against the float tiles it replaces (<see cref="TiledGemm"/>): 32 multiply-adds per 256-bit <c>vpdpbusd</c>
+/// against 16 per 512-bit FMA, at a cost of one <c>vpmulld</c> and one add per sub-block and activation row.
+/// </summary>
+public static unsafe partial class GgmlMatMul
+{
+    private static bool IsKQuant(TensorType type) => type is TensorType.Q4_K or TensorType.Q5_K or TensorType.Q6_K;
+
+    [ThreadStatic] private static byte[]? t_kCodes;
+    [ThreadStatic] private static int[]? t_kSubScales;
+    [ThreadStatic] private static float[]? t_kRowScales, t_kRowMinimums;
+    [ThreadStatic] private static float[]? t_kActivationMinimums;
+    [ThreadStatic] private static int[]? t_kGroupOffsets;
+    [ThreadStatic] private static KQuantPromptJob? t_kPromptJob;
+
+    /// <summary>
+    /// y = x·Wᵀ for n quantized activation rows (<paramref name="q"/>, one scale per 256; <paramref name="sums"/>: Σq per
+    /// 32, needed by Q4_K and Q5_K only).
+    /// </summary>
+    private static void MultiplyKQuantPrompt(TensorType type, byte* w, sbyte* q, float* scales, int* sums, float* y, int n, int inDim, int outDim,
+        WorkerPool pool, int threads)
+    {
+        if (t_kActivationMinimums is null || t_kActivationMinimums.Length < n * inDim / 32) t_kActivationMinimums = GC.AllocateUninitializedArray<float>(n * inDim / 32, pinned: true);
+        if (t_kGroupOffsets is null || t_kGroupOffsets.Length < n * inDim / 16) t_kGroupOffsets = GC.AllocateUninitializedArray<int>(n * inDim / 16, pinned: true);
+        fixed (float* activationMinimums = t_kActivationMinimums)
+        fixed (int* groupOffsets = t_kGroupOffsets)
+        {
+            if (type == TensorType.Q6_K)
+                // −32·Σq_x per 16: the start of each group's chain (see the class summary).
+                for (long g = 0; g < (long)n * inDim / 16; g++)
+                {
+                    int sum = 0;
+                    for (int k = 0; k < 16; k++) sum += q[16 * g + k];
+                    groupOffsets[g] = -32 * sum;
+                }
+            else
+                // d_x·Σq_x per 32: what the rows' −dmin·m_s multiply.
+                for (long s = 0; s < (long)n * inDim / 32; s++) activationMinimums[s] = scales[s / 8] * sums[s];
+
+            var job = t_kPromptJob ??= new KQuantPromptJob();
+            job.Type = type; job.W = w; job.Q = q; job.Scales = scales; job.Sums = sums; job.ActivationMinimums = activationMinimums;
+            job.GroupOffsets = groupOffsets; job.Y = y; job.N = n; job.In = inDim; job.Out = outDim; job.RowBytes = (int)TensorTypes.ByteCount(type, inDim);
+            pool.For((outDim + ItemRows - 1) / ItemRows, job, threads);
+            job.W = null; job.Q = null; job.Scales = null; job.Sums = null; job.ActivationMinimums = null; job.GroupOffsets = null; job.Y = null;
+        }
+    }
+
+    private sealed class KQuantPromptJob : IParallelWork
+    {
+        public TensorType Type;
+        public byte* W;
+        public sbyte* Q;
+        public float* Scales, ActivationMinimums, Y;
+        public int* Sums, GroupOffsets;
+        public int N, In, Out, RowBytes;
+
+        public void Execute(int begin, int end, int worker)
+        {
+            int superBlocks = In / 256, subBlocks = In / 32, groups = In / 16, j0 = begin * ItemRows, j1 = Math.Min(end * ItemRows, Out);
+            int scaleCount = Type == TensorType.Q6_K ? groups : subBlocks;
+            if (t_kCodes is null || t_kCodes.Length < 8 * In) t_kCodes = GC.AllocateUninitializedArray<byte>(8 * In, pinned: true);
+            if (t_kSubScales is null || t_kSubScales.Length < 8 * scaleCount) t_kSubScales = GC.AllocateUninitializedArray<int>(8 * scaleCount, pinned: true);
+            if (t_kRowScales is null || t_kRowScales.Length < 8 * superBlocks) t_kRowScales = GC.AllocateUninitializedArray<float>(8 * superBlocks, pinned: true);
+            if (t_kRowMinimums is null || t_kRowMinimums.Length < 8 * subBlocks) t_kRowMinimums = GC.AllocateUninitializedArray<float>(8 * subBlocks, pinned: true);
+            fixed (byte* codes = t_kCodes)
+            fixed (int* subScales = t_kSubScales)
+            fixed (float* rowScales = t_kRowScales, rowMinimums = t_kRowMinimums)
+            {
+                int j = j0;
+                for (; j + 8 <= j1; j += 8)
+                {
+                    InterleaveKQuant(Type, W + (long)j * RowBytes, RowBytes, superBlocks, codes, subScales, rowScales, rowMinimums);
+                    int i = 0;
+                    if (Type == TensorType.Q6_K)
+                    {
+                        for (; i + 4 <= N; i += 4)
+                            Rows4Q6K(codes, subScales, rowScales, Q + (long)i * In, Scales + (long)i * superBlocks, GroupOffsets + (long)i * groups, superBlocks, In, Y + (long)i * Out + j, Out);
+                        for (; i < N; i++)
+                            Row1Q6K(codes, subScales, rowScales, Q + (long)i * In, Scales + (long)i * superBlocks, GroupOffsets + (long)i * groups, superBlocks, Y + (long)i * Out + j);
+                    }
+                    else
+                    {
+                        for (; i + 4 <= N; i += 4)
+                            Rows4Q4K(codes, subScales, rowScales, rowMinimums, Q + (long)i * In, Scales + (long)i * superBlocks, ActivationMinimums + (long)i * subBlocks,
+                                superBlocks, In, Y + (long)i * Out + j, Out);
+                        for (; i < N; i++)
+                            Row1Q4K(codes, subScales, rowScales, rowMinimums, Q + (long)i * In, Scales + (long)i * superBlocks, ActivationMinimums + (long)i * subBlocks,
+                                superBlocks, Y + (long)i * Out + j);
+                    }
+                }
+                // Fewer than 8 rows left: the decode kernels, row by row (the same integer sums, lanes summed instead).
+                for (; j < j1; j++)
+                    for (int i = 0; i < N; i++)
+                    {
+                        byte* row = W + (long)j * RowBytes;
+                        sbyte* qi = Q + (long)i * In;
+                        float* si = Scales + (long)i * superBlocks;
+                        int* sums = Sums + (long)i * subBlocks;
+                        Y[(long)i * Out + j] = Type switch
+                        {
+                            TensorType.Q4_K => DotQ4_K(row, qi, si, sums, superBlocks),
+                            TensorType.Q5_K => DotQ5_K(row, qi, si, sums, superBlocks),
+                            _ => DotQ6_K(row, qi, si, superBlocks),
+                        };
+                    }
+            }
+        }
+    }
+
+    /// <summary>
+    /// The 32 unsigned codes of chunk <paramref name="chunk"/> (elements 32·chunk..32·chunk + 31) of a super-block, in
+    /// element order. Variable shifts go through 16-bit lanes (no byte shift exists); the masks drop the bits that
+    /// cross from the upper byte, as every shift here is at most 7 − (bits kept).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> KQuantCodes(TensorType type, byte* block, int chunk)
+    {
+        var nibble = Vector256.Create((byte)0xF);
+        switch (type)
+        {
+            case TensorType.Q4_K:
+                {
+                    // Sub-blocks 2c and 2c + 1 share qs[32c..32c + 32): low nibbles, then high nibbles.
+                    var bytes = Vector256.Load(block + 16 + 32 * (chunk / 2));
+                    return chunk % 2 == 0 ? bytes & nibble : bytes >>> 4;
+                }
+            case TensorType.Q5_K:
+                {
+                    // Q4_K's nibble plus 16 times bit `chunk` of qh[l].
+                    var bytes = Vector256.Load(block + 48 + 32 * (chunk / 2));
+                    var fifth = (Vector256.Load(block + 16).AsUInt16() >>> chunk).AsByte() & Vector256.Create((byte)1);
+                    return (chunk % 2 == 0 ? bytes & nibble : bytes >>> 4) | fifth << 4;
+                }
+            default:
+                {
+                    // Q6_K: half h = chunk / 4, k = chunk % 4 (GgmlBlocks.DecodeQ6_K): low 4 bits from ql[64h + 32(k % 2) + l]
+                    // (k ≥ 2: its high nibble), high 2 bits from bits 2k, 2k + 1 of qh[32h + l].
+                    int half = chunk / 4, k = chunk % 4;
+                    var low = Vector256.Load(block + 64 * half + 32 * (k % 2));
+                    var high = (Vector256.Load(block + 128 + 32 * half).AsUInt16() >>> (2 * k)).AsByte() & Vector256.Create((byte)3);
+                    return (k < 2 ? low & nibble : low >>> 4) | high << 4;
+                }
+        }
+    }
+
+    /// <summary>
+    /// 8 rows re-laid for <see cref="Rows4Q4K"/>/<see cref="Rows4Q6K"/>: the codes of chunk c (32 elements) at
+    /// <paramref name="codes"/> + 256·c, vector g holding in lane j codes 4g..4g+3 of row j; <paramref name="subScales"/>[8t + j]
+    /// is row j's integer scale of sub-block t (Q6_K: of group t of 16); <paramref name="rowScales"/>[8b + j] its d of
+    /// super-block b; <paramref name="rowMinimums"/>[8t + j] its −dmin·m_t (Q4_K, Q5_K).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void InterleaveKQuant(TensorType type, byte* w, int rowBytes, int superBlocks, byte* codes, int* subScales, float* rowScales, float* rowMinimums)
+    {
+        int blockBytes = TensorTypes.BlockBytes(type);
+        byte* unpacked = stackalloc byte[16];
+        for (int b = 0; b < superBlocks; b++, rowScales += 8)
+        {
+            byte* p = w + (long)b * blockBytes;
+            for (int j = 0; j < 8; j++)
+            {
+                byte* block = p + (long)j * rowBytes;
+                if (type == TensorType.Q6_K)
+                {
+                    rowScales[j] = Fp16(block + 208);
+                    for (int g = 0; g < 16; g++) subScales[8 * (16 * b + g) + j] = (sbyte)block[192 + g];
+                }
+                else
+                {
+                    rowScales[j] = Fp16(block);
+                    float dmin = Fp16(block + 2);
+                    UnpackScaleMinK4(block + 4, unpacked);
+                    for (int s = 0; s < 8; s++)
+                    {
+                        subScales[8 * (8 * b + s) + j] = unpacked[s];
+                        rowMinimums[8 * (8 * b + s) + j] = -dmin * unpacked[8 + s];
+                    }
+                }
+            }
+            for (int c = 0; c < 8; c++, codes += 256)
+                LaneInterleave.Store(KQuantCodes(type, p, c), KQuantCodes(type, p + rowBytes, c), KQuantCodes(type, p + 2L * rowBytes, c),
+                    KQuantCodes(type, p + 3L * rowBytes, c), KQuantCodes(type, p + 4L * rowBytes, c), KQuantCodes(type, p + 5L * rowBytes, c),
+                    KQuantCodes(type, p + 6L * rowBytes, c), KQuantCodes(type, p + 7L * rowBytes, c), codes);
+        }
+    }
+
+    /// <summary>
+    /// Q4_K/Q5_K: y[r, 0..8) for 4 activation rows against the 8 interleaved W rows. Two sub-blocks at a time, each its
+    /// own chain per activation row (8 independent <c>vpdpbusd</c> chains), each group of codes loaded once for the 4 rows;
+    /// then each chain times its sub-block's scales joins the super-block's integer sum.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Rows4Q4K(byte* codes, int* subScales, float* rowScales, float* rowMinimums, sbyte* q, float* scales, float* activationMinimums,
+        int superBlocks, int inDim, float* y, int yStride)
+    {
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        for (int b = 0; b < superBlocks; b++)
+        {
+            Vector256<int> i0 = default, i1 = default, i2 = default, i3 = default;
+            for (int s = 0; s < 8; s += 2, codes += 512, subScales += 16)
+            {
+                int* x0 = (int*)(q + 256 * b + 32 * s);
+                int* x1 = (int*)((sbyte*)x0 + inDim), x2 = (int*)((sbyte*)x1 + inDim), x3 = (int*)((sbyte*)x2 + inDim);
+                Vector256<int> e0 = default, e1 = default, e2 = default, e3 = default, o0 = default, o1 = default, o2 = default, o3 = default;
+                for (int g = 0; g < 8; g++)
+                {
+                    var c = Vector256.Load(codes + 32 * g);
+                    e0 = AvxVnni.MultiplyWideningAndAdd(e0, c, Vector256.Create(x0[g]).AsSByte());
+                    e1 = AvxVnni.MultiplyWideningAndAdd(e1, c, Vector256.Create(x1[g]).AsSByte());
+                    e2 = AvxVnni.MultiplyWideningAndAdd(e2, c, Vector256.Create(x2[g]).AsSByte());
+                    e3 = AvxVnni.MultiplyWideningAndAdd(e3, c, Vector256.Create(x3[g]).AsSByte());
+                    c = Vector256.Load(codes + 256 + 32 * g);
+                    o0 = AvxVnni.MultiplyWideningAndAdd(o0, c, Vector256.Create(x0[8 + g]).AsSByte());
+                    o1 = AvxVnni.MultiplyWideningAndAdd(o1, c, Vector256.Create(x1[8 + g]).AsSByte());
+                    o2 = AvxVnni.MultiplyWideningAndAdd(o2, c, Vector256.Create(x2[8 + g]).AsSByte());
+                    o3 = AvxVnni.MultiplyWideningAndAdd(o3, c, Vector256.Create(x3[8 + g]).AsSByte());
+                }
+                var evenScales = Vector256.Load(subScales);
+                var oddScales = Vector256.Load(subScales + 8);
+                i0 += e0 * evenScales + o0 * oddScales;
+                i1 += e1 * evenScales + o1 * oddScales;
+                i2 += e2 * evenScales + o2 * oddScales;
+                i3 += e3 * evenScales + o3 * oddScales;
+            }
+            var dw = Vector256.Load(rowScales + 8 * b);
+            a0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i0), dw * Vector256.Create(scales[b]), a0);
+            a1 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i1), dw * Vector256.Create(scales[b + superBlocks]), a1);
+            a2 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i2), dw * Vector256.Create(scales[b + 2 * superBlocks]), a2);
+            a3 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i3), dw * Vector256.Create(scales[b + 3 * superBlocks]), a3);
+        }
+        int subBlocks = 8 * superBlocks;
+        for (int t = 0; t < subBlocks; t++)
+        {
+            var minimum = Vector256.Load(rowMinimums + 8 * t);
+            a0 = Vector256.FusedMultiplyAdd(minimum, Vector256.Create(activationMinimums[t]), a0);
+            a1 = Vector256.FusedMultiplyAdd(minimum, Vector256.Create(activationMinimums[t + subBlocks]), a1);
+            a2 = Vector256.FusedMultiplyAdd(minimum, Vector256.Create(activationMinimums[t + 2 * subBlocks]), a2);
+            a3 = Vector256.FusedMultiplyAdd(minimum, Vector256.Create(activationMinimums[t + 3 * subBlocks]), a3);
+        }
+        a0.Store(y); a1.Store(y + yStride); a2.Store(y + 2 * yStride); a3.Store(y + 3 * yStride);
+    }
+
+    /// <summary>Q4_K/Q5_K: y[0..8) for one activation row (the last n mod 4) against the 8 interleaved W rows.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Row1Q4K(byte* codes, int* subScales, float* rowScales, float* rowMinimums, sbyte* q, float* scales, float* activationMinimums,
+        int superBlocks, float* y)
+    {
+        var acc = Vector256<float>.Zero;
+        for (int b = 0; b < superBlocks; b++)
+        {
+            var isum = Vector256<int>.Zero;
+            for (int s = 0; s < 8; s += 2, codes += 512, subScales += 16)
+            {
+                int* x = (int*)(q + 256 * b + 32 * s);
+                Vector256<int> even = default, odd = default;
+                for (int g = 0; g < 8; g++)
+                {
+                    even = AvxVnni.MultiplyWideningAndAdd(even, Vector256.Load(codes + 32 * g), Vector256.Create(x[g]).AsSByte());
+                    odd = AvxVnni.MultiplyWideningAndAdd(odd, Vector256.Load(codes + 256 + 32 * g), Vector256.Create(x[8 + g]).AsSByte());
+                }
+                isum += even * Vector256.Load(subScales) + odd * Vector256.Load(subScales + 8);
+            }
+            acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(isum), Vector256.Load(rowScales + 8 * b) * Vector256.Create(scales[b]), acc);
+        }
+        for (int t = 0; t < 8 * superBlocks; t++) acc = Vector256.FusedMultiplyAdd(Vector256.Load(rowMinimums + 8 * t), Vector256.Create(activationMinimums[t]), acc);
+        acc.Store(y);
+    }
+
+    /// <summary>
+    /// Q6_K: y[r, 0..8) for 4 activation rows against the 8 interleaved W rows. Per chunk of 32 the two groups of 16 are
+    /// separate chains per activation row (8 chains), started from −32·Σ₁₆ q_x (<paramref name="groupOffsets"/>) so that
+    /// each ends at Σ (q − 32)·q_x, then weighed by the groups' signed scales into the super-block's integer sum.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Rows4Q6K(byte* codes, int* subScales, float* rowScales, sbyte* q, float* scales, int* groupOffsets, int superBlocks, int inDim, float* y, int yStride)
+    {
+        int groups = 16 * superBlocks;
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        for (int b = 0; b < superBlocks; b++)
+        {
+            Vector256<int> i0 = default, i1 = default, i2 = default, i3 = default;
+            for (int c = 0; c < 8; c++, codes += 256, subScales += 16)
+            {
+                int* x0 = (int*)(q + 256 * b + 32 * c);
+                int* x1 = (int*)((sbyte*)x0 + inDim), x2 = (int*)((sbyte*)x1 + inDim), x3 = (int*)((sbyte*)x2 + inDim);
+                int* offsets = groupOffsets + 16 * b + 2 * c;
+                Vector256<int> l0 = Vector256.Create(offsets[0]), l1 = Vector256.Create(offsets[groups]);
+                Vector256<int> l2 = Vector256.Create(offsets[2 * groups]), l3 = Vector256.Create(offsets[3 * groups]);
+                Vector256<int> h0 = Vector256.Create(offsets[1]), h1 = Vector256.Create(offsets[groups + 1]);
+                Vector256<int> h2 = Vector256.Create(offsets[2 * groups + 1]), h3 = Vector256.Create(offsets[3 * groups + 1]);
+                for (int g = 0; g < 4; g++)
+                {
+                    var v = Vector256.Load(codes + 32 * g);
+                    l0 = AvxVnni.MultiplyWideningAndAdd(l0, v, Vector256.Create(x0[g]).AsSByte());
+                    l1 = AvxVnni.MultiplyWideningAndAdd(l1, v, Vector256.Create(x1[g]).AsSByte());
+                    l2 = AvxVnni.MultiplyWideningAndAdd(l2, v, Vector256.Create(x2[g]).AsSByte());
+                    l3 = AvxVnni.MultiplyWideningAndAdd(l3, v, Vector256.Create(x3[g]).AsSByte());
+                    v = Vector256.Load(codes + 128 + 32 * g);
+                    h0 = AvxVnni.MultiplyWideningAndAdd(h0, v, Vector256.Create(x0[4 + g]).AsSByte());
+                    h1 = AvxVnni.MultiplyWideningAndAdd(h1, v, Vector256.Create(x1[4 + g]).AsSByte());
+                    h2 = AvxVnni.MultiplyWideningAndAdd(h2, v, Vector256.Create(x2[4 + g]).AsSByte());
+                    h3 = AvxVnni.MultiplyWideningAndAdd(h3, v, Vector256.Create(x3[4 + g]).AsSByte());
+                }
+                var lowScales = Vector256.Load(subScales);
+                var highScales = Vector256.Load(subScales + 8);
+                i0 += l0 * lowScales + h0 * highScales;
+                i1 += l1 * lowScales + h1 * highScales;
+                i2 += l2 * lowScales + h2 * highScales;
+                i3 += l3 * lowScales + h3 * highScales;
+            }
+            var dw = Vector256.Load(rowScales + 8 * b);
+            a0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i0), dw * Vector256.Create(scales[b]), a0);
+            a1 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i1), dw * Vector256.Create(scales[b + superBlocks]), a1);
+            a2 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i2), dw * Vector256.Create(scales[b + 2 * superBlocks]), a2);
+            a3 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i3), dw * Vector256.Create(scales[b + 3 * superBlocks]), a3);
+        }
+        a0.Store(y); a1.Store(y + yStride); a2.Store(y + 2 * yStride); a3.Store(y + 3 * yStride);
+    }
+
+    /// <summary>Q6_K: y[0..8) for one activation row (the last n mod 4) against the 8 interleaved W rows.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Row1Q6K(byte* codes, int* subScales, float* rowScales, sbyte* q, float* scales, int* groupOffsets, int superBlocks, float* y)
+    {
+        var acc = Vector256<float>.Zero;
+        for (int b = 0; b < superBlocks; b++)
+        {
+            var isum = Vector256<int>.Zero;
+            for (int c = 0; c < 8; c++, codes += 256, subScales += 16)
+            {
+                int* x = (int*)(q + 256 * b + 32 * c);
+                int* offsets = groupOffsets + 16 * b + 2 * c;
+                Vector256<int> low = Vector256.Create(offsets[0]), high = Vector256.Create(offsets[1]);
+                for (int g = 0; g < 4; g++)
+                {
+                    low = AvxVnni.MultiplyWideningAndAdd(low, Vector256.Load(codes + 32 * g), Vector256.Create(x[g]).AsSByte());
+                    high = AvxVnni.MultiplyWideningAndAdd(high, Vector256.Load(codes + 128 + 32 * g), Vector256.Create(x[4 + g]).AsSByte());
+                }
+                isum += low * Vector256.Load(subScales) + high * Vector256.Load(subScales + 8);
+            }
+            acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(isum), Vector256.Load(rowScales + 8 * b) * Vector256.Create(scales[b]), acc);
+        }
+        acc.Store(y);
+    }
+}
