@@ -185,8 +185,10 @@ public static unsafe partial class GgmlMatMul
     private static void InterleaveKQuant(TensorType type, byte* w, int rowBytes, int superBlocks, byte* codes, int* subScales, float* rowScales, float* rowMinimums)
     {
         int blockBytes = TensorTypes.BlockBytes(type);
-        byte* unpacked = stackalloc byte[16];
-        byte* rows = stackalloc byte[8 * 256]; // the 8 rows' codes of one super-block, in element order
+        byte* scaleBytes = stackalloc byte[8 * 16]; // row j's 16 scale bytes at 16j (Q4_K/Q5_K: 8 scales, then 8 mins)
+        byte* byScale = stackalloc byte[16 * 8];    // the same, transposed: byte s of the 8 rows at 8s
+        float* negativeMinimumScales = stackalloc float[8];
+        byte* rows = stackalloc byte[8 * 256];      // the 8 rows' codes of one super-block, in element order
         for (int b = 0; b < superBlocks; b++, rowScales += 8)
         {
             byte* p = w + (long)b * blockBytes;
@@ -196,18 +198,25 @@ public static unsafe partial class GgmlMatMul
                 if (type == TensorType.Q6_K)
                 {
                     rowScales[j] = Fp16(block + 208);
-                    for (int g = 0; g < 16; g++) subScales[8 * (16 * b + g) + j] = (sbyte)block[192 + g];
+                    Vector128.Load(block + 192).Store(scaleBytes + 16 * j);
                 }
                 else
                 {
                     rowScales[j] = Fp16(block);
-                    float dmin = Fp16(block + 2);
-                    UnpackScaleMinK4(block + 4, unpacked);
-                    for (int s = 0; s < 8; s++)
-                    {
-                        subScales[8 * (8 * b + s) + j] = unpacked[s];
-                        rowMinimums[8 * (8 * b + s) + j] = -dmin * unpacked[8 + s];
-                    }
+                    negativeMinimumScales[j] = -Fp16(block + 2);
+                    UnpackScaleMinK4(block + 4, scaleBytes + 16 * j);
+                }
+            }
+            TransposeScaleBytes(scaleBytes, byScale);
+            if (type == TensorType.Q6_K)
+                for (int g = 0; g < 16; g++) Avx2.ConvertToVector256Int32((sbyte*)byScale + 8 * g).Store(subScales + 8 * (16 * b + g));
+            else
+            {
+                var negativeDmin = Vector256.Load(negativeMinimumScales);
+                for (int s = 0; s < 8; s++)
+                {
+                    Avx2.ConvertToVector256Int32(byScale + 8 * s).Store(subScales + 8 * (8 * b + s));
+                    (Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32(byScale + 64 + 8 * s)) * negativeDmin).Store(rowMinimums + 8 * (8 * b + s));
                 }
             }
             for (int j = 0; j < 8; j++) UnpackCodes(type, p + (long)j * rowBytes, rows + 256 * j);
@@ -215,6 +224,32 @@ public static unsafe partial class GgmlMatMul
                 LaneInterleave.Store(Vector256.Load(rows + 32 * c), Vector256.Load(rows + 256 + 32 * c), Vector256.Load(rows + 512 + 32 * c), Vector256.Load(rows + 768 + 32 * c),
                     Vector256.Load(rows + 1024 + 32 * c), Vector256.Load(rows + 1280 + 32 * c), Vector256.Load(rows + 1536 + 32 * c), Vector256.Load(rows + 1792 + 32 * c), codes);
         }
+    }
+
+    /// <summary>
+    /// 8 rows of 16 bytes (at 16j) to 16 rows of 8 (at 8s: byte s of rows 0..7), by interleaving bytes, then pairs, then
+    /// quadruples: each step doubles the run of consecutive rows that one scale index holds.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void TransposeScaleBytes(byte* rows, byte* output)
+    {
+        Vector128<byte> r0 = Vector128.Load(rows), r1 = Vector128.Load(rows + 16), r2 = Vector128.Load(rows + 32), r3 = Vector128.Load(rows + 48);
+        Vector128<byte> r4 = Vector128.Load(rows + 64), r5 = Vector128.Load(rows + 80), r6 = Vector128.Load(rows + 96), r7 = Vector128.Load(rows + 112);
+        // Bytes: [rows 2i, 2i + 1] per scale, scales 0–7 (low) and 8–15 (high).
+        var a0 = Sse2.UnpackLow(r0, r1).AsUInt16(); var a1 = Sse2.UnpackHigh(r0, r1).AsUInt16();
+        var a2 = Sse2.UnpackLow(r2, r3).AsUInt16(); var a3 = Sse2.UnpackHigh(r2, r3).AsUInt16();
+        var a4 = Sse2.UnpackLow(r4, r5).AsUInt16(); var a5 = Sse2.UnpackHigh(r4, r5).AsUInt16();
+        var a6 = Sse2.UnpackLow(r6, r7).AsUInt16(); var a7 = Sse2.UnpackHigh(r6, r7).AsUInt16();
+        // Pairs: [rows 0–3] or [rows 4–7] per scale, 4 scales per vector.
+        var b0 = Sse2.UnpackLow(a0, a2).AsUInt32(); var b1 = Sse2.UnpackHigh(a0, a2).AsUInt32();
+        var b2 = Sse2.UnpackLow(a1, a3).AsUInt32(); var b3 = Sse2.UnpackHigh(a1, a3).AsUInt32();
+        var b4 = Sse2.UnpackLow(a4, a6).AsUInt32(); var b5 = Sse2.UnpackHigh(a4, a6).AsUInt32();
+        var b6 = Sse2.UnpackLow(a5, a7).AsUInt32(); var b7 = Sse2.UnpackHigh(a5, a7).AsUInt32();
+        // Quadruples: [rows 0–7] per scale, 2 scales per vector.
+        Sse2.UnpackLow(b0, b4).Store((uint*)output); Sse2.UnpackHigh(b0, b4).Store((uint*)(output + 16));
+        Sse2.UnpackLow(b1, b5).Store((uint*)(output + 32)); Sse2.UnpackHigh(b1, b5).Store((uint*)(output + 48));
+        Sse2.UnpackLow(b2, b6).Store((uint*)(output + 64)); Sse2.UnpackHigh(b2, b6).Store((uint*)(output + 80));
+        Sse2.UnpackLow(b3, b7).Store((uint*)(output + 96)); Sse2.UnpackHigh(b3, b7).Store((uint*)(output + 112));
     }
 
     /// <summary>
