@@ -47,13 +47,20 @@ public static unsafe partial class GgmlMatMul
         fixed (int* groupOffsets = t_kGroupOffsets)
         {
             if (type == TensorType.Q6_K)
-                // −32·Σq_x per 16: the start of each group's chain (see the class summary).
-                for (long g = 0; g < (long)n * inDim / 16; g++)
+            {
+                // −32·Σq_x per 16: the start of each group's chain (see the class summary). One vpdpbusd against ones
+                // sums 32 activations in fours, two horizontal adds make the sums of 16 (a scalar loop here, outside the
+                // workers, cost 3–7 % of ggml-gemv --n 512 --in 8192 --out 2048 at 2 threads).
+                var ones = Vector256.Create((byte)1);
+                for (long g = 0; g < (long)n * inDim / 16; g += 2)
                 {
-                    int sum = 0;
-                    for (int k = 0; k < 16; k++) sum += q[16 * g + k];
-                    groupOffsets[g] = -32 * sum;
+                    var fours = AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, ones, Vector256.Load(q + 16 * g));
+                    var eights = Avx2.HorizontalAdd(fours, fours);
+                    var sixteens = Avx2.HorizontalAdd(eights, eights) * -32;
+                    groupOffsets[g] = sixteens.GetElement(0);
+                    groupOffsets[g + 1] = sixteens.GetElement(4);
                 }
+            }
             else
                 // d_x·Σq_x per 32: what the rows' −dmin·m_s multiply.
                 for (long s = 0; s < (long)n * inDim / 32; s++) activationMinimums[s] = scales[s / 8] * sums[s];
