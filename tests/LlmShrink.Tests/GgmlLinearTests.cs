@@ -224,6 +224,28 @@ public unsafe class GgmlLinearTests
         Assert.Equal(new sbyte[] { 50, -127, 1, 0, 127, -38, 89, 13 }, q); // 0.7·127 = 88.9, 0.1·127 = 12.7
     }
 
+    /// <summary>The vector Σq per 32 (the K-quant minimum terms, Q4_0/Q8_0 offsets) against the plain sum of the codes, extremes included.</summary>
+    [Fact]
+    public void Activation_sums_per_32_are_the_sums_of_the_codes()
+    {
+        var random = new Random(5);
+        var x = RandomVector(random, 1024);
+        for (int k = 0; k < 64; k++) x[k] = 1f;   // a block of +127 everywhere
+        for (int k = 64; k < 96; k++) x[k] = -1f; // and of −127 (with the 1 s above, each 256-block's max is 1)
+        var q = new sbyte[x.Length];
+        var scales = new float[x.Length / 256];
+        var sums = new int[x.Length / 32];
+        QuantizeActivations.Quantize(x, 256, q, scales, sums);
+        for (int s = 0; s < sums.Length; s++)
+        {
+            int expected = 0;
+            for (int k = 0; k < 32; k++) expected += q[32 * s + k];
+            Assert.Equal(expected, sums[s]);
+        }
+        Assert.Equal(32 * 127, sums[0]);
+        Assert.Equal(-32 * 127, sums[2]);
+    }
+
     [Fact]
     public void FromStored_keeps_supported_blocks_and_decodes_the_rest()
     {
