@@ -66,7 +66,8 @@ public unsafe class GgmlLinearTests
 
     /// <summary>
     /// The scalar path equals the integer definition exactly. The fast path equals it up to float rounding for one row
-    /// (decode) and for Q4_0/Q8_0 prompts (int8 activations too); other prompts multiply dequantized float tiles, so
+    /// (decode) and for the prompts of HasIntegerPrompt types (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K with AVX-VNNI: int8
+    /// activations too); other prompts multiply dequantized float tiles, so
     /// they equal the float product of x and the dequantized W up to float rounding.
     /// </summary>
     [Theory]
