@@ -15,7 +15,7 @@ using LlmShrink.LinearAlgebra;
 // disturbed by other processes on a shared machine).
 //
 //   dotnet bench/LlmShrink.Bench/bin/Release/net10.0/LlmShrink.Bench.dll gemm|hessian|gptq|sparsegpt|gemv|gemv24|all [--key value ...]
-//   dotnet bench/LlmShrink.Bench/bin/Release/net10.0/LlmShrink.Bench.dll ggml-gemv [--in 4096 --out 4096 --reps 20]
+//   dotnet bench/LlmShrink.Bench/bin/Release/net10.0/LlmShrink.Bench.dll ggml-gemv [--n 1 --in 4096 --out 4096 --reps 20]
 //   dotnet bench/LlmShrink.Bench/bin/Release/net10.0/LlmShrink.Bench.dll decode --model DIR [--threads 2 --prompt 512 --rounds 4]
 //   dotnet bench/LlmShrink.Bench/bin/Release/net10.0/LlmShrink.Bench.dll svd [--rows 4096 --columns 11008 --threads 2 --reps 1 --save MATRIX.f32]
 //   dotnet bench/LlmShrink.Bench/bin/Release/net10.0/LlmShrink.Bench.dll whiten [--rows 2048 --columns 8192]
@@ -39,7 +39,7 @@ switch (command)
     default:
         Console.Error.WriteLine("usage: LlmShrink.Bench gemm|hessian|gptq|sparsegpt|gemv|all [--n 512 --in 4096 --out 4096 --tokens 8192 --width 4096 --rows 4096 --bits 4 --group 128 --reps N]");
         Console.Error.WriteLine("       LlmShrink.Bench gemv24 [--in 2048 --out 8192 --group 128 --reps 30 --copies 1|8 --n 1]");
-        Console.Error.WriteLine("       LlmShrink.Bench ggml-gemv [--in 2048 --out 8192 --copies 8 --reps 20 --types F32,BF16,F16,Q8_0,Q6_K,Q4_K,Q4_0]");
+        Console.Error.WriteLine("       LlmShrink.Bench ggml-gemv [--n 1 --in 2048 --out 8192 --copies 8 --reps 20 --types F32,BF16,F16,Q8_0,Q6_K,Q4_K,Q4_0]");
         Console.Error.WriteLine("       LlmShrink.Bench decode --model DIR [--threads 2 --prompt 512 --rounds 4]");
         Console.Error.WriteLine("       LlmShrink.Bench svd [--rows 4096 --columns 11008 --threads 2 --reps 1 --save MATRIX.f32]");
         Console.Error.WriteLine("       LlmShrink.Bench whiten [--rows 2048 --columns 8192]");
@@ -211,15 +211,15 @@ static class Benchmarks
     /// </summary>
     public static unsafe void GgmlGemv(Options o)
     {
-        int inDim = o.Int("in", 2048), outDim = o.Int("out", 8192), reps = o.Int("reps", 20), copies = o.Int("copies", 8);
+        int n = o.Int("n", 1), inDim = o.Int("in", 2048), outDim = o.Int("out", 8192), reps = o.Int("reps", 20), copies = o.Int("copies", 8);
         var types = o.Text("types", "F32,BF16,F16,Q8_0,Q6_K,Q5_K,Q4_K,Q4_0,IQ4_XS,IQ3_S,IQ2_S").Split(',').Select(Enum.Parse<TensorType>).ToArray();
         var limits = new[] { HardwareLimits.Measure(1), HardwareLimits.Measure(2) };
-        Console.WriteLine($"\n## ggml-gemv: n = 1, {outDim}×{inDim}, {copies} matrices per type in turn, best of {reps}; " +
+        Console.WriteLine($"\n## ggml-gemv: n = {n}, {outDim}×{inDim}, {copies} matrices per type in turn, best of {reps}; " +
             $"read bandwidth 1 thread {limits[0].ReadGBps:F1} GB/s, 2 threads {limits[1].ReadGBps:F1} GB/s");
-        Console.WriteLine("| type | MB each | threads | µs | GB/s | of read bandwidth |");
-        Console.WriteLine("|---|---:|---:|---:|---:|---:|");
-        var x = RandomFloats(inDim, 7);
-        var y = new float[outDim];
+        Console.WriteLine("| type | MB each | threads | µs | GB/s | of read bandwidth | GFLOP/s |");
+        Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|");
+        var x = RandomFloats(n * inDim, 7);
+        var y = new float[n * outDim];
         var random = new Random(9);
         foreach (var type in types)
         {
@@ -235,14 +235,14 @@ static class Benchmarks
                 int next = 0;
                 Action call = type switch
                 {
-                    TensorType.F32 => () => MatMul.Multiply(x, (float*)matrices[next++ % copies], y, 1, inDim, outDim, WorkerPool.Shared, threads),
-                    TensorType.BF16 => () => new HalfWidthMatMul<Bfloat16>((ushort*)matrices[next++ % copies], inDim, outDim).Multiply(x, y, 1, WorkerPool.Shared, threads),
-                    TensorType.F16 => () => new HalfWidthMatMul<FiniteFloat16>((ushort*)matrices[next++ % copies], inDim, outDim).Multiply(x, y, 1, WorkerPool.Shared, threads),
-                    _ => () => GgmlMatMul.Multiply(type, x, matrices[next++ % copies], y, 1, inDim, outDim, WorkerPool.Shared, threads),
+                    TensorType.F32 => () => MatMul.Multiply(x, (float*)matrices[next++ % copies], y, n, inDim, outDim, WorkerPool.Shared, threads),
+                    TensorType.BF16 => () => new HalfWidthMatMul<Bfloat16>((ushort*)matrices[next++ % copies], inDim, outDim).Multiply(x, y, n, WorkerPool.Shared, threads),
+                    TensorType.F16 => () => new HalfWidthMatMul<FiniteFloat16>((ushort*)matrices[next++ % copies], inDim, outDim).Multiply(x, y, n, WorkerPool.Shared, threads),
+                    _ => () => GgmlMatMul.Multiply(type, x, matrices[next++ % copies], y, n, inDim, outDim, WorkerPool.Shared, threads),
                 };
                 double best = BestOf(reps, call);
                 double rate = bytes / best / 1e9;
-                Console.WriteLine($"| {type} | {bytes / 1e6:F1} | {threads} | {best * 1e6:F0} | {rate:F1} | {100 * rate / limits[threads - 1].ReadGBps:F0}% |");
+                Console.WriteLine($"| {type} | {bytes / 1e6:F1} | {threads} | {best * 1e6:F0} | {rate:F1} | {100 * rate / limits[threads - 1].ReadGBps:F0}% | {2.0 * n * inDim * outDim / best / 1e9:F0} |");
             }
             foreach (var m in matrices) NativeMemory.AlignedFree(m);
         }

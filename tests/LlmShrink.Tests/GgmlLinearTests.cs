@@ -55,6 +55,10 @@ public unsafe class GgmlLinearTests
         { TensorType.Q4_0, 1, 32, 5 }, { TensorType.Q4_0, 1, 96, 7 }, { TensorType.Q4_0, 1, 160, 9 }, { TensorType.Q4_0, 1, 224, 6 }, { TensorType.Q4_0, 1, 1056, 19 },
         // Integer prompts (Q4_0, Q8_0): whole groups of 8 W rows and 4 x rows only, then with leftovers of both.
         { TensorType.Q4_0, 4, 512, 16 }, { TensorType.Q8_0, 8, 256, 32 }, { TensorType.Q8_0, 9, 1088, 19 },
+        // Integer K-quant prompts (Q4_K, Q5_K, Q6_K): whole groups of 8 W rows and 4 x rows only, then leftovers of both (n mod 4 = 1, 2, 3; out mod 8 ≠ 0).
+        { TensorType.Q4_K, 4, 512, 16 }, { TensorType.Q4_K, 9, 768, 21 }, { TensorType.Q4_K, 3, 256, 40 },
+        { TensorType.Q5_K, 8, 256, 32 }, { TensorType.Q5_K, 7, 1024, 21 }, { TensorType.Q5_K, 2, 512, 9 },
+        { TensorType.Q6_K, 4, 512, 16 }, { TensorType.Q6_K, 6, 768, 27 }, { TensorType.Q6_K, 3, 256, 40 },
         // Prompt tiles: several 512-element slices (the last one partial), more than one tile of 64 W rows.
         { TensorType.Q4_0, 7, 1568, 70 }, { TensorType.Q8_0, 3, 1088, 66 }, { TensorType.Q4_K, 4, 1280, 67 }, { TensorType.Q6_K, 4, 1280, 67 },
         { TensorType.IQ4_NL, 7, 1568, 70 }, { TensorType.IQ4_XS, 4, 1280, 67 }, { TensorType.IQ3_S, 4, 1280, 67 }, { TensorType.IQ2_S, 3, 1280, 66 },
@@ -62,7 +66,8 @@ public unsafe class GgmlLinearTests
 
     /// <summary>
     /// The scalar path equals the integer definition exactly. The fast path equals it up to float rounding for one row
-    /// (decode) and for Q4_0/Q8_0 prompts (int8 activations too); other prompts multiply dequantized float tiles, so
+    /// (decode) and for the prompts of HasIntegerPrompt types (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K with AVX-VNNI: int8
+    /// activations too); other prompts multiply dequantized float tiles, so
     /// they equal the float product of x and the dequantized W up to float rounding.
     /// </summary>
     [Theory]
@@ -153,6 +158,61 @@ public unsafe class GgmlLinearTests
         }
     }
 
+    public static TheoryData<TensorType, int, int, int> KQuantPromptShapes => new()
+    {
+        { TensorType.Q4_K, 8, 512, 16 }, { TensorType.Q4_K, 9, 768, 19 }, { TensorType.Q5_K, 4, 512, 16 }, { TensorType.Q5_K, 7, 768, 35 },
+        { TensorType.Q6_K, 8, 512, 16 }, { TensorType.Q6_K, 6, 768, 27 }, { TensorType.Q6_K, 5, 256, 9 },
+    };
+
+    /// <summary>
+    /// The integer parts of the K-quant prompt kernels, exactly: with every fp16 scale (d, dmin) 1 and each 256 inputs
+    /// of x whole numbers with one ±127 (so d_x = 1 and q = x), every float the kernel adds is a whole number, and the
+    /// precondition below keeps all of them and every partial sum under 2²⁴, where float is still exact. The product
+    /// must then equal the scalar integer definition to the last bit, whatever the order of summation (and whichever
+    /// path the CPU takes: without AVX-VNNI the float tiles' products are whole numbers under 2²⁴ too).
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(KQuantPromptShapes))]
+    public void KQuant_prompt_integer_sums_are_exact(TensorType type, int n, int inDim, int outDim)
+    {
+        var random = new Random((int)type * 31 + n * 7 + inDim + outDim);
+        var blocks = RandomBlocks(random, type, inDim, outDim);
+        int blockBytes = TensorTypes.BlockBytes(type);
+        for (int b = 0; b < blocks.Length / blockBytes; b++)
+        {
+            var block = blocks.AsSpan(b * blockBytes, blockBytes);
+            BitConverter.TryWriteBytes(block[(type == TensorType.Q6_K ? 208 : 0)..], (Half)1);
+            if (type != TensorType.Q6_K) BitConverter.TryWriteBytes(block[2..], (Half)1);
+        }
+        var x = new float[n * inDim];
+        for (int k = 0; k < x.Length; k++) x[k] = random.Next(-4, 5);
+        for (int b = 0; b < x.Length / 256; b++) x[256 * b + random.Next(256)] = random.Next(2) == 0 ? 127 : -127;
+
+        // Σ|terms| ≤ Σ|x|·(max |code·scale| + max min): Q4_K 15·63 + 63, Q5_K 31·63 + 63, Q6_K 32·128.
+        int largestWeight = type switch { TensorType.Q4_K => 15 * 63 + 63, TensorType.Q5_K => 31 * 63 + 63, _ => 32 * 128 };
+        for (int i = 0; i < n; i++)
+        {
+            double absolute = 0;
+            for (int k = 0; k < inDim; k++) absolute += Math.Abs(x[i * inDim + k]);
+            Assert.True(absolute * largestWeight < 1 << 24, "the shape is too large for exact float sums");
+        }
+
+        int rowBytes = (int)TensorTypes.ByteCount(type, inDim);
+        var expected = new float[n * outDim];
+        var q = new sbyte[inDim];
+        var scales = new float[inDim / 256];
+        var sums = new int[inDim / 32];
+        for (int i = 0; i < n; i++)
+        {
+            QuantizeActivations.Quantize(x.AsSpan(i * inDim, inDim), 256, q, scales, sums);
+            Assert.All(scales, s => Assert.Equal(1f, s));
+            for (int j = 0; j < outDim; j++) expected[i * outDim + j] = GgmlMatMul.DotReference(type, blocks.AsSpan(j * rowBytes, rowBytes), q, scales, sums);
+        }
+        var actual = new float[n * outDim];
+        fixed (byte* pw = blocks) GgmlMatMul.Multiply(type, x, pw, actual, n, inDim, outDim, WorkerPool.Shared, 0, vectorized: true);
+        Assert.Equal(expected, actual);
+    }
+
     [Fact]
     public void Activation_quantization_rounds_to_the_nearest_step()
     {
@@ -163,6 +223,28 @@ public unsafe class GgmlLinearTests
         Assert.Equal(1.27f / 127f, scales[0]);
         Assert.Equal(1.0f / 127f, scales[1]);
         Assert.Equal(new sbyte[] { 50, -127, 1, 0, 127, -38, 89, 13 }, q); // 0.7·127 = 88.9, 0.1·127 = 12.7
+    }
+
+    /// <summary>The vector Σq per 32 (the K-quant minimum terms, Q4_0/Q8_0 offsets) against the plain sum of the codes, extremes included.</summary>
+    [Fact]
+    public void Activation_sums_per_32_are_the_sums_of_the_codes()
+    {
+        var random = new Random(5);
+        var x = RandomVector(random, 1024);
+        for (int k = 0; k < 64; k++) x[k] = 1f;   // a block of +127 everywhere
+        for (int k = 64; k < 96; k++) x[k] = -1f; // and of −127 (with the 1 s above, each 256-block's max is 1)
+        var q = new sbyte[x.Length];
+        var scales = new float[x.Length / 256];
+        var sums = new int[x.Length / 32];
+        QuantizeActivations.Quantize(x, 256, q, scales, sums);
+        for (int s = 0; s < sums.Length; s++)
+        {
+            int expected = 0;
+            for (int k = 0; k < 32; k++) expected += q[32 * s + k];
+            Assert.Equal(expected, sums[s]);
+        }
+        Assert.Equal(32 * 127, sums[0]);
+        Assert.Equal(-32 * 127, sums[2]);
     }
 
     [Fact]

@@ -76,14 +76,18 @@ public class GgmlTypeMethodTests(ITestOutputHelper output)
                 Assert.True(written.RowBytes(r).SequenceEqual(blocks.RowBytes(IsQOrK(module) ? permute(r) : r)), $"{module} row {r}: GGUF bytes differ");
         }
 
-        // Same layers; only the Q8_0 embeddings and RoPE's summation order differ, so the predictions are the folder's.
+        // Same layers; only the Q8_0 embeddings and RoPE's summation order differ, so the predictions are the folder's up
+        // to the prompt's int8 activations: Q4_K prompts round each 256 activations to int8 (GgmlKQuantPromptGemm.cs),
+        // and the embeddings' difference moves some of those roundings, so each side carries its own rounding noise. On
+        // float tiles this KL was 2.6e-6; on int8 activations 1.05e-4, twice the int8 prompt's cost against float measured
+        // on a tinylit GPTQ folder (KL +5.5e-5, docs/BENCHMARKS.md). 3e-4 leaves room for that, not for a wrong layer.
         var tokens = CompressedTinyLit.EvalTokens(model, 48);
         var reference = ExportGgufTests.Logits(model, tokens);
         var logits = ExportGgufTests.Logits(exported, tokens);
         int vocab = model.Config.VocabSize;
         double kl = Enumerable.Range(0, tokens.Length).Average(t => KlDivergence.Compute(reference.AsSpan(t * vocab, vocab), logits.AsSpan(t * vocab, vocab)));
         output.WriteLine($"KL(folder ‖ GGUF) = {kl:E2}");
-        Assert.True(kl < 1e-4, $"KL(folder ‖ GGUF) {kl:E2}");
+        Assert.True(kl < 3e-4, $"KL(folder ‖ GGUF) {kl:E2}");
 
         // The dense export writes the weights the blocks decode to.
         string dense = dir.File("dense");

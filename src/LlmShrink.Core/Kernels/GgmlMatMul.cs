@@ -19,9 +19,9 @@ namespace LlmShrink.Kernels;
 /// </para>
 /// <para>
 /// That is the decode path (n = 1), bound by reading W. A prompt (n &gt; 1) is bound by arithmetic instead, and an
-/// integer dot per (x row, W row) pair, with its horizontal sum, cannot keep up with a register-blocked float GEMM. Q4_0
-/// and Q8_0 prompts re-lay 8 W rows so that one lane is one row (GgmlPromptGemm.cs) and stay on int8 activations, as
-/// decode does; the other types dequantize a tile of <see cref="TiledGemm.TileRows"/> W rows × <see cref="MatMul.SliceK"/>
+/// integer dot per (x row, W row) pair, with its horizontal sum, cannot keep up with a register-blocked float GEMM. Q4_0,
+/// Q8_0 and the K-quants Q4_K, Q5_K, Q6_K re-lay 8 W rows so that one lane is one row (GgmlPromptGemm.cs,
+/// GgmlKQuantPromptGemm.cs) and stay on int8 activations, as decode does; the other types dequantize a tile of <see cref="TiledGemm.TileRows"/> W rows × <see cref="MatMul.SliceK"/>
 /// elements once into a per-worker float buffer and multiply it with every x row by <see cref="MatMul"/>'s micro-kernel
 /// (<see cref="TiledGemm"/>), so their prompt results are the dequantized float product, without the activation rounding.
 /// </para>
@@ -124,7 +124,8 @@ public static unsafe partial class GgmlMatMul
         {
             if (n > 1 && vectorized && HasIntegerPrompt(type))
             {
-                MultiplyPrompt(type, w, q, scales, sums, offsets, py, n, inDim, outDim, pool, threads);
+                if (IsKQuant(type)) MultiplyKQuantPrompt(type, w, q, scales, sums, py, n, inDim, outDim, pool, threads);
+                else MultiplyPrompt(type, w, q, scales, sums, offsets, py, n, inDim, outDim, pool, threads);
                 return;
             }
             byte* pairs = (byte*)(((nuint)pairBuffer + 63) & ~(nuint)63);

@@ -20,8 +20,9 @@ namespace LlmShrink.Kernels;
 /// </summary>
 public static unsafe partial class GgmlMatMul
 {
-    /// <summary>Whether prompts of <paramref name="type"/> run on int8 activations (<see cref="MultiplyPrompt"/>).</summary>
-    public static bool HasIntegerPrompt(TensorType type) => AvxVnni.IsSupported && type is TensorType.Q4_0 or TensorType.Q8_0;
+    /// <summary>Whether prompts of <paramref name="type"/> run on int8 activations (<see cref="MultiplyPrompt"/>, <see cref="MultiplyKQuantPrompt"/>).</summary>
+    public static bool HasIntegerPrompt(TensorType type) =>
+        AvxVnni.IsSupported && type is TensorType.Q4_0 or TensorType.Q8_0 or TensorType.Q4_K or TensorType.Q5_K or TensorType.Q6_K;
 
     [ThreadStatic] private static byte[]? t_interleaved;
     [ThreadStatic] private static float[]? t_rowScales;

@@ -5,7 +5,7 @@ using System.Runtime.Intrinsics.X86;
 namespace LlmShrink.Kernels;
 
 /// <summary>
-/// The layout the integer prompt kernels read (<see cref="GgmlMatMul"/>'s Q4_0/Q8_0, <see cref="GptqMatMul"/>'s
+/// The layout the integer prompt kernels read (<see cref="GgmlMatMul"/>'s Q4_0/Q8_0 and K-quants, <see cref="GptqMatMul"/>'s
 /// nibbles): 32 codes of each of 8 weight rows re-laid so that 32-bit lane j of vector g holds codes 4g..4g+3 of row j.
 /// One <c>vpdpbusd</c> against 4 activation bytes broadcast to every lane then advances all 8 rows at once.
 /// </summary>

@@ -33,8 +33,16 @@ public static class QuantizeActivations
         if (x.Length % 32 != 0 || sums32.Length < x.Length / 32) throw new ArgumentException("sums32 needs one entry per 32 elements", nameof(sums32));
         for (int s = 0; s < x.Length / 32; s++)
         {
+            var block = q.Slice(32 * s, 32);
+            if (Avx2.IsSupported)
+            {
+                // Ones against the 32 codes (vpdpbusd or vpmaddubsw/vpmaddwd) and a horizontal sum: the prompt's K-quant
+                // minimum terms need Σq for every 32 activations of every row, on the calling thread.
+                sums32[s] = Vector256.Sum(GgmlMatMul.DotUnsigned(Vector256<byte>.One, Vector256.Create<sbyte>(block)));
+                continue;
+            }
             int sum = 0;
-            for (int i = 0; i < 32; i++) sum += q[32 * s + i];
+            foreach (sbyte v in block) sum += v;
             sums32[s] = sum;
         }
     }
