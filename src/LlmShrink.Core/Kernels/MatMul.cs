@@ -37,7 +37,7 @@ public static unsafe class MatMul
         fixed (float* px = x, py = y)
         {
             var job = t_job ??= new Job();
-            job.X = px; job.W = w; job.Y = py; job.N = n; job.In = inDim; job.Out = outDim;
+            job.X = n > 1 ? AlignedRows.Of(px, (long)n * inDim) : px; job.W = w; job.Y = py; job.N = n; job.In = inDim; job.Out = outDim;
             (pool ?? WorkerPool.Shared).For((outDim + ItemRows - 1) / ItemRows, job, threads);
             job.X = job.W = job.Y = null;
         }

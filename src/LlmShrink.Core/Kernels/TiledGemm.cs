@@ -26,7 +26,7 @@ public static unsafe class TiledGemm
     {
         pool ??= WorkerPool.Shared;
         var job = t_job ??= new Job();
-        job.W = w; job.X = x; job.Y = y; job.N = n; job.In = inDim; job.Out = outDim;
+        job.W = w; job.X = AlignedRows.Of(x, (long)n * inDim); job.Y = y; job.N = n; job.In = inDim; job.Out = outDim;
         job.EnsureTiles(pool.Threads);
         pool.For((outDim + TileRows - 1) / TileRows, job, threads);
         job.W = null; job.X = job.Y = null;
@@ -42,14 +42,16 @@ public static unsafe class TiledGemm
         public void EnsureTiles(int workers)
         {
             if (_tiles.Length < workers) Array.Resize(ref _tiles, workers);
-            for (int w = 0; w < workers; w++) _tiles[w] ??= GC.AllocateUninitializedArray<float>(TileRows * MatMul.SliceK, pinned: true);
+            for (int w = 0; w < workers; w++) _tiles[w] ??= GC.AllocateUninitializedArray<float>(TileRows * MatMul.SliceK + AlignedRows.Alignment / sizeof(float), pinned: true);
         }
 
         public void Execute(int begin, int end, int worker)
         {
             int first = begin * TileRows, last = Math.Min(end * TileRows, Out), width = MatMul.SliceK;
             for (int i = 0; i < N; i++) new Span<float>(Y + (long)i * Out + first, last - first).Clear();
-            fixed (float* tile = _tiles[worker])
+            fixed (float* buffer = _tiles[worker])
+            {
+                float* tile = AlignedRows.Align(buffer); // rows of 1024 floats: every row on a cache line boundary
                 for (int t0 = first; t0 < last; t0 += TileRows)
                 {
                     int rows = Math.Min(TileRows, last - t0);
@@ -60,6 +62,7 @@ public static unsafe class TiledGemm
                         MatMul.AddProducts(X + k0, In, tile, width, Y + t0, Out, N, rows, len);
                     }
                 }
+            }
         }
     }
 }
