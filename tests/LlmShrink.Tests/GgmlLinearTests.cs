@@ -53,8 +53,10 @@ public unsafe class GgmlLinearTests
         { TensorType.IQ2_S, 1, 256, 7 }, { TensorType.IQ2_S, 1, 1024, 40 }, { TensorType.IQ2_S, 5, 512, 19 },
         // Q4_0 decode pairs blocks (GgmlQ4_0Pairs.cs): rows of 1, 3, 5, 7 and 33 blocks leave an odd block, a lone pair or both.
         { TensorType.Q4_0, 1, 32, 5 }, { TensorType.Q4_0, 1, 96, 7 }, { TensorType.Q4_0, 1, 160, 9 }, { TensorType.Q4_0, 1, 224, 6 }, { TensorType.Q4_0, 1, 1056, 19 },
-        // Integer prompts (Q4_0, Q8_0): whole groups of 8 W rows and 4 x rows only, then with leftovers of both.
+        // Integer prompts (Q4_0, Q8_0): whole groups of 16 W rows and 4 x rows only, then with leftovers of both — a
+        // pass of 8 W rows after the 16s (24, 29) and single rows after them (19, 29).
         { TensorType.Q4_0, 4, 512, 16 }, { TensorType.Q8_0, 8, 256, 32 }, { TensorType.Q8_0, 9, 1088, 19 },
+        { TensorType.Q4_0, 5, 256, 24 }, { TensorType.Q8_0, 6, 160, 29 },
         // Integer K-quant prompts (Q4_K, Q5_K, Q6_K): whole groups of 8 W rows and 4 x rows only, then leftovers of both (n mod 4 = 1, 2, 3; out mod 8 ≠ 0).
         { TensorType.Q4_K, 4, 512, 16 }, { TensorType.Q4_K, 9, 768, 21 }, { TensorType.Q4_K, 3, 256, 40 },
         { TensorType.Q5_K, 8, 256, 32 }, { TensorType.Q5_K, 7, 1024, 21 }, { TensorType.Q5_K, 2, 512, 9 },
