@@ -56,12 +56,28 @@ public sealed unsafe partial class GptqMatMul
         {
             var owner = Owner!;
             int blocks = owner._paddedIn / 128, groups = owner.Groups, inDim = owner._paddedIn, outDim = owner.OutDim;
-            if (t_laneCodes is null || t_laneCodes.Length < 8 * inDim) t_laneCodes = GC.AllocateUninitializedArray<byte>(8 * inDim, pinned: true);
-            if (t_laneScales is null || t_laneScales.Length < 8 * blocks) t_laneScales = GC.AllocateUninitializedArray<float>(8 * blocks, pinned: true);
-            if (t_laneZeroScales is null || t_laneZeroScales.Length < 8 * groups) t_laneZeroScales = GC.AllocateUninitializedArray<float>(8 * groups, pinned: true);
+            if (t_laneCodes is null || t_laneCodes.Length < 16 * inDim) t_laneCodes = GC.AllocateUninitializedArray<byte>(16 * inDim, pinned: true);
+            if (t_laneScales is null || t_laneScales.Length < 16 * blocks) t_laneScales = GC.AllocateUninitializedArray<float>(16 * blocks, pinned: true);
+            if (t_laneZeroScales is null || t_laneZeroScales.Length < 16 * groups) t_laneZeroScales = GC.AllocateUninitializedArray<float>(16 * groups, pinned: true);
             fixed (byte* lanes = t_laneCodes)
             fixed (float* laneScales = t_laneScales, laneZeroScales = t_laneZeroScales)
-                for (int o = begin * DecodeItemRows; o < Math.Min(end * DecodeItemRows, outDim); o += 8)
+            {
+                int o = begin * DecodeItemRows, last = Math.Min(end * DecodeItemRows, outDim);
+                // 16 rows per pass, two re-laid sets of 8 sharing each activation broadcast (as GgmlPromptGemm.cs); a last 8 alone.
+                for (; o + 16 <= last; o += 16)
+                {
+                    owner.Interleave(this, o, lanes, laneScales, laneZeroScales);
+                    owner.Interleave(this, o + 8, lanes + 8 * inDim, laneScales + 8 * blocks, laneZeroScales + 8 * groups);
+                    int i = 0;
+                    for (; i + 4 <= N; i += 4)
+                        Rows4x16(lanes, lanes + 8 * inDim, laneScales, laneScales + 8 * blocks, laneZeroScales, laneZeroScales + 8 * groups,
+                            Q + (long)i * inDim, PieceScales + (long)i * blocks, GroupSums + (long)i * groups, blocks, groups, inDim, Y + (long)i * outDim + o, outDim);
+                    for (; i < N; i++)
+                        for (int set = 0; set < 2; set++)
+                            Row1(lanes + 8 * set * inDim, laneScales + 8 * set * blocks, laneZeroScales + 8 * set * groups, Q + (long)i * inDim,
+                                PieceScales + (long)i * blocks, GroupSums + (long)i * groups, blocks, groups, Y + (long)i * outDim + o + 8 * set);
+                }
+                for (; o < last; o += 8)
                 {
                     owner.Interleave(this, o, lanes, laneScales, laneZeroScales);
                     int i = 0;
@@ -71,6 +87,7 @@ public sealed unsafe partial class GptqMatMul
                     for (; i < N; i++)
                         Row1(lanes, laneScales, laneZeroScales, Q + (long)i * inDim, PieceScales + (long)i * blocks, GroupSums + (long)i * groups, blocks, groups, Y + (long)i * outDim + o);
                 }
+            }
         }
     }
 
@@ -141,6 +158,53 @@ public sealed unsafe partial class GptqMatMul
             a3 = Vector256.FusedMultiplyAdd(sz, Vector256.Create(-groupSums[g + 3 * groups]), a3);
         }
         a0.Store(y); a1.Store(y + yStride); a2.Store(y + 2 * yStride); a3.Store(y + 3 * yStride);
+    }
+
+    /// <summary>
+    /// <see cref="Rows4"/> for 16 rows, two re-laid sets of 8 (<paramref name="lanesA"/>, <paramref name="lanesB"/>): each
+    /// broadcast of 4 activation bytes feeds a <c>vpdpbusd</c> of each set, so the 8 chains need no even/odd split.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Rows4x16(byte* lanesA, byte* lanesB, float* laneScalesA, float* laneScalesB, float* laneZeroScalesA, float* laneZeroScalesB,
+        sbyte* q, float* d, float* groupSums, int blocks, int groups, int inDim, float* y, int yStride)
+    {
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, c0 = default, c1 = default, c2 = default, c3 = default;
+        for (int b = 0; b < blocks; b++, lanesA += 1024, lanesB += 1024)
+        {
+            int* x0 = (int*)(q + 128 * b);
+            int* x1 = (int*)((sbyte*)x0 + inDim), x2 = (int*)((sbyte*)x1 + inDim), x3 = (int*)((sbyte*)x2 + inDim);
+            Vector256<int> e0 = default, e1 = default, e2 = default, e3 = default, f0 = default, f1 = default, f2 = default, f3 = default;
+            for (int g = 0; g < 32; g++)
+            {
+                var ca = Vector256.Load(lanesA + 32 * g);
+                var cb = Vector256.Load(lanesB + 32 * g);
+                var v = Vector256.Create(x0[g]).AsSByte(); e0 = AvxVnni.MultiplyWideningAndAdd(e0, ca, v); f0 = AvxVnni.MultiplyWideningAndAdd(f0, cb, v);
+                v = Vector256.Create(x1[g]).AsSByte(); e1 = AvxVnni.MultiplyWideningAndAdd(e1, ca, v); f1 = AvxVnni.MultiplyWideningAndAdd(f1, cb, v);
+                v = Vector256.Create(x2[g]).AsSByte(); e2 = AvxVnni.MultiplyWideningAndAdd(e2, ca, v); f2 = AvxVnni.MultiplyWideningAndAdd(f2, cb, v);
+                v = Vector256.Create(x3[g]).AsSByte(); e3 = AvxVnni.MultiplyWideningAndAdd(e3, ca, v); f3 = AvxVnni.MultiplyWideningAndAdd(f3, cb, v);
+            }
+            var sa = Vector256.Load(laneScalesA + 8 * b);
+            var sb = Vector256.Load(laneScalesB + 8 * b);
+            var d0 = Vector256.Create(d[b]); var d1 = Vector256.Create(d[b + blocks]);
+            var d2 = Vector256.Create(d[b + 2 * blocks]); var d3 = Vector256.Create(d[b + 3 * blocks]);
+            a0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(e0), sa * d0, a0); c0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(f0), sb * d0, c0);
+            a1 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(e1), sa * d1, a1); c1 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(f1), sb * d1, c1);
+            a2 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(e2), sa * d2, a2); c2 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(f2), sb * d2, c2);
+            a3 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(e3), sa * d3, a3); c3 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(f3), sb * d3, c3);
+        }
+        for (int g = 0; g < groups; g++)
+        {
+            var za = Vector256.Load(laneZeroScalesA + 8 * g);
+            var zb = Vector256.Load(laneZeroScalesB + 8 * g);
+            var s0 = Vector256.Create(-groupSums[g]); var s1 = Vector256.Create(-groupSums[g + groups]);
+            var s2 = Vector256.Create(-groupSums[g + 2 * groups]); var s3 = Vector256.Create(-groupSums[g + 3 * groups]);
+            a0 = Vector256.FusedMultiplyAdd(za, s0, a0); c0 = Vector256.FusedMultiplyAdd(zb, s0, c0);
+            a1 = Vector256.FusedMultiplyAdd(za, s1, a1); c1 = Vector256.FusedMultiplyAdd(zb, s1, c1);
+            a2 = Vector256.FusedMultiplyAdd(za, s2, a2); c2 = Vector256.FusedMultiplyAdd(zb, s2, c2);
+            a3 = Vector256.FusedMultiplyAdd(za, s3, a3); c3 = Vector256.FusedMultiplyAdd(zb, s3, c3);
+        }
+        a0.Store(y); c0.Store(y + 8); a1.Store(y + yStride); c1.Store(y + yStride + 8);
+        a2.Store(y + 2 * yStride); c2.Store(y + 2 * yStride + 8); a3.Store(y + 3 * yStride); c3.Store(y + 3 * yStride + 8);
     }
 
     /// <summary>y[0..8) for one row of x (the last n mod 4).</summary>
