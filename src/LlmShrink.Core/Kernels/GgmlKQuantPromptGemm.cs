@@ -24,7 +24,8 @@ namespace LlmShrink.Kernels;
 /// against 16 per 512-bit FMA, at a cost of one <c>vpmulld</c> and one add per sub-block and activation row.
 /// <para>16 W rows per pass (two groups sharing each broadcast: 6 loads per 8 <c>vpdpbusd</c> instead of 5 per 4)
 /// measured 8–15 % slower on ggml-gemv --n 64 (1 thread): 8 chains plus 8 integer sums plus 8 float sums exceed ymm0–15, and with
-/// the sums moved to memory the loads saved did not pay for the stores; so 8 rows, as Q4_0/Q8_0.</para>
+/// the sums moved to memory the loads saved did not pay for the stores; so 8 rows. (Q4_0/Q8_0 and GPTQ, whose blocks
+/// need no sub-block integer sums, do take 16: GgmlPromptGemm.cs.)</para>
 /// </summary>
 public static unsafe partial class GgmlMatMul
 {
